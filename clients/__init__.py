@@ -1,0 +1,1 @@
+"""Wire schemas, the typed Python client and the ``mmserve`` CLI."""

@@ -1,0 +1,52 @@
+"""AudioModel: Whisper transcription / translation, audio features and audio embeddings.
+
+Embeddings are batched; transcription runs one clip per call in a worker thread (decoding
+lengths differ per clip, and CTranslate2 parallelises inside one call).
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import numpy as np
+from ray import serve
+
+from deployments.common import BatchStats, ModelReplica, apply_batch_config, placement, replica_device
+from models import audio_features
+from models.registry import SpeechModelSpec, load_speech
+from models.speech import SpeechOptions
+
+
+@serve.deployment(name="AudioModel", max_ongoing_requests=16)
+class AudioModel(ModelReplica):
+    _required = ("engine",)
+
+    def __init__(self, spec: dict) -> None:
+        self.spec = SpeechModelSpec.model_validate(spec)
+        self.device = replica_device()
+        self.engine = load_speech(self.spec, device=self.device)
+        audio_features.warmup()  # numba compiles librosa's kernels once, here rather than on a request
+        self.engine.warmup()
+        self.stats = BatchStats()
+
+    def reconfigure(self, user_config: dict) -> None:
+        apply_batch_config(user_config, self._embed_batch)
+
+    async def transcribe(self, audio: np.ndarray, options: dict) -> dict:
+        opts = SpeechOptions(**options)
+        return dataclasses.asdict(await asyncio.to_thread(self.engine.transcribe, audio, opts))
+
+    async def features(self, audio: np.ndarray, kinds: list[str]) -> dict[str, np.ndarray]:
+        return await asyncio.to_thread(audio_features.compute_features, audio, kinds)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def _embed_batch(self, clips: list[np.ndarray]) -> list[np.ndarray]:
+        self.stats.record("embed", len(clips))
+        return list(await asyncio.to_thread(self.engine.embed, clips))
+
+    async def embed(self, clip: np.ndarray) -> np.ndarray:
+        return await self._embed_batch(clip)
+
+    def info(self) -> dict:
+        return {"model": self.engine.model_id, "engine": self.spec.engine, "multilingual": self.engine.multilingual,
+                "dim": self.engine.embed_dim, "device": self.device, "placement": placement()}

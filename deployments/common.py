@@ -1,0 +1,80 @@
+"""What every model deployment shares: batch settings from ``user_config``, batch statistics,
+and the device Ray granted this replica."""
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+
+import ray
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.runtime import resolve_device
+
+log = logging.getLogger("ray.serve")
+
+
+class BatchConfig(BaseModel):
+    """The live-tunable part of a model deployment (its Ray Serve ``user_config``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_batch_size: int = Field(16, ge=1, le=512)
+    batch_wait_timeout_s: float = Field(0.01, ge=0.0, le=5.0)
+
+
+def apply_batch_config(user_config: dict | None, *batched_methods) -> BatchConfig:
+    """``reconfigure`` body: validate and push the settings into each ``@serve.batch`` method."""
+    config = BatchConfig.model_validate(user_config or {})
+    for method in batched_methods:
+        method.set_max_batch_size(config.max_batch_size)
+        method.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
+    log.info("batch config: %s", config.model_dump())
+    return config
+
+
+class BatchStats:
+    """Sizes of the batches each method really ran, read by tests and ``/v1/stats``."""
+
+    def __init__(self) -> None:
+        self._sizes: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+        self._lock = threading.Lock()
+
+    def record(self, method: str, size: int) -> None:
+        with self._lock:
+            self._sizes[method][size] += 1
+
+    def snapshot(self) -> dict[str, dict[int, int]]:
+        with self._lock:
+            return {name: dict(counter) for name, counter in self._sizes.items()}
+
+
+def replica_device() -> str:
+    """``cuda`` when Ray assigned this replica (a fraction of) a GPU and CUDA exists, else ``cpu``."""
+    return resolve_device(want_gpu=bool(ray.get_gpu_ids()))
+
+
+def placement() -> dict:
+    """What Ray granted this replica, as Ray itself reports it."""
+    ctx = ray.get_runtime_context()
+    return {"gpu_ids": [str(g) for g in ray.get_gpu_ids()], "resources": ctx.get_assigned_resources()}
+
+
+class ModelReplica:
+    """Methods every model deployment answers: liveness, readiness and batch statistics.
+
+    Subclasses set ``self.stats`` and list the attributes that must be loaded in ``_required``.
+    """
+
+    _required: tuple[str, ...] = ()
+    stats: BatchStats
+
+    def batch_stats(self) -> dict:
+        return self.stats.snapshot()
+
+    def ping(self) -> str:
+        return "ok"
+
+    def check_health(self) -> None:
+        missing = [name for name in self._required if getattr(self, name, None) is None]
+        if missing:
+            raise RuntimeError(f"{type(self).__name__} has no {', '.join(missing)} loaded")

@@ -1,0 +1,91 @@
+"""The one place that maps errors to HTTP: every error leaves as ``{"error": {type, message, param}}``."""
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from models.errors import Incompatible, InvalidInput, MMServeError, NotFound, PayloadTooLarge, Unavailable, UnsupportedMedia
+
+log = logging.getLogger("ray.serve")
+
+STATUS: dict[type[MMServeError], int] = {
+    InvalidInput: 400,
+    Incompatible: 400,
+    NotFound: 404,
+    PayloadTooLarge: 413,
+    UnsupportedMedia: 415,
+    Unavailable: 503,
+}
+
+
+def error_response(status: int, error_type: str, message: str, param: str | None = None,
+                   headers: dict | None = None) -> JSONResponse:
+    body = {"error": {"type": error_type, "message": message, "param": param}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _domain_cause(exc: BaseException) -> MMServeError | None:
+    """The domain error itself, also when it crossed a Ray handle (wrapped in RayTaskError)."""
+    for candidate in (exc, getattr(exc, "cause", None), exc.__cause__):
+        if isinstance(candidate, MMServeError) and hasattr(candidate, "message"):
+            return candidate
+    return None
+
+
+def _status_for(err: MMServeError) -> int:
+    return next((code for cls, code in STATUS.items() if isinstance(err, cls)), 400)
+
+
+def _validation_param(errors: list[dict]) -> str | None:
+    loc = [str(part) for part in errors[0].get("loc", ()) if part != "body"] if errors else []
+    return ".".join(loc) or None
+
+
+def _validation_message(errors: list[dict]) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e['msg']}"
+                     for e in errors[:5])
+
+
+async def _on_validation(_: Request, exc: Exception) -> JSONResponse:
+    errors = exc.errors()
+    return error_response(422, "invalid_request_error", _validation_message(errors), _validation_param(errors))
+
+
+async def _on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+    return error_response(exc.status_code, kind, str(exc.detail), headers=getattr(exc, "headers", None))
+
+
+async def _on_any(_: Request, exc: Exception) -> JSONResponse:
+    domain = _domain_cause(exc)
+    if domain is not None:
+        return error_response(_status_for(domain), domain.error_type, domain.message, domain.param)
+    if _is_overload(exc):
+        return error_response(503, "overloaded", "the service is at capacity; retry shortly",
+                              headers={"Retry-After": "1"})
+    log.exception("unhandled error")
+    return error_response(500, "internal_error", f"internal error ({type(exc).__name__})")
+
+
+def _is_overload(exc: Exception) -> bool:
+    from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+
+    return isinstance(exc, (BackPressureError, DeploymentUnavailableError))
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(ValidationError, _on_validation)
+    app.add_exception_handler(StarletteHTTPException, _on_http)
+    # Specific classes are answered by Starlette's ExceptionMiddleware; only true 500s reach the
+    # catch-all (which Starlette re-raises for logging after the response is sent).
+    from ray.exceptions import RayTaskError
+    from ray.serve.exceptions import RayServeException
+
+    for cls in (MMServeError, RayTaskError, RayServeException, Exception):
+        app.add_exception_handler(cls, _on_any)

@@ -1,0 +1,37 @@
+"""TextEncoder: sentence embeddings, one batch item per text, padded to the batch's longest."""
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+from ray import serve
+
+from deployments.common import BatchStats, ModelReplica, apply_batch_config, placement, replica_device
+from models.registry import TextModelSpec, load_text
+
+
+@serve.deployment(name="TextEncoder", max_ongoing_requests=64)
+class TextEncoder(ModelReplica):
+    _required = ("model",)
+
+    def __init__(self, spec: dict) -> None:
+        self.spec = TextModelSpec.model_validate(spec)
+        self.device = replica_device()
+        self.model = load_text(self.spec, device=self.device)
+        self.model.warmup()
+        self.stats = BatchStats()
+
+    def reconfigure(self, user_config: dict) -> None:
+        apply_batch_config(user_config, self._embed_batch)
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
+    async def _embed_batch(self, texts: list[str]) -> list[np.ndarray]:
+        self.stats.record("embed", len(texts))
+        return list(await asyncio.to_thread(self.model.embed, texts))
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        return np.stack(await asyncio.gather(*(self._embed_batch(t) for t in texts)))
+
+    def info(self) -> dict:
+        return {"model": self.model.model_id, "space": self.model.space, "dim": self.model.dim,
+                "device": self.device, "placement": placement()}

@@ -1,0 +1,64 @@
+"""VisionEncoder: image embeddings and ImageNet-style classification, batched."""
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import torch
+from ray import serve
+
+from deployments.common import BatchStats, ModelReplica, apply_batch_config, placement, replica_device
+from models.registry import TextModelSpec, VisionModelSpec, load_classifier, load_embedder
+
+
+@serve.deployment(name="VisionEncoder", max_ongoing_requests=32)
+class VisionEncoder(ModelReplica):
+    _required = ("classifier", "embedder")
+
+    def __init__(self, spec: dict, text_spec: dict) -> None:
+        self.spec = VisionModelSpec.model_validate(spec)
+        self.device = replica_device()
+        self.classifier = load_classifier(self.spec, device=self.device)
+        self.embedder = load_embedder(self.spec, TextModelSpec.model_validate(text_spec),
+                                      classifier=self.classifier, device=self.device)
+        self.stats = BatchStats()
+        blank = np.zeros((224, 224, 3), dtype=np.uint8)
+        self._probs([blank]), self._embed([blank])  # warm up both paths
+
+    def reconfigure(self, user_config: dict) -> None:
+        apply_batch_config(user_config, self._classify_batch, self._embed_batch)
+
+    def _probs(self, images: list[np.ndarray]) -> np.ndarray:
+        return self.classifier.probs(torch.stack([self.classifier.preprocess(i) for i in images]))
+
+    def _embed(self, images: list[np.ndarray]) -> np.ndarray:
+        return self.embedder.embed(torch.stack([self.embedder.preprocess(i) for i in images]))
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    async def _classify_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        self.stats.record("classify", len(images))
+        return list(await asyncio.to_thread(self._probs, images))
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    async def _embed_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        self.stats.record("embed", len(images))
+        return list(await asyncio.to_thread(self._embed, images))
+
+    async def classify(self, image: np.ndarray, top_k: int) -> list[dict]:
+        probs = await self._classify_batch(image)
+        top = np.argsort(-probs)[:top_k]
+        return [{"index": int(i), "label": self.classifier.labels[i], "score": float(probs[i])} for i in top]
+
+    async def embed(self, image: np.ndarray) -> np.ndarray:
+        return await self._embed_batch(image)
+
+    def info(self) -> dict:
+        return {
+            "classifier": self.classifier.model_id,
+            "embedder": self.embedder.model_id,
+            "space": self.embedder.space,
+            "dim": self.embedder.dim,
+            "logit_scale": self.embedder.logit_scale,
+            "device": self.device,
+            "placement": placement(),
+        }

@@ -1,0 +1,35 @@
+"""``build_app``: the Serve application named by ``serve_config.yaml`` (``graphs.app:build_app``)."""
+from __future__ import annotations
+
+import logging
+
+from ray.serve import Application
+
+from deployments.audio import AudioModel
+from deployments.gateway import Gateway
+from deployments.text import TextEncoder
+from deployments.vision import VisionEncoder
+from graphs import guard
+from graphs.args import AppArgs
+
+log = logging.getLogger("ray.serve")
+
+
+def demands(args: AppArgs) -> list[guard.ReplicaDemand]:
+    return [guard.ReplicaDemand(deployment=name, per_replica=d.replica_request(),
+                                min_replicas=max(d.autoscaling.min_replicas, 1))
+            for name, d in args.deployments().items()]
+
+
+def build_app(args: dict | AppArgs | None = None) -> Application:
+    """Validate the args, check the cluster can host them, and compose the graph."""
+    cfg = args if isinstance(args, AppArgs) else AppArgs.model_validate(args or {})
+    if cfg.resource_guard == "strict":
+        guard.check(demands(cfg))
+    vision = VisionEncoder.options(**cfg.vision.serve_options(user_config=cfg.vision.batch.model_dump())).bind(
+        cfg.vision.model.model_dump(), cfg.text.model.model_dump())
+    text = TextEncoder.options(**cfg.text.serve_options(user_config=cfg.text.batch.model_dump())).bind(
+        cfg.text.model.model_dump())
+    audio = AudioModel.options(**cfg.audio.serve_options(user_config=cfg.audio.batch.model_dump())).bind(
+        cfg.audio.model.model_dump())
+    return Gateway.options(**cfg.gateway.serve_options()).bind(vision, text, audio, cfg.gateway.settings.model_dump())

@@ -1,0 +1,112 @@
+"""Typed arguments of ``build_app`` (the ``args:`` block of a Serve config file).
+
+Resources and autoscaling live here, per modality, rather than in the config file's
+``deployments:`` section, so that the resource guard can check them before anything is deployed.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from deployments.common import BatchConfig
+from deployments.gateway import GatewaySettings
+from models.registry import SpeechModelSpec, TextModelSpec, VisionModelSpec
+
+
+class _Args(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Autoscaling(_Args):
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: float = Field(2.0, gt=0)
+    upscale_delay_s: float = Field(30.0, ge=0)
+    downscale_delay_s: float = Field(600.0, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("autoscaling.min_replicas must be <= max_replicas")
+        return self
+
+
+class DeploymentArgs(_Args):
+    """How one deployment runs: per-replica resources, autoscaling and request limits."""
+
+    num_cpus: float = Field(0.25, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources per replica")
+    autoscaling: Autoscaling = Autoscaling()
+    max_ongoing_requests: int = Field(32, ge=1)
+
+    def replica_request(self) -> dict[str, float]:
+        wanted = {"CPU": self.num_cpus, "GPU": self.num_gpus, **self.resources}
+        return {k: v for k, v in wanted.items() if v > 0}
+
+    def serve_options(self, *, user_config: dict | None = None) -> dict:
+        options = {
+            "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus, "resources": self.resources},
+            "autoscaling_config": self.autoscaling.model_dump(),
+            "max_ongoing_requests": self.max_ongoing_requests,
+        }
+        if user_config is not None:
+            options["user_config"] = user_config
+        return options
+
+
+class _ModelDeploymentArgs(DeploymentArgs):
+    batch: BatchConfig = BatchConfig()
+
+    @model_validator(mode="after")
+    def _room_for_a_batch(self):
+        if self.max_ongoing_requests < self.batch.max_batch_size:
+            raise ValueError(
+                f"max_ongoing_requests ({self.max_ongoing_requests}) < batch.max_batch_size "
+                f"({self.batch.max_batch_size}): batches could never fill"
+            )
+        return self
+
+
+class VisionArgs(_ModelDeploymentArgs):
+    model: VisionModelSpec = VisionModelSpec()
+
+
+class TextArgs(_ModelDeploymentArgs):
+    model: TextModelSpec = TextModelSpec()
+
+
+class AudioArgs(_ModelDeploymentArgs):
+    model: SpeechModelSpec = SpeechModelSpec()
+    batch: BatchConfig = BatchConfig(max_batch_size=8)
+    max_ongoing_requests: int = Field(16, ge=1)
+
+
+class GatewayArgs(DeploymentArgs):
+    num_cpus: float = Field(0.1, ge=0)
+    max_ongoing_requests: int = Field(64, ge=1)
+    settings: GatewaySettings = GatewaySettings()
+
+
+class AppArgs(_Args):
+    vision: VisionArgs = VisionArgs()
+    text: TextArgs = TextArgs()
+    audio: AudioArgs = AudioArgs()
+    gateway: GatewayArgs = GatewayArgs()
+    resource_guard: Literal["strict", "off"] = Field(
+        "strict", description="'off' for clusters whose autoscaler adds nodes on demand (e.g. KubeRay)")
+
+    @model_validator(mode="after")
+    def _one_space(self):
+        vision_space, text_space = self.vision.model.space(self.text.model), self.text.model.space
+        if vision_space != text_space:
+            raise ValueError(
+                f"vision embeddings ({vision_space}) and text embeddings ({text_space}) must share a space "
+                "for zero-shot and retrieval: pair CLIP with the same CLIP checkpoint, or ConSE with any text model"
+            )
+        return self
+
+    def deployments(self) -> dict[str, DeploymentArgs]:
+        return {"VisionEncoder": self.vision, "TextEncoder": self.text, "AudioModel": self.audio,
+                "Gateway": self.gateway}

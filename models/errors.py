@@ -1,0 +1,58 @@
+"""Domain errors raised by model and media code.
+
+They carry a stable ``error_type`` and the request parameter at fault; the gateway maps each
+class to an HTTP status in exactly one place (``deployments/http_errors.py``).
+"""
+from __future__ import annotations
+
+
+class MMServeError(Exception):
+    """Base class: a problem the caller can act on, with the request field it concerns."""
+
+    error_type = "invalid_request_error"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+    def __reduce__(self):  # keep keyword-only ``param`` across Ray's pickling
+        return (_rebuild, (type(self), self.message, self.param))
+
+
+def _rebuild(cls: type[MMServeError], message: str, param: str | None) -> MMServeError:
+    return cls(message, param=param)
+
+
+class InvalidInput(MMServeError):
+    """The request is well-formed HTTP but its content is unusable (bad base64, empty list...)."""
+
+
+class UnsupportedMedia(MMServeError):
+    """Media bytes that no decoder understands, or a content type the route does not take."""
+
+    error_type = "unsupported_media_type"
+
+
+class PayloadTooLarge(MMServeError):
+    """Media over a configured limit (pixels, seconds, bytes)."""
+
+    error_type = "payload_too_large"
+
+
+class NotFound(MMServeError):
+    """A named model, route or resource does not exist."""
+
+    error_type = "not_found_error"
+
+
+class Incompatible(MMServeError):
+    """The request combines things that cannot work together (e.g. two embedding spaces)."""
+
+    error_type = "incompatible_request"
+
+
+class Unavailable(MMServeError):
+    """A capability exists in the API but is not configured or not ready in this deployment."""
+
+    error_type = "service_unavailable"

@@ -1,0 +1,125 @@
+"""Typed model specs and the factories that turn them into loaded backends.
+
+A spec names either a packaged offline model (the default) or any transformers hub id / local
+directory. Specs are plain pydantic models so the app builder, the CLI and tests share them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from models import packaged
+from models.runtime import Precision
+from models.speech import FasterWhisperEngine, SpeechEngine, TransformersWhisperEngine
+from models.text import CLIPTextEncoder, MiniLMEncoder, TextEmbedder, clip_space
+from models.vision import (
+    CLIPImageEmbedder,
+    ConSEEmbedder,
+    EfficientNetLiteClassifier,
+    ImageClassifier,
+    ImageEmbedder,
+    ViTClassifier,
+    class_name_embeddings,
+)
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TextModelSpec(_Spec):
+    kind: Literal["minilm", "clip"] = "minilm"
+    path: str | None = Field(None, description="hub id or local directory; empty = packaged all-MiniLM-L6-v2")
+    precision: Precision = "fp32"
+
+    @model_validator(mode="after")
+    def _clip_needs_path(self):
+        if self.kind == "clip" and not self.path:
+            raise ValueError("text.kind=clip needs a path (hub id or directory); no CLIP weights are packaged")
+        return self
+
+    @property
+    def model_id(self) -> str:
+        return self.path or packaged.MINILM
+
+    @property
+    def space(self) -> str:
+        return clip_space(self.model_id) if self.kind == "clip" else f"text:{self.model_id}"
+
+
+class VisionModelSpec(_Spec):
+    classifier: Literal["efficientnet-lite0", "vit"] = "efficientnet-lite0"
+    classifier_path: str | None = Field(None, description="hub id or directory for classifier=vit")
+    embedder: Literal["conse", "clip"] = "conse"
+    embedder_path: str | None = Field(None, description="hub id or directory for embedder=clip")
+    conse_top_t: int = Field(10, ge=1, le=1000)
+    precision: Precision = "fp32"
+
+    @model_validator(mode="after")
+    def _paths(self):
+        if self.classifier == "vit" and not self.classifier_path:
+            raise ValueError("vision.classifier=vit needs classifier_path (hub id or directory)")
+        if self.embedder == "clip" and not self.embedder_path:
+            raise ValueError("vision.embedder=clip needs embedder_path (hub id or directory)")
+        return self
+
+    def space(self, text: TextModelSpec) -> str:
+        """ConSE lives in the text encoder's space; CLIP in its own checkpoint's space."""
+        return clip_space(self.embedder_path) if self.embedder == "clip" else text.space
+
+
+class SpeechModelSpec(_Spec):
+    engine: Literal["faster-whisper", "transformers"] = "faster-whisper"
+    model: str = Field(packaged.WHISPER_BASE, description="packaged name, hub id or local directory")
+    compute_type: str = Field("int8", description="CTranslate2 compute type for faster-whisper")
+    cpu_threads: int = Field(0, ge=0, description="0 = CTranslate2's default")
+    cache_dir: str = Field("~/.cache/mmserve", description="where split packaged weights are assembled")
+
+    @property
+    def model_id(self) -> str:
+        return self.model
+
+
+def load_text(spec: TextModelSpec, *, device: str = "cpu") -> TextEmbedder:
+    if spec.kind == "clip":
+        return CLIPTextEncoder.load(spec.path, model_id=spec.model_id, device=device, precision=spec.precision)
+    path = spec.path or packaged.minilm_dir()
+    return MiniLMEncoder.load(path, model_id=spec.model_id, device=device, precision=spec.precision)
+
+
+def load_classifier(spec: VisionModelSpec, *, device: str = "cpu") -> ImageClassifier:
+    if spec.classifier == "vit":
+        return ViTClassifier.load(spec.classifier_path, model_id=spec.classifier_path, device=device,
+                                  precision=spec.precision)
+    return EfficientNetLiteClassifier.load(packaged.efficientnet_lite0_weights(), labels=packaged.imagenet_labels(),
+                                           device=device, precision=spec.precision)
+
+
+def load_embedder(spec: VisionModelSpec, text: TextModelSpec, *, classifier: ImageClassifier,
+                  device: str = "cpu") -> ImageEmbedder:
+    """CLIP's image tower, or ConSE over ``classifier`` in the space of the ``text`` encoder."""
+    if spec.embedder == "clip":
+        return CLIPImageEmbedder.load(spec.embedder_path, model_id=spec.embedder_path, device=device,
+                                      precision=spec.precision)
+    encoder = load_text(text, device=device)
+    classes = class_name_embeddings(encoder, classifier.labels)
+    return ConSEEmbedder(classifier=classifier, class_embeddings=classes, space=encoder.space, top_t=spec.conse_top_t)
+
+
+def load_speech(spec: SpeechModelSpec, *, device: str = "cpu") -> SpeechEngine:
+    path = _speech_path(spec)
+    if spec.engine == "transformers":
+        return TransformersWhisperEngine.load(path, model_id=spec.model_id, device=device)
+    compute_type = spec.compute_type if device == "cpu" or spec.compute_type != "int8" else "int8_float16"
+    return FasterWhisperEngine.load(path, model_id=spec.model_id, device=device, compute_type=compute_type,
+                                    cpu_threads=spec.cpu_threads)
+
+
+def _speech_path(spec: SpeechModelSpec) -> str:
+    if spec.model in packaged.PACKAGED_WHISPER:
+        if spec.engine != "faster-whisper":
+            raise ValueError(f"packaged '{spec.model}' is CTranslate2: use engine=faster-whisper")
+        return str(packaged.whisper_dir(spec.model, Path(spec.cache_dir)))
+    return spec.model

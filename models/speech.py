@@ -1,0 +1,207 @@
+"""Speech backends: Whisper transcription / translation and pooled-encoder audio embeddings.
+
+Contract (``SpeechEngine``): ``model_id``, ``multilingual``, ``languages``, ``embed_dim``,
+``transcribe(audio, options) -> Transcript``, ``embed(list of audio) -> [B, embed_dim]``, ``warmup()``.
+Audio is mono float32 at 16 kHz (see ``models.media``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from models.errors import Incompatible, InvalidInput
+from models.media import SAMPLE_RATE
+
+Task = Literal["transcribe", "translate"]
+CHUNK_SECONDS = 30
+ENCODER_FRAMES = 1500  # encoder positions per 30 s window (mel hop 10 ms, conv stride 2)
+
+
+@dataclass(frozen=True)
+class SpeechOptions:
+    task: Task = "transcribe"
+    language: str | None = None
+    prompt: str | None = None
+    temperature: float = 0.0
+    beam_size: int = 1
+
+
+@dataclass(frozen=True)
+class Segment:
+    id: int
+    start: float
+    end: float
+    text: str
+    avg_logprob: float = 0.0
+    no_speech_prob: float = 0.0
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    language: str
+    language_probability: float
+    duration: float
+    task: Task
+    segments: list[Segment] = field(default_factory=list)
+
+
+class SpeechEngine(Protocol):
+    model_id: str
+    multilingual: bool
+    languages: list[str]
+    embed_dim: int
+
+    def transcribe(self, audio: np.ndarray, options: SpeechOptions) -> Transcript: ...
+
+    def embed(self, clips: Sequence[np.ndarray]) -> np.ndarray: ...
+
+    def warmup(self) -> None: ...
+
+
+def check_options(engine: SpeechEngine, options: SpeechOptions) -> None:
+    """Refuse what the model cannot do, as the caller's error rather than a crash inside decoding."""
+    if options.task == "translate" and not engine.multilingual:
+        raise Incompatible(f"model '{engine.model_id}' is English-only and cannot translate", param="model")
+    if options.language is not None and options.language not in engine.languages:
+        raise InvalidInput(
+            f"language '{options.language}' is not supported by '{engine.model_id}'", param="language"
+        )
+    if not 0.0 <= options.temperature <= 1.0:
+        raise InvalidInput("temperature must be between 0 and 1", param="temperature")
+
+
+def pooled(states: np.ndarray, clips: Sequence[np.ndarray]) -> np.ndarray:
+    """Mean of encoder states over the frames that hold real audio, L2-normalised."""
+    out = np.empty((len(clips), states.shape[-1]), dtype=np.float32)
+    for i, clip in enumerate(clips):
+        frames = int(np.ceil(min(len(clip), CHUNK_SECONDS * SAMPLE_RATE) / SAMPLE_RATE * 50))
+        out[i] = states[i, : max(frames, 1)].mean(axis=0)
+    return out / np.linalg.norm(out, axis=1, keepdims=True).clip(min=1e-9)
+
+
+class FasterWhisperEngine:
+    """Whisper on CTranslate2 via faster-whisper (int8 on CPU, float16 on CUDA by default)."""
+
+    def __init__(self, model, *, model_id: str):
+        self.model = model
+        self.model_id = model_id
+        self.multilingual = bool(model.model.is_multilingual)
+        self.languages = list(model.supported_languages)
+        self.embed_dim = int(self.embed([np.zeros(SAMPLE_RATE, dtype=np.float32)]).shape[-1])
+
+    @classmethod
+    def load(cls, path, *, model_id: str, device: str = "cpu", compute_type: str = "default", cpu_threads: int = 0):
+        from faster_whisper import WhisperModel
+
+        model = WhisperModel(str(path), device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+        return cls(model, model_id=model_id)
+
+    def transcribe(self, audio: np.ndarray, options: SpeechOptions) -> Transcript:
+        check_options(self, options)
+        segments, info = self.model.transcribe(
+            audio,
+            task=options.task,
+            language=options.language,
+            initial_prompt=options.prompt,
+            temperature=options.temperature,
+            beam_size=options.beam_size,
+        )
+        segs = [
+            Segment(id=s.id, start=round(s.start, 3), end=round(s.end, 3), text=s.text.strip(),
+                    avg_logprob=s.avg_logprob, no_speech_prob=s.no_speech_prob)
+            for s in segments
+        ]
+        return Transcript(text=" ".join(s.text for s in segs).strip(), language=info.language,
+                          language_probability=round(info.language_probability, 4), duration=info.duration,
+                          task=options.task, segments=segs)
+
+    def _features(self, clip: np.ndarray) -> np.ndarray:
+        window = np.zeros(CHUNK_SECONDS * SAMPLE_RATE, dtype=np.float32)
+        head = clip[: window.size]
+        window[: head.size] = head
+        return self.model.feature_extractor(window)[:, : self.model.feature_extractor.nb_max_frames]
+
+    def _encode(self, features: np.ndarray) -> np.ndarray:
+        from faster_whisper.transcribe import get_ctranslate2_storage
+
+        batch = features if features.ndim == 3 else features[None]
+        return np.asarray(self.model.model.encode(get_ctranslate2_storage(batch), to_cpu=True), dtype=np.float32)
+
+    def embed(self, clips: Sequence[np.ndarray]) -> np.ndarray:
+        states = self._encode(np.stack([self._features(c) for c in clips]))
+        return pooled(states, clips)
+
+    def warmup(self) -> None:
+        tone = (0.1 * np.sin(np.arange(SAMPLE_RATE) * 2 * np.pi * 440 / SAMPLE_RATE)).astype(np.float32)
+        self.transcribe(tone, SpeechOptions())
+        self.embed([tone])
+
+
+class TransformersWhisperEngine:
+    """``WhisperForConditionalGeneration`` (hub id or local directory); 30-second windows, one
+    segment per window."""
+
+    def __init__(self, *, model, processor, model_id: str, device: str):
+        self.model, self.processor = model.to(device).eval(), processor
+        self.model_id, self.device = model_id, device
+        lang_to_id = getattr(model.generation_config, "lang_to_id", None) or {}
+        self.languages = [tok.strip("<|>") for tok in lang_to_id]
+        self.multilingual = bool(getattr(model.generation_config, "is_multilingual", len(self.languages) > 1))
+        self.embed_dim = model.config.d_model
+
+    @classmethod
+    def load(cls, path, *, model_id: str, device: str = "cpu"):
+        from transformers import AutoProcessor, WhisperForConditionalGeneration
+
+        model = WhisperForConditionalGeneration.from_pretrained(str(path))
+        return cls(model=model, processor=AutoProcessor.from_pretrained(str(path)), model_id=model_id, device=device)
+
+    def _features(self, clips: Sequence[np.ndarray]) -> torch.Tensor:
+        feats = self.processor.feature_extractor(list(clips), sampling_rate=SAMPLE_RATE, return_tensors="pt")
+        return feats["input_features"].to(self.device, dtype=next(self.model.parameters()).dtype)
+
+    def transcribe(self, audio: np.ndarray, options: SpeechOptions) -> Transcript:
+        check_options(self, options)
+        step = CHUNK_SECONDS * SAMPLE_RATE
+        windows = [audio[i : i + step] for i in range(0, max(len(audio), 1), step)]
+        language = options.language or self._detect_language(windows[0])
+        segs = [self._decode_window(w, i, step, language, options) for i, w in enumerate(windows)]
+        return Transcript(text=" ".join(s.text for s in segs).strip(), language=language,
+                          language_probability=1.0 if options.language else 0.0,
+                          duration=round(len(audio) / SAMPLE_RATE, 3), task=options.task, segments=segs)
+
+    def _detect_language(self, window: np.ndarray) -> str:
+        if not self.multilingual:
+            return "en"
+        features = self._features([window])
+        with torch.inference_mode():
+            token_id = int(self.model.detect_language(features)[0])
+        return self.processor.tokenizer.convert_ids_to_tokens(token_id).strip("<|>")
+
+    def _decode_window(self, window, index: int, step: int, language: str, options: SpeechOptions) -> Segment:
+        features = self._features([window])
+        kwargs = {"task": options.task, "language": language} if self.multilingual else {}
+        if options.temperature > 0:
+            kwargs.update(do_sample=True, temperature=options.temperature)
+        if options.prompt:
+            kwargs["prompt_ids"] = torch.tensor(self.processor.get_prompt_ids(options.prompt), device=self.device)
+        with torch.inference_mode():
+            ids = self.model.generate(features, num_beams=options.beam_size, max_new_tokens=200, **kwargs)
+        text = self.processor.batch_decode(ids, skip_special_tokens=True)[0].strip()
+        if options.prompt and text.startswith(options.prompt.strip()):
+            text = text[len(options.prompt.strip()) :].strip()
+        start = index * step / SAMPLE_RATE
+        return Segment(id=index, start=start, end=round(start + len(window) / SAMPLE_RATE, 3), text=text)
+
+    def embed(self, clips: Sequence[np.ndarray]) -> np.ndarray:
+        features = self._features([c[: CHUNK_SECONDS * SAMPLE_RATE] for c in clips])
+        with torch.inference_mode():
+            states = self.model.model.encoder(features).last_hidden_state.float().cpu().numpy()
+        return pooled(states, clips)
+
+    def warmup(self) -> None:
+        self.embed([np.zeros(SAMPLE_RATE, dtype=np.float32)])

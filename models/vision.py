@@ -1,0 +1,170 @@
+"""Vision backends: ImageNet-style classifiers and image embedders.
+
+Contracts, each split into pre / core / post so a deployment can batch the core:
+- ``ImageClassifier``: ``labels``, ``preprocess(rgb) -> [3,H,W]``, ``probs(batch) -> [B, C]``.
+- ``ImageEmbedder``: ``space``, ``dim``, ``logit_scale``, ``preprocess(rgb)``, ``embed(batch) -> [B, dim]``.
+"""
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from models.runtime import Precision, autocast, effective_precision, l2_normalize
+from models.text import TextEmbedder, clip_space
+
+
+class ImageClassifier(Protocol):
+    model_id: str
+    labels: list[str]
+
+    def preprocess(self, image: np.ndarray) -> torch.Tensor: ...
+
+    def probs(self, batch: torch.Tensor) -> np.ndarray: ...
+
+
+class ImageEmbedder(Protocol):
+    model_id: str
+    space: str
+    dim: int
+    logit_scale: float
+
+    def preprocess(self, image: np.ndarray) -> torch.Tensor: ...
+
+    def embed(self, batch: torch.Tensor) -> np.ndarray: ...
+
+
+def resize_center_crop(image: np.ndarray, *, size: int, resize: int) -> np.ndarray:
+    """Short side to ``resize`` (bicubic), then a centred ``size`` x ``size`` crop."""
+    img = Image.fromarray(image)
+    scale = resize / min(img.size)
+    img = img.resize((max(size, round(img.width * scale)), max(size, round(img.height * scale))), Image.BICUBIC)
+    left, top = (img.width - size) // 2, (img.height - size) // 2
+    return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.float32)
+
+
+class _TorchVisionModel:
+    """Device, precision and the batched forward shared by the torch vision backends."""
+
+    def __init__(self, *, model: torch.nn.Module, model_id: str, device: str, precision: Precision):
+        self.model = model.to(device).eval()
+        self.model_id = model_id
+        self.device = device
+        self.precision = effective_precision(precision, device)
+
+    def _run(self, batch: torch.Tensor, fn) -> torch.Tensor:
+        with torch.inference_mode(), autocast(self.precision, self.device):
+            return fn(batch.to(self.device)).float()
+
+
+class EfficientNetLiteClassifier(_TorchVisionModel):
+    """EfficientNet-Lite0 (ImageNet-1k), inputs scaled to [-1, 1] as in the TF-Lite release."""
+
+    image_size = 224
+
+    def __init__(self, *, model, labels: list[str], model_id: str, device: str, precision: Precision):
+        super().__init__(model=model, model_id=model_id, device=device, precision=precision)
+        self.labels = labels
+
+    @classmethod
+    def load(cls, weights, *, labels: list[str], device="cpu", precision: Precision = "fp32"):
+        from efficientnet_lite_pytorch import EfficientNet
+
+        model = EfficientNet.from_name("efficientnet-lite0", num_classes=len(labels))
+        model.load_state_dict(torch.load(str(weights), map_location="cpu", weights_only=True))
+        return cls(model=model, labels=labels, model_id="efficientnet-lite0", device=device, precision=precision)
+
+    def preprocess(self, image: np.ndarray) -> torch.Tensor:
+        pixels = resize_center_crop(image, size=self.image_size, resize=256)
+        return torch.from_numpy((pixels - 127.0) / 128.0).permute(2, 0, 1)
+
+    def probs(self, batch: torch.Tensor) -> np.ndarray:
+        return self._run(batch, self.model).softmax(-1).cpu().numpy()
+
+
+class _HFImageModel(_TorchVisionModel):
+    """A transformers vision model with its own image processor (hub id or local directory)."""
+
+    def __init__(self, *, processor, **kwargs):
+        super().__init__(**kwargs)
+        self.processor = processor
+
+    def preprocess(self, image: np.ndarray) -> torch.Tensor:
+        return self.processor(images=image, return_tensors="pt")["pixel_values"][0]
+
+
+class ViTClassifier(_HFImageModel):
+    """``ViTForImageClassification`` (or any AutoModelForImageClassification) with its id2label."""
+
+    @classmethod
+    def load(cls, path, *, model_id: str, device="cpu", precision: Precision = "fp32"):
+        from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+        model = AutoModelForImageClassification.from_pretrained(str(path))
+        obj = cls(processor=AutoImageProcessor.from_pretrained(str(path)), model=model, model_id=model_id,
+                  device=device, precision=precision)
+        obj.labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        return obj
+
+    def probs(self, batch: torch.Tensor) -> np.ndarray:
+        return self._run(batch, lambda x: self.model(pixel_values=x).logits).softmax(-1).cpu().numpy()
+
+
+class CLIPImageEmbedder(_HFImageModel):
+    """The image tower of a CLIP checkpoint; shares its space with ``CLIPTextEncoder`` of the same id."""
+
+    logit_scale = 100.0  # CLIP's trained temperature (clamped at 100)
+
+    @classmethod
+    def load(cls, path, *, model_id: str, device="cpu", precision: Precision = "fp32"):
+        from transformers import AutoImageProcessor, CLIPVisionModelWithProjection
+
+        model = CLIPVisionModelWithProjection.from_pretrained(str(path))
+        obj = cls(processor=AutoImageProcessor.from_pretrained(str(path)), model=model, model_id=model_id,
+                  device=device, precision=precision)
+        obj.space, obj.dim = clip_space(model_id), model.config.projection_dim
+        return obj
+
+    def embed(self, batch: torch.Tensor) -> np.ndarray:
+        return l2_normalize(self._run(batch, lambda x: self.model(pixel_values=x).image_embeds))
+
+
+class ConSEEmbedder:
+    """ConSE (Norouzi et al., 2014): an image's embedding is the probability-weighted sum of the
+    text embeddings of its top-T classes, so images land in the text encoder's space.
+
+    It knows what the classifier knows (ImageNet's 1000 concepts), nothing about colours or scenes.
+    """
+
+    logit_scale = 25.0  # chosen on ImageNet-style prompts: ConSE cosines span a narrower range than CLIP's
+
+    def __init__(self, *, classifier: ImageClassifier, class_embeddings: np.ndarray, space: str, top_t: int = 10):
+        if class_embeddings.shape[0] != len(classifier.labels):
+            raise ValueError("one class embedding per classifier label is required")
+        self.classifier = classifier
+        self.class_embeddings = torch.from_numpy(np.ascontiguousarray(class_embeddings, dtype=np.float32))
+        self.model_id = f"conse-{classifier.model_id}"
+        self.space, self.dim, self.top_t = space, class_embeddings.shape[1], top_t
+
+    def preprocess(self, image: np.ndarray) -> torch.Tensor:
+        return self.classifier.preprocess(image)
+
+    def embed(self, batch: torch.Tensor) -> np.ndarray:
+        return self.embed_from_probs(self.classifier.probs(batch))
+
+    def embed_from_probs(self, probs: np.ndarray) -> np.ndarray:
+        weights, idx = torch.from_numpy(probs).topk(self.top_t, dim=-1)
+        weights = weights / weights.sum(-1, keepdim=True)
+        return l2_normalize(torch.einsum("bt,btd->bd", weights, self.class_embeddings[idx]))
+
+
+CLASS_PROMPT = "a photo of a {}"
+
+
+def class_name_embeddings(text: TextEmbedder, labels: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+    """Text embeddings of 'a photo of a <first synonym>' for each class label."""
+    prompts = [CLASS_PROMPT.format(label.split(",")[0].strip()) for label in labels]
+    chunks = [text.embed(prompts[i : i + batch_size]) for i in range(0, len(prompts), batch_size)]
+    return np.concatenate(chunks, axis=0)

@@ -1,0 +1,63 @@
+"""Real test inputs made from what installed packages ship: scikit-image photos and espeak-ng speech."""
+from __future__ import annotations
+
+import functools
+import io
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from PIL import Image
+
+EN_SENTENCE = "the quick brown fox jumps over the lazy dog and runs into the forest"
+DE_SENTENCE = "Guten Morgen. Das Wetter ist heute sehr schön und ich trinke einen Kaffee."
+
+
+@functools.lru_cache(maxsize=None)
+def photo(name: str, fmt: str = "JPEG") -> bytes:
+    """A scikit-image sample photo (chelsea = cat, coffee, rocket, astronaut...) encoded as bytes."""
+    from skimage import data
+
+    pixels = getattr(data, name)()
+    if pixels.ndim == 2:
+        pixels = np.stack([pixels] * 3, axis=-1)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).convert("RGB").save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@functools.lru_cache(maxsize=None)
+def speech(text: str, voice: str = "en-us") -> bytes:
+    """WAV bytes of ``text`` spoken by espeak-ng (installed by `make setup`; a test fails without it)."""
+    exe = shutil.which("espeak-ng")
+    assert exe, "espeak-ng is required for speech tests: apt-get install espeak-ng (make setup does this)"
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "speech.wav"
+        subprocess.run([exe, "-v", voice, "-s", "150", "-w", str(out), text], check=True, capture_output=True)
+        return out.read_bytes()
+
+
+def tone(seconds: float, rate: int = 16_000) -> bytes:
+    t = np.arange(int(seconds * rate)) / rate
+    buf = io.BytesIO()
+    sf.write(buf, (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), rate, format="WAV")
+    return buf.getvalue()
+
+
+def bomb_png(side: int = 8000) -> bytes:
+    """A tiny file that decodes to side x side pixels (a decompression bomb for small limits)."""
+    buf = io.BytesIO()
+    Image.new("1", (side, side)).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    import jiwer
+
+    def norm(x: str) -> str:
+        return "".join(c for c in x.lower() if c.isalnum() or c.isspace())
+
+    return jiwer.wer(norm(reference), norm(hypothesis))

@@ -1,0 +1,60 @@
+"""Shared fixtures. One real Ray session per test run serves the graph and HTTP tests."""
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import pytest
+
+# Ray 2.60 enables token auth by default; tests run a private local cluster without it.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+TEST_ARGS = {
+    "gateway": {"num_cpus": 0, "autoscaling": {"min_replicas": 1, "max_replicas": 1},
+                "settings": {"max_audio_seconds": 20, "max_image_pixels": 20_000_000}},
+    "vision": {"num_cpus": 0.25, "autoscaling": {"min_replicas": 1, "max_replicas": 1}},
+    "text": {"num_cpus": 0.25, "autoscaling": {"min_replicas": 1, "max_replicas": 1},
+             "batch": {"max_batch_size": 16, "batch_wait_timeout_s": 0.05}},
+    "audio": {"num_cpus": 0.25, "autoscaling": {"min_replicas": 1, "max_replicas": 1},
+              "model": {"model": "whisper-base", "cpu_threads": 2}},
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray with one *logical* GPU, so fractional GPU placement is testable without CUDA."""
+    import ray
+    from ray import serve
+
+    ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield {"port": port}
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def served(ray_cluster):
+    """The mmserve graph with the packaged offline models, deployed once for the session."""
+    from ray import serve
+
+    from graphs.app import build_app
+
+    started = time.monotonic()
+    serve.run(build_app(TEST_ARGS), name="mmserve", route_prefix="/")
+    print(f"\nmmserve test app deployed in {time.monotonic() - started:.1f}s")
+    return {"app": "mmserve", "base_url": f"http://127.0.0.1:{ray_cluster['port']}"}
+
+
+@pytest.fixture(scope="session")
+def base_url(served) -> str:
+    return served["base_url"]

@@ -1,0 +1,65 @@
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from graphs import guard
+from graphs.app import demands
+from graphs.args import AppArgs
+
+ONE_GPU_NODE = [{"CPU": 4.0, "GPU": 1.0, "memory": 8e9}]
+
+
+def test_fractions_that_fit_pass():
+    args = AppArgs.model_validate({"vision": {"num_gpus": 0.25}, "text": {"num_gpus": 0.125},
+                                   "audio": {"num_gpus": 0.5}})
+    assert guard.problems(demands(args), ONE_GPU_NODE) == []
+
+
+def test_replica_bigger_than_any_node_is_named():
+    args = AppArgs.model_validate({"vision": {"num_gpus": 2}})
+    found = guard.problems(demands(args), ONE_GPU_NODE)
+    assert any("VisionEncoder" in f and "GPU=2" in f for f in found)
+
+
+def test_sum_of_min_replicas_over_total():
+    args = AppArgs.model_validate({"audio": {"num_gpus": 0.5, "autoscaling": {"min_replicas": 3, "max_replicas": 3}}})
+    found = guard.problems(demands(args), ONE_GPU_NODE)
+    assert found and "AudioModel 3x0.5" in found[0] and "'GPU'" in found[0]
+
+
+def test_custom_resource_missing():
+    args = AppArgs.model_validate({"text": {"resources": {"TPU": 1}}})
+    with pytest.raises(guard.UnschedulableError, match="TextEncoder.*TPU"):
+        guard.check(demands(args), ONE_GPU_NODE)
+
+
+def test_batch_larger_than_ongoing_limit_rejected():
+    with pytest.raises(ValidationError, match="batches could never fill"):
+        AppArgs.model_validate({"text": {"max_ongoing_requests": 4, "batch": {"max_batch_size": 32}}})
+
+
+def test_mismatched_spaces_rejected():
+    with pytest.raises(ValidationError, match="share a space"):
+        AppArgs.model_validate({"vision": {"model": {"embedder": "clip", "embedder_path": "openai/clip-vit-base-patch32"}}})
+
+
+def test_clip_pair_accepted():
+    clip = "openai/clip-vit-base-patch32"
+    args = AppArgs.model_validate({"vision": {"model": {"embedder": "clip", "embedder_path": clip}},
+                                   "text": {"model": {"kind": "clip", "path": clip}}})
+    assert args.vision.model.space(args.text.model) == args.text.model.space
+
+
+@pytest.mark.parametrize("path", ["serve_config.yaml", "configs/gpu_cluster.yaml"])
+def test_config_files_validate(path):
+    config = yaml.safe_load(open(path))
+    for app in config["applications"]:
+        args = AppArgs.model_validate(app["args"])
+        assert app["import_path"] == "graphs.app:build_app"
+        assert args.gateway.serve_options()["max_ongoing_requests"] >= 1
+
+
+def test_gpu_config_fractions_fit_one_gpu():
+    args = AppArgs.model_validate(yaml.safe_load(open("configs/gpu_cluster.yaml"))["applications"][0]["args"])
+    gpus = {name: d.num_gpus for name, d in args.deployments().items()}
+    assert gpus["VisionEncoder"] == 0.25 and gpus["TextEncoder"] == 0.125 and gpus["AudioModel"] == 0.5
