@@ -11,7 +11,7 @@ import dataclasses
 import numpy as np
 from ray import serve
 
-from deployments.common import BatchStats, ModelReplica, apply_batch_config, placement, replica_device
+from deployments.common import BatchStats, ModelReplica, placement, replica_device
 from models import audio_features
 from models.registry import SpeechModelSpec, load_speech
 from models.speech import SpeechOptions
@@ -20,6 +20,7 @@ from models.speech import SpeechOptions
 @serve.deployment(name="AudioModel", max_ongoing_requests=16)
 class AudioModel(ModelReplica):
     _required = ("engine",)
+    _batched = ("_embed_batch",)
 
     def __init__(self, spec: dict) -> None:
         self.spec = SpeechModelSpec.model_validate(spec)
@@ -28,9 +29,6 @@ class AudioModel(ModelReplica):
         audio_features.warmup()  # numba compiles librosa's kernels once, here rather than on a request
         self.engine.warmup()
         self.stats = BatchStats()
-
-    def reconfigure(self, user_config: dict) -> None:
-        apply_batch_config(user_config, self._embed_batch)
 
     async def transcribe(self, audio: np.ndarray, options: dict) -> dict:
         opts = SpeechOptions(**options)
@@ -49,4 +47,4 @@ class AudioModel(ModelReplica):
 
     def info(self) -> dict:
         return {"model": self.engine.model_id, "engine": self.spec.engine, "multilingual": self.engine.multilingual,
-                "dim": self.engine.embed_dim, "device": self.device, "placement": placement()}
+                "dim": self.engine.embed_dim, "device": self.device, "placement": placement(), "batch": self.batch_config.model_dump()}

@@ -56,17 +56,24 @@ def replica_device() -> str:
 def placement() -> dict:
     """What Ray granted this replica, as Ray itself reports it."""
     ctx = ray.get_runtime_context()
-    return {"gpu_ids": [str(g) for g in ray.get_gpu_ids()], "resources": ctx.get_assigned_resources()}
+    return {"actor_id": ctx.get_actor_id(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+            "resources": ctx.get_assigned_resources()}
 
 
 class ModelReplica:
     """Methods every model deployment answers: liveness, readiness and batch statistics.
 
-    Subclasses set ``self.stats`` and list the attributes that must be loaded in ``_required``.
+    Subclasses list the attributes that must be loaded in ``_required`` and their
+    ``@serve.batch`` methods in ``_batched``; Serve calls ``reconfigure`` with the ``user_config``.
     """
 
     _required: tuple[str, ...] = ()
+    _batched: tuple[str, ...] = ()
     stats: BatchStats
+    batch_config: BatchConfig = BatchConfig()
+
+    def reconfigure(self, user_config: dict) -> None:
+        self.batch_config = apply_batch_config(user_config, *(getattr(self, name) for name in self._batched))
 
     def batch_stats(self) -> dict:
         return self.stats.snapshot()

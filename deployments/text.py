@@ -6,13 +6,14 @@ import asyncio
 import numpy as np
 from ray import serve
 
-from deployments.common import BatchStats, ModelReplica, apply_batch_config, placement, replica_device
+from deployments.common import BatchStats, ModelReplica, placement, replica_device
 from models.registry import TextModelSpec, load_text
 
 
 @serve.deployment(name="TextEncoder", max_ongoing_requests=64)
 class TextEncoder(ModelReplica):
     _required = ("model",)
+    _batched = ("_embed_batch",)
 
     def __init__(self, spec: dict) -> None:
         self.spec = TextModelSpec.model_validate(spec)
@@ -20,9 +21,6 @@ class TextEncoder(ModelReplica):
         self.model = load_text(self.spec, device=self.device)
         self.model.warmup()
         self.stats = BatchStats()
-
-    def reconfigure(self, user_config: dict) -> None:
-        apply_batch_config(user_config, self._embed_batch)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
     async def _embed_batch(self, texts: list[str]) -> list[np.ndarray]:
@@ -34,4 +32,4 @@ class TextEncoder(ModelReplica):
 
     def info(self) -> dict:
         return {"model": self.model.model_id, "space": self.model.space, "dim": self.model.dim,
-                "device": self.device, "placement": placement()}
+                "device": self.device, "placement": placement(), "batch": self.batch_config.model_dump()}

@@ -7,13 +7,14 @@ import numpy as np
 import torch
 from ray import serve
 
-from deployments.common import BatchStats, ModelReplica, apply_batch_config, placement, replica_device
+from deployments.common import BatchStats, ModelReplica, placement, replica_device
 from models.registry import TextModelSpec, VisionModelSpec, load_classifier, load_embedder
 
 
 @serve.deployment(name="VisionEncoder", max_ongoing_requests=32)
 class VisionEncoder(ModelReplica):
     _required = ("classifier", "embedder")
+    _batched = ("_classify_batch", "_embed_batch")
 
     def __init__(self, spec: dict, text_spec: dict) -> None:
         self.spec = VisionModelSpec.model_validate(spec)
@@ -24,9 +25,6 @@ class VisionEncoder(ModelReplica):
         self.stats = BatchStats()
         blank = np.zeros((224, 224, 3), dtype=np.uint8)
         self._probs([blank]), self._embed([blank])  # warm up both paths
-
-    def reconfigure(self, user_config: dict) -> None:
-        apply_batch_config(user_config, self._classify_batch, self._embed_batch)
 
     def _probs(self, images: list[np.ndarray]) -> np.ndarray:
         return self.classifier.probs(torch.stack([self.classifier.preprocess(i) for i in images]))
@@ -60,5 +58,5 @@ class VisionEncoder(ModelReplica):
             "dim": self.embedder.dim,
             "logit_scale": self.embedder.logit_scale,
             "device": self.device,
-            "placement": placement(),
+            "placement": placement(), "batch": self.batch_config.model_dump(),
         }

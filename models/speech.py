@@ -168,19 +168,26 @@ class TransformersWhisperEngine:
         check_options(self, options)
         step = CHUNK_SECONDS * SAMPLE_RATE
         windows = [audio[i : i + step] for i in range(0, max(len(audio), 1), step)]
-        language = options.language or self._detect_language(windows[0])
+        language, probability = (options.language, 1.0) if options.language else self._detect_language(windows[0])
         segs = [self._decode_window(w, i, step, language, options) for i, w in enumerate(windows)]
         return Transcript(text=" ".join(s.text for s in segs).strip(), language=language,
-                          language_probability=1.0 if options.language else 0.0,
+                          language_probability=probability,
                           duration=round(len(audio) / SAMPLE_RATE, 3), task=options.task, segments=segs)
 
-    def _detect_language(self, window: np.ndarray) -> str:
+    def _detect_language(self, window: np.ndarray) -> tuple[str, float]:
+        """The most likely language of ``window`` and its probability among the model's languages
+        (the same argmax as ``WhisperForConditionalGeneration.detect_language``)."""
         if not self.multilingual:
-            return "en"
+            return "en", 1.0
+        config = self.model.generation_config
+        start = torch.full((1, 1), config.decoder_start_token_id, dtype=torch.long, device=self.device)
+        lang_ids = torch.tensor(list(config.lang_to_id.values()), device=self.device)
         features = self._features([window])
         with torch.inference_mode():
-            token_id = int(self.model.detect_language(features)[0])
-        return self.processor.tokenizer.convert_ids_to_tokens(token_id).strip("<|>")
+            logits = self.model(input_features=features, decoder_input_ids=start, use_cache=False).logits
+        probs = logits[0, -1, lang_ids].float().softmax(-1)
+        best = int(probs.argmax())
+        return self.languages[best], round(float(probs[best]), 4)
 
     def _decode_window(self, window, index: int, step: int, language: str, options: SpeechOptions) -> Segment:
         features = self._features([window])
