@@ -1,0 +1,34 @@
+# Two entry points on a fresh machine (Python >= 3.10, root or sudo-less apt for espeak-ng):
+#   make serve   set up, then run the embedded default service on http://127.0.0.1:8000
+#   make test    set up, then run the whole test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+# Ray 2.60 turns token auth on by default: the embedded default is a private local cluster.
+export RAY_AUTH_MODE ?= disabled
+export RAY_USAGE_STATS_ENABLED ?= 0
+
+.PHONY: setup serve test test-deps clean
+
+setup: $(VENV)/.installed
+
+# torch first, pinned: an unpinned torch resolves to a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+# espeak-ng synthesises the speech the tests transcribe.
+test-deps:
+	@command -v espeak-ng >/dev/null || { apt-get update -qq && apt-get install -y -qq espeak-ng; }
+
+serve: setup
+	$(BIN)/serve run serve_config.yaml
+
+test: setup test-deps
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache

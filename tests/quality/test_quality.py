@@ -1,0 +1,81 @@
+"""Real packaged weights on real inputs, without Ray: the accuracy claims the README makes."""
+import numpy as np
+import pytest
+
+from models.media import decode_audio, decode_image
+from models.registry import SpeechModelSpec, TextModelSpec, VisionModelSpec, load_classifier, load_embedder, load_speech, load_text
+from models.speech import SpeechOptions
+from tests import assets
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def vision():
+    classifier = load_classifier(VisionModelSpec())
+    return classifier, load_embedder(VisionModelSpec(), TextModelSpec(), classifier=classifier)
+
+
+@pytest.fixture(scope="module")
+def text():
+    return load_text(TextModelSpec())
+
+
+def _top_labels(classifier, name: str, k: int = 5) -> list[str]:
+    image = decode_image(assets.photo(name))
+    probs = classifier.probs(classifier.preprocess(image)[None])[0]
+    return [classifier.labels[i] for i in np.argsort(-probs)[:k]]
+
+
+def test_efficientnet_top5(vision):
+    classifier, _ = vision
+    assert {"tabby", "tiger cat", "Egyptian cat"} & set(_top_labels(classifier, "chelsea"))
+    assert _top_labels(classifier, "coffee", 1) == ["espresso"]
+
+
+@pytest.mark.parametrize("photo, expected", [("chelsea", "cat"), ("coffee", "coffee"), ("rocket", "rocket")])
+def test_conse_zero_shot(vision, text, photo, expected):
+    _, embedder = vision
+    labels = ["cat", "dog", "car", "coffee", "rocket"]
+    image = embedder.embed(embedder.preprocess(decode_image(assets.photo(photo)))[None])[0]
+    prompts = text.embed([f"a photo of a {label}" for label in labels])
+    assert labels[int(np.argmax(prompts @ image))] == expected
+
+
+def test_text_similarity_is_semantic(text):
+    a, b, c = text.embed(["a kitten sleeps on the sofa", "a small cat is napping on a couch", "stock prices fell"])
+    assert a @ b > a @ c + 0.3
+
+
+@pytest.fixture(scope="module")
+def whisper_base():
+    return load_speech(SpeechModelSpec(model="whisper-base"))
+
+
+@pytest.mark.parametrize("sentence", [assets.EN_SENTENCE, "please send the report to the team before friday"])
+def test_whisper_base_wer(whisper_base, sentence):
+    result = whisper_base.transcribe(decode_audio(assets.speech(sentence)), SpeechOptions())
+    assert assets.wer(sentence, result.text) <= 0.3, result.text
+
+
+def test_whisper_base_detects_german_and_translates(whisper_base):
+    audio = decode_audio(assets.speech(assets.DE_SENTENCE, voice="de"))
+    result = whisper_base.transcribe(audio, SpeechOptions(task="translate"))
+    assert result.language == "de"
+    assert {"morning", "weather", "coffee"} & set(result.text.lower().replace(".", " ").replace(",", " ").split())
+
+
+def test_tiny_en_is_english_only():
+    engine = load_speech(SpeechModelSpec(model="whisper-tiny.en"))
+    assert not engine.multilingual and engine.languages == ["en"]
+    result = engine.transcribe(decode_audio(assets.speech(assets.EN_SENTENCE)), SpeechOptions())
+    assert assets.wer(assets.EN_SENTENCE, result.text) <= 0.3, result.text
+
+
+def test_audio_embedding_separates_speech_from_tone(whisper_base):
+    hello1 = decode_audio(assets.speech("hello, how are you today"))
+    hello2 = decode_audio(assets.speech("hello, how are you today", voice="en-gb"))
+    tone = decode_audio(assets.tone(2.0))
+    a, b, t = whisper_base.embed([hello1, hello2, tone])
+    assert np.allclose(np.linalg.norm([a, b, t], axis=1), 1, atol=1e-4)
+    assert a @ b > a @ t
