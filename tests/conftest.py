@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import time
 
@@ -34,12 +35,15 @@ def ray_cluster():
     import ray
     from ray import serve
 
-    ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    context = ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False)
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield {"port": port}
     serve.shutdown()
     ray.shutdown()
+    session_dir = context.address_info.get("session_dir")
+    if session_dir:  # leave no Ray session data behind in /tmp/ray
+        shutil.rmtree(session_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
