@@ -25,7 +25,7 @@ test-deps:
 	@command -v espeak-ng >/dev/null || { apt-get update -qq && apt-get install -y -qq espeak-ng; }
 
 serve: setup
-	$(BIN)/serve run serve_config.yaml
+	$(BIN)/python -m graphs.launch serve_config.yaml
 
 test: setup test-deps
 	$(BIN)/python -m pytest
