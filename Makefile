@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: setup serve test test-deps clean
+.PHONY: setup serve test test-deps clean openapi
 
 setup: $(VENV)/.installed
 
@@ -32,3 +32,7 @@ test: setup test-deps
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Regenerate the committed OpenAPI spec after changing routes or schemas (a test compares them).
+openapi: setup
+	$(BIN)/python -m deployments.openapi > openapi.json

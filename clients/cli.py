@@ -1,9 +1,16 @@
-"""``mmserve``: a small command line over the typed client (prints JSON)."""
+"""``mmserve``: the command line over the typed client.
+
+Human-readable output by default, ``--json`` for scripts; a progress bar (stderr) when a command
+works through several files.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
+
+from pydantic import BaseModel
 
 from clients.client import Client, MMServeError
 
@@ -12,46 +19,139 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmserve", description="Talk to an mmserve server.")
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="server base URL")
     parser.add_argument("--api-key", default=None)
+    parser.add_argument("--json", action="store_true", help="print the server's JSON answers")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("models", help="list served models")
-    c = sub.add_parser("classify", help="ImageNet top-k of an image")
-    c.add_argument("image"), c.add_argument("--top-k", type=int, default=5)
-    z = sub.add_parser("zero-shot", help="pick the best label for an image")
-    z.add_argument("image"), z.add_argument("labels", nargs="+")
+    c = sub.add_parser("classify", help="ImageNet top-k of images")
+    c.add_argument("images", nargs="+", type=Path)
+    c.add_argument("--top-k", type=int, default=5)
+    z = sub.add_parser("zero-shot", help="pick the best label for each image")
+    z.add_argument("images", nargs="+", type=Path)
+    z.add_argument("--labels", nargs="+", required=True)
+    z.add_argument("--template", default="a photo of a {}")
+    e = sub.add_parser("embed", help="embed texts, images or audio files")
+    e.add_argument("modality", choices=["text", "image", "audio"])
+    e.add_argument("inputs", nargs="+", help="texts, or file paths for image/audio")
+    r = sub.add_parser("retrieval", help="rank texts for images and images for texts")
+    r.add_argument("--images", nargs="+", type=Path, required=True)
+    r.add_argument("--texts", nargs="+", required=True)
+    r.add_argument("--top-k", type=int, default=3)
     for name in ("transcribe", "translate"):
-        a = sub.add_parser(name, help=f"{name} speech (Whisper)")
-        a.add_argument("audio")
-        a.add_argument("--format", default="verbose_json", choices=["verbose_json", "text", "srt", "vtt"])
-    e = sub.add_parser("embed-text", help="embed texts")
-    e.add_argument("texts", nargs="+")
+        a = sub.add_parser(name, help=f"{name} speech with Whisper")
+        a.add_argument("audio", nargs="+", type=Path)
+        a.add_argument("--format", default="text", choices=["text", "srt", "vtt", "verbose_json"])
+        a.add_argument("--output", type=Path, help="write here (one file: this path; several: this folder)")
+        if name == "transcribe":
+            a.add_argument("--language", default=None)
+    f = sub.add_parser("features", help="mel spectrogram, MFCC and chroma, plotted to a PNG")
+    f.add_argument("audio", type=Path)
+    f.add_argument("--output", type=Path, required=True, help="PNG path")
     return parser
 
 
-def _run(client: Client, args: argparse.Namespace) -> object:
-    if args.command == "models":
-        return client.models().model_dump()
-    if args.command == "classify":
-        return client.classify(args.image, top_k=args.top_k).model_dump()
-    if args.command == "zero-shot":
-        return client.zero_shot(args.image, args.labels).model_dump()
-    if args.command in ("transcribe", "translate") and args.format in ("text", "srt", "vtt"):
-        return client.subtitles(args.audio, fmt=args.format, task=args.command)
-    if args.command == "transcribe":
-        return client.transcribe(args.audio).model_dump()
-    if args.command == "translate":
-        return client.translate(args.audio).model_dump()
-    return client.embed_text(args.texts).model_dump()
+def _progress(items: list, label: str):
+    from tqdm import tqdm
+
+    return tqdm(items, desc=label, unit="file", disable=len(items) < 2, file=sys.stderr)
+
+
+def _classify(client: Client, args) -> list:
+    results = []
+    for path in _progress(args.images, "classify"):
+        result = client.classify(path, top_k=args.top_k)
+        results.append(result)
+        if not args.json:
+            print(f"{path}: " + ", ".join(f"{p.label} {p.score:.3f}" for p in result.predictions))
+    return results
+
+
+def _zero_shot(client: Client, args) -> list:
+    results = []
+    for path in _progress(args.images, "zero-shot"):
+        result = client.zero_shot(path, args.labels, template=args.template)
+        results.append(result)
+        if not args.json:
+            print(f"{path}: " + ", ".join(f"{l.label} {l.score:.3f}" for l in result.labels))
+    return results
+
+
+def _embed(client: Client, args) -> BaseModel:
+    method = {"text": client.embed_text, "image": client.embed_images, "audio": client.embed_audio}[args.modality]
+    result = method(args.inputs if args.modality == "text" else [Path(p) for p in args.inputs])
+    if not args.json:
+        print(f"{len(result.data)} x {result.dim} embeddings from {result.model} (space {result.space})")
+    return result
+
+
+def _speech(client: Client, args) -> list:
+    language = getattr(args, "language", None)
+    outputs = []
+    for path in _progress(args.audio, args.command):
+        text = client.subtitles(path, fmt=args.format, task=args.command, language=language)
+        outputs.append(text)
+        target = _target(args.output, path, args.format, many=len(args.audio) > 1)
+        if target is not None:
+            target.write_text(text)
+            print(f"wrote {target}", file=sys.stderr)
+        elif not args.json:
+            print(text.rstrip())
+    return outputs
+
+
+def _target(output: Path | None, source: Path, fmt: str, *, many: bool) -> Path | None:
+    if output is None:
+        return None
+    if not many:
+        return output
+    output.mkdir(parents=True, exist_ok=True)
+    return output / f"{source.stem}.{'json' if fmt == 'verbose_json' else fmt}"
+
+
+def _features(client: Client, args) -> BaseModel:
+    from clients.plots import plot_features
+
+    result = client.features(args.audio)
+    plot_features(result, args.output, title=args.audio.name)
+    print(f"wrote {args.output}", file=sys.stderr)
+    return result
+
+
+def _retrieval(client: Client, args) -> BaseModel:
+    result = client.retrieval(args.images, args.texts, top_k=args.top_k)
+    if not args.json:
+        for path, row in zip(args.images, result.image_to_text):
+            print(f"{path}: " + ", ".join(f"'{args.texts[m.index]}' {m.score:.3f}" for m in row))
+    return result
+
+
+def _models(client: Client, args) -> BaseModel:
+    result = client.models()
+    if not args.json:
+        for m in result.data:
+            print(f"{m.id:32s} {m.modality:6s} {m.task:15s} {m.space or ''}")
+    return result
+
+
+COMMANDS = {"models": _models, "classify": _classify, "zero-shot": _zero_shot, "embed": _embed,
+            "retrieval": _retrieval, "transcribe": _speech, "translate": _speech, "features": _features}
+
+
+def _as_json(result) -> object:
+    if isinstance(result, list):
+        return [_as_json(r) for r in result]
+    return result.model_dump() if isinstance(result, BaseModel) else result
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     with Client(args.url, api_key=args.api_key) as client:
         try:
-            result = _run(client, args)
+            result = COMMANDS[args.command](client, args)
         except MMServeError as exc:
-            print(exc, file=sys.stderr)
+            print(f"mmserve: {exc}", file=sys.stderr)
             return 1
-    print(result if isinstance(result, str) else json.dumps(result, indent=2))
+    if args.json:
+        print(json.dumps(_as_json(result), indent=2))
     return 0
 
 

@@ -1,16 +1,26 @@
-"""A typed synchronous client for the mmserve HTTP API, built on the shared wire schemas."""
+"""Typed clients for the mmserve HTTP API, sync (``Client``) and async (``AsyncClient``).
+
+Both are built from one list of routes (``_Routes``): each method describes its request once,
+and the transport (httpx sync or async) sends it. Responses are parsed into the same pydantic
+schemas the gateway validates with. 429 and 503 answers are retried with exponential backoff
+that honours ``Retry-After``; other errors raise ``MMServeError`` carrying the server's error.
+"""
 from __future__ import annotations
 
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any
 
 import httpx
 from pydantic import BaseModel
 
 from clients import schemas as s
 
-R = TypeVar("R", bound=BaseModel)
 MediaInput = bytes | str | Path
+RETRY_STATUSES = (429, 503)
 
 
 class MMServeError(Exception):
@@ -21,6 +31,32 @@ class MMServeError(Exception):
         self.status, self.type, self.message, self.param = status, error_type, message, param
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries for 429/503: ``base * 2**attempt`` seconds (with jitter), or the server's Retry-After."""
+
+    attempts: int = 4
+    base_delay_s: float = 0.5
+    max_delay_s: float = 30.0
+
+    def delay(self, attempt: int, response: httpx.Response) -> float:
+        header = response.headers.get("retry-after")
+        if header is not None:
+            try:
+                return min(float(header), self.max_delay_s)
+            except ValueError:
+                pass
+        return min(self.base_delay_s * 2**attempt * (1 + 0.1 * random.random()), self.max_delay_s)
+
+
+@dataclass(frozen=True)
+class _Call:
+    method: str
+    path: str
+    schema: type[BaseModel] | None = None  # None: return the response text
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
 def _read(media: MediaInput) -> bytes:
     return media if isinstance(media, bytes) else Path(media).read_bytes()
 
@@ -29,13 +65,103 @@ def _b64(media: MediaInput) -> str:
     return s.encode_media(_read(media))
 
 
-class Client:
+def _error(response: httpx.Response) -> MMServeError:
+    try:
+        detail = s.ErrorResponse.model_validate(response.json()).error
+        return MMServeError(response.status_code, detail.type, detail.message, detail.param)
+    except ValueError:
+        return MMServeError(response.status_code, "http_error", response.text[:500])
+
+
+def _parse(call: _Call, response: httpx.Response):
+    if response.status_code >= 400:
+        raise _error(response)
+    return response.text if call.schema is None else call.schema.model_validate(response.json())
+
+
+def _speech_form(audio: MediaInput, fields: dict, fmt: str) -> dict:
+    data = {k: str(v) for k, v in fields.items() if v is not None} | {"response_format": fmt}
+    return {"files": {"file": ("audio", _read(audio))}, "data": data}
+
+
+class _Routes:
+    """One method per route. ``_call`` is sync in ``Client`` and async in ``AsyncClient``."""
+
+    def _call(self, call: _Call):
+        raise NotImplementedError
+
+    def _json(self, path: str, body: dict, schema: type[BaseModel]):
+        return self._call(_Call("POST", path, schema, {"json": body}))
+
+    # ---- service ----
+    def ready(self):
+        return self._call(_Call("GET", "/readyz", s.Health))
+
+    def models(self):
+        return self._call(_Call("GET", "/v1/models", s.ModelList))
+
+    # ---- embeddings ----
+    def embed_text(self, texts: list[str]):
+        return self._json("/v1/embeddings/text", {"texts": texts}, s.EmbeddingResponse)
+
+    def embed_images(self, images: list[MediaInput]):
+        return self._json("/v1/embeddings/image", {"images": [_b64(i) for i in images]}, s.EmbeddingResponse)
+
+    def embed_audio(self, clips: list[MediaInput]):
+        return self._json("/v1/embeddings/audio", {"audio": [_b64(c) for c in clips]}, s.EmbeddingResponse)
+
+    # ---- vision ----
+    def classify(self, image: MediaInput, *, top_k: int = 5):
+        return self._json("/v1/classify", {"image": _b64(image), "top_k": top_k}, s.ClassifyResponse)
+
+    def zero_shot(self, image: MediaInput, labels: list[str], *, template: str = "a photo of a {}"):
+        body = {"image": _b64(image), "labels": labels, "template": template}
+        return self._json("/v1/zero-shot", body, s.ZeroShotResponse)
+
+    def retrieval(self, images: list[MediaInput], texts: list[str], *, top_k: int = 5):
+        body = {"images": [_b64(i) for i in images], "texts": texts, "top_k": top_k}
+        return self._json("/v1/retrieval", body, s.RetrievalResponse)
+
+    # ---- audio ----
+    def transcribe(self, audio: MediaInput, *, language: str | None = None, prompt: str | None = None,
+                   temperature: float = 0.0):
+        form = _speech_form(audio, {"language": language, "prompt": prompt, "temperature": temperature},
+                            "verbose_json")
+        return self._call(_Call("POST", "/v1/audio/transcriptions", s.VerboseTranscriptionResponse, form))
+
+    def translate(self, audio: MediaInput, *, prompt: str | None = None, temperature: float = 0.0):
+        form = _speech_form(audio, {"prompt": prompt, "temperature": temperature}, "verbose_json")
+        return self._call(_Call("POST", "/v1/audio/translations", s.VerboseTranscriptionResponse, form))
+
+    def subtitles(self, audio: MediaInput, *, fmt: str = "srt", task: str = "transcribe",
+                  language: str | None = None):
+        path = "/v1/audio/transcriptions" if task == "transcribe" else "/v1/audio/translations"
+        fields = {"language": language} if task == "transcribe" else {}
+        return self._call(_Call("POST", path, None, _speech_form(audio, fields, fmt)))
+
+    def features(self, audio: MediaInput, *, features: list[str] | None = None):
+        body = {"audio": _b64(audio), "features": features or ["mel", "mfcc", "chroma"]}
+        return self._json("/v1/audio/features", body, s.FeaturesResponse)
+
+
+def _headers(api_key: str | None) -> dict:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+class Client(_Routes):
     """``Client("http://127.0.0.1:8000")``; media arguments take bytes or a file path."""
 
     def __init__(self, base_url: str = "http://127.0.0.1:8000", *, api_key: str | None = None,
-                 timeout: float = 120.0) -> None:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.Client(base_url=base_url, timeout=timeout, headers=headers)
+                 timeout: float = 120.0, retry: RetryPolicy = RetryPolicy()) -> None:
+        self._http = httpx.Client(base_url=base_url, timeout=timeout, headers=_headers(api_key))
+        self.retry = retry
+
+    def _call(self, call: _Call):
+        for attempt in range(self.retry.attempts + 1):
+            response = self._http.request(call.method, call.path, **call.kwargs)
+            if response.status_code not in RETRY_STATUSES or attempt == self.retry.attempts:
+                return _parse(call, response)
+            time.sleep(self.retry.delay(attempt, response))
 
     def close(self) -> None:
         self._http.close()
@@ -46,72 +172,27 @@ class Client:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _send(self, method: str, path: str, **kwargs) -> httpx.Response:
-        response = self._http.request(method, path, **kwargs)
-        if response.status_code >= 400:
-            raise _error(response)
-        return response
 
-    def _post(self, path: str, body: dict, schema: type[R]) -> R:
-        return schema.model_validate(self._send("POST", path, json=body).json())
+class AsyncClient(_Routes):
+    """The same routes as ``Client``, each a coroutine: ``await AsyncClient().classify(path)``."""
 
-    # ---- service ----
-    def ready(self) -> s.Health:
-        return s.Health.model_validate(self._send("GET", "/readyz").json())
+    def __init__(self, base_url: str = "http://127.0.0.1:8000", *, api_key: str | None = None,
+                 timeout: float = 120.0, retry: RetryPolicy = RetryPolicy()) -> None:
+        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, headers=_headers(api_key))
+        self.retry = retry
 
-    def models(self) -> s.ModelList:
-        return s.ModelList.model_validate(self._send("GET", "/v1/models").json())
+    async def _call(self, call: _Call):
+        for attempt in range(self.retry.attempts + 1):
+            response = await self._http.request(call.method, call.path, **call.kwargs)
+            if response.status_code not in RETRY_STATUSES or attempt == self.retry.attempts:
+                return _parse(call, response)
+            await asyncio.sleep(self.retry.delay(attempt, response))
 
-    # ---- embeddings ----
-    def embed_text(self, texts: list[str]) -> s.EmbeddingResponse:
-        return self._post("/v1/embeddings/text", {"texts": texts}, s.EmbeddingResponse)
+    async def aclose(self) -> None:
+        await self._http.aclose()
 
-    def embed_images(self, images: list[MediaInput]) -> s.EmbeddingResponse:
-        return self._post("/v1/embeddings/image", {"images": [_b64(i) for i in images]}, s.EmbeddingResponse)
+    async def __aenter__(self) -> "AsyncClient":
+        return self
 
-    def embed_audio(self, clips: list[MediaInput]) -> s.EmbeddingResponse:
-        return self._post("/v1/embeddings/audio", {"audio": [_b64(c) for c in clips]}, s.EmbeddingResponse)
-
-    # ---- vision ----
-    def classify(self, image: MediaInput, *, top_k: int = 5) -> s.ClassifyResponse:
-        return self._post("/v1/classify", {"image": _b64(image), "top_k": top_k}, s.ClassifyResponse)
-
-    def zero_shot(self, image: MediaInput, labels: list[str], *, template: str = "a photo of a {}") -> s.ZeroShotResponse:
-        body = {"image": _b64(image), "labels": labels, "template": template}
-        return self._post("/v1/zero-shot", body, s.ZeroShotResponse)
-
-    def retrieval(self, images: list[MediaInput], texts: list[str], *, top_k: int = 5) -> s.RetrievalResponse:
-        body = {"images": [_b64(i) for i in images], "texts": texts, "top_k": top_k}
-        return self._post("/v1/retrieval", body, s.RetrievalResponse)
-
-    # ---- audio ----
-    def transcribe(self, audio: MediaInput, *, language: str | None = None, prompt: str | None = None,
-                   temperature: float = 0.0) -> s.VerboseTranscriptionResponse:
-        fields = {"language": language, "prompt": prompt, "temperature": temperature}
-        return self._speech("/v1/audio/transcriptions", audio, fields)
-
-    def translate(self, audio: MediaInput, *, prompt: str | None = None,
-                  temperature: float = 0.0) -> s.VerboseTranscriptionResponse:
-        return self._speech("/v1/audio/translations", audio, {"prompt": prompt, "temperature": temperature})
-
-    def subtitles(self, audio: MediaInput, *, fmt: str = "srt", task: str = "transcribe") -> str:
-        path = "/v1/audio/transcriptions" if task == "transcribe" else "/v1/audio/translations"
-        return self._send("POST", path, files={"file": ("audio", _read(audio))},
-                          data={"response_format": fmt}).text
-
-    def _speech(self, path: str, audio: MediaInput, fields: dict) -> s.VerboseTranscriptionResponse:
-        data = {k: str(v) for k, v in fields.items() if v is not None} | {"response_format": "verbose_json"}
-        response = self._send("POST", path, files={"file": ("audio", _read(audio))}, data=data)
-        return s.VerboseTranscriptionResponse.model_validate(response.json())
-
-    def features(self, audio: MediaInput, *, features: list[str] | None = None) -> s.FeaturesResponse:
-        body = {"audio": _b64(audio), "features": features or ["mel", "mfcc", "chroma"]}
-        return self._post("/v1/audio/features", body, s.FeaturesResponse)
-
-
-def _error(response: httpx.Response) -> MMServeError:
-    try:
-        detail = s.ErrorResponse.model_validate(response.json()).error
-        return MMServeError(response.status_code, detail.type, detail.message, detail.param)
-    except ValueError:
-        return MMServeError(response.status_code, "http_error", response.text[:500])
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()

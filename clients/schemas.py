@@ -16,7 +16,8 @@ _DATA_URL = re.compile(r"^data:[\w.+/-]*(;[\w=.-]+)*;base64,", re.IGNORECASE)
 MAX_ITEMS = 64
 
 
-def _to_bytes(value: object) -> bytes:
+def media_bytes(value: object) -> bytes:
+    """Bytes of a media value: raw bytes, base64 or a data URL (raises ValueError)."""
     if isinstance(value, (bytes, bytearray)):
         raw = bytes(value)
     elif isinstance(value, str):
@@ -33,11 +34,12 @@ def _to_bytes(value: object) -> bytes:
 
 Media = Annotated[
     bytes,
-    BeforeValidator(_to_bytes),
+    BeforeValidator(media_bytes),
     WithJsonSchema({"type": "string", "contentEncoding": "base64",
                     "description": "base64 or data URL (JSON), or a file part (multipart)"}),
 ]
 NonEmptyText = Annotated[str, Field(min_length=1, max_length=10_000)]
+EmbeddingInput = Annotated[str, Field(min_length=1, max_length=70_000_000)]  # base64 of a 50 MiB upload fits
 
 
 def encode_media(raw: bytes) -> str:
@@ -87,6 +89,44 @@ class EmbeddingResponse(_Response):
     space: str
     dim: int
     data: list[Embedding]
+
+
+# ---- OpenAI-compatible embeddings ------------------------------------------------------------
+class OpenAIEmbeddingRequest(BaseModel):
+    """``POST /v1/embeddings``: OpenAI's shape; ``model`` picks the modality (text, image or audio
+    embedder id from ``/v1/models``), or ``modality`` says it. Image and audio inputs are base64
+    or data URLs."""
+
+    model_config = ConfigDict(extra="ignore")  # OpenAI clients may send fields we do not use (user, ...)
+    input: EmbeddingInput | Annotated[list[EmbeddingInput], Field(min_length=1, max_length=MAX_ITEMS * 4)] = Field(
+        description="one input or a list (at most 256): texts, or base64 / data URLs of images or audio")
+    model: str
+    encoding_format: Literal["float", "base64"] = "float"
+    modality: Literal["text", "image", "audio"] | None = None
+    dimensions: int | None = Field(None, description="must equal the model's dimension when given")
+
+    def inputs(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+class OpenAIEmbedding(_Response):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str = Field(description="floats, or base64 of little-endian float32")
+
+
+class Usage(_Response):
+    """Present for OpenAI clients; mmserve does not count tokens, so both stay 0."""
+
+    prompt_tokens: int = 0
+    total_tokens: int = 0
+
+
+class OpenAIEmbeddingResponse(_Response):
+    object: Literal["list"] = "list"
+    data: list[OpenAIEmbedding]
+    model: str
+    usage: Usage = Usage()
 
 
 # ---- vision -------------------------------------------------------------------------------
@@ -207,6 +247,7 @@ class FeaturesResponse(_Response):
 class ModelCard(_Response):
     id: str
     object: Literal["model"] = "model"
+    created: int = 0
     owned_by: str = "mmserve"
     modality: str
     task: str

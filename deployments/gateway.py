@@ -2,7 +2,9 @@
 through DeploymentHandles, sending independent calls out in parallel."""
 
 import asyncio
+import base64
 import logging
+import time
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -13,9 +15,10 @@ from ray.serve.handle import DeploymentHandle
 
 from clients import schemas as s
 from deployments import http_errors
+from deployments.openapi import body, install as install_openapi
 from deployments.parsing import parse_body
 from models.audio_features import frame_rate
-from models.errors import Incompatible, InvalidInput
+from models.errors import Incompatible, InvalidInput, NotFound
 from models.media import SAMPLE_RATE, MediaLimits, decode_audio, decode_image
 from models.subtitles import to_srt, to_vtt
 
@@ -54,6 +57,20 @@ def _embeddings(info: dict, rows: np.ndarray) -> s.EmbeddingResponse:
     return s.EmbeddingResponse(model=model, space=info.get("space", f"audio:{model}"), dim=int(rows.shape[1]), data=data)
 
 
+def _media(value: str, param: str) -> bytes:
+    try:
+        return s.media_bytes(value)
+    except ValueError as exc:
+        raise InvalidInput(f"'{param}' is not base64 or a data URL: {exc}", param=param) from exc
+
+
+def _encode(row: np.ndarray, fmt: str) -> list[float] | str:
+    """OpenAI's base64 encoding is the little-endian float32 bytes of the vector."""
+    if fmt == "base64":
+        return base64.b64encode(row.astype("<f4").tobytes()).decode("ascii")
+    return row.tolist()
+
+
 def _render_transcript(result: s.VerboseTranscriptionResponse, fmt: str) -> Response:
     if fmt == "text":
         return PlainTextResponse(result.text)
@@ -66,6 +83,11 @@ def _render_transcript(result: s.VerboseTranscriptionResponse, fmt: str) -> Resp
     return JSONResponse(s.TranscriptionResponse(text=result.text).model_dump())
 
 
+# Before @serve.ingress: it freezes a copy of the app at class definition.
+install_openapi(app, [s.ErrorResponse, s.OpenAIEmbeddingRequest, s.TextEmbedRequest, s.ImageEmbedRequest, s.AudioEmbedRequest,
+                      s.ZeroShotRequest, s.ClassifyRequest, s.RetrievalRequest, s.TranscriptionRequest,
+                      s.TranslationRequest, s.FeaturesRequest])
+
 @serve.deployment(name="Gateway", max_ongoing_requests=64)
 @serve.ingress(app)
 class Gateway:
@@ -75,6 +97,7 @@ class Gateway:
         self.settings = GatewaySettings.model_validate(settings or {})
         self.limits = self.settings.limits()
         self._infos: dict[str, dict] | None = None
+        self.started = int(time.time())
 
     # ---- helpers ------------------------------------------------------------------------
     async def infos(self) -> dict[str, dict]:
@@ -95,6 +118,21 @@ class Gateway:
 
     async def _embed_images(self, images: list[np.ndarray]) -> np.ndarray:
         return np.stack(await asyncio.gather(*(self.vision.embed.remote(i) for i in images)))
+
+    async def _embed_clips(self, raws: list[bytes], param: str) -> np.ndarray:
+        clips = await asyncio.gather(*(self._audio(r, f"{param}[{i}]") for i, r in enumerate(raws)))
+        return np.stack(await asyncio.gather(*(self.audio.embed.remote(c) for c in clips)))
+
+    async def _embed_media(self, modality: str, raws: list[bytes], param: str) -> np.ndarray:
+        if modality == "image":
+            return await self._embed_images(await self._images(raws, param))
+        return await self._embed_clips(raws, param)
+
+    async def _embedders(self) -> dict[str, str]:
+        """Model id -> modality, for the ids /v1/models lists as embedders."""
+        i = await self.infos()
+        return {i["text"]["model"]: "text", i["vision"]["embedder"]: "image", i["audio"]["model"]: "audio",
+                f"{i['audio']['model']}-encoder": "audio"}
 
     async def _shared_space(self) -> dict:
         infos = await self.infos()
@@ -123,7 +161,7 @@ class Gateway:
     async def models(self) -> s.ModelList:
         i = await self.infos()
         v, t, a = i["vision"], i["text"], i["audio"]
-        return s.ModelList(data=[
+        cards = [
             s.ModelCard(id=v["classifier"], modality="image", task="classification", device=v["device"]),
             s.ModelCard(id=v["embedder"], modality="image", task="embedding", space=v["space"], dim=v["dim"],
                         device=v["device"]),
@@ -132,7 +170,10 @@ class Gateway:
             s.ModelCard(id=a["model"], modality="audio", task="transcription", device=a["device"]),
             s.ModelCard(id=f"{a['model']}-encoder", modality="audio", task="embedding", dim=a["dim"],
                         device=a["device"]),
-        ])
+        ]
+        for card in cards:
+            card.created = self.started
+        return s.ModelList(data=cards)
 
     @app.get("/v1/stats")
     async def stats(self) -> dict:
@@ -142,27 +183,46 @@ class Gateway:
         return {"VisionEncoder": v, "TextEncoder": t, "AudioModel": a}
 
     # ---- embeddings ---------------------------------------------------------------------
-    @app.post("/v1/embeddings/text", response_model=s.EmbeddingResponse)
+    @app.post("/v1/embeddings", openapi_extra=body(s.OpenAIEmbeddingRequest, multipart=False), response_model=s.OpenAIEmbeddingResponse)
+    async def openai_embeddings(self, request: Request) -> s.OpenAIEmbeddingResponse:
+        """OpenAI-compatible embeddings for every modality; ``model`` (or ``modality``) picks it."""
+        body = await parse_body(request, s.OpenAIEmbeddingRequest)
+        modality = (await self._embedders()).get(body.model)
+        if modality is None:
+            raise NotFound(f"model '{body.model}' is not an embedding model here; see /v1/models", param="model")
+        if body.modality not in (None, modality):
+            raise Incompatible(f"model '{body.model}' embeds {modality}, not {body.modality}", param="modality")
+        if modality == "text":
+            rows = await self.text.embed.remote(body.inputs())
+        else:
+            rows = await self._embed_media(modality, [_media(x, f"input[{n}]") for n, x in enumerate(body.inputs())],
+                                           "input")
+        if body.dimensions not in (None, rows.shape[1]):
+            raise InvalidInput(f"'{body.model}' has {rows.shape[1]} dimensions, not {body.dimensions}",
+                               param="dimensions")
+        return s.OpenAIEmbeddingResponse(model=body.model, data=[
+            s.OpenAIEmbedding(index=n, embedding=_encode(row, body.encoding_format)) for n, row in enumerate(rows)])
+
+    @app.post("/v1/embeddings/text", openapi_extra=body(s.TextEmbedRequest), response_model=s.EmbeddingResponse)
     async def embed_text(self, request: Request) -> s.EmbeddingResponse:
         body = await parse_body(request, s.TextEmbedRequest)
         rows, infos = await asyncio.gather(self.text.embed.remote(body.texts), self.infos())
         return _embeddings(infos["text"], rows)
 
-    @app.post("/v1/embeddings/image", response_model=s.EmbeddingResponse)
+    @app.post("/v1/embeddings/image", openapi_extra=body(s.ImageEmbedRequest), response_model=s.EmbeddingResponse)
     async def embed_image(self, request: Request) -> s.EmbeddingResponse:
         body = await parse_body(request, s.ImageEmbedRequest)
-        rows = await self._embed_images(await self._images(body.images, "images"))
+        rows = await self._embed_media("image", body.images, "images")
         return _embeddings((await self.infos())["vision"], rows)
 
-    @app.post("/v1/embeddings/audio", response_model=s.EmbeddingResponse)
+    @app.post("/v1/embeddings/audio", openapi_extra=body(s.AudioEmbedRequest), response_model=s.EmbeddingResponse)
     async def embed_audio(self, request: Request) -> s.EmbeddingResponse:
         body = await parse_body(request, s.AudioEmbedRequest)
-        clips = await asyncio.gather(*(self._audio(r, f"audio[{i}]") for i, r in enumerate(body.audio)))
-        rows = np.stack(await asyncio.gather(*(self.audio.embed.remote(c) for c in clips)))
+        rows = await self._embed_media("audio", body.audio, "audio")
         return _embeddings((await self.infos())["audio"], rows)
 
     # ---- vision -------------------------------------------------------------------------
-    @app.post("/v1/zero-shot", response_model=s.ZeroShotResponse)
+    @app.post("/v1/zero-shot", openapi_extra=body(s.ZeroShotRequest), response_model=s.ZeroShotResponse)
     async def zero_shot(self, request: Request) -> s.ZeroShotResponse:
         body = await parse_body(request, s.ZeroShotRequest)
         if "{}" not in body.template:
@@ -174,14 +234,14 @@ class Gateway:
         ranked = sorted(zip(body.labels, probs.tolist()), key=lambda p: -p[1])
         return s.ZeroShotResponse(model=info["embedder"], labels=[s.LabelScore(label=l, score=p) for l, p in ranked])
 
-    @app.post("/v1/classify", response_model=s.ClassifyResponse)
+    @app.post("/v1/classify", openapi_extra=body(s.ClassifyRequest), response_model=s.ClassifyResponse)
     async def classify(self, request: Request) -> s.ClassifyResponse:
         body = await parse_body(request, s.ClassifyRequest)
         image = await self._image(body.image, "image")
         predictions, infos = await asyncio.gather(self.vision.classify.remote(image, body.top_k), self.infos())
         return s.ClassifyResponse(model=infos["vision"]["classifier"], predictions=predictions)
 
-    @app.post("/v1/retrieval", response_model=s.RetrievalResponse)
+    @app.post("/v1/retrieval", openapi_extra=body(s.RetrievalRequest), response_model=s.RetrievalResponse)
     async def retrieval(self, request: Request) -> s.RetrievalResponse:
         body = await parse_body(request, s.RetrievalRequest)
         images = await self._images(body.images, "images")
@@ -193,12 +253,12 @@ class Gateway:
                                    text_to_image=[_top(col, body.top_k) for col in sim.T])
 
     # ---- audio --------------------------------------------------------------------------
-    @app.post("/v1/audio/transcriptions", responses={200: {"model": s.VerboseTranscriptionResponse}})
+    @app.post("/v1/audio/transcriptions", openapi_extra=body(s.TranscriptionRequest),  responses={200: {"model": s.VerboseTranscriptionResponse}})
     async def transcriptions(self, request: Request) -> Response:
         body = await parse_body(request, s.TranscriptionRequest)
         return await self._speech(body, task="transcribe", language=body.language)
 
-    @app.post("/v1/audio/translations", responses={200: {"model": s.VerboseTranscriptionResponse}})
+    @app.post("/v1/audio/translations", openapi_extra=body(s.TranslationRequest),  responses={200: {"model": s.VerboseTranscriptionResponse}})
     async def translations(self, request: Request) -> Response:
         body = await parse_body(request, s.TranslationRequest)
         return await self._speech(body, task="translate", language=None)
@@ -209,7 +269,7 @@ class Gateway:
         result = s.VerboseTranscriptionResponse.model_validate(await self.audio.transcribe.remote(audio, options))
         return _render_transcript(result, body.response_format)
 
-    @app.post("/v1/audio/features", response_model=s.FeaturesResponse)
+    @app.post("/v1/audio/features", openapi_extra=body(s.FeaturesRequest), response_model=s.FeaturesResponse)
     async def features(self, request: Request) -> s.FeaturesResponse:
         body = await parse_body(request, s.FeaturesRequest)
         audio = await self._audio(body.audio, "audio")
@@ -218,4 +278,3 @@ class Gateway:
         return s.FeaturesResponse(
             sample_rate=SAMPLE_RATE, frame_rate=frame_rate(), duration=round(audio.size / SAMPLE_RATE, 3),
             features={k: s.FeatureMatrix(shape=list(v.shape), data=v.tolist()) for k, v in feats.items()})
-

@@ -1,0 +1,131 @@
+"""The ecosystem's conventions: the official openai client, OpenAPI, schemathesis, our CLI and async client."""
+import asyncio
+import base64
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from clients import cli
+from clients.client import AsyncClient
+from tests import assets
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("media")
+    paths = {"cat": d / "cat.jpg", "coffee": d / "coffee.jpg", "en": d / "en.wav", "de": d / "de.wav"}
+    paths["cat"].write_bytes(assets.photo("chelsea"))
+    paths["coffee"].write_bytes(assets.photo("coffee"))
+    paths["en"].write_bytes(assets.speech(assets.EN_SENTENCE))
+    paths["de"].write_bytes(assets.speech(assets.DE_SENTENCE, voice="de"))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def openai_client(base_url):
+    import openai
+
+    return openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused-on-loopback", max_retries=0)
+
+
+def test_openai_transcribes_wav(openai_client, files):
+    with open(files["en"], "rb") as f:
+        result = openai_client.audio.transcriptions.create(model="whisper-1", file=f)
+    assert assets.wer(assets.EN_SENTENCE, result.text) <= 0.3, result.text
+
+
+def test_openai_translates_wav(openai_client, files):
+    with open(files["de"], "rb") as f:
+        result = openai_client.audio.translations.create(model="whisper-1", file=f)
+    assert {"morning", "weather", "coffee"} & set(result.text.lower().replace(",", " ").replace(".", " ").split())
+
+
+def test_openai_text_and_image_embeddings(openai_client):
+    models = {m.id for m in openai_client.models.list()}
+    assert {"all-MiniLM-L6-v2", "conse-efficientnet-lite0"} <= models
+    text = openai_client.embeddings.create(model="all-MiniLM-L6-v2", input=["a cat", "a car"])  # base64 on the wire
+    url = "data:image/jpeg;base64," + base64.b64encode(assets.photo("chelsea")).decode()
+    image = openai_client.embeddings.create(model="conse-efficientnet-lite0", input=url, encoding_format="float")
+    cat, car = (np.asarray(d.embedding) for d in text.data)
+    img = np.asarray(image.data[0].embedding)
+    assert cat.shape == img.shape == (384,)
+    assert img @ cat > img @ car
+
+
+def test_openai_embeddings_base64_matches_float(base_url):
+    body = {"model": "all-MiniLM-L6-v2", "input": "hello"}
+    floats = requests.post(f"{base_url}/v1/embeddings", json=body, timeout=60).json()["data"][0]["embedding"]
+    b64 = requests.post(f"{base_url}/v1/embeddings", json={**body, "encoding_format": "base64"}, timeout=60)
+    decoded = np.frombuffer(base64.b64decode(b64.json()["data"][0]["embedding"]), dtype="<f4")
+    assert np.allclose(decoded, floats, atol=1e-6)
+
+
+def test_unknown_embedding_model_is_404(base_url):
+    r = requests.post(f"{base_url}/v1/embeddings", json={"model": "text-embedding-3-small", "input": "x"}, timeout=30)
+    assert r.status_code == 404 and r.json()["error"]["param"] == "model"
+
+
+def test_committed_openapi_is_what_is_served(base_url):
+    served = requests.get(f"{base_url}/openapi.json", timeout=30).json()
+    assert served == json.loads((ROOT / "openapi.json").read_text()), "run `make openapi` and commit openapi.json"
+
+
+def test_schemathesis_finds_no_server_error(base_url):
+    """Bounded property-based run over every route of the served spec."""
+    done = subprocess.run(
+        [sys.executable, "-m", "schemathesis.cli", "run", f"{base_url}/openapi.json", "--checks",
+         "not_a_server_error", "--max-examples", "8", "--phases", "examples,fuzzing", "--seed", "1",
+         "--request-timeout", "60", "--no-color"],
+        capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+
+
+def test_cli_round_trips(base_url, files, tmp_path, capsys):
+    def run(*args):
+        assert cli.main(["--url", base_url, *map(str, args)]) == 0
+        return capsys.readouterr().out
+
+    assert "tabby" in run("classify", files["cat"], files["coffee"]) or "tiger cat" in run("classify", files["cat"])
+    assert json.loads(run("--json", "zero-shot", files["cat"], "--labels", "cat", "dog"))[0]["labels"][0]["label"] == "cat"
+    assert "2 x 384" in run("embed", "text", "a cat", "a dog")
+    assert "1 x 384" in run("embed", "image", files["cat"])
+    assert "1 x 512" in run("embed", "audio", files["en"])
+    assert "'a cup of coffee'" in run("retrieval", "--images", files["coffee"], "--texts", "a cup of coffee", "a cat",
+                                     "--top-k", "1")
+    srt = tmp_path / "en.srt"
+    run("transcribe", files["en"], "--format", "srt", "--output", srt)
+    assert srt.read_text().startswith("1\n00:00:00,000 --> ")
+    assert "coffee" in run("translate", files["de"]).lower()
+    assert "whisper-base" in run("models")
+
+
+def test_cli_features_png(base_url, files, tmp_path):
+    png = tmp_path / "features.png"
+    assert cli.main(["--url", base_url, "features", str(files["en"]), "--output", str(png)]) == 0
+    image = np.asarray(Image.open(png).convert("L"), dtype=np.float32)
+    assert image.shape[0] > 400 and image.shape[1] > 600
+    assert image.std() > 20  # three heat maps, not a blank canvas
+
+
+def test_cli_reports_server_errors(base_url, files, capsys):
+    assert cli.main(["--url", base_url, "transcribe", str(files["cat"])]) == 1
+    assert "415" in capsys.readouterr().err
+
+
+def test_async_client_concurrent(base_url, files):
+    async def go():
+        async with AsyncClient(base_url) as client:
+            return await asyncio.gather(client.classify(files["cat"]), client.embed_text(["a cat"]),
+                                        client.transcribe(files["en"]))
+
+    classified, text, speech = asyncio.run(go())
+    assert classified.predictions and text.dim == 384 and speech.language == "en"
