@@ -9,6 +9,7 @@ import threading
 import ray
 from pydantic import BaseModel, ConfigDict, Field
 
+from deployments.metrics import observe_batch
 from models.runtime import resolve_device
 
 log = logging.getLogger("ray.serve")
@@ -42,6 +43,7 @@ class BatchStats:
     def record(self, method: str, size: int) -> None:
         with self._lock:
             self._sizes[method][size] += 1
+        observe_batch(method, size)
 
     def snapshot(self) -> dict[str, dict[int, int]]:
         with self._lock:

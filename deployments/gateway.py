@@ -15,6 +15,7 @@ from ray.serve.handle import DeploymentHandle
 
 from clients import schemas as s
 from deployments import http_errors
+from deployments.metrics import observe_request
 from deployments.openapi import body, install as install_openapi
 from deployments.parsing import parse_body
 from models.audio_features import frame_rate
@@ -81,6 +82,20 @@ def _render_transcript(result: s.VerboseTranscriptionResponse, fmt: str) -> Resp
     if fmt == "verbose_json":
         return JSONResponse(result.model_dump())
     return JSONResponse(s.TranscriptionResponse(text=result.text).model_dump())
+
+
+@app.middleware("http")
+async def _measure(request: Request, call_next):
+    """Requests, errors and latency per route template (unknown paths count as 'unmatched')."""
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await call_next(request)
+        status = response.status_code
+        return response
+    finally:
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        observe_request(route, status, (time.perf_counter() - started) * 1000)
 
 
 # Before @serve.ingress: it freezes a copy of the app at class definition.

@@ -24,7 +24,8 @@ async def parse_body(request: Request, schema: type[M]) -> M:
         data = await _form(await request.form(), schema)
     else:
         raise UnsupportedMedia(
-            f"content type '{content_type or 'none'}' is not accepted; send application/json or multipart/form-data",
+            (f"content type '{content_type}' is not accepted" if content_type else "the request has no content type")
+            + "; send application/json or multipart/form-data",
             param="content-type",
         )
     return schema.model_validate(data)

@@ -10,6 +10,7 @@ use ``serve deploy``: the guard then marks the app DEPLOY_FAILED with the same m
 from __future__ import annotations
 
 import argparse
+import shutil
 import signal
 import sys
 import threading
@@ -46,6 +47,13 @@ def deploy(config: dict) -> None:
         serve.run(application, name=app["name"], route_prefix=app.get("route_prefix", "/"))
 
 
+def remove_session_dir(context) -> None:
+    """Delete the Ray session dir (logs, sockets) of a local cluster this process started and stopped."""
+    session_dir = context.address_info.get("session_dir")
+    if session_dir:
+        shutil.rmtree(session_dir, ignore_errors=True)
+
+
 def _wait_for_signal() -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -56,11 +64,13 @@ def _wait_for_signal() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", type=Path)
-    config = load_config(parser.parse_args(argv).config)
+    parser.add_argument("--metrics-port", type=int, default=8080, help="Prometheus scrape port (/metrics)")
+    args = parser.parse_args(argv)
+    config = load_config(args.config)
     import ray
     from ray import serve
 
-    ray.init(include_dashboard=False)
+    context = ray.init(include_dashboard=False, _metrics_export_port=args.metrics_port)
     try:
         deploy(config)
         print("mmserve is serving; Ctrl-C to stop", flush=True)
@@ -72,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         serve.shutdown()
         ray.shutdown()
+        remove_session_dir(context)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,8 @@ def decode_image(raw: bytes, *, limits: MediaLimits = MediaLimits(), param: str 
         img.draft("RGB", (limits.max_image_side, limits.max_image_side))  # cheap JPEG downscale
         img = img.convert("RGB")
     except UnidentifiedImageError as exc:
-        raise UnsupportedMedia(f"'{param}' could not be decoded as an image: {exc}", param=param) from exc
+        raise UnsupportedMedia(f"'{param}' is not an image format this server decodes "
+                               "(JPEG, PNG, WebP, GIF, BMP, TIFF...)", param=param) from exc
     except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
         raise InvalidInput(f"'{param}' is a corrupt or truncated image: {exc}", param=param) from exc
     img.thumbnail((limits.max_image_side, limits.max_image_side), Image.BICUBIC)

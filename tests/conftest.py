@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import time
 
@@ -35,15 +34,17 @@ def ray_cluster():
     import ray
     from ray import serve
 
-    context = ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    from graphs.launch import remove_session_dir
+
+    metrics_port = _free_port()
+    context = ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False,
+                       _metrics_export_port=metrics_port)
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    yield {"port": port}
+    yield {"port": port, "metrics_port": metrics_port}
     serve.shutdown()
     ray.shutdown()
-    session_dir = context.address_info.get("session_dir")
-    if session_dir:  # leave no Ray session data behind in /tmp/ray
-        shutil.rmtree(session_dir, ignore_errors=True)
+    remove_session_dir(context)  # leave no Ray session data behind in /tmp/ray
 
 
 @pytest.fixture(scope="session")

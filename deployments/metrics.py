@@ -1,0 +1,52 @@
+"""Prometheus metrics through Ray Serve's metrics API (exported by Ray's metrics agent).
+
+Ray Serve adds ``deployment``, ``replica`` and ``application`` tags; the names here get Ray's
+``ray_`` prefix on the scrape endpoint. Metric objects are created lazily inside the replica.
+"""
+from __future__ import annotations
+
+import functools
+
+LATENCY_MS = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 120000]
+BATCH_SIZES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+MODALITY = {
+    "/v1/classify": "image", "/v1/embeddings/image": "image",
+    "/v1/zero-shot": "image+text", "/v1/retrieval": "image+text",
+    "/v1/embeddings/text": "text", "/v1/embeddings": "any",
+    "/v1/embeddings/audio": "audio", "/v1/audio/transcriptions": "audio", "/v1/audio/translations": "audio",
+    "/v1/audio/features": "audio",
+}
+
+
+@functools.cache
+def _gateway():
+    from ray.serve import metrics
+
+    tags = ("route", "modality")
+    return (
+        metrics.Counter("mmserve_requests_total", "HTTP requests answered", tag_keys=tags + ("status",)),
+        metrics.Counter("mmserve_errors_total", "HTTP requests answered with 4xx/5xx", tag_keys=tags + ("status",)),
+        metrics.Histogram("mmserve_request_latency_ms", "gateway latency per request", boundaries=LATENCY_MS,
+                          tag_keys=tags),
+    )
+
+
+def observe_request(route: str, status: int, latency_ms: float) -> None:
+    requests, errors, latency = _gateway()
+    tags = {"route": route, "modality": MODALITY.get(route, "none")}
+    requests.inc(1, tags={**tags, "status": str(status)})
+    if status >= 400:
+        errors.inc(1, tags={**tags, "status": str(status)})
+    latency.observe(latency_ms, tags=tags)
+
+
+@functools.cache
+def _batch_histogram():
+    from ray.serve import metrics
+
+    return metrics.Histogram("mmserve_batch_size", "items per model forward pass", boundaries=BATCH_SIZES,
+                             tag_keys=("method",))
+
+
+def observe_batch(method: str, size: int) -> None:
+    _batch_histogram().observe(size, tags={"method": method})
