@@ -94,6 +94,12 @@ class _Routes:
         return self._call(_Call("POST", path, schema, {"json": body}))
 
     # ---- service ----
+    def health(self):
+        return self._call(_Call("GET", "/healthz", s.Health))
+
+    def stats(self):
+        return self._call(_Call("GET", "/v1/stats", None))
+
     def ready(self):
         return self._call(_Call("GET", "/readyz", s.Health))
 

@@ -7,7 +7,9 @@ import numpy as np
 
 from clients import schemas as s
 
-TITLES = {"mel": "mel spectrogram (dB)", "mfcc": "MFCC", "chroma": "chroma"}
+TITLES = {"mel": "mel spectrogram (dB)", "mfcc": "MFCC (each coefficient standardised over time)",
+          "chroma": "chroma"}
+CMAPS = {"mel": "magma", "mfcc": "coolwarm", "chroma": "magma"}
 PITCHES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
 
 
@@ -21,8 +23,10 @@ def plot_features(result: s.FeaturesResponse, path: Path, *, title: str = "") ->
     fig, axes = plt.subplots(len(names), 1, figsize=(10, 2.6 * len(names)), sharex=True, squeeze=False)
     for ax, name in zip(axes[:, 0], names):
         data = np.asarray(result.features[name].data, dtype=np.float32)
+        if name == "mfcc":  # c0 (energy) dwarfs the rest: show each coefficient's variation
+            data = (data - data.mean(axis=1, keepdims=True)) / (data.std(axis=1, keepdims=True) + 1e-6)
         extent = (0.0, data.shape[1] / result.frame_rate, 0, data.shape[0])
-        image = ax.imshow(data, origin="lower", aspect="auto", extent=extent, cmap="magma")
+        image = ax.imshow(data, origin="lower", aspect="auto", extent=extent, cmap=CMAPS[name])
         ax.set_title(TITLES[name])
         if name == "chroma":
             ax.set_yticks(np.arange(12) + 0.5, PITCHES)

@@ -1,5 +1,6 @@
 """Real HTTP against the real graph, driven by mmserve's client and by `requests`."""
 import base64
+import json
 
 import pytest
 import ray
@@ -22,7 +23,8 @@ def _replicas() -> set[str]:
 
 
 def test_ready_and_models(client):
-    assert client.ready().status == "ready"
+    assert client.ready().status == "ready" and client.health().status == "ok"
+    assert "TextEncoder" in json.loads(client.stats())
     models = {(m.modality, m.task): m for m in client.models().data}
     assert models[("text", "embedding")].space == models[("image", "embedding")].space
     assert models[("audio", "transcription")].id == "whisper-base"
