@@ -1,0 +1,152 @@
+"""Image-embedding throughput, three ways, measured side by side in one run on this machine:
+
+(a) raw: the in-process batched model loop (decode + preprocess + ConSE forward, batches of 16);
+(b) naive: one request -> one unbatched fp32 forward, FastAPI + uvicorn (the guide's style);
+(c) mmserve: the served graph (gateway + VisionEncoder with @serve.batch, max batch 16).
+
+    python -m benchmarks.image_throughput --window 5 --out benchmarks/results/image_throughput
+
+Prints images/s of each, the ratios the performance issue targets (served / raw >= 0.8; served /
+naive >= 4 at concurrency 16 with a p99 no worse), and writes JSON plus a PNG.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+
+from benchmarks import loadgen
+from tests import assets
+
+ROUTE = "/v1/embeddings/image"
+MAX_BATCH = 16
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def raw_loop(seconds: float) -> dict:
+    """Images/s of the model alone in this process: full path and forward-only."""
+    from models.media import decode_image
+    from models.registry import TextModelSpec, VisionModelSpec, load_classifier, load_embedder
+
+    embedder = load_embedder(VisionModelSpec(), TextModelSpec(), classifier=load_classifier(VisionModelSpec()))
+    jpeg = assets.photo("chelsea")
+
+    def full() -> None:
+        embedder.embed(torch.stack([embedder.preprocess(decode_image(jpeg)) for _ in range(MAX_BATCH)]))
+
+    batch = torch.stack([embedder.preprocess(decode_image(jpeg))] * MAX_BATCH)
+    return {"full_images_per_s": loadgen_rate(full, seconds),
+            "forward_only_images_per_s": loadgen_rate(lambda: embedder.embed(batch), seconds),
+            "torch_threads": torch.get_num_threads()}
+
+
+def loadgen_rate(fn, seconds: float) -> float:
+    fn()
+    start, calls = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        fn()
+        calls += 1
+    return calls * MAX_BATCH / (time.perf_counter() - start)
+
+
+def _wait_ready(url: str, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"{url} not ready after {timeout_s} s")
+
+
+def run_naive(concurrency: list[int], window: float) -> list[loadgen.Point]:
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.naive_server", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_ready(f"http://127.0.0.1:{port}/healthz")
+        return asyncio.run(loadgen.sweep(loadgen._image_sender(ROUTE), f"http://127.0.0.1:{port}",
+                                         concurrency=concurrency, rates=[], window_s=window))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def served_args(cpus: float) -> dict:
+    fixed = {"min_replicas": 1, "max_replicas": 1}
+    return {"gateway": {"num_cpus": 0, "autoscaling": fixed},
+            "vision": {"num_cpus": cpus, "autoscaling": fixed, "batch": {"max_batch_size": MAX_BATCH,
+                                                                          "batch_wait_timeout_s": 0.01}},
+            "text": {"num_cpus": 0.1, "autoscaling": fixed},
+            "audio": {"num_cpus": 0.1, "autoscaling": fixed, "model": {"model": "whisper-tiny.en"}}}
+
+
+def run_served(concurrency: list[int], window: float, cpus: float) -> tuple[list[loadgen.Point], dict]:
+    import ray
+    from ray import serve
+
+    from graphs.app import build_app
+    from graphs.launch import remove_session_dir
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    context = ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    port = _free_port()
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build_app(served_args(cpus)), name="bench", route_prefix="/")
+        points = asyncio.run(loadgen.sweep(loadgen._image_sender(ROUTE), f"http://127.0.0.1:{port}",
+                                           concurrency=concurrency, rates=[], window_s=window))
+        batches = serve.get_deployment_handle("VisionEncoder", app_name="bench").batch_stats.remote().result()
+        return points, batches
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        remove_session_dir(context)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--window", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 4, 16])
+    parser.add_argument("--vision-cpus", type=float, default=2.0,
+                        help="num_cpus of the VisionEncoder replica (Ray sets its torch threads from it)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/image_throughput"))
+    args = parser.parse_args()
+    raw = raw_loop(args.window * 2)
+    print(f"raw loop: {raw}", flush=True)
+    naive = run_naive(args.concurrency, args.window)
+    served, batches = run_served(args.concurrency, args.window, args.vision_cpus)
+    top = max(args.concurrency)
+    s16, n16 = (next(p for p in pts if p.load == top) for pts in (served, naive))
+    ratios = {"served_over_raw_full": s16.throughput / raw["full_images_per_s"],
+              "served_over_raw_forward_only": s16.throughput / raw["forward_only_images_per_s"],
+              f"served_over_naive_at_c{top}": s16.throughput / n16.throughput,
+              f"p99_served_over_naive_at_c{top}": s16.p99_ms / n16.p99_ms}
+    for name, points in (("naive", naive), ("mmserve", served)):
+        for p in points:
+            print(f"{name:8s} c={p.load:<4g} {p.throughput:7.1f} img/s  p50 {p.p50_ms:7.1f}  p99 {p.p99_ms:7.1f} ms"
+                  f"  errors {p.error_rate:.1%}")
+    print("served batch sizes:", batches.get("embed"))
+    print("ratios:", {k: round(v, 3) for k, v in ratios.items()})
+    loadgen.write({"naive": naive, "mmserve": served}, args.out,
+                  extra={"raw": raw, "ratios": ratios, "served_batches": batches, "cpu_count": os.cpu_count()})
+
+
+if __name__ == "__main__":
+    main()
