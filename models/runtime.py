@@ -8,7 +8,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-Precision = Literal["fp32", "bf16", "fp16"]
+Precision = Literal["fp32", "bf16", "fp16", "auto"]
 log = logging.getLogger(__name__)
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -23,8 +23,18 @@ def resolve_device(want_gpu: bool) -> str:
     return "cpu"
 
 
+def bf16_is_fast(device: str) -> bool:
+    """bf16 pays off on CUDA GPUs that support it and on CPUs with native bf16 (AVX512-BF16, AMX)."""
+    if device == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def effective_precision(precision: Precision, device: str) -> Precision:
-    """fp16 has no fast CPU kernels; fall back to fp32 there rather than run slower."""
+    """Resolve ``auto`` (bf16 where it is fast, else fp16 on GPU / fp32 on CPU); fp16 has no fast
+    CPU kernels, so it falls back to fp32 there rather than run slower."""
+    if precision == "auto":
+        return "bf16" if bf16_is_fast(device) else ("fp16" if device == "cuda" else "fp32")
     if precision == "fp16" and device == "cpu":
         log.warning("fp16 is not supported on CPU: using fp32")
         return "fp32"

@@ -145,6 +145,8 @@ class TransformersWhisperEngine:
     """``WhisperForConditionalGeneration`` (hub id or local directory); 30-second windows, one
     segment per window."""
 
+    max_new_tokens = 200  # per 30 s window; Whisper's decoder holds 448 positions
+
     def __init__(self, *, model, processor, model_id: str, device: str):
         self.model, self.processor = model.to(device).eval(), processor
         self.model_id, self.device = model_id, device
@@ -197,7 +199,8 @@ class TransformersWhisperEngine:
         if options.prompt:
             kwargs["prompt_ids"] = torch.tensor(self.processor.get_prompt_ids(options.prompt), device=self.device)
         with torch.inference_mode():
-            ids = self.model.generate(features, num_beams=options.beam_size, max_new_tokens=200, **kwargs)
+            ids = self.model.generate(features, num_beams=options.beam_size, max_new_tokens=self.max_new_tokens,
+                                      **kwargs)
         text = self.processor.batch_decode(ids, skip_special_tokens=True)[0].strip()
         if options.prompt and text.startswith(options.prompt.strip()):
             text = text[len(options.prompt.strip()) :].strip()

