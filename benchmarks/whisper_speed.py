@@ -4,7 +4,8 @@ transformers engine doing the same work, side by side in one run.
     python -m benchmarks.whisper_speed --out benchmarks/results/whisper_speed.json
 
 Audio: espeak-ng sentences, each its own clip, at least 30 s in all. faster-whisper transcribes them
-(greedy); its real-time factor is time / audio seconds. No transformers Whisper-base weights exist
+(greedy, language given); its real-time factor is time / audio seconds, for the clips one by
+one and for the same speech as one long recording (Whisper pads every clip to a 30 s window). No transformers Whisper-base weights exist
 offline, so the transformers engine runs a random-weight checkpoint of the same architecture through
 mmserve's ``TransformersWhisperEngine``, forced to decode exactly as many tokens per clip as
 faster-whisper produced (same audio, same decode length: speed does not depend on weight values).
@@ -16,6 +17,8 @@ import json
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 from models.media import SAMPLE_RATE, decode_audio
 from models.registry import SpeechModelSpec, load_speech
@@ -43,21 +46,30 @@ def _timed(fn) -> tuple[float, object]:
     return time.perf_counter() - start, out
 
 
+OPTIONS = SpeechOptions(language="en")  # both engines skip language detection (an extra encoder pass)
+
+
 def faster_whisper(audio: list) -> dict:
     engine = load_speech(SpeechModelSpec(model="whisper-base", cpu_threads=2))
-    engine.transcribe(audio[0], SpeechOptions())  # warm-up
-    seconds, results = _timed(lambda: [engine.transcribe(a, SpeechOptions()) for a in audio])
+    engine.transcribe(audio[0], OPTIONS)  # warm-up
+    seconds, results = _timed(lambda: [engine.transcribe(a, OPTIONS) for a in audio])
     tokenizer = engine.model.hf_tokenizer
     tokens = [len(tokenizer.encode(" " + r.text).ids) for r in results]
     wer = sum(assets.wer(ref, r.text) for ref, r in zip(SENTENCES, results)) / len(SENTENCES)
-    return {"seconds": seconds, "tokens": tokens, "mean_wer": wer}
+    long_clip = np.concatenate(audio)  # long-form: the same speech as one recording
+    long_seconds, long_result = _timed(lambda: engine.transcribe(long_clip, OPTIONS))
+    detect_seconds, _ = _timed(lambda: [engine.transcribe(a, SpeechOptions()) for a in audio])
+    return {"seconds": seconds, "tokens": tokens, "mean_wer": wer,
+            "long_form": {"seconds": long_seconds, "rtf": long_seconds / (long_clip.size / SAMPLE_RATE),
+                          "wer": assets.wer(" ".join(SENTENCES), long_result.text)},
+            "with_language_detection_seconds": detect_seconds}
 
 
 def transformers_engine(audio: list, tokens: list[int]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         checkpoints.whisper_checkpoint(Path(tmp), checkpoints.WHISPER_BASE)
         engine = load_speech(SpeechModelSpec(engine="transformers", model=tmp))
-    options = SpeechOptions(language="en")
+    options = OPTIONS
     config = engine.model.generation_config
     total = 0.0
     for clip, n in zip(audio, tokens):
