@@ -88,16 +88,42 @@ def run_naive(concurrency: list[int], window: float) -> list[loadgen.Point]:
         proc.wait(timeout=30)
 
 
-def served_args(cpus: float) -> dict:
+def served_args(cpus: float, precision: str = "fp32") -> dict:
     fixed = {"min_replicas": 1, "max_replicas": 1}
     return {"gateway": {"num_cpus": 0, "autoscaling": fixed},
-            "vision": {"num_cpus": cpus, "autoscaling": fixed, "batch": {"max_batch_size": MAX_BATCH,
+            "vision": {"num_cpus": cpus, "autoscaling": fixed, "model": {"precision": precision},
+                       "batch": {"max_batch_size": MAX_BATCH,
                                                                           "batch_wait_timeout_s": 0.01}},
             "text": {"num_cpus": 0.1, "autoscaling": fixed},
             "audio": {"num_cpus": 0.1, "autoscaling": fixed, "model": {"model": "whisper-tiny.en"}}}
 
 
-def run_served(concurrency: list[int], window: float, cpus: float) -> tuple[list[loadgen.Point], dict]:
+def process_cpu_seconds() -> dict[str, float]:
+    """CPU seconds (user + system) so far of each Ray process, by its title (ray::...), plus this one."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    totals: dict[str, float] = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            title = (proc / "cmdline").read_bytes().split(b"\0")[0].decode(errors="ignore")
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if proc.name == str(os.getpid()):
+            title = "load generator + driver"
+        elif not title.startswith("ray::") and "raylet" not in title and "gcs_server" not in title:
+            continue
+        name = title.split(" ")[0].rsplit("/", 1)[-1]
+        totals[name] = totals.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return totals
+
+
+def cpu_profile(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
+    """Cores used by each process over the window (1.0 = one core busy all the time)."""
+    used = {k: (after.get(k, 0.0) - before.get(k, 0.0)) / seconds for k in after}
+    return {k: round(v, 3) for k, v in sorted(used.items(), key=lambda kv: -kv[1]) if v > 0.005}
+
+
+def run_served(concurrency: list[int], window: float, cpus: float, precision: str) -> tuple[list[loadgen.Point], dict]:
     import ray
     from ray import serve
 
@@ -109,11 +135,13 @@ def run_served(concurrency: list[int], window: float, cpus: float) -> tuple[list
     port = _free_port()
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_app(served_args(cpus)), name="bench", route_prefix="/")
+        serve.run(build_app(served_args(cpus, precision)), name="bench", route_prefix="/")
+        before, started = process_cpu_seconds(), time.perf_counter()
         points = asyncio.run(loadgen.sweep(loadgen._image_sender(ROUTE), f"http://127.0.0.1:{port}",
                                            concurrency=concurrency, rates=[], window_s=window))
+        profile = cpu_profile(before, process_cpu_seconds(), time.perf_counter() - started)
         batches = serve.get_deployment_handle("VisionEncoder", app_name="bench").batch_stats.remote().result()
-        return points, batches
+        return points, {"batch_sizes": batches, "cores_used_by_process": profile}
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -126,12 +154,14 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 4, 16])
     parser.add_argument("--vision-cpus", type=float, default=2.0,
                         help="num_cpus of the VisionEncoder replica (Ray sets its torch threads from it)")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
+                        help="VisionEncoder precision for the served graph (raw and naive stay fp32)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/image_throughput"))
     args = parser.parse_args()
     raw = raw_loop(args.window * 2)
     print(f"raw loop: {raw}", flush=True)
     naive = run_naive(args.concurrency, args.window)
-    served, batches = run_served(args.concurrency, args.window, args.vision_cpus)
+    served, served_info = run_served(args.concurrency, args.window, args.vision_cpus, args.precision)
     top = max(args.concurrency)
     s16, n16 = (next(p for p in pts if p.load == top) for pts in (served, naive))
     ratios = {"served_over_raw_full": s16.throughput / raw["full_images_per_s"],
@@ -142,10 +172,12 @@ def main() -> None:
         for p in points:
             print(f"{name:8s} c={p.load:<4g} {p.throughput:7.1f} img/s  p50 {p.p50_ms:7.1f}  p99 {p.p99_ms:7.1f} ms"
                   f"  errors {p.error_rate:.1%}")
-    print("served batch sizes:", batches.get("embed"))
+    print("served batch sizes:", served_info["batch_sizes"].get("embed"))
+    print("cores used during the served sweep:", served_info["cores_used_by_process"])
     print("ratios:", {k: round(v, 3) for k, v in ratios.items()})
     loadgen.write({"naive": naive, "mmserve": served}, args.out,
-                  extra={"raw": raw, "ratios": ratios, "served_batches": batches, "cpu_count": os.cpu_count()})
+                  extra={"raw": raw, "ratios": ratios, "served": served_info, "cpu_count": os.cpu_count(),
+                         "vision_precision": args.precision})
 
 
 if __name__ == "__main__":

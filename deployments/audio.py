@@ -39,8 +39,7 @@ class AudioModel(ModelReplica):
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def _embed_batch(self, clips: list[np.ndarray]) -> list[np.ndarray]:
-        self.stats.record("embed", len(clips))
-        return list(await asyncio.to_thread(self.engine.embed, clips))
+        return await self._run_batch("embed", self.engine.embed, clips)
 
     async def embed(self, clip: np.ndarray) -> np.ndarray:
         return await self._embed_batch(clip)

@@ -2,9 +2,11 @@
 and the device Ray granted this replica."""
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import threading
+import time
 
 import ray
 from pydantic import BaseModel, ConfigDict, Field
@@ -38,16 +40,23 @@ class BatchStats:
 
     def __init__(self) -> None:
         self._sizes: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+        self._busy: dict[str, float] = collections.defaultdict(float)
         self._lock = threading.Lock()
 
-    def record(self, method: str, size: int) -> None:
+    def record(self, method: str, size: int, seconds: float = 0.0) -> None:
         with self._lock:
             self._sizes[method][size] += 1
+            self._busy[method] += seconds
         observe_batch(method, size)
 
     def snapshot(self) -> dict[str, dict[int, int]]:
         with self._lock:
             return {name: dict(counter) for name, counter in self._sizes.items()}
+
+    def busy_seconds(self) -> dict[str, float]:
+        """Time spent in each method's forward passes (the rest of a request's time is queueing)."""
+        with self._lock:
+            return dict(self._busy)
 
 
 def replica_device() -> str:
@@ -79,6 +88,17 @@ class ModelReplica:
 
     def batch_stats(self) -> dict:
         return self.stats.snapshot()
+
+    def busy_seconds(self) -> dict:
+        return self.stats.busy_seconds()
+
+    async def _run_batch(self, method: str, forward, items: list) -> list:
+        """Run one batch's forward pass in a worker thread (the event loop stays free), recording
+        its size and duration."""
+        started = time.perf_counter()
+        out = await asyncio.to_thread(forward, items)
+        self.stats.record(method, len(items), time.perf_counter() - started)
+        return list(out)
 
     def ping(self) -> str:
         return "ok"

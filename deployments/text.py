@@ -24,8 +24,7 @@ class TextEncoder(ModelReplica):
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
     async def _embed_batch(self, texts: list[str]) -> list[np.ndarray]:
-        self.stats.record("embed", len(texts))
-        return list(await asyncio.to_thread(self.model.embed, texts))
+        return await self._run_batch("embed", self.model.embed, texts)
 
     async def embed(self, texts: list[str]) -> np.ndarray:
         return np.stack(await asyncio.gather(*(self._embed_batch(t) for t in texts)))

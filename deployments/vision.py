@@ -34,13 +34,11 @@ class VisionEncoder(ModelReplica):
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def _classify_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        self.stats.record("classify", len(images))
-        return list(await asyncio.to_thread(self._probs, images))
+        return await self._run_batch("classify", self._probs, images)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def _embed_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        self.stats.record("embed", len(images))
-        return list(await asyncio.to_thread(self._embed, images))
+        return await self._run_batch("embed", self._embed, images)
 
     async def classify(self, image: np.ndarray, top_k: int) -> list[dict]:
         probs = await self._classify_batch(image)

@@ -56,6 +56,7 @@ class VisionModelSpec(_Spec):
     embedder_path: str | None = Field(None, description="hub id or directory for embedder=clip")
     conse_top_t: int = Field(10, ge=1, le=1000)
     precision: Precision = "fp32"
+    torchscript: bool = Field(True, description="trace and freeze EfficientNet-Lite0 (fp32) for a GIL-free forward")
 
     @model_validator(mode="after")
     def _paths(self):
@@ -94,7 +95,7 @@ def load_classifier(spec: VisionModelSpec, *, device: str = "cpu") -> ImageClass
         return ViTClassifier.load(spec.classifier_path, model_id=spec.classifier_path, device=device,
                                   precision=spec.precision)
     return EfficientNetLiteClassifier.load(packaged.efficientnet_lite0_weights(), labels=packaged.imagenet_labels(),
-                                           device=device, precision=spec.precision)
+                                           device=device, precision=spec.precision, torchscript=spec.torchscript)
 
 
 def load_embedder(spec: VisionModelSpec, text: TextModelSpec, *, classifier: ImageClassifier,
