@@ -1,7 +1,8 @@
 """AudioModel: Whisper transcription / translation, audio features and audio embeddings.
 
-Embeddings are batched; transcription runs one clip per call in a worker thread (decoding
-lengths differ per clip, and CTranslate2 parallelises inside one call).
+Embeddings are batched, and so are short greedy transcriptions (<= 30 s, one encoder pass shared
+by language identification and decoding); longer or sampled ones run clip by clip in a worker
+thread through faster-whisper's own long-form loop.
 """
 from __future__ import annotations
 
@@ -12,15 +13,15 @@ import numpy as np
 from ray import serve
 
 from deployments.common import BatchStats, ModelReplica, placement, replica_device
-from models import audio_features
+from models import audio_features, whisper_batch
 from models.registry import SpeechModelSpec, load_speech
-from models.speech import SpeechOptions
+from models.speech import FasterWhisperEngine, SpeechOptions, check_options
 
 
 @serve.deployment(name="AudioModel", max_ongoing_requests=16)
 class AudioModel(ModelReplica):
     _required = ("engine",)
-    _batched = ("_embed_batch",)
+    _batched = ("_embed_batch", "_transcribe_batch")
 
     def __init__(self, spec: dict) -> None:
         self.spec = SpeechModelSpec.model_validate(spec)
@@ -31,8 +32,21 @@ class AudioModel(ModelReplica):
         self.stats = BatchStats()
 
     async def transcribe(self, audio: np.ndarray, options: dict) -> dict:
+        """Short greedy clips share batched encoder + decoder passes; the rest go clip by clip."""
         opts = SpeechOptions(**options)
-        return dataclasses.asdict(await asyncio.to_thread(self.engine.transcribe, audio, opts))
+        check_options(self.engine, opts)  # here, so a bad request never fails a whole batch
+        if isinstance(self.engine, FasterWhisperEngine) and whisper_batch.fits(audio, opts):
+            result = await self._transcribe_batch(audio, opts)
+        else:
+            result = await asyncio.to_thread(self.engine.transcribe, audio, opts)
+        return dataclasses.asdict(result)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def _transcribe_batch(self, clips: list[np.ndarray], options: list[SpeechOptions]) -> list:
+        def forward(pairs: list) -> list:
+            return whisper_batch.transcribe_batch(self.engine, [c for c, _ in pairs], [o for _, o in pairs])
+
+        return await self._run_batch("transcribe", forward, list(zip(clips, options)))
 
     async def features(self, audio: np.ndarray, kinds: list[str]) -> dict[str, np.ndarray]:
         return await asyncio.to_thread(audio_features.compute_features, audio, kinds)

@@ -110,10 +110,10 @@ class FasterWhisperEngine:
             temperature=options.temperature,
             beam_size=options.beam_size,
         )
-        segs = [
-            Segment(id=s.id, start=round(s.start, 3), end=round(s.end, 3), text=s.text.strip(),
+        segs = [  # ids from 0, as OpenAI's verbose_json numbers them
+            Segment(id=i, start=round(s.start, 3), end=round(s.end, 3), text=s.text.strip(),
                     avg_logprob=s.avg_logprob, no_speech_prob=s.no_speech_prob)
-            for s in segments
+            for i, s in enumerate(segments)
         ]
         return Transcript(text=" ".join(s.text for s in segs).strip(), language=info.language,
                           language_probability=round(info.language_probability, 4), duration=info.duration,

@@ -65,6 +65,21 @@ def test_audio_transcribe_through_handle(served):
     assert assets.wer(assets.EN_SENTENCE, result["text"]) <= 0.3, result["text"]
 
 
+def test_concurrent_short_transcriptions_are_batched(served):
+    audio = _handle("AudioModel")
+    clip = decode_audio(assets.speech("hello world, this is a batched request"))
+    before = audio.batch_stats.remote().result().get("transcribe", {})
+
+    async def burst():
+        return await asyncio.gather(*(audio.transcribe.remote(clip, {"task": "transcribe"}) for _ in range(6)))
+
+    results = asyncio.run(burst())
+    assert all("hello" in r["text"].lower() for r in results), [r["text"] for r in results]
+    after = audio.batch_stats.remote().result()["transcribe"]
+    grown = {size for size, n in after.items() if n > before.get(size, 0)}
+    assert max(grown) > 1, after
+
+
 GPU_ARGS = {
     **TEST_ARGS,
     "vision": {**TEST_ARGS["vision"], "num_gpus": 0.25},

@@ -96,3 +96,21 @@ def test_bf16_autocast_matches_fp32():
     e16 = load_embedder(VisionModelSpec(precision="bf16"), TextModelSpec(precision="bf16"), classifier=bf16)
     cosines = (e32.embed(batch) * e16.embed(batch)).sum(1)
     assert np.all(cosines >= 0.999), cosines
+
+
+def test_batched_short_clips(whisper_base):
+    """One encoder pass for a batch of short clips: language ID, transcription and translation."""
+    from models import whisper_batch
+
+    en = decode_audio(assets.speech(assets.EN_SENTENCE))
+    de = decode_audio(assets.speech(assets.DE_SENTENCE, voice="de"))
+    options = [SpeechOptions(), SpeechOptions(task="translate"), SpeechOptions(language="en")]
+    assert all(whisper_batch.fits(a, o) for a, o in zip([en, de, en], options))
+    assert not whisper_batch.fits(en, SpeechOptions(prompt="fox")) and not whisper_batch.fits(np.tile(en, 7), options[0])
+    first, second, third = whisper_batch.transcribe_batch(whisper_base, [en, de, en], options)
+    assert first.language == "en" and first.language_probability > 0.5 and third.language_probability == 1.0
+    assert assets.wer(assets.EN_SENTENCE, first.text) <= 0.3 and first.text == third.text
+    assert second.language == "de" and second.task == "translate"
+    assert {"morning", "weather", "coffee"} & set(second.text.lower().replace(",", " ").replace(".", " ").split())
+    for result, audio in ((first, en), (second, de)):
+        assert result.segments and 0 <= result.segments[0].start < result.segments[-1].end <= audio.size / 16000 + 1e-6
