@@ -69,7 +69,9 @@ def transcribe_batch(engine, clips: Sequence[np.ndarray], options: Sequence[Spee
     for clip, opt, (lang, prob), result in zip(clips, options, languages, results):
         ids, duration = result.sequences_ids[0], round(clip.size / SAMPLE_RATE, 3)
         segs = _segments(tokenizer_for(opt.task, lang), ids, duration)
-        logprob = result.scores[0] / max(len(ids) + 1, 1)
+        # CTranslate2's score is the length-normalised log probability; faster-whisper reports
+        # cumulative / (tokens + 1), so scale it the same way for comparable avg_logprob values
+        logprob = result.scores[0] * len(ids) / (len(ids) + 1)
         segs = [Segment(id=s.id, start=s.start, end=s.end, text=s.text, avg_logprob=logprob,
                         no_speech_prob=result.no_speech_prob) for s in segs]
         out.append(Transcript(text=" ".join(s.text for s in segs).strip(), language=lang,
