@@ -60,4 +60,5 @@ class AudioModel(ModelReplica):
 
     def info(self) -> dict:
         return {"model": self.engine.model_id, "engine": self.spec.engine, "multilingual": self.engine.multilingual,
-                "dim": self.engine.embed_dim, "device": self.device, "placement": placement(), "batch": self.batch_config.model_dump()}
+                "dim": self.engine.embed_dim, "device": self.device, "placement": placement(),
+                "batch": self.batch_config.model_dump()}

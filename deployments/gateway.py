@@ -55,7 +55,8 @@ def _top(scores: np.ndarray, k: int) -> list[s.Match]:
 def _embeddings(info: dict, rows: np.ndarray) -> s.EmbeddingResponse:
     model = info.get("embedder") or info["model"]
     data = [s.Embedding(index=i, embedding=row.tolist()) for i, row in enumerate(rows)]
-    return s.EmbeddingResponse(model=model, space=info.get("space", f"audio:{model}"), dim=int(rows.shape[1]), data=data)
+    return s.EmbeddingResponse(model=model, space=info.get("space", f"audio:{model}"), dim=int(rows.shape[1]),
+                               data=data)
 
 
 def _media(value: str, param: str) -> bytes:
@@ -99,9 +100,10 @@ async def _measure(request: Request, call_next):
 
 
 # Before @serve.ingress: it freezes a copy of the app at class definition.
-install_openapi(app, [s.ErrorResponse, s.OpenAIEmbeddingRequest, s.TextEmbedRequest, s.ImageEmbedRequest, s.AudioEmbedRequest,
-                      s.ZeroShotRequest, s.ClassifyRequest, s.RetrievalRequest, s.TranscriptionRequest,
-                      s.TranslationRequest, s.FeaturesRequest])
+install_openapi(app, [s.ErrorResponse, s.OpenAIEmbeddingRequest, s.TextEmbedRequest, s.ImageEmbedRequest,
+                      s.AudioEmbedRequest, s.ZeroShotRequest, s.ClassifyRequest, s.RetrievalRequest,
+                      s.TranscriptionRequest, s.TranslationRequest, s.FeaturesRequest])
+
 
 @serve.deployment(name="Gateway", max_ongoing_requests=64)
 @serve.ingress(app)
@@ -198,7 +200,8 @@ class Gateway:
         return {"VisionEncoder": v, "TextEncoder": t, "AudioModel": a}
 
     # ---- embeddings ---------------------------------------------------------------------
-    @app.post("/v1/embeddings", openapi_extra=body(s.OpenAIEmbeddingRequest, multipart=False), response_model=s.OpenAIEmbeddingResponse)
+    @app.post("/v1/embeddings", openapi_extra=body(s.OpenAIEmbeddingRequest, multipart=False),
+              response_model=s.OpenAIEmbeddingResponse)
     async def openai_embeddings(self, request: Request) -> s.OpenAIEmbeddingResponse:
         """OpenAI-compatible embeddings for every modality; ``model`` (or ``modality``) picks it."""
         body = await parse_body(request, s.OpenAIEmbeddingRequest)
@@ -268,12 +271,14 @@ class Gateway:
                                    text_to_image=[_top(col, body.top_k) for col in sim.T])
 
     # ---- audio --------------------------------------------------------------------------
-    @app.post("/v1/audio/transcriptions", openapi_extra=body(s.TranscriptionRequest),  responses={200: {"model": s.VerboseTranscriptionResponse}})
+    @app.post("/v1/audio/transcriptions", openapi_extra=body(s.TranscriptionRequest),
+              responses={200: {"model": s.VerboseTranscriptionResponse}})
     async def transcriptions(self, request: Request) -> Response:
         body = await parse_body(request, s.TranscriptionRequest)
         return await self._speech(body, task="transcribe", language=body.language)
 
-    @app.post("/v1/audio/translations", openapi_extra=body(s.TranslationRequest),  responses={200: {"model": s.VerboseTranscriptionResponse}})
+    @app.post("/v1/audio/translations", openapi_extra=body(s.TranslationRequest),
+              responses={200: {"model": s.VerboseTranscriptionResponse}})
     async def translations(self, request: Request) -> Response:
         body = await parse_body(request, s.TranslationRequest)
         return await self._speech(body, task="translate", language=None)
