@@ -10,25 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchmarks.timing import throughput
 from models.media import decode_audio, decode_image
 from models.registry import SpeechModelSpec, TextModelSpec, VisionModelSpec, load_classifier, load_embedder, load_speech, load_text
 from tests import assets
-
-
-def _rate(fn, items: int, seconds: float) -> tuple[float, float]:
-    fn()
-    start, calls = time.perf_counter(), 0
-    while time.perf_counter() - start < seconds:
-        fn()
-        calls += 1
-    elapsed = time.perf_counter() - start
-    return calls * items / elapsed, elapsed / calls * 1000
 
 
 def workloads() -> dict:
@@ -55,7 +45,7 @@ def main() -> None:
     for name, fn in workloads().items():
         rows = []
         for n in sizes[name]:
-            rate, ms = _rate(lambda: fn(n), n, args.seconds)
+            rate, ms = throughput(lambda: fn(n), n, args.seconds)
             rows.append({"batch": n, "items_per_s": round(rate, 1), "ms_per_batch": round(ms, 1)})
             print(name, rows[-1], flush=True)
         best = max(r["items_per_s"] for r in rows)

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import tempfile
 import threading
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from benchmarks.timing import throughput
 
 H100_BF16_DENSE_TFLOPS = 989.0  # NVIDIA's datasheet figure for H100 SXM (dense, no sparsity)
 
@@ -38,21 +41,10 @@ def _clip_dir(tmp: Path, smoke: bool) -> Path:
     return tmp / "clip"
 
 
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
 def _rate(fn, items: int, device: str, seconds: float) -> float:
-    """Items per second of ``fn`` (called repeatedly for ``seconds`` after two warm-up calls)."""
-    fn(), fn()
-    _sync(device)
-    start, calls = time.perf_counter(), 0
-    while time.perf_counter() - start < seconds:
-        fn()
-        calls += 1
-    _sync(device)
-    return calls * items / (time.perf_counter() - start)
+    """Items per second of ``fn`` (two warm-up calls; CUDA synchronised around the timed loop)."""
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    return throughput(fn, items, seconds, warmups=2, sync=sync)[0]
 
 
 def _flops(fn) -> float:
@@ -133,7 +125,7 @@ def bench_packing(jobs: dict, device: str, seconds: float) -> dict:
     def worker(name: str) -> None:
         fn, n = jobs[name]
         stream = torch.cuda.Stream() if device == "cuda" else None
-        with torch.cuda.stream(stream) if stream is not None else _nullcontext():
+        with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
             packed[name] = _rate(fn, n, device, seconds)
 
     threads = [threading.Thread(target=worker, args=(name,)) for name in jobs]
@@ -141,14 +133,6 @@ def bench_packing(jobs: dict, device: str, seconds: float) -> dict:
     [t.join() for t in threads]
     return {name: {"alone_items_per_s": round(alone[name], 1), "packed_items_per_s": round(packed[name], 1),
                    "packed_over_alone": round(packed[name] / alone[name], 3)} for name in jobs}
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def main() -> None:

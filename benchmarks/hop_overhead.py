@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -21,6 +20,8 @@ import time
 import httpx
 from fastapi import FastAPI
 from ray import serve
+
+from tests.assets import free_port
 
 app = FastAPI()
 
@@ -57,14 +58,8 @@ def _median_ms(fn, calls: int) -> float:
     return statistics.median(times)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def bare_uvicorn_ms(calls: int) -> float:
-    port = _free_port()
+    port = free_port()
     code = f"import uvicorn; from benchmarks.hop_overhead import app; uvicorn.run(app, port={port}, log_level='warning')"
     proc = subprocess.Popen([sys.executable, "-c", code])
     try:
@@ -91,7 +86,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    port = _free_port()
+    port = free_port()
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         relay = serve.run(Relay.bind(Echo.bind()), name="hops", route_prefix="/")

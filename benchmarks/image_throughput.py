@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,16 +24,12 @@ import numpy as np
 import torch
 
 from benchmarks import loadgen
+from benchmarks.timing import throughput
 from tests import assets
+from tests.assets import free_port
 
 ROUTE = "/v1/embeddings/image"
 MAX_BATCH = 16
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def raw_loop(seconds: float) -> dict:
@@ -49,18 +44,9 @@ def raw_loop(seconds: float) -> dict:
         embedder.embed(torch.stack([embedder.preprocess(decode_image(jpeg)) for _ in range(MAX_BATCH)]))
 
     batch = torch.stack([embedder.preprocess(decode_image(jpeg))] * MAX_BATCH)
-    return {"full_images_per_s": loadgen_rate(full, seconds),
-            "forward_only_images_per_s": loadgen_rate(lambda: embedder.embed(batch), seconds),
+    return {"full_images_per_s": throughput(full, MAX_BATCH, seconds)[0],
+            "forward_only_images_per_s": throughput(lambda: embedder.embed(batch), MAX_BATCH, seconds)[0],
             "torch_threads": torch.get_num_threads()}
-
-
-def loadgen_rate(fn, seconds: float) -> float:
-    fn()
-    start, calls = time.perf_counter(), 0
-    while time.perf_counter() - start < seconds:
-        fn()
-        calls += 1
-    return calls * MAX_BATCH / (time.perf_counter() - start)
 
 
 def _wait_ready(url: str, timeout_s: float = 300) -> None:
@@ -76,7 +62,7 @@ def _wait_ready(url: str, timeout_s: float = 300) -> None:
 
 
 def run_naive(concurrency: list[int], window: float) -> list[loadgen.Point]:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks.naive_server", "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -132,7 +118,7 @@ def run_served(concurrency: list[int], window: float, cpus: float, precision: st
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     context = ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    port = _free_port()
+    port = free_port()
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_app(served_args(cpus, precision)), name="bench", route_prefix="/")

@@ -55,24 +55,24 @@ def _progress(items: list, label: str):
     return tqdm(items, desc=label, unit="file", disable=len(items) < 2, file=sys.stderr)
 
 
-def _classify(client: Client, args) -> list:
+def _per_image(args, label: str, call, scores) -> list:
+    """Run ``call(path)`` for each image with a progress bar; print ``label score`` pairs unless --json."""
     results = []
-    for path in _progress(args.images, "classify"):
-        result = client.classify(path, top_k=args.top_k)
+    for path in _progress(args.images, label):
+        result = call(path)
         results.append(result)
         if not args.json:
-            print(f"{path}: " + ", ".join(f"{p.label} {p.score:.3f}" for p in result.predictions))
+            print(f"{path}: " + ", ".join(f"{x.label} {x.score:.3f}" for x in scores(result)))
     return results
+
+
+def _classify(client: Client, args) -> list:
+    return _per_image(args, "classify", lambda p: client.classify(p, top_k=args.top_k), lambda r: r.predictions)
 
 
 def _zero_shot(client: Client, args) -> list:
-    results = []
-    for path in _progress(args.images, "zero-shot"):
-        result = client.zero_shot(path, args.labels, template=args.template)
-        results.append(result)
-        if not args.json:
-            print(f"{path}: " + ", ".join(f"{l.label} {l.score:.3f}" for l in result.labels))
-    return results
+    return _per_image(args, "zero-shot", lambda p: client.zero_shot(p, args.labels, template=args.template),
+                      lambda r: r.labels)
 
 
 def _embed(client: Client, args) -> BaseModel:

@@ -32,22 +32,24 @@ def _languages(ct2, encoded, options: Sequence[SpeechOptions], multilingual: boo
 
 
 
-def _segments(tokenizer, ids: list[int], duration: float) -> list[Segment]:
+def _segments(tokenizer, ids: list[int], duration: float, *, avg_logprob: float,
+              no_speech_prob: float) -> list[Segment]:
     """Split decoded ids at timestamp tokens into timed segments (an unclosed tail ends at ``duration``)."""
-    segments, text_ids, start = [], [], 0.0
+    spans, text_ids, start = [], [], 0.0
     for token in ids:
         if token < tokenizer.timestamp_begin:
             text_ids.append(token)
             continue
         time = (token - tokenizer.timestamp_begin) * TIME_STEP
         if text_ids:
-            segments.append((start, time, text_ids))
+            spans.append((start, time, text_ids))
             text_ids = []
         start = time
     if text_ids:
-        segments.append((start, duration, text_ids))
-    return [Segment(id=i, start=round(s, 3), end=round(min(e, duration), 3), text=tokenizer.decode(t).strip())
-            for i, (s, e, t) in enumerate(segments) if tokenizer.decode(t).strip()]
+        spans.append((start, duration, text_ids))
+    texts = [(s, e, text) for s, e, t in spans if (text := tokenizer.decode(t).strip())]
+    return [Segment(id=i, start=round(s, 3), end=round(min(e, duration), 3), text=text, avg_logprob=avg_logprob,
+                    no_speech_prob=no_speech_prob) for i, (s, e, text) in enumerate(texts)]
 
 
 def transcribe_batch(engine, clips: Sequence[np.ndarray], options: Sequence[SpeechOptions]) -> list[Transcript]:
@@ -68,12 +70,11 @@ def transcribe_batch(engine, clips: Sequence[np.ndarray], options: Sequence[Spee
     out = []
     for clip, opt, (lang, prob), result in zip(clips, options, languages, results):
         ids, duration = result.sequences_ids[0], round(clip.size / SAMPLE_RATE, 3)
-        segs = _segments(tokenizer_for(opt.task, lang), ids, duration)
         # CTranslate2's score is the length-normalised log probability; faster-whisper reports
         # cumulative / (tokens + 1), so scale it the same way for comparable avg_logprob values
         logprob = result.scores[0] * len(ids) / (len(ids) + 1)
-        segs = [Segment(id=s.id, start=s.start, end=s.end, text=s.text, avg_logprob=logprob,
-                        no_speech_prob=result.no_speech_prob) for s in segs]
+        segs = _segments(tokenizer_for(opt.task, lang), ids, duration, avg_logprob=logprob,
+                         no_speech_prob=result.no_speech_prob)
         out.append(Transcript(text=" ".join(s.text for s in segs).strip(), language=lang,
                               language_probability=round(prob, 4), duration=duration, task=opt.task, segments=segs))
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import io
 import shutil
+import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -61,3 +62,10 @@ def wer(reference: str, hypothesis: str) -> float:
         return "".join(c for c in x.lower() if c.isalnum() or c.isspace())
 
     return jiwer.wer(norm(reference), norm(hypothesis))
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now (for test and benchmark servers)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import os
-import socket
 import time
 
 import pytest
+
+from tests.assets import free_port
 
 # Ray 2.60 enables token auth by default; tests run a private local cluster without it.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -22,12 +23,6 @@ TEST_ARGS = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def ray_cluster():
     """A local Ray with one *logical* GPU, so fractional GPU placement is testable without CUDA."""
@@ -36,10 +31,10 @@ def ray_cluster():
 
     from graphs.launch import remove_session_dir
 
-    metrics_port = _free_port()
+    metrics_port = free_port()
     context = ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False,
                        _metrics_export_port=metrics_port)
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield {"port": port, "metrics_port": metrics_port}
     serve.shutdown()
