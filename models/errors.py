@@ -56,3 +56,32 @@ class Unavailable(MMServeError):
     """A capability exists in the API but is not configured or not ready in this deployment."""
 
     error_type = "service_unavailable"
+
+
+class Unauthorized(MMServeError):
+    """No API key, or one that no tenant holds."""
+
+    error_type = "authentication_error"
+
+
+class Forbidden(MMServeError):
+    """A valid key whose tenant is disabled or may not use what it asked for."""
+
+    error_type = "permission_error"
+
+
+class Throttled(MMServeError):
+    """Over the tenant's rate or concurrency limit; ``retry_after`` says when to come back."""
+
+    error_type = "rate_limit_error"
+
+    def __init__(self, message: str, *, param: str | None = None, retry_after: float = 1.0) -> None:
+        super().__init__(message, param=param)
+        self.retry_after = retry_after
+
+    def __reduce__(self):
+        return (_rebuild_throttled, (self.message, self.param, self.retry_after))
+
+
+def _rebuild_throttled(message: str, param: str | None, retry_after: float) -> Throttled:
+    return Throttled(message, param=param, retry_after=retry_after)

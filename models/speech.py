@@ -3,6 +3,12 @@
 Contract (``SpeechEngine``): ``model_id``, ``multilingual``, ``languages``, ``embed_dim``,
 ``transcribe(audio, options) -> Transcript``, ``embed(list of audio) -> [B, embed_dim]``, ``warmup()``.
 Audio is mono float32 at 16 kHz (see ``models.media``).
+
+Token-level features (for cross-modal attention fusion): ``token_dim`` and ``tokens(clips)``, one
+``(T_i, token_dim)`` float32 array per clip: the encoder states over the frames that hold real audio,
+average-pooled in windows of ``AUDIO_TOKEN_FRAMES`` (0.6 s), so at most ``MAX_AUDIO_TOKENS`` (50) per
+30 s window and more tokens for longer clips. ``embed_and_tokens(clips)`` returns both from one
+encoder pass.
 """
 from __future__ import annotations
 
@@ -18,6 +24,8 @@ from models.media import SAMPLE_RATE
 Task = Literal["transcribe", "translate"]
 CHUNK_SECONDS = 30
 ENCODER_FRAMES = 1500  # encoder positions per 30 s window (mel hop 10 ms, conv stride 2)
+MAX_AUDIO_TOKENS = 50
+AUDIO_TOKEN_FRAMES = ENCODER_FRAMES // MAX_AUDIO_TOKENS  # 30 encoder frames = 0.6 s per audio token
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,16 @@ class SpeechEngine(Protocol):
     def warmup(self) -> None: ...
 
 
+class TokenSpeechEngine(SpeechEngine, Protocol):
+    """A speech engine that also exposes its token-level encoder features."""
+
+    token_dim: int
+
+    def tokens(self, clips: Sequence[np.ndarray]) -> list[np.ndarray]: ...
+
+    def embed_and_tokens(self, clips: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]: ...
+
+
 def check_options(engine: SpeechEngine, options: SpeechOptions) -> None:
     """Refuse what the model cannot do, as the caller's error rather than a crash inside decoding."""
     if options.task == "translate" and not engine.multilingual:
@@ -74,16 +92,52 @@ def check_options(engine: SpeechEngine, options: SpeechOptions) -> None:
         raise InvalidInput("temperature must be between 0 and 1", param="temperature")
 
 
+def real_frames(clip: np.ndarray) -> int:
+    """Encoder positions (50 per second) that hold the clip's audio, within its first 30 s window."""
+    frames = int(np.ceil(min(len(clip), CHUNK_SECONDS * SAMPLE_RATE) / SAMPLE_RATE * 50))
+    return max(frames, 1)
+
+
 def pooled(states: np.ndarray, clips: Sequence[np.ndarray]) -> np.ndarray:
     """Mean of encoder states over the frames that hold real audio, L2-normalised."""
     out = np.empty((len(clips), states.shape[-1]), dtype=np.float32)
     for i, clip in enumerate(clips):
-        frames = int(np.ceil(min(len(clip), CHUNK_SECONDS * SAMPLE_RATE) / SAMPLE_RATE * 50))
-        out[i] = states[i, : max(frames, 1)].mean(axis=0)
+        out[i] = states[i, : real_frames(clip)].mean(axis=0)
     return out / np.linalg.norm(out, axis=1, keepdims=True).clip(min=1e-9)
 
 
-class FasterWhisperEngine:
+def token_pooled(states: np.ndarray, clips: Sequence[np.ndarray], *,
+                 frames_per_token: int = AUDIO_TOKEN_FRAMES) -> list[np.ndarray]:
+    """Encoder states over each clip's real frames, averaged in windows of ``frames_per_token``
+    (the last window may be shorter): ``ceil(frames / frames_per_token)`` tokens per clip."""
+    out = []
+    for i, clip in enumerate(clips):
+        real = states[i, : real_frames(clip)].astype(np.float32)
+        starts = np.arange(0, len(real), frames_per_token)
+        counts = np.diff(np.append(starts, len(real)))[:, None]
+        out.append(np.ascontiguousarray(np.add.reduceat(real, starts, axis=0) / counts, dtype=np.float32))
+    return out
+
+
+class _EncoderOutputs:
+    """Audio embeddings and tokens from an engine's ``_states(clips)`` (encoder states, batch-first)."""
+
+    def _states(self, clips: Sequence[np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+    def embed(self, clips: Sequence[np.ndarray]) -> np.ndarray:
+        return pooled(self._states(clips), clips)
+
+    def tokens(self, clips: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return token_pooled(self._states(clips), clips)
+
+    def embed_and_tokens(self, clips: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """``embed(clips)`` and ``tokens(clips)`` from one encoder pass."""
+        states = self._states(clips)
+        return pooled(states, clips), token_pooled(states, clips)
+
+
+class FasterWhisperEngine(_EncoderOutputs):
     """Whisper on CTranslate2 via faster-whisper (int8 on CPU, float16 on CUDA by default)."""
 
     def __init__(self, model, *, model_id: str):
@@ -92,6 +146,7 @@ class FasterWhisperEngine:
         self.multilingual = bool(model.model.is_multilingual)
         self.languages = list(model.supported_languages)
         self.embed_dim = int(self.embed([np.zeros(SAMPLE_RATE, dtype=np.float32)]).shape[-1])
+        self.token_dim = self.embed_dim
 
     @classmethod
     def load(cls, path, *, model_id: str, device: str = "cpu", compute_type: str = "default", cpu_threads: int = 0):
@@ -131,9 +186,8 @@ class FasterWhisperEngine:
         batch = features if features.ndim == 3 else features[None]
         return np.asarray(self.model.model.encode(get_ctranslate2_storage(batch), to_cpu=True), dtype=np.float32)
 
-    def embed(self, clips: Sequence[np.ndarray]) -> np.ndarray:
-        states = self._encode(np.stack([self._features(c) for c in clips]))
-        return pooled(states, clips)
+    def _states(self, clips: Sequence[np.ndarray]) -> np.ndarray:
+        return self._encode(np.stack([self._features(c) for c in clips]))
 
     def warmup(self) -> None:
         tone = (0.1 * np.sin(np.arange(SAMPLE_RATE) * 2 * np.pi * 440 / SAMPLE_RATE)).astype(np.float32)
@@ -141,7 +195,7 @@ class FasterWhisperEngine:
         self.embed([tone])
 
 
-class TransformersWhisperEngine:
+class TransformersWhisperEngine(_EncoderOutputs):
     """``WhisperForConditionalGeneration`` (hub id or local directory); 30-second windows, one
     segment per window."""
 
@@ -154,6 +208,7 @@ class TransformersWhisperEngine:
         self.languages = [tok.strip("<|>") for tok in lang_to_id]
         self.multilingual = bool(getattr(model.generation_config, "is_multilingual", len(self.languages) > 1))
         self.embed_dim = model.config.d_model
+        self.token_dim = model.config.d_model
 
     @classmethod
     def load(cls, path, *, model_id: str, device: str = "cpu"):
@@ -207,11 +262,10 @@ class TransformersWhisperEngine:
         start = index * step / SAMPLE_RATE
         return Segment(id=index, start=start, end=round(start + len(window) / SAMPLE_RATE, 3), text=text)
 
-    def embed(self, clips: Sequence[np.ndarray]) -> np.ndarray:
+    def _states(self, clips: Sequence[np.ndarray]) -> np.ndarray:
         features = self._features([c[: CHUNK_SECONDS * SAMPLE_RATE] for c in clips])
         with torch.inference_mode():
-            states = self.model.model.encoder(features).last_hidden_state.float().cpu().numpy()
-        return pooled(states, clips)
+            return self.model.model.encoder(features).last_hidden_state.float().cpu().numpy()
 
     def warmup(self) -> None:
         self.embed([np.zeros(SAMPLE_RATE, dtype=np.float32)])

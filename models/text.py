@@ -2,6 +2,10 @@
 
 Contract (``TextEmbedder``): ``model_id``, ``space``, ``dim``, ``embed(texts) -> [N, dim]``, ``warmup()``.
 Texts are padded only to the longest text of their batch.
+
+Token-level features (for cross-modal attention fusion): ``token_dim`` and ``tokens(texts)``, one
+``(T_i, token_dim)`` float32 array per text holding the last hidden states of its real tokens
+(special tokens included, padding dropped).
 """
 from __future__ import annotations
 
@@ -23,6 +27,14 @@ class TextEmbedder(Protocol):
     def warmup(self) -> None: ...
 
 
+class TokenTextEmbedder(TextEmbedder, Protocol):
+    """A text embedder that also exposes its token-level features."""
+
+    token_dim: int
+
+    def tokens(self, texts: Sequence[str]) -> list[np.ndarray]: ...
+
+
 class _HFTextEncoder:
     """Shared tokenise -> forward -> normalise path for transformers text towers."""
 
@@ -34,16 +46,31 @@ class _HFTextEncoder:
         self.model_id, self.space, self.dim = model_id, space, dim
         self.device = device
         self.precision = effective_precision(precision, device)
+        self.token_dim = int(model.config.hidden_size)
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        tokens = self.tokenizer(
+    def _tokenize(self, texts: Sequence[str]):
+        return self.tokenizer(
             list(texts), padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt"
         ).to(self.device)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        tokens = self._tokenize(texts)
         with torch.inference_mode(), autocast(self.precision, self.device):
             return l2_normalize(self._pool(tokens))
 
     def _pool(self, tokens) -> torch.Tensor:
         raise NotImplementedError
+
+    def tokens(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Last hidden states of each text's real tokens: one ``(T_i, token_dim)`` float32 array per text."""
+        tokens = self._tokenize(texts)
+        with torch.inference_mode(), autocast(self.precision, self.device):
+            hidden = self._hidden(tokens).float().cpu().numpy()
+        mask = tokens["attention_mask"].bool().cpu().numpy()
+        return [np.ascontiguousarray(h[m]) for h, m in zip(hidden, mask)]
+
+    def _hidden(self, tokens) -> torch.Tensor:
+        return self.model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]).last_hidden_state
 
     def warmup(self) -> None:
         self.embed(["warm up the text encoder"])

@@ -3,9 +3,15 @@
 Contracts, each split into pre / core / post so a deployment can batch the core:
 - ``ImageClassifier``: ``labels``, ``preprocess(rgb) -> [3,H,W]``, ``probs(batch) -> [B, C]``.
 - ``ImageEmbedder``: ``space``, ``dim``, ``logit_scale``, ``preprocess(rgb)``, ``embed(batch) -> [B, dim]``.
+
+Token-level features (for cross-modal attention fusion): ``token_dim`` and ``tokens(batch) ->
+[B, T, token_dim]`` float32 on the classifiers and embedders. EfficientNet-Lite0 (and ConSE over it):
+its last conv feature map before pooling, 7x7x1280 -> 49 tokens; ViT and CLIP's image tower: the
+patch tokens of ``last_hidden_state`` (the CLS token dropped).
 """
 from __future__ import annotations
 
+import threading
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -23,6 +29,14 @@ class ImageClassifier(Protocol):
     def preprocess(self, image: np.ndarray) -> torch.Tensor: ...
 
     def probs(self, batch: torch.Tensor) -> np.ndarray: ...
+
+
+class TokenImageModel(Protocol):
+    """An image classifier or embedder that also exposes its token-level features."""
+
+    token_dim: int
+
+    def tokens(self, batch: torch.Tensor) -> np.ndarray: ...
 
 
 class ImageEmbedder(Protocol):
@@ -45,6 +59,30 @@ def resize_center_crop(image: np.ndarray, *, size: int, resize: int) -> np.ndarr
     return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.float32)
 
 
+def trace_and_freeze(module: torch.nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
+    with torch.inference_mode(False), torch.no_grad():
+        return torch.jit.freeze(torch.jit.trace(module, example))
+
+
+def patch_tokens(hidden: torch.Tensor) -> torch.Tensor:
+    """``[B, T, d]`` tokens from a vision backbone's last hidden state: a ViT-style sequence loses its
+    leading CLS token; a convolutional ``[B, C, H, W]`` map becomes ``H*W`` tokens of ``C`` channels."""
+    if hidden.ndim == 4:
+        return hidden.flatten(2).transpose(1, 2)
+    return hidden[:, 1:]
+
+
+class _FeatureMap(torch.nn.Module):
+    """EfficientNet's last conv feature map (before pooling): ``[B, 1280, 7, 7]`` at 224 px."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.extract_features(x)
+
+
 class _TorchVisionModel:
     """Device, precision and the batched forward shared by the torch vision backends."""
 
@@ -60,8 +98,7 @@ class _TorchVisionModel:
         other (measured 4x more batches/s beside a busy Python thread)."""
         if self.precision != "fp32":
             return
-        with torch.inference_mode(False), torch.no_grad():
-            self.model = torch.jit.freeze(torch.jit.trace(self.model, example.to(self.device)))
+        self.model = trace_and_freeze(self.model, example.to(self.device))
 
     def _run(self, batch: torch.Tensor, fn) -> torch.Tensor:
         with torch.inference_mode(), autocast(self.precision, self.device):
@@ -76,6 +113,10 @@ class EfficientNetLiteClassifier(_TorchVisionModel):
     def __init__(self, *, model, labels: list[str], model_id: str, device: str, precision: Precision):
         super().__init__(model=model, model_id=model_id, device=device, precision=precision)
         self.labels = labels
+        self.token_dim = int(model._conv_head.out_channels)
+        self._eager = self.model  # freeze_graph replaces self.model; the feature map is built from this
+        self._feature_net: torch.nn.Module | None = None
+        self._feature_lock = threading.Lock()
 
     @classmethod
     def load(cls, weights, *, labels: list[str], device="cpu", precision: Precision = "fp32",
@@ -96,6 +137,21 @@ class EfficientNetLiteClassifier(_TorchVisionModel):
     def probs(self, batch: torch.Tensor) -> np.ndarray:
         return self._run(batch, self.model).softmax(-1).cpu().numpy()
 
+    def tokens(self, batch: torch.Tensor) -> np.ndarray:
+        """The last conv feature map before pooling as ``[B, H*W, 1280]`` (49 tokens at 224 px)."""
+        return patch_tokens(self._run(batch, self._features())).contiguous().cpu().numpy()
+
+    def _features(self) -> torch.nn.Module:
+        """The feature-map network, built on first use; traced and frozen like the classifier when it is."""
+        with self._feature_lock:
+            if self._feature_net is None:
+                net = _FeatureMap(self._eager).eval()
+                if isinstance(self.model, torch.jit.ScriptModule):
+                    example = torch.zeros(2, 3, self.image_size, self.image_size, device=self.device)
+                    net = trace_and_freeze(net, example)
+                self._feature_net = net
+            return self._feature_net
+
 
 class _HFImageModel(_TorchVisionModel):
     """A transformers vision model with its own image processor (hub id or local directory)."""
@@ -106,6 +162,13 @@ class _HFImageModel(_TorchVisionModel):
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         return self.processor(images=image, return_tensors="pt")["pixel_values"][0]
+
+    def tokens(self, batch: torch.Tensor) -> np.ndarray:
+        """Patch tokens of the backbone's ``last_hidden_state`` (CLS dropped): ``[B, T, token_dim]``."""
+        return patch_tokens(self._run(batch, self._hidden)).contiguous().cpu().numpy()
+
+    def _hidden(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.base_model(pixel_values=pixels).last_hidden_state
 
 
 class ViTClassifier(_HFImageModel):
@@ -119,6 +182,7 @@ class ViTClassifier(_HFImageModel):
         obj = cls(processor=AutoImageProcessor.from_pretrained(str(path)), model=model, model_id=model_id,
                   device=device, precision=precision)
         obj.labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        obj.token_dim = _hidden_size(model.config)
         return obj
 
     def probs(self, batch: torch.Tensor) -> np.ndarray:
@@ -138,10 +202,20 @@ class CLIPImageEmbedder(_HFImageModel):
         obj = cls(processor=AutoImageProcessor.from_pretrained(str(path)), model=model, model_id=model_id,
                   device=device, precision=precision)
         obj.space, obj.dim = clip_space(model_id), model.config.projection_dim
+        obj.token_dim = model.config.hidden_size
         return obj
 
     def embed(self, batch: torch.Tensor) -> np.ndarray:
         return l2_normalize(self._run(batch, lambda x: self.model(pixel_values=x).image_embeds))
+
+    def _hidden(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.vision_model(pixel_values=pixels).last_hidden_state
+
+
+def _hidden_size(config) -> int:
+    """Channels of a backbone's last hidden state (``hidden_size``, or the last stage of a CNN)."""
+    size = getattr(config, "hidden_size", None)
+    return int(size if size is not None else config.hidden_sizes[-1])
 
 
 class ConSEEmbedder:
@@ -166,6 +240,14 @@ class ConSEEmbedder:
 
     def embed(self, batch: torch.Tensor) -> np.ndarray:
         return self.embed_from_probs(self.classifier.probs(batch))
+
+    @property
+    def token_dim(self) -> int:
+        return self.classifier.token_dim
+
+    def tokens(self, batch: torch.Tensor) -> np.ndarray:
+        """The classifier's token-level features (ConSE itself only pools class names)."""
+        return self.classifier.tokens(batch)
 
     def embed_from_probs(self, probs: np.ndarray) -> np.ndarray:
         weights, idx = torch.from_numpy(probs).topk(self.top_t, dim=-1)
