@@ -46,7 +46,48 @@ def _parser() -> argparse.ArgumentParser:
     f = sub.add_parser("features", help="mel spectrogram, MFCC and chroma, plotted to a PNG")
     f.add_argument("audio", type=Path)
     f.add_argument("--output", type=Path, required=True, help="PNG path")
+    _index_parser(sub)
+    _offline_parsers(sub)
     return parser
+
+
+def _index_parser(sub) -> None:
+    idx = sub.add_parser("index", help="visual search indexes").add_subparsers(dest="action", required=True)
+    idx.add_parser("list", help="your indexes")
+    for action in ("create", "info", "drop"):
+        idx.add_parser(action, help=f"{action} an index").add_argument("name")
+    add = idx.add_parser("add", help="index every image under a folder (resumable)")
+    add.add_argument("name")
+    add.add_argument("folder", type=Path)
+    add.add_argument("--batch-size", type=int, default=16)
+    q = idx.add_parser("query", help="search by text, image or speech")
+    q.add_argument("name")
+    group = q.add_mutually_exclusive_group(required=True)
+    group.add_argument("--text")
+    group.add_argument("--image", type=Path)
+    group.add_argument("--audio", type=Path, help="a spoken query: transcribed, then searched as text")
+    q.add_argument("--top-k", type=int, default=5)
+    q.add_argument("--where", nargs="*", default=[], metavar="KEY=VALUE", help="metadata equality filters")
+
+
+def _offline_parsers(sub) -> None:
+    """Commands that work on local files, without a server."""
+    key = sub.add_parser("tenant-key", help="add an API key for a tenant to a tenants file; prints it once")
+    key.add_argument("tenants_file", type=Path)
+    key.add_argument("tenant")
+    demo = sub.add_parser("demo-data", help="build the demo dataset for fusion heads")
+    demo.add_argument("output", type=Path)
+    demo.add_argument("--per-class", type=int, default=40)
+    demo.add_argument("--seed", type=int, default=0)
+    t = sub.add_parser("train-fusion", help="train a fusion head on a JSONL manifest and save it to the model store")
+    t.add_argument("manifest", type=Path)
+    t.add_argument("--head", required=True, help="id of the head to save")
+    t.add_argument("--kind", choices=["early", "late", "attention"], default="late")
+    t.add_argument("--config", type=Path, default=Path("serve_config.yaml"),
+                   help="the Serve config whose encoders and model store to use")
+    t.add_argument("--tenant", default="default")
+    t.add_argument("--epochs", type=int, default=40)
+    t.add_argument("--seed", type=int, default=0)
 
 
 def _progress(items: list, label: str):
@@ -132,8 +173,73 @@ def _models(client: Client, args) -> BaseModel:
     return result
 
 
+def _where(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--where takes KEY=VALUE, not '{pair}'")
+        out[key] = value
+    return out
+
+
+def _print_hits(result) -> None:
+    if result.transcript is not None:
+        print(f"heard: {result.transcript!r}")
+    for hit in result.hits:
+        print(f"{hit.score:.3f}  {hit.metadata.get('file', hit.id[:12])}")
+
+
+def _index(client: Client, args):
+    from clients.indexing import index_folder
+
+    if args.action == "add":
+        report = index_folder(client, args.name, args.folder, batch_size=args.batch_size)
+        print(f"added {report.added}, already indexed {report.skipped}, failed {len(report.failed)}", file=sys.stderr)
+        for path, message in report.failed:
+            print(f"  {path}: {message}", file=sys.stderr)
+        return {"added": report.added, "skipped": report.skipped, "failed": report.failed}
+    if args.action == "query":
+        result = client.query(args.name, text=args.text, image=args.image, audio=args.audio, top_k=args.top_k,
+                              where=_where(args.where))
+        if not args.json:
+            _print_hits(result)
+        return result
+    calls = {"list": client.indexes, "create": lambda: client.create_index(args.name),
+             "info": lambda: client.index(args.name), "drop": lambda: client.drop_index(args.name)}
+    result = calls[args.action]()
+    if not args.json:
+        print(result if isinstance(result, str) else result.model_dump_json(indent=2))
+    return result
+
+
+def _tenant_key(client: Client, args) -> dict:
+    from deployments.tenancy import add_key
+
+    key = add_key(args.tenants_file, args.tenant)
+    print(f"API key for tenant '{args.tenant}' (shown once; only its hash is stored in {args.tenants_file}):",
+          file=sys.stderr)
+    print(key)
+    return {}
+
+
+def _demo_data(client: Client, args) -> dict:
+    from clients.demo_data import build
+
+    manifest = build(args.output, seed=args.seed, per_class=args.per_class)
+    print(f"wrote {manifest}", file=sys.stderr)
+    return {"manifest": str(manifest)}
+
+
+def _train_fusion(client: Client, args):
+    from clients.train import train_from_manifest
+
+    return train_from_manifest(args)
+
+
 COMMANDS = {"models": _models, "classify": _classify, "zero-shot": _zero_shot, "embed": _embed,
-            "retrieval": _retrieval, "transcribe": _speech, "translate": _speech, "features": _features}
+            "retrieval": _retrieval, "transcribe": _speech, "translate": _speech, "features": _features,
+            "index": _index, "tenant-key": _tenant_key, "demo-data": _demo_data, "train-fusion": _train_fusion}
 
 
 def _as_json(result) -> object:
@@ -150,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         except MMServeError as exc:
             print(f"mmserve: {exc}", file=sys.stderr)
             return 1
-    if args.json:
+    if args.json and result:
         print(json.dumps(_as_json(result), indent=2))
     return 0
 

@@ -149,6 +149,48 @@ class _Routes:
         body = {"audio": _b64(audio), "features": features or ["mel", "mfcc", "chroma"]}
         return self._json("/v1/audio/features", body, s.FeaturesResponse)
 
+    # ---- search indexes ----
+    def create_index(self, name: str):
+        return self._json("/v1/indexes", {"name": name}, s.IndexInfo)
+
+    def indexes(self):
+        return self._call(_Call("GET", "/v1/indexes", s.IndexList))
+
+    def index(self, name: str):
+        return self._call(_Call("GET", f"/v1/indexes/{name}", s.IndexInfo))
+
+    def drop_index(self, name: str):
+        return self._call(_Call("DELETE", f"/v1/indexes/{name}", None))
+
+    def add_images(self, name: str, images: list[MediaInput], *, metadata: list[dict] | None = None):
+        meta = metadata or [{} for _ in images]
+        items = [{"image": _b64(i), "metadata": m} for i, m in zip(images, meta)]
+        return self._json(f"/v1/indexes/{name}/items", {"items": items}, s.AddItemsResponse)
+
+    def lookup(self, name: str, ids: list[str]):
+        return self._json(f"/v1/indexes/{name}/items/lookup", {"ids": ids}, s.LookupResponse)
+
+    def delete_items(self, name: str, ids: list[str]):
+        return self._json(f"/v1/indexes/{name}/items/delete", {"ids": ids}, s.DeleteItemsResponse)
+
+    def query(self, name: str, *, text: str | None = None, image: MediaInput | None = None,
+              audio: MediaInput | None = None, top_k: int = 5, where: dict | None = None):
+        body = {"text": text, "image": _b64(image) if image is not None else None,
+                "audio": _b64(audio) if audio is not None else None, "top_k": top_k, "where": where or {}}
+        return self._json(f"/v1/indexes/{name}/query", {k: v for k, v in body.items() if v is not None},
+                          s.QueryResponse)
+
+    # ---- composition and fusion ----
+    def compose(self, tasks: list[dict], *, image: MediaInput | None = None, text: str | None = None,
+                audio: MediaInput | None = None):
+        inputs = {"image": _b64(image) if image is not None else None, "text": text,
+                  "audio": _b64(audio) if audio is not None else None}
+        body = {"inputs": {k: v for k, v in inputs.items() if v is not None}, "tasks": tasks}
+        return self._json("/v1/compose", body, s.ComposeResponse)
+
+    def fusion_heads(self):
+        return self._call(_Call("GET", "/v1/fusion/heads", s.FusionHeadList))
+
 
 def _headers(api_key: str | None) -> dict:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}

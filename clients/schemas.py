@@ -264,3 +264,203 @@ class ModelList(_Response):
 class Health(_Response):
     status: str
     deployments: dict[str, str] = Field(default_factory=dict)
+
+
+# ---- search indexes -----------------------------------------------------------------------
+IndexName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,47}$", description="lowercase letters, digits, '_', '-'")]
+MetaValue = str | int | float | bool
+
+
+class CreateIndexRequest(_Request):
+    name: IndexName
+
+
+class IndexInfo(_Response):
+    name: str
+    encoder: str = Field(description="the image embedder that built the index")
+    space: str = Field(description="the embedding space: text queries must come from the same space")
+    dim: int
+    count: int
+    created: int
+
+
+class IndexList(_Response):
+    data: list[IndexInfo]
+
+
+class IndexItem(_Request):
+    image: Media | None = None
+    path: str | None = Field(None, description="a server-side file under the configured search.allowed_root")
+    metadata: dict[str, MetaValue] = Field(default_factory=dict)
+
+
+class AddItemsRequest(_Request):
+    items: list[IndexItem] = Field(min_length=1, max_length=MAX_ITEMS)
+
+
+class AddItemsResponse(_Response):
+    ids: list[str] = Field(description="content hashes (sha256) of the items, in request order")
+    added: int
+    already_present: int
+
+
+class QueryRequest(_Request):
+    text: NonEmptyText | None = None
+    image: Media | None = None
+    audio: Media | None = Field(None, description="spoken query: transcribed, then embedded as text")
+    top_k: int = Field(5, ge=1, le=100)
+    where: dict[str, MetaValue] = Field(default_factory=dict, description="metadata equality filter")
+
+
+class Hit(_Response):
+    id: str
+    score: float
+    metadata: dict[str, MetaValue] = Field(default_factory=dict)
+
+
+class QueryResponse(_Response):
+    index: str
+    query: str = Field(description="text, image or audio")
+    transcript: str | None = Field(None, description="what a spoken query was heard as")
+    hits: list[Hit]
+
+
+class ItemIdsRequest(_Request):
+    ids: list[Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = Field(min_length=1, max_length=1000)
+
+
+class DeleteItemsResponse(_Response):
+    deleted: int
+
+
+class LookupResponse(_Response):
+    present: list[str] = Field(description="the requested ids the index holds")
+
+
+# ---- fusion heads -------------------------------------------------------------------------
+class FusionHeadCard(_Response):
+    id: str
+    kind: str
+    labels: list[str]
+    modalities: list[str]
+    encoders: dict[str, dict] = Field(default_factory=dict)
+    metrics: dict = Field(default_factory=dict)
+    created: int = 0
+
+
+class FusionHeadList(_Response):
+    data: list[FusionHeadCard]
+
+
+class FusionResult(_Response):
+    head: str
+    label: str
+    scores: list[LabelScore]
+    used: list[str] = Field(description="modalities the head fused")
+    missing: list[str] = Field(description="modalities the head knows but the request lacked (masked)")
+
+
+# ---- composed requests --------------------------------------------------------------------
+Modality = Literal["image", "text", "audio"]
+TaskId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+
+
+class _Task(_Request):
+    id: TaskId | None = Field(None, description="the key of this task's result; defaults to '<type>' or '<type>-<n>'")
+
+
+class EmbedTask(_Task):
+    type: Literal["embed"]
+    modality: Modality
+
+
+class ClassifyTask(_Task):
+    type: Literal["classify"]
+    top_k: int = Field(5, ge=1, le=100)
+
+
+class ZeroShotTask(_Task):
+    type: Literal["zero_shot"]
+    labels: list[NonEmptyText] = Field(min_length=1, max_length=1000)
+    template: str = "a photo of a {}"
+
+
+class TranscribeTask(_Task):
+    type: Literal["transcribe"]
+    language: str | None = None
+    prompt: str | None = Field(None, max_length=2000)
+    temperature: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class TranslateTask(_Task):
+    type: Literal["translate"]
+    prompt: str | None = Field(None, max_length=2000)
+    temperature: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class FeaturesTask(_Task):
+    type: Literal["features"]
+    features: list[FeatureName] = Field(default_factory=lambda: ["mel", "mfcc", "chroma"], min_length=1)
+
+
+class FuseTask(_Task):
+    type: Literal["fuse"]
+    head: Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,64}$")]
+
+
+class SearchTask(_Task):
+    type: Literal["search"]
+    index: IndexName
+    query: Modality = Field("text", description="which input is the query; audio is transcribed first")
+    top_k: int = Field(5, ge=1, le=100)
+    where: dict[str, MetaValue] = Field(default_factory=dict)
+
+
+ComposeTask = Annotated[EmbedTask | ClassifyTask | ZeroShotTask | TranscribeTask | TranslateTask | FeaturesTask
+                        | FuseTask | SearchTask, Field(discriminator="type")]
+
+
+class ComposeInputs(_Request):
+    image: Media | None = None
+    text: NonEmptyText | None = None
+    audio: Media | None = None
+
+    def present(self) -> set[str]:
+        return {name for name in ("image", "text", "audio") if getattr(self, name) is not None}
+
+
+class ComposeRequest(_Request):
+    inputs: ComposeInputs
+    tasks: list[ComposeTask] = Field(min_length=1, max_length=16)
+
+    def task_dicts(self) -> list[dict]:
+        """Tasks with their ids filled in: the type, or '<type>-<n>' when a type repeats."""
+        counts: dict[str, int] = {}
+        for task in self.tasks:
+            counts[task.type] = counts.get(task.type, 0) + 1
+        seen: dict[str, int] = {}
+        out = []
+        for task in self.tasks:
+            seen[task.type] = seen.get(task.type, 0) + 1
+            default = task.type if counts[task.type] == 1 else f"{task.type}-{seen[task.type]}"
+            out.append({**task.model_dump(), "id": task.id or default})
+        return out
+
+
+class DagNode(_Response):
+    id: str
+    op: str
+    deps: list[str]
+    started_ms: float = Field(description="when the node started, from the start of the DAG")
+    latency_ms: float
+
+
+class Dag(_Response):
+    nodes: list[DagNode]
+    edges: list[list[str]] = Field(description="[from, to] pairs")
+
+
+class ComposeResponse(_Response):
+    results: dict[str, dict] = Field(description="one entry per task id")
+    dag: Dag
+    latency_ms: float

@@ -14,6 +14,7 @@ from ray import serve
 
 from deployments.common import BatchStats, ModelReplica, placement, replica_device
 from models import audio_features, whisper_batch
+from models.fusion_features import FeatureExtractor, ModalityFeatures
 from models.registry import SpeechModelSpec, load_speech
 from models.speech import FasterWhisperEngine, SpeechOptions, check_options
 
@@ -30,6 +31,7 @@ class AudioModel(ModelReplica):
         audio_features.warmup()  # numba compiles librosa's kernels once, here rather than on a request
         self.engine.warmup()
         self.stats = BatchStats()
+        self.fusion_inputs = FeatureExtractor(speech=self.engine)
 
     async def transcribe(self, audio: np.ndarray, options: dict) -> dict:
         """Short greedy clips share batched encoder + decoder passes; the rest go clip by clip."""
@@ -58,7 +60,11 @@ class AudioModel(ModelReplica):
     async def embed(self, clip: np.ndarray) -> np.ndarray:
         return await self._embed_batch(clip)
 
+    async def fusion_features(self, clip: np.ndarray) -> ModalityFeatures:
+        """Pooled encoder embedding and encoder states over the real audio, for fusion heads."""
+        return (await asyncio.to_thread(self.fusion_inputs.audio, [clip]))[0]
+
     def info(self) -> dict:
         return {"model": self.engine.model_id, "engine": self.spec.engine, "multilingual": self.engine.multilingual,
-                "dim": self.engine.embed_dim, "device": self.device, "placement": placement(),
+                "dim": self.engine.embed_dim, "token_dim": self.engine.token_dim, "device": self.device, "placement": placement(),
                 "batch": self.batch_config.model_dump()}

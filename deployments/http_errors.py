@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -9,16 +10,20 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from models.errors import Incompatible, InvalidInput, MMServeError, NotFound, PayloadTooLarge, Unavailable, UnsupportedMedia
+from models.errors import (Forbidden, Incompatible, InvalidInput, MMServeError, NotFound, PayloadTooLarge, Throttled,
+                           Unauthorized, Unavailable, UnsupportedMedia)
 
 log = logging.getLogger("ray.serve")
 
 STATUS: dict[type[MMServeError], int] = {
     InvalidInput: 400,
     Incompatible: 400,
+    Unauthorized: 401,
+    Forbidden: 403,
     NotFound: 404,
     PayloadTooLarge: 413,
     UnsupportedMedia: 415,
+    Throttled: 429,
     Unavailable: 503,
 }
 
@@ -61,10 +66,18 @@ async def _on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     return error_response(exc.status_code, kind, str(exc.detail), headers=getattr(exc, "headers", None))
 
 
+def domain_response(err: MMServeError) -> JSONResponse:
+    """The response for a domain error (also used by the admission middleware)."""
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(err, Unauthorized) else None
+    if isinstance(err, Throttled):
+        headers = {"Retry-After": str(max(1, math.ceil(err.retry_after)))}
+    return error_response(_status_for(err), err.error_type, err.message, err.param, headers=headers)
+
+
 async def _on_any(_: Request, exc: Exception) -> JSONResponse:
     domain = _domain_cause(exc)
     if domain is not None:
-        return error_response(_status_for(domain), domain.error_type, domain.message, domain.param)
+        return domain_response(domain)
     if _is_overload(exc):
         return error_response(503, "overloaded", "the service is at capacity; retry shortly",
                               headers={"Retry-After": "1"})

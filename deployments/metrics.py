@@ -14,7 +14,8 @@ MODALITY = {
     "/v1/zero-shot": "image+text", "/v1/retrieval": "image+text",
     "/v1/embeddings/text": "text", "/v1/embeddings": "any",
     "/v1/embeddings/audio": "audio", "/v1/audio/transcriptions": "audio", "/v1/audio/translations": "audio",
-    "/v1/audio/features": "audio",
+    "/v1/audio/features": "audio", "/v1/compose": "any",
+    "/v1/indexes/{name}/items": "image", "/v1/indexes/{name}/query": "any",
 }
 
 
@@ -22,7 +23,7 @@ MODALITY = {
 def _gateway():
     from ray.serve import metrics
 
-    tags = ("route", "modality")
+    tags = ("route", "modality", "tenant")
     return (
         metrics.Counter("mmserve_requests_total", "HTTP requests answered", tag_keys=tags + ("status",)),
         metrics.Counter("mmserve_errors_total", "HTTP requests answered with 4xx/5xx", tag_keys=tags + ("status",)),
@@ -31,13 +32,31 @@ def _gateway():
     )
 
 
-def observe_request(route: str, status: int, latency_ms: float) -> None:
+def observe_request(route: str, status: int, latency_ms: float, *, tenant: str) -> None:
     requests, errors, latency = _gateway()
-    tags = {"route": route, "modality": MODALITY.get(route, "none")}
+    tags = {"route": route, "modality": MODALITY.get(route, "none"), "tenant": tenant}
     requests.inc(1, tags={**tags, "status": str(status)})
     if status >= 400:
         errors.inc(1, tags={**tags, "status": str(status)})
     latency.observe(latency_ms, tags=tags)
+
+
+@functools.cache
+def _counters():
+    from ray.serve import metrics
+
+    return (
+        metrics.Counter("mmserve_throttled_total", "requests refused with 429", tag_keys=("tenant",)),
+        metrics.Counter("mmserve_embed_cache_total", "embedding cache look-ups", tag_keys=("modality", "result")),
+    )
+
+
+def observe_throttled(tenant: str) -> None:
+    _counters()[0].inc(1, tags={"tenant": tenant})
+
+
+def observe_cache(modality: str, hit: bool) -> None:
+    _counters()[1].inc(1, tags={"modality": modality, "result": "hit" if hit else "miss"})
 
 
 @functools.cache

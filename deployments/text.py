@@ -7,6 +7,7 @@ import numpy as np
 from ray import serve
 
 from deployments.common import BatchStats, ModelReplica, placement, replica_device
+from models.fusion_features import FeatureExtractor, ModalityFeatures
 from models.registry import TextModelSpec, load_text
 
 
@@ -20,6 +21,8 @@ class TextEncoder(ModelReplica):
         self.device = replica_device()
         self.model = load_text(self.spec, device=self.device)
         self.model.warmup()
+        self.fusion_inputs = FeatureExtractor(text=self.model)
+        self.fusion_inputs.text(["warm up the token path"])
         self.stats = BatchStats()
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
@@ -29,6 +32,11 @@ class TextEncoder(ModelReplica):
     async def embed(self, texts: list[str]) -> np.ndarray:
         return np.stack(await asyncio.gather(*(self._embed_batch(t) for t in texts)))
 
+    async def fusion_features(self, text: str) -> ModalityFeatures:
+        """Pooled embedding and token-level states, the inputs of a fusion head."""
+        return (await asyncio.to_thread(self.fusion_inputs.text, [text]))[0]
+
     def info(self) -> dict:
         return {"model": self.model.model_id, "space": self.model.space, "dim": self.model.dim,
+                "token_dim": self.model.token_dim,
                 "device": self.device, "placement": placement(), "batch": self.batch_config.model_dump()}

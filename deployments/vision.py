@@ -8,6 +8,7 @@ import torch
 from ray import serve
 
 from deployments.common import BatchStats, ModelReplica, placement, replica_device
+from models.fusion_features import FeatureExtractor, ModalityFeatures
 from models.registry import TextModelSpec, VisionModelSpec, load_classifier, load_embedder
 
 
@@ -23,8 +24,10 @@ class VisionEncoder(ModelReplica):
         self.embedder = load_embedder(self.spec, TextModelSpec.model_validate(text_spec),
                                       classifier=self.classifier, device=self.device)
         self.stats = BatchStats()
+        self.fusion_inputs = FeatureExtractor(image=self.embedder)
         blank = np.zeros((224, 224, 3), dtype=np.uint8)
         self._probs([blank]), self._embed([blank])  # warm up both paths
+        self.fusion_inputs.image([blank])  # and build the feature-map network now, not on a request
 
     def _probs(self, images: list[np.ndarray]) -> np.ndarray:
         return self.classifier.probs(torch.stack([self.classifier.preprocess(i) for i in images]))
@@ -48,12 +51,17 @@ class VisionEncoder(ModelReplica):
     async def embed(self, image: np.ndarray) -> np.ndarray:
         return await self._embed_batch(image)
 
+    async def fusion_features(self, image: np.ndarray) -> ModalityFeatures:
+        """Pooled embedding and token-level features (feature map cells or patches) for fusion heads."""
+        return (await asyncio.to_thread(self.fusion_inputs.image, [image]))[0]
+
     def info(self) -> dict:
         return {
             "classifier": self.classifier.model_id,
             "embedder": self.embedder.model_id,
             "space": self.embedder.space,
             "dim": self.embedder.dim,
+            "token_dim": self.embedder.token_dim,
             "logit_scale": self.embedder.logit_scale,
             "device": self.device,
             "placement": placement(), "batch": self.batch_config.model_dump(),

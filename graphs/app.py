@@ -2,13 +2,18 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from ray.serve import Application
 
 from deployments.audio import AudioModel
+from deployments.fusion import FusionHead
 from deployments.gateway import Gateway
+from deployments.quota import QuotaKeeper
+from deployments.search import SearchIndex
 from deployments.text import TextEncoder
 from deployments.vision import VisionEncoder
+from deployments import tenancy
 from graphs import guard
 from graphs.args import AppArgs
 
@@ -32,4 +37,29 @@ def build_app(args: dict | AppArgs | None = None) -> Application:
         cfg.text.model.model_dump())
     audio = AudioModel.options(**cfg.audio.serve_options(user_config=cfg.audio.batch.model_dump())).bind(
         cfg.audio.model.model_dump())
-    return Gateway.options(**cfg.gateway.serve_options()).bind(vision, text, audio, cfg.gateway.settings.model_dump())
+    return Gateway.options(**cfg.gateway.serve_options()).bind(
+        vision, text, audio, _gateway_settings(cfg), **_optional(cfg))
+
+
+def _gateway_settings(cfg: AppArgs) -> dict:
+    """Settings with the tenants file resolved to an absolute path and checked before deploying."""
+    settings = cfg.gateway.settings.model_dump()
+    if settings["tenants_file"] is not None:
+        path = Path(settings["tenants_file"]).expanduser().resolve()
+        tenancy.Directory.build(tenancy.load_tenants(path))  # a malformed file fails here, not in a replica
+        settings["tenants_file"] = str(path)
+    return settings
+
+
+def _optional(cfg: AppArgs) -> dict:
+    """Search, fusion and the shared quota keeper, when the config turns them on."""
+    out = {}
+    if cfg.search.enabled:
+        out["search"] = SearchIndex.options(**cfg.search.serve_options()).bind(cfg.search.resolved_uri(),
+                                                                               cfg.search.token)
+    if cfg.fusion.enabled:
+        out["fusion"] = FusionHead.options(**cfg.fusion.serve_options()).bind(cfg.fusion.resolved_store(),
+                                                                              cfg.fusion.max_heads)
+    if cfg.gateway.settings.tenants_file is not None:
+        out["quota"] = QuotaKeeper.bind()
+    return out

@@ -5,6 +5,7 @@ Resources and autoscaling live here, per modality, rather than in the config fil
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -83,6 +84,42 @@ class AudioArgs(_ModelDeploymentArgs):
     max_ongoing_requests: int = Field(16, ge=1)
 
 
+def _local_store(uri: str) -> bool:
+    return "://" not in uri
+
+
+class SearchArgs(DeploymentArgs):
+    """The SearchIndex deployment: Milvus Lite in a local file by default, or a Milvus server."""
+
+    enabled: bool = True
+    uri: str = Field("~/.local/share/mmserve/search.db",
+                     description="a Milvus Lite file, or a Milvus server such as http://milvus:19530")
+    token: str = Field("", description="Milvus credentials ('user:password' or an API key) for a server uri")
+    num_cpus: float = Field(0.1, ge=0)
+
+    @model_validator(mode="after")
+    def _one_process_per_file(self):
+        if _local_store(self.uri) and self.autoscaling.max_replicas > 1:
+            raise ValueError("search.uri is a Milvus Lite file, which one process at a time can open: keep "
+                             "search.autoscaling.max_replicas at 1, or point search.uri at a Milvus server to scale")
+        return self
+
+    def resolved_uri(self) -> str:
+        return str(Path(self.uri).expanduser().resolve()) if _local_store(self.uri) else self.uri
+
+
+class FusionArgs(DeploymentArgs):
+    """The FusionHead deployment: heads loaded by id from a model store folder (shared storage on a cluster)."""
+
+    enabled: bool = True
+    store: str = Field("~/.local/share/mmserve/heads", description="model store: <store>/<tenant>/<head>/")
+    max_heads: int = Field(4, ge=1, description="heads each replica keeps loaded (LRU)")
+    num_cpus: float = Field(0.1, ge=0)
+
+    def resolved_store(self) -> str:
+        return str(Path(self.store).expanduser().resolve())
+
+
 class GatewayArgs(DeploymentArgs):
     num_cpus: float = Field(0.1, ge=0)
     max_ongoing_requests: int = Field(64, ge=1)
@@ -94,6 +131,8 @@ class AppArgs(_Args):
     text: TextArgs = TextArgs()
     audio: AudioArgs = AudioArgs()
     gateway: GatewayArgs = GatewayArgs()
+    search: SearchArgs = SearchArgs()
+    fusion: FusionArgs = FusionArgs()
     resource_guard: Literal["strict", "off"] = Field(
         "strict", description="'off' for clusters whose autoscaler adds nodes on demand (e.g. KubeRay)")
 
@@ -108,5 +147,10 @@ class AppArgs(_Args):
         return self
 
     def deployments(self) -> dict[str, DeploymentArgs]:
-        return {"VisionEncoder": self.vision, "TextEncoder": self.text, "AudioModel": self.audio,
-                "Gateway": self.gateway}
+        out = {"VisionEncoder": self.vision, "TextEncoder": self.text, "AudioModel": self.audio,
+               "Gateway": self.gateway}
+        if self.search.enabled:
+            out["SearchIndex"] = self.search
+        if self.fusion.enabled:
+            out["FusionHead"] = self.fusion
+        return out

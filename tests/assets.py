@@ -69,3 +69,19 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def scrape_metrics(port: int, wanted: list[str], *, timeout_s: float = 60.0) -> str:
+    """Ray's Prometheus endpoint once it shows every string in ``wanted`` (metrics export lags)."""
+    import time
+
+    import requests
+
+    deadline, body = time.monotonic() + timeout_s, ""
+    while time.monotonic() < deadline:
+        body = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        if all(w in body for w in wanted):
+            break
+        time.sleep(2)
+    assert all(w in body for w in wanted), [w for w in wanted if w not in body]
+    return body

@@ -20,7 +20,22 @@ TEST_ARGS = {
              "batch": {"max_batch_size": 16, "batch_wait_timeout_s": 0.05}},
     "audio": {"num_cpus": 0.25, "autoscaling": {"min_replicas": 1, "max_replicas": 1},
               "model": {"model": "whisper-base", "cpu_threads": 2}},
+    # Off here so the other test apps built from TEST_ARGS never share a Milvus Lite file;
+    # the `served` app turns both on with session-private paths.
+    "search": {"enabled": False},
+    "fusion": {"enabled": False},
 }
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and spinning OpenMP workers crawl on a busy 2-core box."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
@@ -42,17 +57,27 @@ def ray_cluster():
     remove_session_dir(context)  # leave no Ray session data behind in /tmp/ray
 
 
+def served_args(data_dir) -> dict:
+    """TEST_ARGS with search and fusion on, their data under ``data_dir``."""
+    return {**TEST_ARGS,
+            "search": {"uri": str(data_dir / "search.db"), "num_cpus": 0},
+            "fusion": {"store": str(data_dir / "heads"), "num_cpus": 0, "max_heads": 2}}
+
+
 @pytest.fixture(scope="session")
-def served(ray_cluster):
+def served(ray_cluster, tmp_path_factory):
     """The mmserve graph with the packaged offline models, deployed once for the session."""
     from ray import serve
 
     from graphs.app import build_app
 
+    data_dir = tmp_path_factory.mktemp("mmserve-data")
+    args = served_args(data_dir)
     started = time.monotonic()
-    serve.run(build_app(TEST_ARGS), name="mmserve", route_prefix="/")
+    serve.run(build_app(args), name="mmserve", route_prefix="/")
     print(f"\nmmserve test app deployed in {time.monotonic() - started:.1f}s")
-    return {"app": "mmserve", "base_url": f"http://127.0.0.1:{ray_cluster['port']}"}
+    return {"app": "mmserve", "base_url": f"http://127.0.0.1:{ray_cluster['port']}", "args": args,
+            "data_dir": data_dir}
 
 
 @pytest.fixture(scope="session")

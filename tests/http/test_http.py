@@ -6,16 +6,10 @@ import pytest
 import ray
 import requests
 
-from clients.client import Client, MMServeError
+from clients.client import MMServeError
 from tests import assets
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def client(base_url):
-    with Client(base_url, timeout=120) as c:
-        yield c
 
 
 def _replicas() -> set[str]:

@@ -1,0 +1,63 @@
+"""Bulk indexing of an image folder (``mmserve index add NAME DIR``).
+
+Streams the folder in batches: each batch's content hashes are looked up first and only new
+images are uploaded, so an interrupted run resumes where it stopped and re-running is free. A batch
+the server refuses is retried image by image, so one bad file costs only itself.
+"""
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from clients.client import Client, MMServeError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+@dataclass
+class IndexReport:
+    added: int = 0
+    skipped: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _upload(client: Client, name: str, batch: list[tuple[Path, bytes, str]], folder: Path, report: IndexReport):
+    files = [raw for _, raw, _ in batch]
+    meta = [{"file": str(path.relative_to(folder))} for path, _, _ in batch]
+    try:
+        result = client.add_images(name, files, metadata=meta)
+        report.added += result.added
+        report.skipped += result.already_present
+    except MMServeError as exc:
+        if len(batch) == 1:
+            report.failed.append((str(batch[0][0]), exc.message))
+            return
+        for one in batch:
+            _upload(client, name, [one], folder, report)
+
+
+def index_folder(client: Client, name: str, folder: Path, *, batch_size: int = 16,
+                 progress: bool = True) -> IndexReport:
+    """Add every image under ``folder`` to index ``name`` (created if missing)."""
+    from tqdm import tqdm
+
+    files, report = image_files(folder), IndexReport()
+    client.create_index(name)
+    with tqdm(total=len(files), desc=f"index {name}", unit="img", disable=not progress, file=sys.stderr) as bar:
+        for start in range(0, len(files), batch_size):
+            chunk = [(p, p.read_bytes()) for p in files[start : start + batch_size]]
+            batch = [(p, raw, hashlib.sha256(raw).hexdigest()) for p, raw in chunk]
+            present = set(client.lookup(name, [h for _, _, h in batch]).present)
+            report.skipped += len(present)
+            todo = [b for b in batch if b[2] not in present]
+            if todo:
+                _upload(client, name, todo, folder, report)
+            bar.update(len(chunk))
+            bar.set_postfix(added=report.added, skipped=report.skipped, failed=len(report.failed))
+    return report

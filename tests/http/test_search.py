@@ -1,0 +1,124 @@
+"""Visual search over real HTTP: packaged photos indexed in Milvus Lite, queried by text, image and speech."""
+import hashlib
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clients.client import MMServeError
+from tests.assets import photo, speech
+
+PHOTOS = ["chelsea", "coffee", "rocket", "astronaut", "camera", "hubble_deep_field", "moon"]  # scikit-image
+
+
+def _sklearn_photo(name: str) -> bytes:
+    from sklearn.datasets import load_sample_image
+
+    buf = io.BytesIO()
+    Image.fromarray(load_sample_image(name)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def photos() -> dict[str, bytes]:
+    out = {name: photo(name) for name in PHOTOS}
+    out.update({name.removesuffix(".jpg"): _sklearn_photo(name) for name in ("china.jpg", "flower.jpg")})
+    return out
+
+
+@pytest.fixture(scope="module")
+def gallery(client, photos) -> str:
+    client.create_index("gallery")
+    names = list(photos)
+    result = client.add_images("gallery", [photos[n] for n in names],
+                               metadata=[{"file": n, "source": "sklearn" if n in ("china", "flower") else "skimage"}
+                                         for n in names])
+    assert result.added == len(names) and result.already_present == 0
+    assert result.ids == [hashlib.sha256(photos[n]).hexdigest() for n in names]
+    return "gallery"
+
+
+def test_text_query_finds_the_cat(client, gallery):
+    result = client.query(gallery, text="a cat", top_k=3)
+    assert result.hits[0].metadata["file"] == "chelsea", result.hits
+    assert result.hits[0].score > result.hits[1].score
+
+
+def test_spoken_query_finds_the_coffee(client, gallery):
+    result = client.query(gallery, audio=speech("show me a cup of coffee"), top_k=3)
+    assert "coffee" in result.transcript.lower()
+    assert result.hits[0].metadata["file"] == "coffee", result.hits
+
+
+def test_image_query_finds_itself_and_filters_apply(client, gallery, photos):
+    assert client.query(gallery, image=photos["rocket"], top_k=1).hits[0].metadata["file"] == "rocket"
+    only_sklearn = client.query(gallery, text="a flower", top_k=5, where={"source": "sklearn"})
+    assert {h.metadata["file"] for h in only_sklearn.hits} <= {"china", "flower"}
+    assert only_sklearn.hits[0].metadata["file"] == "flower"
+
+
+def test_re_adding_is_idempotent_and_count_is_exact(client, gallery, photos):
+    before = client.index(gallery).count
+    again = client.add_images(gallery, [photos["chelsea"], photos["coffee"]])
+    assert again.added == 0 and again.already_present == 2
+    assert client.index(gallery).count == before == len(photos)
+
+
+def test_delete_items_and_lookup(client, photos):
+    client.create_index("scratch")
+    ids = client.add_images("scratch", [photos["coffee"], photos["camera"]]).ids
+    assert client.lookup("scratch", ids).present == ids
+    assert client.delete_items("scratch", ids[:1]).deleted == 1
+    assert client.lookup("scratch", ids).present == ids[1:]
+    client.drop_index("scratch")
+    with pytest.raises(MMServeError) as err:
+        client.index("scratch")
+    assert err.value.status == 404
+
+
+def test_bad_requests_are_4xx(client, gallery):
+    cases = [
+        lambda: client.query("no-such-index", text="cat"),
+        lambda: client.query(gallery, text="cat", top_k=0),
+        lambda: client._json(f"/v1/indexes/{gallery}/query", {"text": "a", "image": "aGk="}, None),
+        lambda: client.create_index("Bad Name!"),
+        lambda: client.add_images(gallery, [b"not an image"]),
+        lambda: client._json(f"/v1/indexes/{gallery}/items", {"items": [{"path": "/etc/passwd"}]}, None),
+    ]
+    statuses = []
+    for case in cases:
+        with pytest.raises(MMServeError) as err:
+            case()
+        statuses.append(err.value.status)
+    assert statuses == [404, 422, 400, 422, 415, 403]
+
+
+def test_query_against_an_index_of_another_encoder_is_refused(client, served):
+    """An index built by another encoder (here: a 512-d one written straight to the same Milvus
+    file by a second deployment configuration) is refused with a clear 4xx, not a crash."""
+    from ray import serve
+
+    handle = serve.get_deployment_handle("SearchIndex", app_name="mmserve")
+    handle.create.remote("default", "clip-index", encoder="clip-vit-b-32", space="clip:openai/clip-vit-base-patch32",
+                         dim=512).result()
+    rows = [("0" * 64, np.ones(512, dtype=np.float32), {})]
+    handle.add.remote("default", "clip-index", rows, encoder="clip-vit-b-32").result()
+    with pytest.raises(MMServeError) as err:
+        client.query("clip-index", text="a cat")
+    assert err.value.status == 400 and "512" in err.value.message and "384" in err.value.message
+    with pytest.raises(MMServeError) as err:
+        client.add_images("clip-index", [photo("chelsea")])
+    assert err.value.status == 400
+
+
+def test_index_survives_an_app_restart(client, gallery, served):
+    from ray import serve
+
+    from graphs.app import build_app
+
+    count = client.index(gallery).count
+    serve.delete(served["app"])
+    serve.run(build_app(served["args"]), name=served["app"], route_prefix="/")
+    assert client.index(gallery).count == count
+    assert client.query(gallery, text="a cat", top_k=1).hits[0].metadata["file"] == "chelsea"

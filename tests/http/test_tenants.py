@@ -1,0 +1,169 @@
+"""Multi-tenant serving over real HTTP: keys, quotas shared by two gateway replicas, isolation of
+indexes and fusion heads, and per-tenant metrics. The modality deployments are stand-ins
+(tests/stub_backends.py); the gateway, QuotaKeeper, SearchIndex (Milvus Lite) and FusionHead are real."""
+import concurrent.futures as cf
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from ray import serve
+
+from clients.client import Client, MMServeError, RetryPolicy
+from deployments import tenancy
+from deployments.fusion import FusionHead
+from deployments.gateway import Gateway
+from deployments.quota import QuotaKeeper
+from deployments.search import SearchIndex
+from models import fusion
+from tests.assets import photo, scrape_metrics
+from tests.stub_backends import DIM, StubModel
+
+RATE, BURST = 4.0, 4
+
+
+def _tenants(path: Path) -> dict[str, str]:
+    keys = {t: tenancy.add_key(path, t) for t in ("acme", "globex", "initech", "tiny", "metered")}
+    data = yaml.safe_load(path.read_text())
+    by_id = {t["id"]: t for t in data["tenants"]}
+    by_id["initech"]["disabled"] = True
+    by_id["globex"]["modalities"] = ["image", "text"]
+    by_id["tiny"]["rate_limit"] = {"requests_per_second": 1.0, "burst": 2}
+    by_id["metered"]["rate_limit"] = {"requests_per_second": RATE, "burst": BURST}
+    by_id["metered"]["max_concurrent"] = 64
+    path.write_text(yaml.safe_dump(data))
+    return keys
+
+
+def _stub_head(store: Path, tenant: str, head_id: str) -> None:
+    dims = fusion.FusionDims(pooled={"image": DIM, "text": DIM}, tokens={"image": DIM, "text": DIM}, hidden=8, heads=2)
+    meta = fusion.HeadMeta(head_id=head_id, kind="late", labels=["x", "y"], dims=dims,
+                           encoders={"image": {"id": "stub-image"}, "text": {"id": "stub-text"}})
+    fusion.save_checkpoint(store / tenant, fusion.build_head("late", dims=dims, num_labels=2), meta)
+
+
+@pytest.fixture(scope="module")
+def tenant_app(ray_cluster, tmp_path_factory):
+    data = tmp_path_factory.mktemp("tenants")
+    keys = _tenants(data / "tenants.yaml")
+    _stub_head(data / "heads", "acme", "acme-head")
+    models = [StubModel.options(name=f"Stub{m.title()}").bind(m, 0.0) for m in ("image", "text", "audio")]
+    gateway = Gateway.options(name="TenantGateway", num_replicas=2, ray_actor_options={"num_cpus": 0}).bind(
+        *models, {"tenants_file": str(data / "tenants.yaml")},
+        search=SearchIndex.options(ray_actor_options={"num_cpus": 0}).bind(str(data / "search.db")),
+        fusion=FusionHead.options(ray_actor_options={"num_cpus": 0}).bind(str(data / "heads"), 2),
+        quota=QuotaKeeper.bind())
+    serve.run(gateway, name="tenants", route_prefix="/tenants")
+    yield {"url": f"http://127.0.0.1:{ray_cluster['port']}/tenants", "keys": keys}
+    serve.delete("tenants")
+
+
+def _client(app, tenant: str | None, **kwargs) -> Client:
+    return Client(app["url"], api_key=app["keys"][tenant] if tenant else None, **kwargs)
+
+
+def _status(call) -> int:
+    try:
+        call()
+        return 200
+    except MMServeError as err:
+        return err.status
+
+
+def test_authentication_comes_before_any_decoding(tenant_app):
+    url = tenant_app["url"]
+    garbage = {"content": b"\x00not json", "headers": {"content-type": "application/json"}}
+    r = httpx.post(f"{url}/v1/classify", **garbage)
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    assert r.json()["error"]["type"] == "authentication_error"
+    r = httpx.post(f"{url}/v1/classify", **{**garbage, "headers": {**garbage["headers"], "x-api-key": "mms_x_y"}})
+    assert r.status_code == 401
+    disabled = {"authorization": f"Bearer {tenant_app['keys']['initech']}"}
+    assert httpx.get(f"{url}/v1/models", headers=disabled).status_code == 403
+    assert httpx.get(f"{url}/healthz").status_code == 200  # probes stay open
+
+
+def test_a_tenant_calls_only_its_modalities(tenant_app):
+    with _client(tenant_app, "globex") as globex, _client(tenant_app, "acme") as acme:
+        assert _status(lambda: globex.embed_text(["fine"])) == 200
+        assert _status(lambda: globex.embed_audio([b"RIFF...."])) == 403
+        assert _status(lambda: acme.embed_text(["fine"])) == 200
+
+
+def test_over_the_rate_gets_429_with_retry_after(tenant_app):
+    headers = {"authorization": f"Bearer {tenant_app['keys']['tiny']}"}
+    statuses = [httpx.get(f"{tenant_app['url']}/v1/models", headers=headers) for _ in range(4)]
+    assert [r.status_code for r in statuses[:2]] == [200, 200]
+    throttled = [r for r in statuses if r.status_code == 429]
+    assert throttled and int(throttled[0].headers["retry-after"]) >= 1
+    assert throttled[0].json()["error"]["type"] == "rate_limit_error"
+
+
+def test_mmserve_client_recovers_through_retry_after(tenant_app):
+    seen = []
+    time.sleep(2.5)  # let 'tiny' refill its burst
+    with _client(tenant_app, "tiny", retry=RetryPolicy(attempts=6)) as client:
+        client._http.event_hooks["response"].append(lambda r: seen.append(r.status_code))
+        results = [client.models() for _ in range(5)]
+    assert len(results) == 5 and all(r.data for r in results)
+    assert 429 in seen and seen.count(200) == 5
+
+
+def test_two_gateway_replicas_share_one_quota(tenant_app):
+    """Many concurrent callers for 4 s: what is admitted stays within 10% of burst + rate * time."""
+    url, headers = tenant_app["url"], {"authorization": f"Bearer {tenant_app['keys']['metered']}"}
+    stop = time.monotonic() + 4.0
+
+    def hammer() -> list[tuple[float, int]]:
+        out = []
+        with httpx.Client(timeout=30) as http:
+            while time.monotonic() < stop:
+                out.append((time.monotonic(), http.get(f"{url}/v1/models", headers=headers).status_code))
+        return out
+
+    with cf.ThreadPoolExecutor(8) as pool:
+        results = [x for f in [pool.submit(hammer) for _ in range(8)] for x in f.result()]
+    admitted = [t for t, code in results if code == 200]
+    window = max(admitted) - min(t for t, _ in results)
+    allowed = BURST + RATE * window
+    assert len(results) > 3 * allowed  # the limit was really tested
+    assert abs(len(admitted) - allowed) <= 0.1 * allowed, (len(admitted), allowed)
+    assert {code for _, code in results} == {200, 429}
+
+
+def test_tenants_cannot_see_each_others_indexes(tenant_app):
+    with _client(tenant_app, "acme") as acme, _client(tenant_app, "globex") as globex:
+        acme.create_index("photos")
+        added = acme.add_images("photos", [photo("chelsea")])
+        assert [i.name for i in acme.indexes().data] == ["photos"]
+        assert globex.indexes().data == []
+        for call in (lambda: globex.index("photos"), lambda: globex.query("photos", text="cat"),
+                     lambda: globex.delete_items("photos", added.ids), lambda: globex.drop_index("photos"),
+                     lambda: globex.lookup("photos", added.ids)):
+            with pytest.raises(MMServeError) as err:
+                call()
+            assert err.value.status == 404 and err.value.message == "index 'photos' not found"
+        with pytest.raises(MMServeError) as never:
+            globex.index("never-created")
+        assert never.value.message == "index 'never-created' not found"  # the same answer: existence does not leak
+        globex.create_index("photos")  # its own, separate index of the same name
+        assert globex.index("photos").count == 0 and acme.index("photos").count == 1
+        assert acme.query("photos", text="cat").hits[0].id == added.ids[0]
+
+
+def test_tenants_cannot_use_each_others_heads(tenant_app):
+    with _client(tenant_app, "acme") as acme, _client(tenant_app, "globex") as globex:
+        fused = acme.compose([{"type": "fuse", "head": "acme-head"}], image=photo("chelsea"), text="a cat")
+        assert fused.results["fuse"]["label"] in ("x", "y")
+        assert [h.id for h in acme.fusion_heads().data] == ["acme-head"]
+        assert globex.fusion_heads().data == []
+        with pytest.raises(MMServeError) as err:
+            globex.compose([{"type": "fuse", "head": "acme-head"}], image=photo("chelsea"), text="a cat")
+        assert err.value.status == 404 and err.value.message == "fusion head 'acme-head' not found"
+
+
+def test_metrics_carry_the_tenant(tenant_app, ray_cluster):
+    with _client(tenant_app, "acme") as acme:
+        acme.models()
+    scrape_metrics(ray_cluster["metrics_port"], ['tenant="acme"', 'ray_mmserve_throttled_total{', 'tenant="tiny"'])

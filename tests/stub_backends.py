@@ -1,0 +1,53 @@
+"""Stand-ins for the modality deployments, for testing the gateway through real Ray where the
+models do not matter: the compose DAG's concurrency (each method sleeps ``delay_s``) and tenancy.
+They answer in the real shapes with small deterministic vectors; nothing here is presented as a model."""
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+from ray import serve
+
+from models.fusion import ModalityFeatures
+
+DIM = 8
+
+
+def _unit(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+@serve.deployment(num_replicas=1, max_ongoing_requests=16, ray_actor_options={"num_cpus": 0})
+class StubModel:
+    def __init__(self, modality: str, delay_s: float) -> None:
+        self.modality, self.delay_s = modality, delay_s
+
+    async def _wait(self) -> None:
+        await asyncio.sleep(self.delay_s)
+
+    def info(self) -> dict:
+        base = {"dim": DIM, "token_dim": DIM, "device": "cpu", "space": "test-space", "logit_scale": 10.0}
+        if self.modality == "image":
+            return {**base, "classifier": "stub-classifier", "embedder": "stub-image"}
+        return {**base, "model": f"stub-{self.modality}"}
+
+    def ping(self) -> str:
+        return "ok"
+
+    async def embed(self, x) -> np.ndarray:
+        await self._wait()
+        return np.stack([_unit(len(t)) for t in x]) if self.modality == "text" else _unit(int(np.asarray(x).size))
+
+    async def classify(self, image, top_k: int) -> list[dict]:
+        await self._wait()
+        return [{"index": 0, "label": "slow", "score": 1.0}][:top_k]
+
+    async def transcribe(self, audio, options: dict) -> dict:
+        await self._wait()
+        return {"text": "slow words", "language": "en", "language_probability": 1.0,
+                "duration": round(len(audio) / 16000, 3), "task": options["task"], "segments": []}
+
+    async def fusion_features(self, x) -> ModalityFeatures:
+        await self._wait()
+        return ModalityFeatures(pooled=_unit(len(x)), tokens=np.stack([_unit(i) for i in range(3)]))

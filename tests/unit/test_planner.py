@@ -1,0 +1,107 @@
+"""The per-request planner: which nodes a composed request needs, and that it runs them as a DAG."""
+import asyncio
+
+import pytest
+
+from graphs import planner
+from models.errors import InvalidInput
+
+
+def _ids(the_plan):
+    return set(the_plan.nodes)
+
+
+def test_shared_nodes_are_planned_once():
+    tasks = [{"id": "e", "type": "embed", "modality": "image"},
+             {"id": "z", "type": "zero_shot", "labels": ["cat"], "template": "{}"},
+             {"id": "c", "type": "classify", "top_k": 3}]
+    the_plan = planner.plan(tasks, {"image"})
+    assert _ids(the_plan) == {"decode:image", "embed:image", "labels:z", "zero_shot:z", "classify:c"}
+    assert the_plan.outputs == {"e": "embed:image", "z": "zero_shot:z", "c": "classify:c"}
+    assert ("embed:image", "zero_shot:z") in the_plan.edges()
+    assert ("labels:z", "zero_shot:z") in the_plan.edges()
+    assert ("decode:image", "classify:c") in the_plan.edges()
+
+
+def test_spoken_search_chains_transcription_then_text_embedding_and_shares_the_transcript():
+    tasks = [{"id": "s", "type": "search", "index": "photos", "query": "audio", "top_k": 3, "where": {}},
+             {"id": "t", "type": "transcribe", "language": None}]
+    the_plan = planner.plan(tasks, {"audio"})
+    assert the_plan.outputs["t"] == "speech:transcribe:auto"
+    assert ("decode:audio", "speech:transcribe:auto") in the_plan.edges()
+    assert ("speech:transcribe:auto", "embed:transcript") in the_plan.edges()
+    assert ("embed:transcript", "search:s") in the_plan.edges()
+
+
+def test_prompted_transcriptions_are_not_shared():
+    tasks = [{"id": "a", "type": "transcribe", "language": None, "prompt": "names: Ada"},
+             {"id": "b", "type": "transcribe", "language": None}]
+    assert set(planner.plan(tasks, {"audio"}).outputs.values()) == {"speech:transcribe:a", "speech:transcribe:auto"}
+
+
+def test_fuse_waits_for_the_features_of_the_modalities_present():
+    tasks = [{"id": "f", "type": "fuse", "head": "h", "modalities": ["image", "text", "audio"]}]
+    the_plan = planner.plan(tasks, {"image", "text"})
+    assert the_plan.nodes["fuse:f"].deps == ("fusion_features:image", "fusion_features:text")
+    with pytest.raises(InvalidInput, match="none of them"):
+        planner.plan([{"id": "f", "type": "fuse", "head": "h", "modalities": ["audio"]}], {"image"})
+
+
+@pytest.mark.parametrize("task, missing", [
+    ({"id": "c", "type": "classify", "top_k": 1}, "image"),
+    ({"id": "t", "type": "translate"}, "audio"),
+    ({"id": "e", "type": "embed", "modality": "text"}, "text"),
+    ({"id": "s", "type": "search", "index": "i", "query": "image", "top_k": 1, "where": {}}, "image"),
+])
+def test_a_task_without_its_modality_is_refused_naming_the_input(task, missing):
+    with pytest.raises(InvalidInput) as err:
+        planner.plan([task], {"text"} if missing != "text" else {"image"})
+    assert err.value.param == f"inputs.{missing}"
+
+
+def test_duplicate_task_ids_are_refused():
+    tasks = [{"id": "x", "type": "classify", "top_k": 1}, {"id": "x", "type": "classify", "top_k": 2}]
+    with pytest.raises(InvalidInput, match="share the id"):
+        planner.plan(tasks, {"image"})
+
+
+def test_execute_runs_independent_branches_concurrently_and_dependents_after():
+    tasks = [{"id": "c", "type": "classify", "top_k": 1}, {"id": "e", "type": "embed", "modality": "text"},
+             {"id": "t", "type": "transcribe", "language": None}]
+    the_plan = planner.plan(tasks, {"image", "text", "audio"})
+    order = []
+
+    async def run(node, deps):
+        order.append(("start", node.id))
+        await asyncio.sleep(0.3 if node.op != "decode_image" and node.op != "decode_audio" else 0.05)
+        order.append(("end", node.id))
+        return {"node": node.id, "deps": sorted(deps)}
+
+    result = asyncio.run(planner.execute(the_plan, run))
+    t = result.timings
+    assert result.results["classify:c"]["deps"] == ["decode:image"]
+    # dependents start only after their dependency ended
+    assert t["classify:c"].started_ms >= t["decode:image"].started_ms + t["decode:image"].latency_ms - 1
+    # the three branches overlap in time: each starts before the others end
+    branches = ["classify:c", "embed:text", "speech:transcribe:auto"]
+    for a in branches:
+        for b in branches:
+            assert t[a].started_ms < t[b].started_ms + t[b].latency_ms
+    total = max(x.started_ms + x.latency_ms for x in t.values())
+    assert total < 0.3 * 3 * 1000 * 0.67  # far from the serial sum (0.9 s + decodes)
+
+
+def test_execute_cancels_the_rest_when_a_node_fails():
+    tasks = [{"id": "c", "type": "classify", "top_k": 1}, {"id": "e", "type": "embed", "modality": "text"}]
+    the_plan = planner.plan(tasks, {"image", "text"})
+    finished = []
+
+    async def run(node, deps):
+        if node.id == "embed:text":
+            raise InvalidInput("bad text", param="inputs.text")
+        await asyncio.sleep(0.2)
+        finished.append(node.id)
+
+    with pytest.raises(InvalidInput, match="bad text"):
+        asyncio.run(planner.execute(the_plan, run))
+    assert "classify:c" not in finished
