@@ -51,6 +51,30 @@ def test_spoken_query_finds_the_coffee(client, gallery):
     assert result.hits[0].metadata["file"] == "coffee", result.hits
 
 
+def test_bulk_indexing_from_the_cli_resumes(base_url, photos, tmp_path, capsys):
+    from clients import cli
+
+    folder = tmp_path / "imgs"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("chelsea", "coffee", "rocket"):
+        (folder / "sub" / f"{name}.jpg").write_bytes(photos[name])
+    (folder / "broken.png").write_bytes(b"not an image at all")
+    assert cli.main(["--url", base_url, "index", "add", "bulk", str(folder), "--batch-size", "2"]) == 0
+    first = capsys.readouterr().err
+    assert "added 3, already indexed 0, failed 1" in first and "broken.png" in first
+    assert cli.main(["--url", base_url, "index", "add", "bulk", str(folder)]) == 0
+    assert "added 0, already indexed 3, failed 1" in capsys.readouterr().err
+    assert cli.main(["--url", base_url, "index", "query", "bulk", "--text", "a cup of coffee", "--top-k", "1"]) == 0
+    assert "sub/coffee.jpg" in capsys.readouterr().out
+
+
+def test_repeated_media_hits_the_embedding_cache(client, gallery, photos, ray_cluster):
+    from tests.assets import scrape_metrics
+
+    client.query(gallery, image=photos["moon"], top_k=1)  # embedded when the gallery was built
+    scrape_metrics(ray_cluster["metrics_port"], ['ray_mmserve_embed_cache_total{', 'result="hit"'])
+
+
 def test_image_query_finds_itself_and_filters_apply(client, gallery, photos):
     assert client.query(gallery, image=photos["rocket"], top_k=1).hits[0].metadata["file"] == "rocket"
     only_sklearn = client.query(gallery, text="a flower", top_k=5, where={"source": "sklearn"})

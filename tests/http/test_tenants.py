@@ -24,7 +24,7 @@ RATE, BURST = 4.0, 4
 
 
 def _tenants(path: Path) -> dict[str, str]:
-    keys = {t: tenancy.add_key(path, t) for t in ("acme", "globex", "initech", "tiny", "metered")}
+    keys = {t: tenancy.add_key(path, t) for t in ("acme", "globex", "initech", "tiny", "metered", "frozen")}
     data = yaml.safe_load(path.read_text())
     by_id = {t["id"]: t for t in data["tenants"]}
     by_id["initech"]["disabled"] = True
@@ -32,6 +32,7 @@ def _tenants(path: Path) -> dict[str, str]:
     by_id["tiny"]["rate_limit"] = {"requests_per_second": 1.0, "burst": 2}
     by_id["metered"]["rate_limit"] = {"requests_per_second": RATE, "burst": BURST}
     by_id["metered"]["max_concurrent"] = 64
+    by_id["frozen"]["rate_limit"] = {"requests_per_second": 0.02, "burst": 1}  # one request per 50 s
     path.write_text(yaml.safe_dump(data))
     return keys
 
@@ -48,9 +49,11 @@ def tenant_app(ray_cluster, tmp_path_factory):
     data = tmp_path_factory.mktemp("tenants")
     keys = _tenants(data / "tenants.yaml")
     _stub_head(data / "heads", "acme", "acme-head")
+    (data / "shared").mkdir()
+    (data / "shared" / "cat.jpg").write_bytes(photo("chelsea"))
     models = [StubModel.options(name=f"Stub{m.title()}").bind(m, 0.0) for m in ("image", "text", "audio")]
     gateway = Gateway.options(name="TenantGateway", num_replicas=2, ray_actor_options={"num_cpus": 0}).bind(
-        *models, {"tenants_file": str(data / "tenants.yaml")},
+        *models, {"tenants_file": str(data / "tenants.yaml"), "allowed_root": str(data / "shared")},
         search=SearchIndex.options(ray_actor_options={"num_cpus": 0}).bind(str(data / "search.db")),
         fusion=FusionHead.options(ray_actor_options={"num_cpus": 0}).bind(str(data / "heads"), 2),
         quota=QuotaKeeper.bind())
@@ -167,3 +170,36 @@ def test_metrics_carry_the_tenant(tenant_app, ray_cluster):
     with _client(tenant_app, "acme") as acme:
         acme.models()
     scrape_metrics(ray_cluster["metrics_port"], ['tenant="acme"', 'ray_mmserve_throttled_total{', 'tenant="tiny"'])
+
+
+def test_quota_state_survives_a_gateway_restart(tenant_app):
+    """The buckets live in QuotaKeeper: replacing every gateway replica does not refill them."""
+    import ray
+
+    headers = {"authorization": f"Bearer {tenant_app['keys']['frozen']}"}
+    url = f"{tenant_app['url']}/v1/models"
+    assert httpx.get(url, headers=headers).status_code == 200
+    assert httpx.get(url, headers=headers).status_code == 429
+    gateways = [a for a in ray.util.list_named_actors(all_namespaces=True) if "TenantGateway" in a["name"]]
+    assert len(gateways) == 2
+    for actor in gateways:
+        ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=False)
+    deadline, status = time.monotonic() + 60, None
+    while time.monotonic() < deadline and status not in (200, 429):
+        try:
+            status = httpx.get(url, headers=headers, timeout=5).status_code
+        except httpx.HTTPError:
+            status = None
+        time.sleep(0.5)
+    assert status == 429
+
+
+def test_index_items_by_server_side_path_stay_under_the_allowed_root(tenant_app):
+    with _client(tenant_app, "acme") as acme:
+        acme.create_index("by-path")
+        added = acme._json("/v1/indexes/by-path/items", {"items": [{"path": "cat.jpg"}]}, None)
+        assert '"added":1' in added
+        for bad in ("../tenants.yaml", "/etc/passwd", "missing.jpg"):
+            with pytest.raises(MMServeError) as err:
+                acme._json("/v1/indexes/by-path/items", {"items": [{"path": bad}]}, None)
+            assert err.value.status == 400 and err.value.param == "items[0]"
