@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 from ray import serve
@@ -22,10 +21,7 @@ def _plain(obj) -> dict:
 @serve.deployment(name="SearchIndex", max_ongoing_requests=32)
 class SearchIndex:
     def __init__(self, uri: str, token: str = "") -> None:
-        if "://" not in uri:
-            Path(uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            uri = str(Path(uri).expanduser())
-        self.store = VectorStore(uri=uri, token=token)
+        self.store = VectorStore(uri=uri, token=token)  # a Lite file's folder is created if missing
 
     async def create(self, tenant: str, name: str, *, encoder: str, space: str, dim: int) -> dict:
         return _plain(await asyncio.to_thread(self.store.create, tenant, name, encoder=encoder, space=space, dim=dim))

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from deployments.common import BatchConfig
 from deployments.gateway import GatewaySettings
 from models.registry import SpeechModelSpec, TextModelSpec, VisionModelSpec
+from models.search import is_local_uri
 
 
 class _Args(BaseModel):
@@ -84,10 +85,6 @@ class AudioArgs(_ModelDeploymentArgs):
     max_ongoing_requests: int = Field(16, ge=1)
 
 
-def _local_store(uri: str) -> bool:
-    return "://" not in uri
-
-
 class SearchArgs(DeploymentArgs):
     """The SearchIndex deployment: Milvus Lite in a local file by default, or a Milvus server."""
 
@@ -99,13 +96,13 @@ class SearchArgs(DeploymentArgs):
 
     @model_validator(mode="after")
     def _one_process_per_file(self):
-        if _local_store(self.uri) and self.autoscaling.max_replicas > 1:
+        if is_local_uri(self.uri) and self.autoscaling.max_replicas > 1:
             raise ValueError("search.uri is a Milvus Lite file, which one process at a time can open: keep "
                              "search.autoscaling.max_replicas at 1, or point search.uri at a Milvus server to scale")
         return self
 
     def resolved_uri(self) -> str:
-        return str(Path(self.uri).expanduser().resolve()) if _local_store(self.uri) else self.uri
+        return str(Path(self.uri).expanduser().resolve()) if is_local_uri(self.uri) else self.uri
 
 
 class FusionArgs(DeploymentArgs):

@@ -63,3 +63,13 @@ def test_gpu_config_fractions_fit_one_gpu():
     args = AppArgs.model_validate(yaml.safe_load(open("configs/gpu_cluster.yaml"))["applications"][0]["args"])
     gpus = {name: d.num_gpus for name, d in args.deployments().items()}
     assert gpus["VisionEncoder"] == 0.25 and gpus["TextEncoder"] == 0.125 and gpus["AudioModel"] == 0.5
+
+
+def test_a_milvus_lite_file_keeps_search_at_one_replica():
+    with pytest.raises(ValueError, match="one process at a time"):
+        AppArgs.model_validate({"search": {"uri": "/tmp/x/search.db", "autoscaling": {"max_replicas": 2}}})
+    server = AppArgs.model_validate({"search": {"uri": "http://milvus:19530", "autoscaling": {"max_replicas": 4}}})
+    assert server.search.resolved_uri() == "http://milvus:19530"
+    assert "SearchIndex" in server.deployments() and "FusionHead" in server.deployments()
+    off = AppArgs.model_validate({"search": {"enabled": False}, "fusion": {"enabled": False}})
+    assert "SearchIndex" not in off.deployments() and "FusionHead" not in off.deployments()
