@@ -54,8 +54,9 @@ def _parser() -> argparse.ArgumentParser:
 def _index_parser(sub) -> None:
     idx = sub.add_parser("index", help="visual search indexes").add_subparsers(dest="action", required=True)
     idx.add_parser("list", help="your indexes")
-    for action in ("create", "info", "drop"):
-        idx.add_parser(action, help=f"{action} an index").add_argument("name")
+    for action, text in (("create", "create an index"), ("info", "describe an index (encoder, dim, count)"),
+                         ("drop", "delete an index and its items")):
+        idx.add_parser(action, help=text).add_argument("name")
     add = idx.add_parser("add", help="index every image under a folder (resumable)")
     add.add_argument("name")
     add.add_argument("folder", type=Path)

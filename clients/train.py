@@ -62,9 +62,18 @@ def extract(extractor: FeatureExtractor, rows: list[dict], base: Path, *, batch:
 
 
 def _on_epoch(epochs: int):
+    """A progress bar over epochs, with one line of losses and validation accuracy per epoch."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=epochs, desc="training", unit="epoch", file=sys.stderr)
+
     def show(stats: fusion_train.EpochStats) -> None:
-        print(f"epoch {stats.epoch:3d}/{epochs}  train loss {stats.train_loss:.4f}  val loss {stats.val_loss:.4f}"
-              f"  val acc {stats.val_accuracy:.3f}", file=sys.stderr)
+        tqdm.write(f"epoch {stats.epoch:3d}/{epochs}  train loss {stats.train_loss:.4f}  val loss {stats.val_loss:.4f}"
+                   f"  val acc {stats.val_accuracy:.3f}", file=sys.stderr)
+        bar.set_postfix(val_acc=f"{stats.val_accuracy:.3f}")
+        bar.update(1)
+        if stats.epoch == epochs:
+            bar.close()
     return show
 
 
