@@ -16,8 +16,10 @@ class MMServeError(Exception):
         self.message = message
         self.param = param
 
-    def __reduce__(self):  # keep keyword-only ``param`` across Ray's pickling
-        return (_rebuild, (type(self), self.message, self.param))
+    def __reduce__(self):
+        """Keep keyword-only ``param`` across Ray's pickling; other attributes a subclass sets
+        (e.g. ``retry_after``) travel as the instance state."""
+        return (_rebuild, (type(self), self.message, self.param), self.__dict__)
 
 
 def _rebuild(cls: type[MMServeError], message: str, param: str | None) -> MMServeError:
@@ -78,10 +80,3 @@ class Throttled(MMServeError):
     def __init__(self, message: str, *, param: str | None = None, retry_after: float = 1.0) -> None:
         super().__init__(message, param=param)
         self.retry_after = retry_after
-
-    def __reduce__(self):
-        return (_rebuild_throttled, (self.message, self.param, self.retry_after))
-
-
-def _rebuild_throttled(message: str, param: str | None, retry_after: float) -> Throttled:
-    return Throttled(message, param=param, retry_after=retry_after)

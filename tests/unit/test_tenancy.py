@@ -88,3 +88,14 @@ def test_concurrency_leases_are_released_and_expire():
     clock.now += 11  # a gateway that died holding leases frees them after lease_s
     assert buckets.acquire("a", rate=None, burst=1, max_concurrent=2)[0] is not None
     assert buckets.snapshot()["a"]["in_flight"] == 1
+
+
+def test_domain_errors_keep_param_and_retry_after_across_pickling():
+    import pickle
+
+    from models.errors import Throttled
+
+    back = pickle.loads(pickle.dumps(Throttled("slow down", param="tenant", retry_after=2.5)))
+    assert (type(back), back.message, back.param, back.retry_after) == (Throttled, "slow down", "tenant", 2.5)
+    gone = pickle.loads(pickle.dumps(NotFound("index 'x' not found", param="index")))
+    assert (gone.message, gone.param) == ("index 'x' not found", "index")
