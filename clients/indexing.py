@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clients.client import Client, MMServeError
+from models.batching import chunks
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
@@ -25,6 +26,11 @@ class IndexReport:
 
 def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _hashed(path: Path) -> tuple[Path, bytes, str]:
+    raw = path.read_bytes()
+    return path, raw, hashlib.sha256(raw).hexdigest()
 
 
 def _upload(client: Client, name: str, batch: list[tuple[Path, bytes, str]], folder: Path, report: IndexReport):
@@ -50,14 +56,13 @@ def index_folder(client: Client, name: str, folder: Path, *, batch_size: int = 1
     files, report = image_files(folder), IndexReport()
     client.create_index(name)
     with tqdm(total=len(files), desc=f"index {name}", unit="img", disable=not progress, file=sys.stderr) as bar:
-        for start in range(0, len(files), batch_size):
-            chunk = [(p, p.read_bytes()) for p in files[start : start + batch_size]]
-            batch = [(p, raw, hashlib.sha256(raw).hexdigest()) for p, raw in chunk]
+        for paths in chunks(files, batch_size):
+            batch = [_hashed(p) for p in paths]
             present = set(client.lookup(name, [h for _, _, h in batch]).present)
             report.skipped += len(present)
             todo = [b for b in batch if b[2] not in present]
             if todo:
                 _upload(client, name, todo, folder, report)
-            bar.update(len(chunk))
+            bar.update(len(paths))
             bar.set_postfix(added=report.added, skipped=report.skipped, failed=len(report.failed))
     return report

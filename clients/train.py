@@ -18,6 +18,7 @@ import yaml
 
 from graphs.args import AppArgs
 from models import fusion, fusion_train
+from models.batching import chunks
 from models.fusion_features import MODALITIES, FeatureExtractor, ModalityFeatures
 from models.media import MediaLimits, decode_audio, decode_image
 
@@ -54,8 +55,7 @@ def extract(extractor: FeatureExtractor, rows: list[dict], base: Path, *, batch:
     for modality in MODALITIES:
         where = [i for i, r in enumerate(rows) if modality in r]
         method = getattr(extractor, modality)
-        for start in tqdm(range(0, len(where), batch), desc=f"{modality} features", unit="batch", file=sys.stderr):
-            chunk = where[start : start + batch]
+        for chunk in tqdm(list(chunks(where, batch)), desc=f"{modality} features", unit="batch", file=sys.stderr):
             for i, feats in zip(chunk, method([_decode(modality, rows[i][modality], base) for i in chunk])):
                 out[i][modality] = feats
     return out

@@ -19,12 +19,13 @@ from __future__ import annotations
 import hashlib
 from importlib import metadata
 from pathlib import Path
-from typing import Collection, Iterator, Literal, Sequence
+from typing import Collection, Literal, Sequence
 
 import numpy as np
 import torch
 
 from models import packaged
+from models.batching import chunks
 from models.errors import InvalidInput
 from models.fusion import ModalityFeatures
 from models.registry import (
@@ -79,7 +80,7 @@ class FeatureExtractor:
         ``(H, W)`` is repeated to three channels)."""
         embedder = self._need("image", self.image_embedder)
         out: list[ModalityFeatures] = []
-        for chunk in _chunks(rgb_arrays, self.batch_size):
+        for chunk in chunks(rgb_arrays, self.batch_size):
             batch = torch.stack([embedder.preprocess(_rgb(a)) for a in chunk])
             out += _pack(embedder.embed(batch), list(embedder.tokens(batch)))
         return out
@@ -87,7 +88,7 @@ class FeatureExtractor:
     def text(self, texts: Sequence[str]) -> list[ModalityFeatures]:
         encoder = self._need("text", self.text_encoder)
         out: list[ModalityFeatures] = []
-        for chunk in _chunks(texts, self.batch_size):
+        for chunk in chunks(texts, self.batch_size):
             out += _pack(encoder.embed(chunk), encoder.tokens(chunk))
         return out
 
@@ -95,7 +96,7 @@ class FeatureExtractor:
         """Mono float32 clips at 16 kHz (as ``models.media.decode_audio`` returns them)."""
         engine = self._need("audio", self.speech_engine)
         out: list[ModalityFeatures] = []
-        for chunk in _chunks(clips_16k, self.batch_size):
+        for chunk in chunks(clips_16k, self.batch_size):
             out += _pack(*engine.embed_and_tokens([np.ascontiguousarray(c, dtype=np.float32) for c in chunk]))
         return out
 
@@ -135,12 +136,6 @@ def _rgb(pixels: np.ndarray) -> np.ndarray:
     if pixels.ndim == 2:
         pixels = np.stack([pixels] * 3, axis=-1)
     return np.ascontiguousarray(pixels[..., :3], dtype=np.uint8)
-
-
-def _chunks(items: Sequence, size: int) -> Iterator[list]:
-    items = list(items)
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _pack(pooled: np.ndarray, tokens: Sequence[np.ndarray]) -> list[ModalityFeatures]:

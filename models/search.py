@@ -49,10 +49,11 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, TypeVar
+from typing import Callable, TypeVar
 
 import numpy as np
 
+from models.batching import chunks
 from models.errors import Incompatible, InvalidInput, NotFound, Unavailable
 
 T = TypeVar("T")
@@ -212,11 +213,6 @@ def where_expression(where: dict | None) -> str:
 
 def _ids_expression(ids: list[str]) -> str:
     return "id in [" + ", ".join(literal(i) for i in ids) + "]"
-
-
-def _chunks(values: list[T], size: int = _CHUNK) -> Iterable[list[T]]:
-    for start in range(0, len(values), size):
-        yield values[start:start + size]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -480,7 +476,7 @@ class VectorStore:
             rows = self._rows(info, items, encoder=encoder)
             present = self._has(coll, list(rows))
             new = [row for item_id, row in rows.items() if item_id not in present]
-            for chunk in _chunks(new):
+            for chunk in chunks(new, _CHUNK):
                 self._call(self._client.insert, coll, chunk)
             if new:
                 self._seal(coll)
@@ -507,7 +503,7 @@ class VectorStore:
 
     def _has(self, coll: str, ids: list[str]) -> set[str]:
         found: set[str] = set()
-        for chunk in _chunks(ids):
+        for chunk in chunks(ids, _CHUNK):
             rows = self._call(self._client.query, coll, filter=_ids_expression(chunk),
                               output_fields=["id"])
             found.update(str(row["id"]) for row in rows)
@@ -554,7 +550,7 @@ class VectorStore:
             coll, _ = self._description(tenant, name)
             self._ensure_loaded(coll)
             present = sorted(self._has(coll, [check_id(i) for i in ids]))
-            for chunk in _chunks(present):
+            for chunk in chunks(present, _CHUNK):
                 self._call(self._client.delete, coll, filter=_ids_expression(chunk))
             if present:
                 self._seal(coll)
