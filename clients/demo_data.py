@@ -127,13 +127,17 @@ VOICES = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc
           "en-us+f3", "en-gb+f2", "en-us+m3"]
 
 
+SKLEARN_PHOTOS = ("china", "flower")
+
+
 @functools.lru_cache(maxsize=None)
 def source_photo(name: str) -> np.ndarray:
-    """An RGB uint8 photo bundled with scikit-image or scikit-learn (no download)."""
-    if name == "flower":
+    """An RGB uint8 photo bundled with scikit-image (``chelsea``, ``coffee``...) or scikit-learn
+    (``china``, ``flower``); no download."""
+    if name in SKLEARN_PHOTOS:
         from sklearn.datasets import load_sample_image
 
-        pixels = load_sample_image("flower.jpg")
+        pixels = load_sample_image(f"{name}.jpg")
     else:
         from skimage import data
 

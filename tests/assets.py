@@ -19,14 +19,12 @@ DE_SENTENCE = "Guten Morgen. Das Wetter ist heute sehr schön und ich trinke ein
 
 @functools.lru_cache(maxsize=None)
 def photo(name: str, fmt: str = "JPEG") -> bytes:
-    """A scikit-image sample photo (chelsea = cat, coffee, rocket, astronaut...) encoded as bytes."""
-    from skimage import data
+    """A photo that scikit-image or scikit-learn ships (chelsea = cat, coffee, rocket, astronaut,
+    china, flower...) encoded as bytes."""
+    from clients.demo_data import source_photo
 
-    pixels = getattr(data, name)()
-    if pixels.ndim == 2:
-        pixels = np.stack([pixels] * 3, axis=-1)
     buf = io.BytesIO()
-    Image.fromarray(pixels).convert("RGB").save(buf, format=fmt)
+    Image.fromarray(source_photo(name)).save(buf, format=fmt)
     return buf.getvalue()
 
 

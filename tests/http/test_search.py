@@ -1,10 +1,8 @@
 """Visual search over real HTTP: packaged photos indexed in Milvus Lite, queried by text, image and speech."""
 import hashlib
-import io
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from clients.client import MMServeError
 from tests.assets import photo, speech
@@ -12,19 +10,9 @@ from tests.assets import photo, speech
 PHOTOS = ["chelsea", "coffee", "rocket", "astronaut", "camera", "hubble_deep_field", "moon"]  # scikit-image
 
 
-def _sklearn_photo(name: str) -> bytes:
-    from sklearn.datasets import load_sample_image
-
-    buf = io.BytesIO()
-    Image.fromarray(load_sample_image(name)).save(buf, format="JPEG")
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def photos() -> dict[str, bytes]:
-    out = {name: photo(name) for name in PHOTOS}
-    out.update({name.removesuffix(".jpg"): _sklearn_photo(name) for name in ("china.jpg", "flower.jpg")})
-    return out
+    return {name: photo(name) for name in PHOTOS + ["china", "flower"]}
 
 
 @pytest.fixture(scope="module")
