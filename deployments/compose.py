@@ -19,7 +19,7 @@ from deployments.openapi import body
 from deployments.parsing import parse_body
 from deployments.search_routes import index_name
 from graphs import planner
-from models.errors import InvalidInput, Unavailable
+from models.errors import Unavailable
 
 INFO_KEY = {"image": "vision", "text": "text", "audio": "audio"}
 
@@ -38,7 +38,8 @@ def _embedding_result(info: dict, row: np.ndarray) -> dict:
 
 class ComposeRoutes:
     """Needs from the Gateway: ``fusion``, ``infos``, ``use``, ``_decode``, ``_embed_raw``,
-    ``_label_embeddings``, ``_shared_space``, ``search_vector``."""
+    ``_label_embeddings``, ``_shared_space``; from SearchRoutes: ``search_vector``, ``query_space``,
+    ``embed_transcript``."""
 
     # ---- fusion heads -------------------------------------------------------------------
     def _heads(self):
@@ -123,14 +124,12 @@ class ComposeRoutes:
 
     async def _op_embed_transcript(self, inputs, node, deps) -> tuple[np.ndarray, str]:
         text = deps[node.deps[0]]["text"]
-        if not text.strip():
-            raise InvalidInput("no speech was recognised in the audio query", param="inputs.audio")
-        return (await self.use("text").embed.remote([text]))[0], text
+        return await self.embed_transcript(text, param="inputs.audio"), text
 
     async def _op_search(self, inputs, node, deps):
-        p, infos, query = node.params, await self.infos(), deps[node.deps[0]]
+        p, query = node.params, deps[node.deps[0]]
         vector, transcript = query if p["query"] == "audio" else (query, None)
-        space = infos["vision"]["space"] if p["query"] == "image" else infos["text"]["space"]
+        space = await self.query_space(p["query"])
         hits = await self.search_vector(index_name(p["index"]), vector, space=space, top_k=p["top_k"],
                                         where=p["where"])
         return s.QueryResponse(index=p["index"], query=p["query"], transcript=transcript, hits=hits)

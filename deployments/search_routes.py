@@ -43,7 +43,7 @@ class SearchRoutes:
     # ---- indexes ------------------------------------------------------------------------
     @app.post("/v1/indexes", openapi_extra=body(s.CreateIndexRequest, multipart=False), status_code=201,
               response_model=s.IndexInfo)
-    async def createindex_name(self, request: Request) -> s.IndexInfo:
+    async def create_index(self, request: Request) -> s.IndexInfo:
         body_ = await parse_body(request, s.CreateIndexRequest)
         vision = (await self.infos())["vision"]
         info = await self._store().create.remote(tenancy.current().id, index_name(body_.name), encoder=vision["embedder"],
@@ -57,14 +57,12 @@ class SearchRoutes:
         return s.IndexList(data=[s.IndexInfo(**i) for i in infos if tenant.may_use("index", i["name"])])
 
     @app.get("/v1/indexes/{name}", response_model=s.IndexInfo)
-    async def describeindex_name(self, name: str) -> s.IndexInfo:
+    async def describe_index(self, name: str) -> s.IndexInfo:
         return s.IndexInfo(**await self._store().describe.remote(tenancy.current().id, index_name(name)))
 
     @app.delete("/v1/indexes/{name}")
-    async def dropindex_name(self, name: str) -> JSONResponse:
-        tenant = tenancy.current().id
-        await self._store().describe.remote(tenant, index_name(name))  # 404 when it does not exist
-        await self._store().drop.remote(tenant, name)
+    async def drop_index(self, name: str) -> JSONResponse:
+        await self._store().drop.remote(tenancy.current().id, index_name(name))  # 404 when it does not exist
         return JSONResponse({"name": name, "deleted": True})
 
     # ---- items --------------------------------------------------------------------------
@@ -115,7 +113,7 @@ class SearchRoutes:
 
     # ---- queries ------------------------------------------------------------------------
     @app.post("/v1/indexes/{name}/query", openapi_extra=body(s.QueryRequest), response_model=s.QueryResponse)
-    async def queryindex_name(self, name: str, request: Request) -> s.QueryResponse:
+    async def query_index(self, name: str, request: Request) -> s.QueryResponse:
         name = index_name(name)
         body_ = await parse_body(request, s.QueryRequest)
         given = [k for k in ("text", "image", "audio") if getattr(body_, k) is not None]
@@ -127,17 +125,25 @@ class SearchRoutes:
 
     async def _query_vector(self, kind: str, value) -> tuple[np.ndarray, str, str | None]:
         """(vector, its embedding space, the transcript of a spoken query)."""
-        infos = await self.infos()
+        space = await self.query_space(kind)
         if kind == "image":
-            return await self._embed_raw("image", value, "image"), infos["vision"]["space"], None
-        transcript = None
-        if kind == "audio":
-            heard = await self.use("audio").transcribe.remote(await self._audio(value, "audio"),
-                                                              {"task": "transcribe", "language": None})
-            transcript = value = heard["text"]
-            if not value.strip():
-                raise InvalidInput("no speech was recognised in the audio query", param="audio")
-        return (await self.use("text").embed.remote([value]))[0], infos["text"]["space"], transcript
+            return await self._embed_raw("image", value, "image"), space, None
+        if kind == "text":
+            return (await self.use("text").embed.remote([value]))[0], space, None
+        heard = await self.use("audio").transcribe.remote(await self._audio(value, "audio"),
+                                                          {"task": "transcribe", "language": None})
+        return await self.embed_transcript(heard["text"], param="audio"), space, heard["text"]
+
+    async def query_space(self, kind: str) -> str:
+        """The space a query lands in: the image embedder's for images, the text encoder's for
+        text and for speech (searched through its transcript)."""
+        infos = await self.infos()
+        return infos["vision"]["space"] if kind == "image" else infos["text"]["space"]
+
+    async def embed_transcript(self, text: str, *, param: str) -> np.ndarray:
+        if not text.strip():
+            raise InvalidInput("no speech was recognised in the audio query", param=param)
+        return (await self.use("text").embed.remote([text]))[0]
 
     async def search_vector(self, name: str, vector: np.ndarray, *, space: str, top_k: int,
                             where: dict) -> list[s.Hit]:

@@ -449,7 +449,8 @@ class VectorStore:
             description = self._call(self._client.describe_collection, coll)
             props = description.get("properties") or {}
             if props.get(PROP + "tenant") == tenant:
-                infos.append(self.describe(tenant, props[PROP + "name"]))
+                self._ensure_loaded(coll)
+                infos.append(_info_from(description, count=self._count(coll)))
         return infos
 
     def describe(self, tenant: str, name: str) -> IndexInfo:
