@@ -428,13 +428,8 @@ def check_compatible(meta: HeadMeta, running: dict[str, dict]) -> None:
         raise Incompatible("; ".join(p for _, p in problems), param=problems[0][0])
 
 
-def required_inputs(meta: HeadMeta) -> set[str]:
-    """Modalities every request must carry. Heads mask any missing modality, so this is empty; the
-    rule that at least one of ``accepted_inputs(meta)`` is present is enforced by ``check_rows``."""
-    return set()
-
-
 def accepted_inputs(meta: HeadMeta) -> set[str]:
+    """The modalities a head takes; any of them may be missing (masked), not all at once."""
     return set(meta.dims.modalities)
 
 
@@ -443,11 +438,9 @@ def check_rows(meta: HeadMeta, rows: list[dict[str, ModalityFeatures]]) -> None:
         raise InvalidInput("no rows to classify", param="features")
     accepted = accepted_inputs(meta)
     for i, row in enumerate(rows):
-        missing = required_inputs(meta) - set(row)
-        if missing or not accepted & set(row):
+        if not accepted & set(row):
             raise InvalidInput(f"row {i} has {sorted(row)} but head {meta.head_id!r} needs at least one of "
-                               f"{sorted(accepted)}" + (f" and all of {sorted(missing)}" if missing else ""),
-                               param="features")
+                               f"{sorted(accepted)}", param="features")
 
 
 def _row_result(probs: np.ndarray, labels: list[str], missing: list[str]) -> dict:
