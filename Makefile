@@ -27,7 +27,9 @@ test-deps:
 serve: setup
 	$(BIN)/python -m graphs.launch serve_config.yaml
 
+# lint-imports checks the layer contracts in pyproject.toml before the suite runs.
 test: setup test-deps
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 clean:
@@ -35,4 +37,4 @@ clean:
 
 # Regenerate the committed OpenAPI spec after changing routes or schemas (a test compares them).
 openapi: setup
-	$(BIN)/python -m deployments.openapi > openapi.json
+	$(BIN)/python -m deployments.gateway.openapi > openapi.json

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from clients import demo_data, train
+from tools import demo_data, train_fusion as train
 
 KINDS = ("early", "late", "attention")
 

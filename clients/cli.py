@@ -15,7 +15,8 @@ from pydantic import BaseModel
 from clients.client import Client, MMServeError
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    """The client commands, and their subparsers for ``tools.cli`` to add the offline ones to."""
     parser = argparse.ArgumentParser(prog="mmserve", description="Talk to an mmserve server.")
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="server base URL")
     parser.add_argument("--api-key", default=None)
@@ -47,8 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("audio", type=Path)
     f.add_argument("--output", type=Path, required=True, help="PNG path")
     _index_parser(sub)
-    _offline_parsers(sub)
-    return parser
+    return parser, sub
 
 
 def _index_parser(sub) -> None:
@@ -69,26 +69,6 @@ def _index_parser(sub) -> None:
     group.add_argument("--audio", type=Path, help="a spoken query: transcribed, then searched as text")
     q.add_argument("--top-k", type=int, default=5)
     q.add_argument("--where", nargs="*", default=[], metavar="KEY=VALUE", help="metadata equality filters")
-
-
-def _offline_parsers(sub) -> None:
-    """Commands that work on local files, without a server."""
-    key = sub.add_parser("tenant-key", help="add an API key for a tenant to a tenants file; prints it once")
-    key.add_argument("tenants_file", type=Path)
-    key.add_argument("tenant")
-    demo = sub.add_parser("demo-data", help="build the demo dataset for fusion heads")
-    demo.add_argument("output", type=Path)
-    demo.add_argument("--per-class", type=int, default=40)
-    demo.add_argument("--seed", type=int, default=0)
-    t = sub.add_parser("train-fusion", help="train a fusion head on a JSONL manifest and save it to the model store")
-    t.add_argument("manifest", type=Path)
-    t.add_argument("--head", required=True, help="id of the head to save")
-    t.add_argument("--kind", choices=["early", "late", "attention"], default="late")
-    t.add_argument("--config", type=Path, default=Path("serve_config.yaml"),
-                   help="the Serve config whose encoders and model store to use")
-    t.add_argument("--tenant", default="default")
-    t.add_argument("--epochs", type=int, default=40)
-    t.add_argument("--seed", type=int, default=0)
 
 
 def _progress(items: list, label: str):
@@ -214,33 +194,9 @@ def _index(client: Client, args):
     return result
 
 
-def _tenant_key(client: Client, args) -> dict:
-    from deployments.tenancy import add_key
-
-    key = add_key(args.tenants_file, args.tenant)
-    print(f"API key for tenant '{args.tenant}' (shown once; only its hash is stored in {args.tenants_file}):",
-          file=sys.stderr)
-    print(key)
-    return {}
-
-
-def _demo_data(client: Client, args) -> dict:
-    from clients.demo_data import build
-
-    manifest = build(args.output, seed=args.seed, per_class=args.per_class)
-    print(f"wrote {manifest}", file=sys.stderr)
-    return {"manifest": str(manifest)}
-
-
-def _train_fusion(client: Client, args):
-    from clients.train import train_from_manifest
-
-    return train_from_manifest(args)
-
-
 COMMANDS = {"models": _models, "classify": _classify, "zero-shot": _zero_shot, "embed": _embed,
             "retrieval": _retrieval, "transcribe": _speech, "translate": _speech, "features": _features,
-            "index": _index, "tenant-key": _tenant_key, "demo-data": _demo_data, "train-fusion": _train_fusion}
+            "index": _index}
 
 
 def _as_json(result) -> object:
@@ -249,8 +205,8 @@ def _as_json(result) -> object:
     return result.model_dump() if isinstance(result, BaseModel) else result
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Run a parsed client command against the server."""
     with Client(args.url, api_key=args.api_key) as client:
         try:
             result = COMMANDS[args.command](client, args)
@@ -260,6 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json and result:
         print(json.dumps(_as_json(result), indent=2))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(parser()[0].parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel
 
-from clients import schemas as s
+from api import schemas as s
 
 MediaInput = bytes | str | Path
 RETRY_STATUSES = (429, 503)

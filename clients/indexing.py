@@ -6,13 +6,12 @@ the server refuses is retried image by image, so one bad file costs only itself.
 """
 from __future__ import annotations
 
-import hashlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from api import schemas as s
 from clients.client import Client, MMServeError
-from models.batching import chunks
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
@@ -30,7 +29,7 @@ def image_files(folder: Path) -> list[Path]:
 
 def _hashed(path: Path) -> tuple[Path, bytes, str]:
     raw = path.read_bytes()
-    return path, raw, hashlib.sha256(raw).hexdigest()
+    return path, raw, s.content_id(raw)
 
 
 def _upload(client: Client, name: str, batch: list[tuple[Path, bytes, str]], folder: Path, report: IndexReport):
@@ -56,7 +55,7 @@ def index_folder(client: Client, name: str, folder: Path, *, batch_size: int = 1
     files, report = image_files(folder), IndexReport()
     client.create_index(name)
     with tqdm(total=len(files), desc=f"index {name}", unit="img", disable=not progress, file=sys.stderr) as bar:
-        for paths in chunks(files, batch_size):
+        for paths in (files[i:i + batch_size] for i in range(0, len(files), batch_size)):
             batch = [_hashed(p) for p in paths]
             present = set(client.lookup(name, [h for _, _, h in batch]).present)
             report.skipped += len(present)

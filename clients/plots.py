@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clients import schemas as s
+from api import schemas as s
 
 TITLES = {"mel": "mel spectrogram (dB)", "mfcc": "MFCC (each coefficient standardised over time)",
           "chroma": "chroma"}

@@ -12,6 +12,7 @@ import dataclasses
 import numpy as np
 from ray import serve
 
+from deployments.info import EncoderInfo
 from deployments.common import BatchStats, ModelReplica, placement, replica_device
 from models import audio_features, whisper_batch
 from models.fusion_features import FeatureExtractor, ModalityFeatures
@@ -19,7 +20,7 @@ from models.registry import SpeechModelSpec, load_speech
 from models.speech import FasterWhisperEngine, SpeechOptions, check_options
 
 
-@serve.deployment(name="AudioModel", max_ongoing_requests=16)
+@serve.deployment(name="AudioModel")
 class AudioModel(ModelReplica):
     _required = ("engine",)
     _batched = ("_embed_batch", "_transcribe_batch")
@@ -43,7 +44,7 @@ class AudioModel(ModelReplica):
             result = await asyncio.to_thread(self.engine.transcribe, audio, opts)
         return dataclasses.asdict(result)
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    @serve.batch
     async def _transcribe_batch(self, clips: list[np.ndarray], options: list[SpeechOptions]) -> list:
         def forward(pairs: list) -> list:
             return whisper_batch.transcribe_batch(self.engine, [c for c, _ in pairs], [o for _, o in pairs])
@@ -53,7 +54,7 @@ class AudioModel(ModelReplica):
     async def features(self, audio: np.ndarray, kinds: list[str]) -> dict[str, np.ndarray]:
         return await asyncio.to_thread(audio_features.compute_features, audio, kinds)
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    @serve.batch
     async def _embed_batch(self, clips: list[np.ndarray]) -> list[np.ndarray]:
         return await self._run_batch("embed", self.engine.embed, clips)
 

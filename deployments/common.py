@@ -6,23 +6,13 @@ import asyncio
 import collections
 import logging
 import threading
-import time
 
 import ray
-from pydantic import BaseModel, ConfigDict, Field
-
+from config.settings import BatchConfig
 from deployments.metrics import observe_batch
 from models.runtime import resolve_device
 
 log = logging.getLogger("ray.serve")
-
-
-class BatchConfig(BaseModel):
-    """The live-tunable part of a model deployment (its Ray Serve ``user_config``)."""
-
-    model_config = ConfigDict(extra="forbid")
-    max_batch_size: int = Field(16, ge=1, le=512)
-    batch_wait_timeout_s: float = Field(0.01, ge=0.0, le=5.0)
 
 
 def apply_batch_config(user_config: dict | None, *batched_methods) -> BatchConfig:
@@ -40,23 +30,16 @@ class BatchStats:
 
     def __init__(self) -> None:
         self._sizes: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-        self._busy: dict[str, float] = collections.defaultdict(float)
         self._lock = threading.Lock()
 
-    def record(self, method: str, size: int, seconds: float = 0.0) -> None:
+    def record(self, method: str, size: int) -> None:
         with self._lock:
             self._sizes[method][size] += 1
-            self._busy[method] += seconds
         observe_batch(method, size)
 
     def snapshot(self) -> dict[str, dict[int, int]]:
         with self._lock:
             return {name: dict(counter) for name, counter in self._sizes.items()}
-
-    def busy_seconds(self) -> dict[str, float]:
-        """Time spent in each method's forward passes (the rest of a request's time is queueing)."""
-        with self._lock:
-            return dict(self._busy)
 
 
 def replica_device() -> str:
@@ -89,15 +72,11 @@ class ModelReplica:
     def batch_stats(self) -> dict:
         return self.stats.snapshot()
 
-    def busy_seconds(self) -> dict:
-        return self.stats.busy_seconds()
-
     async def _run_batch(self, method: str, forward, items: list) -> list:
         """Run one batch's forward pass in a worker thread (the event loop stays free), recording
-        its size and duration."""
-        started = time.perf_counter()
+        its size."""
         out = await asyncio.to_thread(forward, items)
-        self.stats.record(method, len(items), time.perf_counter() - started)
+        self.stats.record(method, len(items))
         return list(out)
 
     def ping(self) -> str:

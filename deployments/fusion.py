@@ -35,7 +35,6 @@ def card(meta: fusion.HeadMeta) -> dict:
 class FusionHead:
     def __init__(self, store: str, max_heads: int = 4) -> None:
         self.store = Path(store)
-        self.loads = 0
 
         async def load(model_id: str):
             return await asyncio.to_thread(self._load, model_id)
@@ -46,7 +45,6 @@ class FusionHead:
     def _load(self, model_id: str):
         tenant, head = split_model_id(model_id)
         loaded = fusion.load_checkpoint(self.store / tenant, head)
-        self.loads += 1
         log.info("loaded fusion head %s (%s)", model_id, loaded[1].kind)
         return loaded
 
@@ -64,9 +62,6 @@ class FusionHead:
 
     def list_heads(self, tenant: str) -> list[dict]:
         return [card(meta) for meta in fusion.list_heads(self.store / tenant)]
-
-    def stats(self) -> dict:
-        return {"loads": self.loads}
 
     def ping(self) -> str:
         return "ok"

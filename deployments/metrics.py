@@ -9,14 +9,6 @@ import functools
 
 LATENCY_MS = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 120000]
 BATCH_SIZES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
-MODALITY = {
-    "/v1/classify": "image", "/v1/embeddings/image": "image",
-    "/v1/zero-shot": "image+text", "/v1/retrieval": "image+text",
-    "/v1/embeddings/text": "text", "/v1/embeddings": "any",
-    "/v1/embeddings/audio": "audio", "/v1/audio/transcriptions": "audio", "/v1/audio/translations": "audio",
-    "/v1/audio/features": "audio", "/v1/compose": "any",
-    "/v1/indexes/{name}/items": "image", "/v1/indexes/{name}/query": "any",
-}
 
 
 @functools.cache
@@ -32,9 +24,9 @@ def _gateway():
     )
 
 
-def observe_request(route: str, status: int, latency_ms: float, *, tenant: str) -> None:
+def observe_request(route: str, modality: str, status: int, latency_ms: float, *, tenant: str) -> None:
     requests, errors, latency = _gateway()
-    tags = {"route": route, "modality": MODALITY.get(route, "none"), "tenant": tenant}
+    tags = {"route": route, "modality": modality, "tenant": tenant}
     requests.inc(1, tags={**tags, "status": str(status)})
     if status >= 400:
         errors.inc(1, tags={**tags, "status": str(status)})

@@ -6,12 +6,13 @@ import asyncio
 import numpy as np
 from ray import serve
 
+from deployments.info import EncoderInfo
 from deployments.common import BatchStats, ModelReplica, placement, replica_device
 from models.fusion_features import FeatureExtractor, ModalityFeatures
 from models.registry import TextModelSpec, load_text
 
 
-@serve.deployment(name="TextEncoder", max_ongoing_requests=64)
+@serve.deployment(name="TextEncoder")
 class TextEncoder(ModelReplica):
     _required = ("model",)
     _batched = ("_embed_batch",)
@@ -25,7 +26,7 @@ class TextEncoder(ModelReplica):
         self.fusion_inputs.text(["warm up the token path"])
         self.stats = BatchStats()
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
+    @serve.batch
     async def _embed_batch(self, texts: list[str]) -> list[np.ndarray]:
         return await self._run_batch("embed", self.model.embed, texts)
 
@@ -36,7 +37,7 @@ class TextEncoder(ModelReplica):
         """Pooled embedding and token-level states, the inputs of a fusion head."""
         return (await asyncio.to_thread(self.fusion_inputs.text, [text]))[0]
 
-    def info(self) -> dict:
-        return {"model": self.model.model_id, "space": self.model.space, "dim": self.model.dim,
-                "token_dim": self.model.token_dim,
-                "device": self.device, "placement": placement(), "batch": self.batch_config.model_dump()}
+    def info(self) -> EncoderInfo:
+        m = self.model
+        return EncoderInfo(modality="text", model=m.model_id, space=m.space, dim=m.dim, token_dim=m.token_dim,
+                           device=self.device, placement=placement(), batch=self.batch_config.model_dump())

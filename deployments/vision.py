@@ -7,12 +7,13 @@ import numpy as np
 import torch
 from ray import serve
 
+from deployments.info import EncoderInfo
 from deployments.common import BatchStats, ModelReplica, placement, replica_device
 from models.fusion_features import FeatureExtractor, ModalityFeatures
 from models.registry import TextModelSpec, VisionModelSpec, load_classifier, load_embedder
 
 
-@serve.deployment(name="VisionEncoder", max_ongoing_requests=32)
+@serve.deployment(name="VisionEncoder")
 class VisionEncoder(ModelReplica):
     _required = ("classifier", "embedder")
     _batched = ("_classify_batch", "_embed_batch")
@@ -35,11 +36,11 @@ class VisionEncoder(ModelReplica):
     def _embed(self, images: list[np.ndarray]) -> np.ndarray:
         return self.embedder.embed(torch.stack([self.embedder.preprocess(i) for i in images]))
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    @serve.batch
     async def _classify_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
         return await self._run_batch("classify", self._probs, images)
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    @serve.batch
     async def _embed_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
         return await self._run_batch("embed", self._embed, images)
 
@@ -55,14 +56,8 @@ class VisionEncoder(ModelReplica):
         """Pooled embedding and token-level features (feature map cells or patches) for fusion heads."""
         return (await asyncio.to_thread(self.fusion_inputs.image, [image]))[0]
 
-    def info(self) -> dict:
-        return {
-            "classifier": self.classifier.model_id,
-            "embedder": self.embedder.model_id,
-            "space": self.embedder.space,
-            "dim": self.embedder.dim,
-            "token_dim": self.embedder.token_dim,
-            "logit_scale": self.embedder.logit_scale,
-            "device": self.device,
-            "placement": placement(), "batch": self.batch_config.model_dump(),
-        }
+    def info(self) -> EncoderInfo:
+        e = self.embedder
+        return EncoderInfo(modality="image", model=e.model_id, space=e.space, dim=e.dim, token_dim=e.token_dim,
+                           device=self.device, logit_scale=e.logit_scale, task_model=self.classifier.model_id,
+                           placement=placement(), batch=self.batch_config.model_dump())

@@ -2,20 +2,20 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from ray.serve import Application
 
 from deployments.audio import AudioModel
 from deployments.fusion import FusionHead
-from deployments.gateway import Gateway
+from deployments.gateway.ingress import Gateway
 from deployments.quota import QuotaKeeper
 from deployments.search import SearchIndex
 from deployments.text import TextEncoder
 from deployments.vision import VisionEncoder
+from config.args import AppArgs
+from config.tenants import load_tenants
 from deployments import tenancy
 from graphs import guard
-from graphs.args import AppArgs
 
 log = logging.getLogger("ray.serve")
 
@@ -42,23 +42,21 @@ def build_app(args: dict | AppArgs | None = None) -> Application:
 
 
 def _gateway_settings(cfg: AppArgs) -> dict:
-    """Settings with the tenants file resolved to an absolute path and checked before deploying."""
-    settings = cfg.gateway.settings.model_dump()
-    if settings["tenants_file"] is not None:
-        path = Path(settings["tenants_file"]).expanduser().resolve()
-        tenancy.Directory.build(tenancy.load_tenants(path))  # a malformed file fails here, not in a replica
-        settings["tenants_file"] = str(path)
-    return settings
+    """The gateway's settings, with the tenants file checked before deploying."""
+    settings = cfg.gateway.settings
+    if settings.tenants_file is not None:
+        tenancy.Directory.build(load_tenants(settings.tenants_file))  # a malformed file fails here, not in a replica
+    return settings.model_dump()
 
 
 def _optional(cfg: AppArgs) -> dict:
     """Search, fusion and the shared quota keeper, when the config turns them on."""
     out = {}
     if cfg.search.enabled:
-        out["search"] = SearchIndex.options(**cfg.search.serve_options()).bind(cfg.search.resolved_uri(),
+        out["search"] = SearchIndex.options(**cfg.search.serve_options()).bind(cfg.search.uri,
                                                                                cfg.search.token)
     if cfg.fusion.enabled:
-        out["fusion"] = FusionHead.options(**cfg.fusion.serve_options()).bind(cfg.fusion.resolved_store(),
+        out["fusion"] = FusionHead.options(**cfg.fusion.serve_options()).bind(cfg.fusion.store,
                                                                               cfg.fusion.max_heads)
     if cfg.gateway.settings.tenants_file is not None:
         out["quota"] = QuotaKeeper.bind()

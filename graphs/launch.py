@@ -16,19 +16,12 @@ import sys
 import threading
 from pathlib import Path
 
-import yaml
 from pydantic import ValidationError
 
+from config.serve_file import load_serve_config
 from graphs.guard import UnschedulableError
 
 EXIT_UNSCHEDULABLE = 2
-
-
-def load_config(path: Path) -> dict:
-    config = yaml.safe_load(path.read_text())
-    if not isinstance(config, dict) or not config.get("applications"):
-        raise SystemExit(f"{path}: not a Serve config file (no 'applications')")
-    return config
 
 
 def deploy(config: dict) -> None:
@@ -66,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", type=Path)
     parser.add_argument("--metrics-port", type=int, default=8080, help="Prometheus scrape port (/metrics)")
     args = parser.parse_args(argv)
-    config = load_config(args.config)
+    config = load_serve_config(args.config).raw
     import ray
     from ray import serve
 

@@ -22,18 +22,14 @@ class EmbedCache:
         self.capacity = capacity
         self._entries: OrderedDict[Key, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
-        self._hits = 0
-        self._misses = 0
 
     def get(self, model: str, content_hash: str) -> np.ndarray | None:
         """A copy of the cached embedding (now most recently used), or None."""
         with self._lock:
             value = self._entries.get((model, content_hash))
             if value is None:
-                self._misses += 1
                 return None
             self._entries.move_to_end((model, content_hash))
-            self._hits += 1
         return value.copy()
 
     def put(self, model: str, content_hash: str, embedding: np.ndarray) -> None:
@@ -49,18 +45,10 @@ class EmbedCache:
                 self._entries.popitem(last=False)
 
     def clear(self) -> None:
-        """Forget every entry and reset the counters."""
+        """Forget every entry."""
         with self._lock:
             self._entries.clear()
-            self._hits = self._misses = 0
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)
-
-    def stats(self) -> dict:
-        """hits, misses, size, capacity and hit_rate (hits / lookups, 0.0 before any lookup)."""
-        with self._lock:
-            lookups = self._hits + self._misses
-            return {"hits": self._hits, "misses": self._misses, "size": len(self._entries),
-                    "capacity": self.capacity, "hit_rate": self._hits / lookups if lookups else 0.0}

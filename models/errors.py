@@ -1,7 +1,7 @@
 """Domain errors raised by model and media code.
 
 They carry a stable ``error_type`` and the request parameter at fault; the gateway maps each
-class to an HTTP status in exactly one place (``deployments/http_errors.py``).
+class to an HTTP status in exactly one place (``deployments/gateway/errors.py``).
 """
 from __future__ import annotations
 
@@ -73,10 +73,11 @@ class Forbidden(MMServeError):
 
 
 class Throttled(MMServeError):
-    """Over the tenant's rate or concurrency limit; ``retry_after`` says when to come back."""
+    """Over the tenant's rate or concurrency limit; Retry-After says when to come back."""
 
     error_type = "rate_limit_error"
 
     def __init__(self, message: str, *, param: str | None = None, retry_after: float = 1.0) -> None:
         super().__init__(message, param=param)
         self.retry_after = retry_after
+

@@ -107,9 +107,8 @@ class FeatureExtractor:
         return {m: self._describe(m, enc) for m, enc in found.items() if enc is not None}
 
     def _describe(self, modality: str, encoder) -> dict:
-        pooled_dim = encoder.embed_dim if modality == "audio" else encoder.dim
         return {"id": encoder.model_id, "version": self.versions.get(modality, "unknown"),
-                "pooled_dim": int(pooled_dim), "token_dim": int(encoder.token_dim)}
+                "pooled_dim": int(encoder.dim), "token_dim": int(encoder.token_dim)}
 
     @staticmethod
     def _need(modality: str, encoder):

@@ -19,7 +19,6 @@ from pathlib import Path
 from models.errors import NotFound
 
 MINILM = "all-MiniLM-L6-v2"
-EFFICIENTNET_LITE0 = "efficientnet-lite0"
 WHISPER_BASE = "whisper-base"
 WHISPER_TINY_EN = "whisper-tiny.en"
 PACKAGED_WHISPER = (WHISPER_BASE, WHISPER_TINY_EN)

@@ -42,7 +42,6 @@ What this module relies on, measured with pymilvus 3.0.2 / milvus-lite 3.2.2:
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import math
 import re
 import threading
@@ -93,7 +92,7 @@ class IndexInfo:
 
 @dataclass(frozen=True)
 class Item:
-    """One vector to index, under a caller-chosen id (``content_id`` of the media, typically)."""
+    """One vector to index, under a caller-chosen id (the media's content hash, ``api.schemas.content_id``, typically)."""
 
     id: str
     vector: np.ndarray
@@ -112,11 +111,6 @@ class Hit:
 # ---------------------------------------------------------------------------------------------
 # names, ids, metadata and filter literals
 # ---------------------------------------------------------------------------------------------
-
-def content_id(raw: bytes) -> str:
-    """The sha256 hex of media bytes: re-adding the same content addresses the same row."""
-    return hashlib.sha256(raw).hexdigest()
-
 
 def check_index_name(name: object) -> str:
     """``name`` if it is 1..48 lowercase letters, digits, '_' or '-' starting with a letter."""

@@ -1,7 +1,7 @@
 """Speech backends: Whisper transcription / translation and pooled-encoder audio embeddings.
 
-Contract (``SpeechEngine``): ``model_id``, ``multilingual``, ``languages``, ``embed_dim``,
-``transcribe(audio, options) -> Transcript``, ``embed(list of audio) -> [B, embed_dim]``, ``warmup()``.
+Contract (``SpeechEngine``): ``model_id``, ``multilingual``, ``languages``, ``dim``,
+``transcribe(audio, options) -> Transcript``, ``embed(list of audio) -> [B, dim]``, ``warmup()``.
 Audio is mono float32 at 16 kHz (see ``models.media``).
 
 Token-level features (for cross-modal attention fusion): ``token_dim`` and ``tokens(clips)``, one
@@ -61,7 +61,7 @@ class SpeechEngine(Protocol):
     model_id: str
     multilingual: bool
     languages: list[str]
-    embed_dim: int
+    dim: int
 
     def transcribe(self, audio: np.ndarray, options: SpeechOptions) -> Transcript: ...
 
@@ -145,8 +145,8 @@ class FasterWhisperEngine(_EncoderOutputs):
         self.model_id = model_id
         self.multilingual = bool(model.model.is_multilingual)
         self.languages = list(model.supported_languages)
-        self.embed_dim = int(self.embed([np.zeros(SAMPLE_RATE, dtype=np.float32)]).shape[-1])
-        self.token_dim = self.embed_dim
+        self.dim = int(self.embed([np.zeros(SAMPLE_RATE, dtype=np.float32)]).shape[-1])
+        self.token_dim = self.dim
 
     @classmethod
     def load(cls, path, *, model_id: str, device: str = "cpu", compute_type: str = "default", cpu_threads: int = 0):
@@ -207,7 +207,7 @@ class TransformersWhisperEngine(_EncoderOutputs):
         lang_to_id = getattr(model.generation_config, "lang_to_id", None) or {}
         self.languages = [tok.strip("<|>") for tok in lang_to_id]
         self.multilingual = bool(getattr(model.generation_config, "is_multilingual", len(self.languages) > 1))
-        self.embed_dim = model.config.d_model
+        self.dim = model.config.d_model
         self.token_dim = model.config.d_model
 
     @classmethod

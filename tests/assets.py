@@ -21,7 +21,7 @@ DE_SENTENCE = "Guten Morgen. Das Wetter ist heute sehr schön und ich trinke ein
 def photo(name: str, fmt: str = "JPEG") -> bytes:
     """A photo that scikit-image or scikit-learn ships (chelsea = cat, coffee, rocket, astronaut,
     china, flower...) encoded as bytes."""
-    from clients.demo_data import source_photo
+    from tools.demo_data import source_photo
 
     buf = io.BytesIO()
     Image.fromarray(source_photo(name)).save(buf, format=fmt)

@@ -8,6 +8,7 @@ import asyncio
 import numpy as np
 from ray import serve
 
+from deployments.info import EncoderInfo
 from models.fusion import ModalityFeatures
 
 DIM = 8
@@ -26,11 +27,9 @@ class StubModel:
     async def _wait(self) -> None:
         await asyncio.sleep(self.delay_s)
 
-    def info(self) -> dict:
-        base = {"dim": DIM, "token_dim": DIM, "device": "cpu", "space": "test-space", "logit_scale": 10.0}
-        if self.modality == "image":
-            return {**base, "classifier": "stub-classifier", "embedder": "stub-image"}
-        return {**base, "model": f"stub-{self.modality}"}
+    def info(self) -> EncoderInfo:
+        return EncoderInfo(modality=self.modality, model=f"stub-{self.modality}", space="test-space", dim=DIM,
+                           token_dim=DIM, device="cpu", logit_scale=10.0, task_model=f"stub-{self.modality}-task")
 
     def ping(self) -> str:
         return "ok"

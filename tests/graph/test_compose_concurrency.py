@@ -5,10 +5,10 @@ import httpx
 import pytest
 from ray import serve
 
-from deployments.gateway import Gateway
+from deployments.gateway.ingress import Gateway
 from tests.assets import photo, speech
 from tests.stub_backends import StubModel
-from clients.schemas import encode_media
+from api.schemas import encode_media
 
 DELAY = 1.0
 

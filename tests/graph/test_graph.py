@@ -36,11 +36,11 @@ def test_burst_forms_batches_larger_than_one(served):
 def test_batch_config_is_live(served):
     """reconfigure() (what Serve calls on a user_config change) resizes batches on the running replica."""
     text = _handle("TextEncoder")
-    actor = text.info.remote().result()["placement"]["actor_id"]
+    actor = text.info.remote().result().placement["actor_id"]
     text.reconfigure.remote({"max_batch_size": 4, "batch_wait_timeout_s": 0.05}).result()
     try:
         info = text.info.remote().result()
-        assert info["placement"]["actor_id"] == actor and info["batch"]["max_batch_size"] == 4
+        assert info.placement["actor_id"] == actor and info.batch["max_batch_size"] == 4
         before = text.batch_stats.remote().result()["embed"]
         assert text.embed.remote([f"text {i}" for i in range(16)]).result().shape == (16, 384)
         after = text.batch_stats.remote().result()["embed"]
@@ -96,8 +96,8 @@ def test_fractional_gpu_placement(served):
         wanted = {"VisionEncoder": 0.25, "TextEncoder": 0.125, "AudioModel": 0.5}
         for name, fraction in wanted.items():
             info = _handle(name, "gpu").info.remote().result()
-            assert info["placement"]["resources"].get("GPU") == fraction
-            assert info["placement"]["gpu_ids"] == ["0"] and info["device"] == "cpu"
+            assert info.placement["resources"].get("GPU") == fraction
+            assert info.placement["gpu_ids"] == ["0"] and info.device == "cpu"
         cat = decode_image(assets.photo("chelsea"))
         assert "cat" in " ".join(p["label"] for p in _handle("VisionEncoder", "gpu").classify.remote(cat, 5).result())
         speech = decode_audio(assets.speech(assets.EN_SENTENCE))

@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clients import demo_data, train
+from tools import demo_data, train_fusion as train
 from clients.client import MMServeError
-from graphs.args import AppArgs
+from config.args import AppArgs
 from models import fusion
 from tests.assets import photo, speech
 
@@ -19,7 +19,7 @@ def heads(served, tmp_path_factory) -> dict:
     manifest = demo_data.build(tmp_path_factory.mktemp("demo"), seed=1, per_class=16)
     cfg = AppArgs.model_validate(served["args"])
     data = train.load_examples(manifest, cfg)
-    store = Path(cfg.fusion.resolved_store()) / "default"
+    store = Path(cfg.fusion.store) / "default"
     return {kind: train.train_and_save(data, kind=kind, head_id=f"demo-{kind}", store=store, epochs=40,
                                        progress=False) for kind in KINDS}
 
@@ -43,21 +43,21 @@ def test_each_head_fuses_image_text_and_audio_through_compose(client, heads, kin
     body = _fuse(client, f"demo-{kind}", image=photo("coffee"), text="a cup of hot coffee",
                  audio=speech("this is a drink in a cup"))
     out = body.results["fuse"]
-    assert out["used"] == ["audio", "image", "text"] and out["missing"] == []
-    assert out["label"] == out["scores"][0]["label"]
-    assert sum(s["score"] for s in out["scores"]) == pytest.approx(1.0, abs=1e-4)
+    assert out.used == ["audio", "image", "text"] and out.missing == []
+    assert out.label == out.scores[0].label
+    assert sum(s.score for s in out.scores) == pytest.approx(1.0, abs=1e-4)
     nodes = {n.id: n for n in body.dag.nodes}
     assert set(nodes["fuse:fuse"].deps) == {"fusion_features:image", "fusion_features:text", "fusion_features:audio"}
     if kind == "late":
-        assert out["label"] == "drink", out
+        assert out.label == "drink", out
 
 
 def test_a_missing_modality_still_gets_a_fused_answer_with_the_mask_reported(client, heads):
     out = _fuse(client, "demo-late", image=photo("rocket")).results["fuse"]
-    assert out["used"] == ["image"] and out["missing"] == ["audio", "text"]
-    assert out["label"] == "space"
+    assert out.used == ["image"] and out.missing == ["audio", "text"]
+    assert out.label == "space"
     spoken = _fuse(client, "demo-early", audio=speech("a tiny cat sleeping")).results["fuse"]
-    assert spoken["missing"] == ["image", "text"]
+    assert spoken.missing == ["image", "text"]
 
 
 def test_a_checkpoint_of_the_wrong_dimension_is_a_4xx(client, served):
@@ -65,7 +65,7 @@ def test_a_checkpoint_of_the_wrong_dimension_is_a_4xx(client, served):
     head = fusion.build_head("late", dims=dims, num_labels=2)
     meta = fusion.HeadMeta(head_id="wrong-dims", kind="late", labels=["a", "b"], dims=dims,
                            encoders={"image": {"id": "conse-efficientnet-lite0"}, "text": {"id": "all-MiniLM-L6-v2"}})
-    fusion.save_checkpoint(Path(AppArgs.model_validate(served["args"]).fusion.resolved_store()) / "default",
+    fusion.save_checkpoint(Path(AppArgs.model_validate(served["args"]).fusion.store) / "default",
                            head, meta, overwrite=True)
     with pytest.raises(MMServeError) as err:
         _fuse(client, "wrong-dims", image=photo("chelsea"), text="a cat")
@@ -92,13 +92,15 @@ def test_one_request_runs_every_kind_of_task_as_one_dag(client, heads):
     body = client.compose(tasks, image=photo("chelsea"), text="a cat on a sofa",
                           audio=speech("show me a cup of coffee"))
     r = body.results
-    assert r["zero_shot"]["labels"][0]["label"] == "cat"
-    assert "coffee" in r["transcribe"]["text"].lower()
-    assert r["search"]["transcript"] == r["transcribe"]["text"]  # one Whisper pass serves both
-    assert r["search"]["hits"][0]["metadata"]["file"] == "coffee"
-    assert r["embed"]["dim"] == 384 and len(r["embed"]["embedding"]) == 384
-    assert np.asarray(r["features"]["features"]["mfcc"]["data"]).shape[0] == 20
-    assert r["fuse"]["used"] == ["audio", "image", "text"]
+    assert r["zero_shot"].labels[0].label == "cat"
+    assert "coffee" in r["transcribe"].text.lower()
+    assert r["search"].transcript == r["transcribe"].text  # one Whisper pass serves both
+    assert r["search"].hits[0].metadata["file"] == "coffee"
+    assert r["embed"].dim == 384 and len(r["embed"].embedding) == 384
+    assert np.asarray(r["features"].features["mfcc"].data).shape[0] == 20
+    assert r["fuse"].used == ["audio", "image", "text"]
+    assert [type(r[k]).__name__ for k in ("classify", "transcribe", "embed", "fuse")] == [
+        "ClassifyResponse", "VerboseTranscriptionResponse", "EmbedResult", "FusionResult"]
     ops = [n.op for n in body.dag.nodes]
     assert ops.count("speech") == 1 and ops.count("decode_image") == 1 and ops.count("decode_audio") == 1
     assert ["speech:transcribe:auto", "embed:transcript"] in body.dag.edges

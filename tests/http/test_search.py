@@ -56,11 +56,21 @@ def test_bulk_indexing_from_the_cli_resumes(base_url, photos, tmp_path, capsys):
     assert "sub/coffee.jpg" in capsys.readouterr().out
 
 
-def test_repeated_media_hits_the_embedding_cache(client, gallery, photos, ray_cluster):
-    from tests.assets import scrape_metrics
+def _images_embedded(client) -> int:
+    """Images VisionEncoder has embedded so far (read from the replica's batch counters)."""
+    return sum(int(size) * count for size, count in client.stats()["VisionEncoder"].get("embed", {}).items())
 
-    client.query(gallery, image=photos["moon"], top_k=1)  # embedded when the gallery was built
-    scrape_metrics(ray_cluster["metrics_port"], ['ray_mmserve_embed_cache_total{', 'result="hit"'])
+
+def test_repeated_media_hits_the_embedding_cache(client, gallery):
+    from tests.assets import photo
+
+    fresh = photo("rocket", fmt="PNG")  # bytes no earlier test sent
+    before = _images_embedded(client)
+    first = client.query(gallery, image=fresh, top_k=1)
+    assert _images_embedded(client) == before + 1
+    second = client.query(gallery, image=fresh, top_k=1)
+    assert _images_embedded(client) == before + 1  # the second query was answered from the cache
+    assert second.hits == first.hits
 
 
 def test_image_query_finds_itself_and_filters_apply(client, gallery, photos):

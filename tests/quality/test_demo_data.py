@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from clients import demo_data
+from tools import demo_data
 from models.media import SAMPLE_RATE, decode_audio, decode_image
 
 PER_CLASS = 8

@@ -4,7 +4,7 @@ from pydantic import ValidationError
 
 from graphs import guard
 from graphs.app import demands
-from graphs.args import AppArgs
+from config.args import AppArgs
 
 ONE_GPU_NODE = [{"CPU": 4.0, "GPU": 1.0, "memory": 8e9}]
 
@@ -69,7 +69,7 @@ def test_a_milvus_lite_file_keeps_search_at_one_replica():
     with pytest.raises(ValueError, match="one process at a time"):
         AppArgs.model_validate({"search": {"uri": "/tmp/x/search.db", "autoscaling": {"max_replicas": 2}}})
     server = AppArgs.model_validate({"search": {"uri": "http://milvus:19530", "autoscaling": {"max_replicas": 4}}})
-    assert server.search.resolved_uri() == "http://milvus:19530"
+    assert server.search.uri == "http://milvus:19530"
     assert "SearchIndex" in server.deployments() and "FusionHead" in server.deployments()
     off = AppArgs.model_validate({"search": {"enabled": False}, "fusion": {"enabled": False}})
     assert "SearchIndex" not in off.deployments() and "FusionHead" not in off.deployments()

@@ -3,7 +3,8 @@ import asyncio
 
 import pytest
 
-from graphs import planner
+from deployments.gateway import planner
+from deployments.gateway.compose import PLANNERS
 from models.errors import InvalidInput
 
 
@@ -15,7 +16,7 @@ def test_shared_nodes_are_planned_once():
     tasks = [{"id": "e", "type": "embed", "modality": "image"},
              {"id": "z", "type": "zero_shot", "labels": ["cat"], "template": "{}"},
              {"id": "c", "type": "classify", "top_k": 3}]
-    the_plan = planner.plan(tasks, {"image"})
+    the_plan = planner.plan(tasks, {"image"}, PLANNERS)
     assert _ids(the_plan) == {"decode:image", "embed:image", "labels:z", "zero_shot:z", "classify:c"}
     assert the_plan.outputs == {"e": "embed:image", "z": "zero_shot:z", "c": "classify:c"}
     assert ("embed:image", "zero_shot:z") in the_plan.edges()
@@ -26,7 +27,7 @@ def test_shared_nodes_are_planned_once():
 def test_spoken_search_chains_transcription_then_text_embedding_and_shares_the_transcript():
     tasks = [{"id": "s", "type": "search", "index": "photos", "query": "audio", "top_k": 3, "where": {}},
              {"id": "t", "type": "transcribe", "language": None}]
-    the_plan = planner.plan(tasks, {"audio"})
+    the_plan = planner.plan(tasks, {"audio"}, PLANNERS)
     assert the_plan.outputs["t"] == "speech:transcribe:auto"
     assert ("decode:audio", "speech:transcribe:auto") in the_plan.edges()
     assert ("speech:transcribe:auto", "embed:transcript") in the_plan.edges()
@@ -36,15 +37,15 @@ def test_spoken_search_chains_transcription_then_text_embedding_and_shares_the_t
 def test_prompted_transcriptions_are_not_shared():
     tasks = [{"id": "a", "type": "transcribe", "language": None, "prompt": "names: Ada"},
              {"id": "b", "type": "transcribe", "language": None}]
-    assert set(planner.plan(tasks, {"audio"}).outputs.values()) == {"speech:transcribe:a", "speech:transcribe:auto"}
+    assert set(planner.plan(tasks, {"audio"}, PLANNERS).outputs.values()) == {"speech:transcribe:a", "speech:transcribe:auto"}
 
 
 def test_fuse_waits_for_the_features_of_the_modalities_present():
     tasks = [{"id": "f", "type": "fuse", "head": "h", "modalities": ["image", "text", "audio"]}]
-    the_plan = planner.plan(tasks, {"image", "text"})
+    the_plan = planner.plan(tasks, {"image", "text"}, PLANNERS)
     assert the_plan.nodes["fuse:f"].deps == ("fusion_features:image", "fusion_features:text")
     with pytest.raises(InvalidInput, match="none of them"):
-        planner.plan([{"id": "f", "type": "fuse", "head": "h", "modalities": ["audio"]}], {"image"})
+        planner.plan([{"id": "f", "type": "fuse", "head": "h", "modalities": ["audio"]}], {"image"}, PLANNERS)
 
 
 @pytest.mark.parametrize("task, missing", [
@@ -55,27 +56,34 @@ def test_fuse_waits_for_the_features_of_the_modalities_present():
 ])
 def test_a_task_without_its_modality_is_refused_naming_the_input(task, missing):
     with pytest.raises(InvalidInput) as err:
-        planner.plan([task], {"text"} if missing != "text" else {"image"})
+        planner.plan([task], {"text"} if missing != "text" else {"image"}, PLANNERS)
     assert err.value.param == f"inputs.{missing}"
+
+
+def test_identical_tasks_share_one_node():
+    tasks = [{"id": f"t{n}", "type": "transcribe", "language": None, "prompt": "names: Ada"} for n in range(16)]
+    the_plan = planner.plan(tasks, {"audio"}, PLANNERS)
+    assert [n.op for n in the_plan.nodes.values()].count("speech") == 1
+    assert set(the_plan.outputs.values()) == {"speech:transcribe:t0"}
 
 
 def test_duplicate_task_ids_are_refused():
     tasks = [{"id": "x", "type": "classify", "top_k": 1}, {"id": "x", "type": "classify", "top_k": 2}]
     with pytest.raises(InvalidInput, match="share the id"):
-        planner.plan(tasks, {"image"})
+        planner.plan(tasks, {"image"}, PLANNERS)
 
 
 def test_execute_runs_independent_branches_concurrently_and_dependents_after():
     tasks = [{"id": "c", "type": "classify", "top_k": 1}, {"id": "e", "type": "embed", "modality": "text"},
              {"id": "t", "type": "transcribe", "language": None}]
-    the_plan = planner.plan(tasks, {"image", "text", "audio"})
+    the_plan = planner.plan(tasks, {"image", "text", "audio"}, PLANNERS)
     order = []
 
-    async def run(node, deps):
+    async def run(node, args):
         order.append(("start", node.id))
         await asyncio.sleep(0.3 if node.op != "decode_image" and node.op != "decode_audio" else 0.05)
         order.append(("end", node.id))
-        return {"node": node.id, "deps": sorted(deps)}
+        return {"node": node.id, "deps": [a["node"] for a in args]}
 
     result = asyncio.run(planner.execute(the_plan, run))
     t = result.timings
@@ -93,15 +101,19 @@ def test_execute_runs_independent_branches_concurrently_and_dependents_after():
 
 def test_execute_cancels_the_rest_when_a_node_fails():
     tasks = [{"id": "c", "type": "classify", "top_k": 1}, {"id": "e", "type": "embed", "modality": "text"}]
-    the_plan = planner.plan(tasks, {"image", "text"})
+    the_plan = planner.plan(tasks, {"image", "text"}, PLANNERS)
     finished = []
 
-    async def run(node, deps):
+    async def run(node, args):
         if node.id == "embed:text":
             raise InvalidInput("bad text", param="inputs.text")
         await asyncio.sleep(0.2)
         finished.append(node.id)
 
-    with pytest.raises(InvalidInput, match="bad text"):
-        asyncio.run(planner.execute(the_plan, run))
-    assert "classify:c" not in finished
+    async def fail_then_keep_the_loop_running():
+        with pytest.raises(InvalidInput, match="bad text"):
+            await planner.execute(the_plan, run)
+        await asyncio.sleep(0.6)  # long enough for every uncancelled node to finish on this loop
+
+    asyncio.run(fail_then_keep_the_loop_running())
+    assert finished == []  # the decode and classify nodes were cancelled, not left running

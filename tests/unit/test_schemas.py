@@ -3,7 +3,7 @@ import base64
 import pytest
 from pydantic import ValidationError
 
-from clients import schemas as s
+from api import schemas as s
 from models.speech import Segment
 from models.subtitles import to_srt, to_vtt
 

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from models.errors import Incompatible, InvalidInput, NotFound
+from api.schemas import content_id
 from models.search import (
     Item,
     VectorStore,
     check_index_name,
     collection_name,
-    content_id,
     is_local_uri,
     literal,
     where_expression,

@@ -2,15 +2,17 @@
 import pytest
 import yaml
 
+from config import tenants
 from deployments import tenancy
+from deployments.quota import TokenBuckets
 from models.errors import Forbidden, NotFound, Unauthorized
 
 
 @pytest.fixture()
 def tenants_file(tmp_path):
     path = tmp_path / "tenants.yaml"
-    key_a = tenancy.add_key(path, "acme")
-    key_b = tenancy.add_key(path, "globex")
+    key_a = tenants.add_key(path, "acme")
+    key_b = tenants.add_key(path, "globex")
     data = yaml.safe_load(path.read_text())
     data["tenants"][1]["disabled"] = True
     data["tenants"][0]["modalities"] = ["image", "text"]
@@ -24,14 +26,14 @@ def test_keys_are_stored_only_as_salted_hashes(tenants_file):
     text = path.read_text()
     secret = key_a.split("_", 2)[2]
     assert secret not in text and key_a not in text
-    entry = tenancy.load_tenants(path)[0].keys[0]
+    entry = tenants.load_tenants(path)[0].keys[0]
     scheme, key_id, salt, digest = entry.split("$")
     assert scheme == "sha256" and key_a.startswith(f"mms_{key_id}_") and len(salt) == 32 and len(digest) == 64
 
 
 def test_authenticate_finds_the_tenant_and_refuses_bad_keys(tenants_file):
     path, key_a, key_b = tenants_file
-    directory = tenancy.Directory.build(tenancy.load_tenants(path))
+    directory = tenancy.Directory.build(tenants.load_tenants(path))
     assert directory.authenticate(key_a).id == "acme"
     with pytest.raises(Forbidden, match="disabled"):
         directory.authenticate(key_b)
@@ -48,7 +50,7 @@ def test_headers_bearer_or_x_api_key():
 
 def test_allow_lists_look_like_missing_resources(tenants_file):
     path, *_ = tenants_file
-    acme = tenancy.load_tenants(path)[0]
+    acme = tenants.load_tenants(path)[0]
     acme.require("index", "photos")
     with pytest.raises(NotFound, match="not found"):
         acme.require("index", "secret-index")
@@ -67,7 +69,7 @@ class Clock:
 
 def test_token_bucket_admits_the_burst_then_the_rate():
     clock = Clock()
-    buckets = tenancy.TokenBuckets(clock=clock)
+    buckets = TokenBuckets(clock=clock)
     admitted = [buckets.acquire("a", rate=2.0, burst=3, max_concurrent=None)[0] for _ in range(5)]
     assert sum(x is not None for x in admitted) == 3
     lease, wait = buckets.acquire("a", rate=2.0, burst=3, max_concurrent=None)
@@ -79,7 +81,7 @@ def test_token_bucket_admits_the_burst_then_the_rate():
 
 def test_concurrency_leases_are_released_and_expire():
     clock = Clock()
-    buckets = tenancy.TokenBuckets(lease_s=10, clock=clock)
+    buckets = TokenBuckets(lease_s=10, clock=clock)
     first, _ = buckets.acquire("a", rate=None, burst=1, max_concurrent=2)
     second, _ = buckets.acquire("a", rate=None, burst=1, max_concurrent=2)
     assert buckets.acquire("a", rate=None, burst=1, max_concurrent=2)[0] is None
@@ -87,7 +89,7 @@ def test_concurrency_leases_are_released_and_expire():
     assert buckets.acquire("a", rate=None, burst=1, max_concurrent=2)[0] is not None
     clock.now += 11  # a gateway that died holding leases frees them after lease_s
     assert buckets.acquire("a", rate=None, burst=1, max_concurrent=2)[0] is not None
-    assert buckets.snapshot()["a"]["in_flight"] == 1
+    assert len(buckets.buckets["a"].leases) == 1
 
 
 def test_domain_errors_keep_param_and_retry_after_across_pickling():

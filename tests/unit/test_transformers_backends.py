@@ -249,7 +249,7 @@ def test_whisper_loads_through_registry(whisper, whisper_checkpoint):
     assert whisper.model_id == whisper_checkpoint["path"]
     assert whisper.multilingual is True
     assert len(whisper.languages) == 99 and {"en", "de", "fr", "zh"} <= set(whisper.languages)
-    assert whisper.embed_dim == WHISPER_D_MODEL
+    assert whisper.dim == WHISPER_D_MODEL
 
 
 def test_whisper_transcribe_given_language(whisper):

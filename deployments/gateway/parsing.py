@@ -1,10 +1,12 @@
 """Request bodies: JSON (media as base64) or multipart/form-data (media as file parts), validated
-by the same pydantic schema either way."""
+by the same pydantic schema either way. Parsing and validation (base64 decoding included) run in a
+worker thread, so a large body never stalls the gateway's event loop."""
 from __future__ import annotations
 
+import asyncio
 import json
 import typing
-from typing import TypeVar
+from typing import Callable, TypeVar
 
 from pydantic import BaseModel
 from starlette.datastructures import FormData, UploadFile
@@ -13,32 +15,41 @@ from starlette.requests import Request
 from models.errors import InvalidInput, UnsupportedMedia
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+async def off_loop(fn: Callable[..., T], /, *args, **kwargs) -> T:
+    """Run CPU work of the request path (parsing, hashing, serialising) in a worker thread."""
+    return await asyncio.to_thread(fn, *args, **kwargs)
 
 
 async def parse_body(request: Request, schema: type[M]) -> M:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json":
-        data = await _json(request)
-    elif content_type in FORM_TYPES:
-        data = await _form(await request.form(), schema)
-    else:
-        raise UnsupportedMedia(
-            (f"content type '{content_type}' is not accepted" if content_type else "the request has no content type")
-            + "; send application/json or multipart/form-data",
-            param="content-type",
-        )
-    return schema.model_validate(data)
+        return await off_loop(_validate_json, await request.body(), schema)
+    if content_type in FORM_TYPES:
+        return await off_loop(schema.model_validate, await _form(await request.form(), schema))
+    raise UnsupportedMedia(
+        (f"content type '{content_type}' is not accepted" if content_type else "the request has no content type")
+        + "; send application/json or multipart/form-data",
+        param="content-type",
+    )
 
 
-async def _json(request: Request) -> dict:
+def _validate_json(raw: bytes, schema: type[M]) -> M:
     try:
-        data = json.loads(await request.body())
+        data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"the body is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise InvalidInput("the JSON body is nested too deeply") from None
     if not isinstance(data, dict):
         raise InvalidInput("the JSON body must be an object")
-    return data
+    try:
+        return schema.model_validate(data)
+    except RecursionError:
+        raise InvalidInput("the JSON body is nested too deeply") from None
 
 
 def _is_list(schema: type[BaseModel], name: str) -> bool:

@@ -1,17 +1,16 @@
-"""Typed arguments of ``build_app`` (the ``args:`` block of a Serve config file).
+"""Typed arguments of ``build_app`` (the ``args:`` block of a Serve config file). Ray-free.
 
 Resources and autoscaling live here, per modality, rather than in the config file's
 ``deployments:`` section, so that the resource guard can check them before anything is deployed.
+Paths are made absolute once, by the validators, when the args are read.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from deployments.common import BatchConfig
-from deployments.gateway import GatewaySettings
+from config.settings import BatchConfig, GatewaySettings, absolute
 from models.registry import SpeechModelSpec, TextModelSpec, VisionModelSpec
 from models.search import is_local_uri
 
@@ -101,8 +100,10 @@ class SearchArgs(DeploymentArgs):
                              "search.autoscaling.max_replicas at 1, or point search.uri at a Milvus server to scale")
         return self
 
-    def resolved_uri(self) -> str:
-        return str(Path(self.uri).expanduser().resolve()) if is_local_uri(self.uri) else self.uri
+    @field_validator("uri")
+    @classmethod
+    def _absolute_file(cls, uri: str) -> str:
+        return absolute(uri) if is_local_uri(uri) else uri
 
 
 class FusionArgs(DeploymentArgs):
@@ -113,8 +114,10 @@ class FusionArgs(DeploymentArgs):
     max_heads: int = Field(4, ge=1, description="heads each replica keeps loaded (LRU)")
     num_cpus: float = Field(0.1, ge=0)
 
-    def resolved_store(self) -> str:
-        return str(Path(self.store).expanduser().resolve())
+    @field_validator("store")
+    @classmethod
+    def _absolute(cls, store: str) -> str:
+        return absolute(store)
 
 
 class GatewayArgs(DeploymentArgs):

@@ -1,8 +1,9 @@
 """OpenAPI for routes that parse their own bodies (JSON or multipart with one schema).
 
-FastAPI cannot see those bodies, so each route declares ``openapi_extra=body(Model)`` and
-``install`` adds the models to ``components.schemas``: the JSON form as the model's own schema,
-the multipart form with media fields as binary file parts.
+FastAPI cannot see those bodies, so each route declares ``openapi_extra=body(Model)`` (through
+``routing.post``) and ``install`` adds the models to ``components.schemas``: the JSON form as the
+model's own schema, the multipart form with media fields as binary file parts. The error responses
+come from the one status table in ``errors``.
 """
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
+from deployments.gateway.errors import documented_errors
+
 REF = "#/components/schemas/{model}"
-ERRORS = {"400": "unusable content", "404": "unknown model", "413": "over a size limit",
-          "415": "undecodable media or content type", "422": "schema violation", "503": "overloaded"}
 
 
 def body(schema: type[BaseModel], *, multipart: bool = True) -> dict:
@@ -24,7 +25,7 @@ def body(schema: type[BaseModel], *, multipart: bool = True) -> dict:
     if multipart:
         content["multipart/form-data"] = {"schema": {"$ref": REF.format(model=f"{schema.__name__}Form")}}
     error = {"content": {"application/json": {"schema": {"$ref": REF.format(model="ErrorResponse")}}}}
-    errors = {code: {**error, "description": text} for code, text in ERRORS.items()}
+    errors = {code: {**error, "description": text} for code, text in documented_errors().items()}
     return {"requestBody": {"required": True, "content": content}, "responses": errors}
 
 
@@ -44,6 +45,8 @@ def _form_schema(schema: dict) -> dict:
 
 
 def install(app: FastAPI, schemas: list[type[BaseModel]]) -> None:
+    """Serve a spec that also describes ``schemas`` (the bodies routes parse themselves)."""
+
     def openapi() -> dict:
         if app.openapi_schema is None:
             spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
@@ -56,15 +59,14 @@ def install(app: FastAPI, schemas: list[type[BaseModel]]) -> None:
             app.openapi_schema = spec
         return app.openapi_schema
 
-    app.openapi_schema = None  # drop any spec generated before the routes were complete
     app.openapi = openapi
 
 
 def main() -> None:
-    """``python -m deployments.openapi > openapi.json`` writes the committed spec."""
-    from deployments.gateway import app
+    """``python -m deployments.gateway.openapi > openapi.json`` writes the committed spec."""
+    from deployments.gateway.app import create_app
 
-    json.dump(app.openapi(), sys.stdout, indent=2, sort_keys=True)
+    json.dump(create_app().openapi(), sys.stdout, indent=2, sort_keys=True)
     sys.stdout.write("\n")
 
 

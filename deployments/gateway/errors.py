@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.schemas import MediaError
 from models.errors import (Forbidden, Incompatible, InvalidInput, MMServeError, NotFound, PayloadTooLarge, Throttled,
                            Unauthorized, Unavailable, UnsupportedMedia)
 
@@ -26,6 +27,17 @@ STATUS: dict[type[MMServeError], int] = {
     Throttled: 429,
     Unavailable: 503,
 }
+
+
+SCHEMA_VIOLATION = 422  # the body does not match the route's schema (pydantic / FastAPI validation)
+
+
+def documented_errors() -> dict[str, str]:
+    """Status code -> what it means, for every error a route with a body can answer."""
+    described: dict[int, list[str]] = {SCHEMA_VIOLATION: ["the body does not match the route's schema"]}
+    for cls, code in STATUS.items():
+        described.setdefault(code, []).append((cls.__doc__ or cls.__name__).strip().splitlines()[0].rstrip("."))
+    return {str(code): "; ".join(texts) for code, texts in sorted(described.items())}
 
 
 def error_response(status: int, error_type: str, message: str, param: str | None = None,
@@ -56,9 +68,26 @@ def _validation_message(errors: list[dict]) -> str:
                      for e in errors[:5])
 
 
+def media_invalid(param: str, exc: MediaError) -> InvalidInput:
+    """The one error for undecodable base64 / data URLs, whichever route or field carried them."""
+    return InvalidInput(f"'{param}': {exc}", param=param)
+
+
+def _media_error(errors: list[dict]) -> InvalidInput | None:
+    for error in errors:
+        cause = (error.get("ctx") or {}).get("error")
+        if isinstance(cause, MediaError):
+            return media_invalid(_validation_param([error]) or "body", cause)
+    return None
+
+
 async def _on_validation(_: Request, exc: Exception) -> JSONResponse:
     errors = exc.errors()
-    return error_response(422, "invalid_request_error", _validation_message(errors), _validation_param(errors))
+    media = _media_error(errors)
+    if media is not None:
+        return domain_response(media)
+    return error_response(SCHEMA_VIOLATION, "invalid_request_error", _validation_message(errors),
+                          _validation_param(errors))
 
 
 async def _on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

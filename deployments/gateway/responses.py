@@ -1,15 +1,25 @@
-"""Pure helpers that shape model outputs into wire responses (shared by routes and compose)."""
+"""Pure helpers that shape model outputs into wire responses (shared by routes and compose).
+The ones that serialise large arrays are called through ``off_loop``."""
 from __future__ import annotations
 
 import base64
+from typing import Callable
 
 import numpy as np
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel
 
-from clients import schemas as s
+from api import schemas as s
+from deployments.gateway.parsing import off_loop
+from deployments.info import EncoderInfo
 from models.audio_features import frame_rate
 from models.media import SAMPLE_RATE
 from models.subtitles import to_srt, to_vtt
+
+
+async def rendered(build: Callable[..., BaseModel], *args) -> JSONResponse:
+    """Build a response model holding large arrays and serialise it, both in a worker thread."""
+    return await off_loop(lambda: JSONResponse(build(*args).model_dump(mode="json")))
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
@@ -22,23 +32,31 @@ def top(scores: np.ndarray, k: int) -> list[s.Match]:
     return [s.Match(index=int(i), score=float(scores[i])) for i in order]
 
 
-def embeddings(info: dict, rows: np.ndarray) -> s.EmbeddingResponse:
-    model = info.get("embedder") or info["model"]
+def embeddings(info: EncoderInfo, rows: np.ndarray) -> s.EmbeddingResponse:
     data = [s.Embedding(index=i, embedding=row.tolist()) for i, row in enumerate(rows)]
-    return s.EmbeddingResponse(model=model, space=info.get("space", f"audio:{model}"), dim=int(rows.shape[1]),
-                               data=data)
+    return s.EmbeddingResponse(model=info.model, space=info.space, dim=int(rows.shape[1]), data=data)
 
 
-def zero_shot_response(info: dict, image: np.ndarray, labels_emb: np.ndarray, labels: list[str]) -> s.ZeroShotResponse:
-    probs = softmax(info["logit_scale"] * (labels_emb @ image))
+def embedding_result(info: EncoderInfo, row: np.ndarray) -> s.EmbedResult:
+    return s.EmbedResult(model=info.model, space=info.space, dim=int(row.shape[0]), embedding=row.tolist())
+
+
+def zero_shot_response(info: EncoderInfo, image: np.ndarray, labels_emb: np.ndarray,
+                       labels: list[str]) -> s.ZeroShotResponse:
+    probs = softmax(info.logit_scale * (labels_emb @ image))
     ranked = sorted(zip(labels, probs.tolist()), key=lambda p: -p[1])
-    return s.ZeroShotResponse(model=info["embedder"], labels=[s.LabelScore(label=l, score=p) for l, p in ranked])
+    return s.ZeroShotResponse(model=info.model, labels=[s.LabelScore(label=l, score=p) for l, p in ranked])
 
 
 def features_response(audio: np.ndarray, feats: dict[str, np.ndarray]) -> s.FeaturesResponse:
     return s.FeaturesResponse(
         sample_rate=SAMPLE_RATE, frame_rate=frame_rate(), duration=round(audio.size / SAMPLE_RATE, 3),
         features={k: s.FeatureMatrix(shape=list(v.shape), data=v.tolist()) for k, v in feats.items()})
+
+
+def openai_embeddings(model: str, rows: np.ndarray, fmt: str) -> s.OpenAIEmbeddingResponse:
+    return s.OpenAIEmbeddingResponse(model=model, data=[
+        s.OpenAIEmbedding(index=n, embedding=encode(row, fmt)) for n, row in enumerate(rows)])
 
 
 def encode(row: np.ndarray, fmt: str) -> list[float] | str:

@@ -1,6 +1,6 @@
 """A small, real, deliberately imperfect multimodal dataset for training and testing fusion heads.
 
-``python -m clients.demo_data OUT_DIR [--seed 0] [--per-class 40]`` writes::
+``python -m tools.demo_data OUT_DIR [--seed 0] [--per-class 40]`` writes::
 
     OUT_DIR/manifest.jsonl   one JSON row per example (paths relative to the manifest)
     OUT_DIR/images/*.jpg     OUT_DIR/audio/*.wav (16 kHz mono PCM16)     OUT_DIR/about.json
@@ -362,7 +362,7 @@ def about(rows: list[dict], *, seed: int, per_class: int) -> dict:
     """The dataset card: how it was built, from what, and what it is not."""
     return {
         "name": "mmserve demo fusion dataset",
-        "built_by": "python -m clients.demo_data OUT_DIR --seed {} --per-class {}".format(seed, per_class),
+        "built_by": "python -m tools.demo_data OUT_DIR --seed {} --per-class {}".format(seed, per_class),
         "seed": seed, "per_class": per_class, "labels": list(LABELS),
         "row_format": {"id": "label-index", "label": "one of labels", "split": "train|test (stratified, 20% test)",
                        "image": "images/<id>.jpg, optional", "text": "a caption, optional",
@@ -394,7 +394,7 @@ def about(rows: list[dict], *, seed: int, per_class: int) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m clients.demo_data", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.demo_data", description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path, help="directory to write (empty, or an earlier demo dataset)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--per-class", type=int, default=40, help="rows per label (%(default)s)")

@@ -14,9 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from graphs.args import AppArgs
+from config.args import AppArgs
+from config.serve_file import load_serve_config
 from models import fusion, fusion_train
 from models.batching import chunks
 from models.fusion_features import MODALITIES, FeatureExtractor, ModalityFeatures
@@ -32,11 +31,6 @@ def read_manifest(path: Path) -> list[dict]:
                 raise SystemExit(f"{path}:{n}: a row needs a label and at least one of image, text, audio")
             rows.append(row)
     return rows
-
-
-def app_args(config: Path) -> AppArgs:
-    data = yaml.safe_load(config.read_text())
-    return AppArgs.model_validate(data["applications"][0].get("args") or {})
 
 
 def _decode(modality: str, value: str, base: Path):
@@ -128,9 +122,9 @@ def train_and_save(data: Dataset, *, kind: str, head_id: str, store: Path, epoch
 
 
 def train_from_manifest(args) -> dict:
-    cfg = app_args(args.config)
+    cfg = load_serve_config(args.config).app_args()
     data = load_examples(args.manifest, cfg)
-    store = Path(cfg.fusion.resolved_store()) / args.tenant
+    store = Path(cfg.fusion.store) / args.tenant
     out = train_and_save(data, kind=args.kind, head_id=args.head, store=store, epochs=args.epochs,
                          seed=args.seed)
     singles = out["single_modality_test_accuracy"]

@@ -1,12 +1,14 @@
 """The wire schemas: one module, shared by the gateway (validation, OpenAPI) and the client.
 
 Media fields accept base64 or a ``data:<mime>;base64,`` URL in JSON bodies, and raw file parts in
-multipart bodies; either way the validated value is ``bytes``.
+multipart bodies; either way the validated value is ``bytes``. Media that is none of these raises
+``MediaError``, which the gateway answers with 400 on every route.
 """
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 from typing import Annotated, Literal
 
@@ -16,19 +18,23 @@ _DATA_URL = re.compile(r"^data:[\w.+/-]*(;[\w=.-]+)*;base64,", re.IGNORECASE)
 MAX_ITEMS = 64
 
 
+class MediaError(ValueError):
+    """A media value that is not base64, a data URL or a file part, or is empty."""
+
+
 def media_bytes(value: object) -> bytes:
-    """Bytes of a media value: raw bytes, base64 or a data URL (raises ValueError)."""
+    """Bytes of a media value: raw bytes, base64 or a data URL (raises MediaError)."""
     if isinstance(value, (bytes, bytearray)):
         raw = bytes(value)
     elif isinstance(value, str):
         try:
             raw = base64.b64decode(_DATA_URL.sub("", value.strip(), count=1), validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise ValueError(f"not valid base64: {exc}") from exc
+            raise MediaError(f"not valid base64 or a data URL ({exc})") from None
     else:
-        raise ValueError("expected a base64 string, a data URL or an uploaded file")
+        raise MediaError("expected a base64 string, a data URL or an uploaded file")
     if not raw:
-        raise ValueError("empty media")
+        raise MediaError("empty media")
     return raw
 
 
@@ -40,6 +46,11 @@ Media = Annotated[
 ]
 NonEmptyText = Annotated[str, Field(min_length=1, max_length=10_000)]
 EmbeddingInput = Annotated[str, Field(min_length=1, max_length=70_000_000)]  # base64 of a 50 MiB upload fits
+
+
+def content_id(raw: bytes) -> str:
+    """An index item's id: the sha256 hex of its bytes, so client and server name content alike."""
+    return hashlib.sha256(raw).hexdigest()
 
 
 def encode_media(raw: bytes) -> str:
@@ -460,7 +471,21 @@ class Dag(_Response):
     edges: list[list[str]] = Field(description="[from, to] pairs")
 
 
+class EmbedResult(_Response):
+    """A compose ``embed`` task's vector."""
+
+    model: str
+    space: str
+    dim: int
+    embedding: list[float]
+
+
+# What each compose task type answers (the required fields tell them apart).
+ComposeResult = (EmbedResult | ClassifyResponse | ZeroShotResponse | VerboseTranscriptionResponse | FeaturesResponse
+                 | QueryResponse | FusionResult)
+
+
 class ComposeResponse(_Response):
-    results: dict[str, dict] = Field(description="one entry per task id")
+    results: dict[str, ComposeResult] = Field(description="one entry per task id")
     dag: Dag
     latency_ms: float

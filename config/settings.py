@@ -1,0 +1,44 @@
+"""Settings shared by the gateway and the model deployments. Ray-free."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from models.media import MediaLimits
+
+_MEDIA = MediaLimits()  # the media limits' defaults live in one place: models.media
+
+
+def absolute(path: str) -> str:
+    """``~`` expanded and made absolute against the directory the config is read from."""
+    return str(Path(path).expanduser().resolve())
+
+
+class BatchConfig(BaseModel):
+    """The live-tunable part of a model deployment (its Ray Serve ``user_config``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_batch_size: int = Field(16, ge=1, le=512)
+    batch_wait_timeout_s: float = Field(0.01, ge=0.0, le=5.0)
+
+
+class GatewaySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_image_pixels: int = Field(_MEDIA.max_image_pixels, ge=1)
+    max_image_side: int = Field(_MEDIA.max_image_side, ge=64)
+    max_audio_seconds: float = Field(_MEDIA.max_audio_seconds, gt=0)
+    max_upload_bytes: int = Field(_MEDIA.max_bytes, ge=1024)
+    ready_timeout_s: float = Field(5.0, gt=0)
+    tenants_file: str | None = Field(None, description="YAML tenants file; without one the service runs open")
+    embed_cache_size: int = Field(4096, ge=0, description="image/audio embeddings kept by content hash (0: off)")
+    allowed_root: str | None = Field(None, description="server-side folder that index items may name by path")
+
+    @field_validator("tenants_file", "allowed_root")
+    @classmethod
+    def _absolute(cls, path: str | None) -> str | None:
+        return None if path is None else absolute(path)
+
+    def limits(self) -> MediaLimits:
+        return MediaLimits(max_image_pixels=self.max_image_pixels, max_image_side=self.max_image_side,
+                           max_audio_seconds=self.max_audio_seconds, max_bytes=self.max_upload_bytes)

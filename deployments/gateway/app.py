@@ -1,0 +1,28 @@
+"""The gateway's FastAPI app: every feature's router, the one error mapping, admission and the spec.
+
+``create_app(services)`` runs inside each gateway replica (``Gateway.__serve_build_asgi_app__``), so
+the routes reach that replica's services through ``app.state``; ``create_app()`` without services
+builds the same app for the committed OpenAPI spec.
+"""
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from api import schemas as s
+from deployments.gateway import errors, openapi, routing
+from deployments.gateway.admission import admit_and_measure
+from deployments.gateway.routes import ROUTERS
+from deployments.gateway.services import Services
+
+DESCRIPTION = "Multimodal inference on Ray Serve: vision, text and audio deployments behind one gateway."
+
+
+def create_app(services: Services | None = None) -> FastAPI:
+    app = FastAPI(title="mmserve", version="0.1.0", description=DESCRIPTION)
+    app.state.services = services
+    errors.install(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.middleware("http")(admit_and_measure)
+    openapi.install(app, [s.ErrorResponse, *routing.BODY_SCHEMAS.values()])
+    return app

@@ -1,0 +1,51 @@
+"""Gateway: the HTTP ingress deployment. Each replica builds its services from the handles of the
+model deployments, then serves the FastAPI app that ``create_app`` builds around them."""
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from config.settings import GatewaySettings
+from config.tenants import OPEN_TENANT, load_tenants
+from deployments import tenancy
+from deployments.gateway.app import create_app
+from deployments.gateway.services import Admission, Encoders, Fusion, Media, Search, Services
+from models.embed_cache import EmbedCache
+
+log = logging.getLogger("ray.serve")
+
+
+def _directory(settings: GatewaySettings) -> tenancy.Directory | None:
+    if settings.tenants_file is None:
+        log.warning("no tenants file: mmserve is OPEN, every request runs as tenant '%s'", OPEN_TENANT)
+        return None
+    tenants = load_tenants(settings.tenants_file)
+    log.info("tenants: %s", ", ".join(t.id for t in tenants))
+    return tenancy.Directory.build(tenants)
+
+
+def build_services(vision: DeploymentHandle, text: DeploymentHandle, audio: DeploymentHandle,
+                   settings: GatewaySettings, *, search: DeploymentHandle | None = None,
+                   fusion: DeploymentHandle | None = None, quota: DeploymentHandle | None = None) -> Services:
+    media = Media(settings.limits())
+    encoders = Encoders({"image": vision, "text": text, "audio": audio}, media,
+                        EmbedCache(capacity=settings.embed_cache_size))
+    optional = {"SearchIndex": search, "FusionHead": fusion, "QuotaKeeper": quota}
+    return Services(settings=settings, encoders=encoders, search=Search(search, encoders, settings.allowed_root),
+                    fusion=Fusion(fusion, encoders), admission=Admission(_directory(settings), quota),
+                    optional={name: h for name, h in optional.items() if h is not None})
+
+
+@serve.deployment(name="Gateway")
+@serve.ingress()
+class Gateway:
+    def __init__(self, vision: DeploymentHandle, text: DeploymentHandle, audio: DeploymentHandle,
+                 settings: dict | None = None, **optional: DeploymentHandle | None) -> None:
+        self.services = build_services(vision, text, audio, GatewaySettings.model_validate(settings or {}),
+                                       **optional)
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return create_app(self.services)

@@ -1,0 +1,5 @@
+"""One router per feature; ``ROUTERS`` is what the gateway app includes."""
+from deployments.gateway.routes import audio, compose, embeddings, fusion, search, service, vision
+
+ROUTERS = [service.router, embeddings.router, vision.router, audio.router, search.router, compose.router,
+           fusion.router]

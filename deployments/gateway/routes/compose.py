@@ -1,0 +1,38 @@
+"""``POST /v1/compose``: one request with any mix of image, text and audio, and several tasks,
+planned into a DAG over the deployments (``TASKS``) and run with independent branches at once."""
+from __future__ import annotations
+
+import functools
+
+from fastapi import APIRouter
+
+from api import schemas as s
+from deployments.gateway import deps, planner, routing
+from deployments.gateway.compose import PLANNERS, TASKS, Context, run_node
+
+router = APIRouter()
+
+
+@routing.post(router, "/v1/compose", body=s.ComposeRequest, modality="any", multipart=False,
+              response_model=s.ComposeResponse)
+async def compose(svc: deps.Services, body=routing.body_of(s.ComposeRequest)):
+    """Plan the tasks into a DAG over the deployments and run it: independent branches at once."""
+    tasks = body.task_dicts()
+    for task in (t for t in tasks if t["type"] == "fuse"):
+        task["modalities"] = (await svc.fusion.head(task["head"]).describe.remote())["modalities"]
+    the_plan = planner.plan(tasks, body.inputs.present(), PLANNERS)
+    ctx = Context(services=svc, inputs=body.inputs)
+    run = await planner.execute(the_plan, functools.partial(run_node, ctx))
+    results = {t["id"]: await TASKS[t["type"]].shape(ctx, t, run.results[the_plan.outputs[t["id"]]])
+               for t in tasks}
+    return s.ComposeResponse(results=results, dag=_dag(the_plan, run), latency_ms=_latency(run))
+
+
+def _dag(the_plan: planner.Plan, run: planner.Execution) -> s.Dag:
+    nodes = [s.DagNode(id=n.id, op=n.op, deps=list(n.deps), started_ms=run.timings[n.id].started_ms,
+                       latency_ms=run.timings[n.id].latency_ms) for n in the_plan.nodes.values()]
+    return s.Dag(nodes=nodes, edges=[list(edge) for edge in the_plan.edges()])
+
+
+def _latency(run: planner.Execution) -> float:
+    return round(max((t.started_ms + t.latency_ms for t in run.timings.values()), default=0.0), 2)

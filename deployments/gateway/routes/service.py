@@ -1,0 +1,56 @@
+"""Probes, the model list and batch statistics."""
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from api import schemas as s
+from deployments.gateway import deps, routing
+from deployments.gateway.services import audio_encoder_id
+
+router = APIRouter()
+
+
+@routing.get(router, "/healthz", open=True, response_model=s.Health)
+async def healthz() -> s.Health:
+    return s.Health(status="ok")
+
+
+@routing.get(router, "/readyz", open=True, response_model=s.Health, responses={503: {"model": s.Health}})
+async def readyz(svc: deps.Services):
+    named = svc.deployments()
+    results = await asyncio.gather(
+        *(asyncio.wait_for(h.ping.remote(), svc.settings.ready_timeout_s) for h in named.values()),
+        return_exceptions=True)
+    states = {n: ("ok" if r == "ok" else f"not ready: {type(r).__name__}") for n, r in zip(named, results)}
+    ready = all(v == "ok" for v in states.values())
+    body = s.Health(status="ready" if ready else "not_ready", deployments=states)
+    return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+
+
+@routing.get(router, "/v1/models", response_model=s.ModelList)
+async def models(svc: deps.Services) -> s.ModelList:
+    i = await svc.encoders.infos()
+    image, text, audio = i["image"], i["text"], i["audio"]
+    cards = [
+        s.ModelCard(id=image.task_model, modality="image", task="classification", device=image.device),
+        s.ModelCard(id=image.model, modality="image", task="embedding", space=image.space, dim=image.dim,
+                    device=image.device),
+        s.ModelCard(id=text.model, modality="text", task="embedding", space=text.space, dim=text.dim,
+                    device=text.device),
+        s.ModelCard(id=audio.task_model, modality="audio", task="transcription", device=audio.device),
+        s.ModelCard(id=audio_encoder_id(audio), modality="audio", task="embedding", dim=audio.dim, device=audio.device),
+    ]
+    for card in cards:
+        card.created = svc.started
+    return s.ModelList(data=cards)
+
+
+@routing.get(router, "/v1/stats")
+async def stats(enc: deps.Encoders) -> dict:
+    """Batch sizes each model replica really ran (the replica that answered, per deployment)."""
+    names = ("VisionEncoder", "TextEncoder", "AudioModel")
+    found = await asyncio.gather(*(enc.handles[m].batch_stats.remote() for m in ("image", "text", "audio")))
+    return dict(zip(names, found))

@@ -1,0 +1,45 @@
+"""How a route is declared: its path, body schema and modality in one place, where it is defined.
+
+``post(router, path, body=..., modality=...)`` registers the route on its feature's ``APIRouter``
+and records what the rest of the gateway derives from it: the body schemas the OpenAPI spec must
+describe, the modality the metrics label each route with, and the paths that need no API key.
+"""
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel
+
+from deployments.gateway import openapi
+from deployments.gateway.parsing import parse_body
+
+BODY_SCHEMAS: dict[str, type[BaseModel]] = {}  # schema name -> schema, for the OpenAPI components
+MODALITY: dict[str, str] = {}  # route path -> modality label of its metrics
+OPEN_PATHS: set[str] = {"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+
+
+def body_of(schema: type[BaseModel]):
+    """A dependency that reads, parses and validates the request body as ``schema`` (JSON or multipart)."""
+
+    async def read(request: Request) -> BaseModel:
+        return await parse_body(request, schema)
+
+    return Depends(read)
+
+
+def post(router: APIRouter, path: str, *, body: type[BaseModel], modality: str, multipart: bool = True, **kwargs):
+    BODY_SCHEMAS[body.__name__] = body
+    MODALITY[path] = modality
+    return router.post(path, openapi_extra=openapi.body(body, multipart=multipart), **kwargs)
+
+
+def get(router: APIRouter, path: str, *, modality: str = "none", open: bool = False, **kwargs):
+    """``open``: probes that answer without an API key."""
+    MODALITY[path] = modality
+    if open:
+        OPEN_PATHS.add(path)
+    return router.get(path, **kwargs)
+
+
+def delete(router: APIRouter, path: str, *, modality: str = "none", **kwargs):
+    MODALITY[path] = modality
+    return router.delete(path, **kwargs)

@@ -1,0 +1,81 @@
+"""``mmserve``: the client commands of ``clients.cli`` plus the offline ones, which work on local
+files without a server: ``tenant-key``, ``demo-data`` and ``train-fusion``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from clients import cli
+from models.errors import MMServeError
+
+
+def _add_offline(sub) -> None:
+    key = sub.add_parser("tenant-key", help="add an API key for a tenant to a tenants file; prints it once")
+    key.add_argument("tenants_file", type=Path)
+    key.add_argument("tenant")
+    demo = sub.add_parser("demo-data", help="build the demo dataset for fusion heads")
+    demo.add_argument("output", type=Path)
+    demo.add_argument("--per-class", type=int, default=40)
+    demo.add_argument("--seed", type=int, default=0)
+    t = sub.add_parser("train-fusion", help="train a fusion head on a JSONL manifest and save it to the model store")
+    t.add_argument("manifest", type=Path)
+    t.add_argument("--head", required=True, help="id of the head to save")
+    t.add_argument("--kind", choices=["early", "late", "attention"], default="late")
+    t.add_argument("--config", type=Path, default=Path("serve_config.yaml"),
+                   help="the Serve config whose encoders and model store to use")
+    t.add_argument("--tenant", default="default")
+    t.add_argument("--epochs", type=int, default=40)
+    t.add_argument("--seed", type=int, default=0)
+
+
+def _tenant_key(args) -> dict:
+    from config.tenants import add_key
+
+    key = add_key(args.tenants_file, args.tenant)
+    print(f"API key for tenant '{args.tenant}' (shown once; only its hash is stored in {args.tenants_file}):",
+          file=sys.stderr)
+    print(key)
+    return {}
+
+
+def _demo_data(args) -> dict:
+    from tools.demo_data import build
+
+    manifest = build(args.output, seed=args.seed, per_class=args.per_class)
+    print(f"wrote {manifest}", file=sys.stderr)
+    return {"manifest": str(manifest)}
+
+
+def _train_fusion(args) -> dict:
+    from tools.train_fusion import train_from_manifest
+
+    return train_from_manifest(args)
+
+
+OFFLINE = {"tenant-key": _tenant_key, "demo-data": _demo_data, "train-fusion": _train_fusion}
+
+
+def parser() -> argparse.ArgumentParser:
+    parser, sub = cli.parser()
+    _add_offline(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command not in OFFLINE:
+        return cli.run(args)
+    try:
+        result = OFFLINE[args.command](args)
+    except MMServeError as exc:
+        print(f"mmserve: {exc.message}", file=sys.stderr)
+        return 1
+    if args.json and result:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
