@@ -65,7 +65,8 @@ class AudioModel(ModelReplica):
         """Pooled encoder embedding and encoder states over the real audio, for fusion heads."""
         return (await asyncio.to_thread(self.fusion_inputs.audio, [clip]))[0]
 
-    def info(self) -> dict:
-        return {"model": self.engine.model_id, "engine": self.spec.engine, "multilingual": self.engine.multilingual,
-                "dim": self.engine.embed_dim, "token_dim": self.engine.token_dim, "device": self.device, "placement": placement(),
-                "batch": self.batch_config.model_dump()}
+    def info(self) -> EncoderInfo:
+        e = self.engine
+        return EncoderInfo(modality="audio", model=e.model_id, space=f"audio:{e.model_id}", dim=e.dim,
+                           token_dim=e.token_dim, device=self.device, task_model=e.model_id,
+                           placement=placement(), batch=self.batch_config.model_dump())
