@@ -1,21 +1,44 @@
 """Decoding of untrusted media bytes into arrays, with limits checked before the costly work.
 
 Images become RGB ``uint8`` arrays (H, W, 3); audio becomes mono ``float32`` at 16 kHz.
+
+Every way the bytes can be bad ends in a domain error with a message written here, never the text of
+a library exception (PIL, libsndfile and FFmpeg messages name internals such as errno codes):
+
+* bytes no decoder recognises, or media of the other kind (an image sent as audio) -> ``UnsupportedMedia``;
+* a recognised format that is truncated or corrupt (0x0 headers included), a file without an audio
+  track or without samples, audio holding NaN or infinite samples -> ``InvalidInput``;
+* a recognised format we have no decoder for (HEIC), or an audio encoding FFmpeg lacks -> ``UnsupportedMedia``;
+* over a pixel, duration or byte limit -> ``PayloadTooLarge`` (from headers wherever possible).
+
+Pixel conventions: images with more than 8 bits per sample (16-bit PNG/TIFF, mode ``I;16``/``I``)
+are scaled to 0..255 (a full 16-bit range maps to the full 8-bit range); float images (mode ``F``)
+are read as 0..1 when no value exceeds 1, else as 0..255, with NaN as 0; transparent pixels are
+composited onto white (what a viewer shows, and what keeps dark text on a transparent logo legible).
+Animated images give their first frame.
+
+Sample conventions: float audio that exceeds full scale (|x| > 1, e.g. integer-scaled floats) is
+scaled down so that its peak is 1.0, which keeps its waveform (clipping would square it off);
+audio within full scale, silence included, is returned unchanged.
 """
 from __future__ import annotations
 
 import io
+import struct
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from models.errors import InvalidInput, PayloadTooLarge, UnsupportedMedia
+from models.errors import InvalidInput, MMServeError, PayloadTooLarge, UnsupportedMedia
 
 SAMPLE_RATE = 16_000
 # The pixel limit is ours (MediaLimits.max_image_pixels, checked from the header below); PIL's
 # fixed global check would otherwise pre-empt it with its own number.
 Image.MAX_IMAGE_PIXELS = None
+
+IMAGE_FORMATS = "JPEG, PNG, WebP, AVIF, GIF, BMP, TIFF"
+AUDIO_FORMATS = "WAV, FLAC, Ogg, MP3, M4A, WebM"
 
 
 @dataclass(frozen=True)
@@ -35,39 +58,135 @@ def _check_size(raw: bytes, limits: MediaLimits, param: str) -> None:
         raise PayloadTooLarge(f"'{param}' is {len(raw)} bytes; the limit is {limits.max_bytes}", param=param)
 
 
+# ----------------------------------------------------------------------------- format sniffing
+@dataclass(frozen=True)
+class Format:
+    name: str  # as a sentence names it: "a PNG image", "an MP3 file"
+    kind: str  # "image" or "audio"
+    magic: tuple[tuple[int, bytes], ...]  # (offset, bytes) pairs that must all match
+    decoded: bool = True  # False: a format we recognise but have no decoder for
+
+
+_FORMATS = (
+    Format("a PNG image", "image", ((0, b"\x89PNG"),)),
+    Format("a JPEG image", "image", ((0, b"\xff\xd8"),)),
+    Format("a GIF image", "image", ((0, b"GIF8"),)),
+    Format("a BMP image", "image", ((0, b"BM"),)),
+    Format("a TIFF image", "image", ((0, b"II*\x00"),)),
+    Format("a TIFF image", "image", ((0, b"MM\x00*"),)),
+    Format("a WebP image", "image", ((0, b"RIFF"), (8, b"WEBP"))),
+    Format("an AVIF image", "image", ((4, b"ftypavi"),)),
+    Format("a HEIC image", "image", ((4, b"ftyphei"),), decoded=False),
+    Format("a HEIC image", "image", ((4, b"ftypmif1"),), decoded=False),
+    Format("a WAV file", "audio", ((0, b"RIFF"), (8, b"WAVE"))),
+    Format("a FLAC file", "audio", ((0, b"fLaC"),)),
+    Format("an Ogg file", "audio", ((0, b"OggS"),)),
+    Format("an MP3 file", "audio", ((0, b"ID3"),)),
+    Format("an MP3 file", "audio", ((0, b"\xff\xfb"),)),
+    Format("an AAC file", "audio", ((0, b"\xff\xf1"),)),
+    Format("an AIFF file", "audio", ((0, b"FORM"), (8, b"AIF"))),
+    Format("an MP4/M4A file", "audio", ((4, b"ftyp"),)),
+    Format("a WebM/Matroska file", "audio", ((0, b"\x1a\x45\xdf\xa3"),)),
+)
+
+
+def sniff(raw: bytes) -> Format | None:
+    """The format the leading bytes announce, if any (used to word errors, never to pick a decoder)."""
+    for fmt in _FORMATS:
+        if all(raw[offset:offset + len(magic)] == magic for offset, magic in fmt.magic):
+            return fmt
+    return None
+
+
+def _undecodable(fmt: Format | None, want: str, param: str) -> MMServeError:
+    """The error for bytes that the decoders for ``want`` ("image" or "audio") could not read."""
+    if fmt is None:
+        known = IMAGE_FORMATS if want == "image" else AUDIO_FORMATS
+        return UnsupportedMedia(f"'{param}' is not {'an image' if want == 'image' else 'an audio'} format "
+                                f"this server decodes ({known}...)", param=param)
+    if fmt.kind != want:
+        return UnsupportedMedia(f"'{param}' is {fmt.name}, not {'an image' if want == 'image' else 'audio'}",
+                                param=param)
+    if not fmt.decoded:
+        return UnsupportedMedia(f"'{param}' is {fmt.name}, which this server does not decode", param=param)
+    return InvalidInput(f"'{param}' could not be decoded: it starts like {fmt.name} but is truncated or corrupt",
+                        param=param)
+
+
+# ----------------------------------------------------------------------------- images
 def decode_image(raw: bytes, *, limits: MediaLimits = MediaLimits(), param: str = "image") -> np.ndarray:
     """Decode an image to RGB uint8, refusing decompression bombs from the header alone."""
     _check_size(raw, limits, param)
+    fmt = sniff(raw)
+    # PIL's plugins raise OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError...
+    # on malformed bytes: any exception from them is the input's fault, and its text is not for users.
     try:
         img = Image.open(io.BytesIO(raw))
         width, height = img.size  # read from the header, nothing decoded yet
-        if width * height > limits.max_image_pixels:
-            raise PayloadTooLarge(
-                f"'{param}' is {width}x{height} = {width * height} pixels; the limit is {limits.max_image_pixels}",
-                param=param,
-            )
+    except Exception as exc:
+        raise _undecodable(fmt, "image", param) from exc
+    _check_pixels(width, height, limits, param)
+    try:
         img.draft("RGB", (limits.max_image_side, limits.max_image_side))  # cheap JPEG downscale
-        img = img.convert("RGB")
-    except UnidentifiedImageError as exc:
-        raise UnsupportedMedia(f"'{param}' is not an image format this server decodes "
-                               "(JPEG, PNG, WebP, GIF, BMP, TIFF...)", param=param) from exc
-    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
-        raise InvalidInput(f"'{param}' is a corrupt or truncated image: {exc}", param=param) from exc
+        img.load()  # the first frame of an animation
+    except Exception as exc:
+        raise _undecodable(fmt, "image", param) from exc
+    img = _to_rgb(img)
     img.thumbnail((limits.max_image_side, limits.max_image_side), Image.BICUBIC)
     return np.asarray(img, dtype=np.uint8)
 
 
+def _check_pixels(width: int, height: int, limits: MediaLimits, param: str) -> None:
+    # (PIL itself refuses 0-pixel headers at open, so those end as "truncated or corrupt")
+    if width * height > limits.max_image_pixels:
+        raise PayloadTooLarge(
+            f"'{param}' is {width}x{height} = {width * height} pixels; the limit is {limits.max_image_pixels}",
+            param=param,
+        )
+
+
+_HIGH_DEPTH = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+_ALPHA = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """A decoded PIL image of any mode as 8-bit RGB (see the module notes for the conventions)."""
+    if img.mode in _HIGH_DEPTH:
+        return Image.fromarray(_to_8bit(np.asarray(img), img.mode)).convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in _ALPHA:
+        rgba = img.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def _to_8bit(pixels: np.ndarray, mode: str) -> np.ndarray:
+    """One channel of 16-bit, 32-bit integer or float samples scaled to uint8."""
+    if mode == "F":
+        values = np.nan_to_num(pixels.astype(np.float32), nan=0.0, posinf=255.0, neginf=0.0)
+        if values.size and values.max() <= 1.0:
+            values = values * 255.0
+        return np.clip(values, 0, 255).round().astype(np.uint8)
+    values = pixels.astype(np.int64) if mode == "I" else pixels.astype(np.uint32)
+    if mode == "I" and values.size and values.max() <= 255:  # 8-bit data stored as 32-bit integers
+        return np.clip(values, 0, 255).astype(np.uint8)
+    return ((np.clip(values, 0, 65535) + 128) // 257).astype(np.uint8)  # 0..65535 -> 0..255, rounded
+
+
+# ----------------------------------------------------------------------------- audio
 def decode_audio(raw: bytes, *, limits: MediaLimits = MediaLimits(), param: str = "file") -> np.ndarray:
     """Decode any common audio container to mono float32 at 16 kHz, enforcing the duration cap."""
     _check_size(raw, limits, param)
+    fmt = sniff(raw)
     try:
         audio = _decode_with_soundfile(raw, limits, param)
     except _NotSoundfile:
-        audio = _decode_with_av(raw, param)
+        audio = _decode_with_av(raw, limits, param, fmt)
     if audio.size == 0:
         raise InvalidInput(f"'{param}' contains no audio samples", param=param)
     _check_duration(audio.size / SAMPLE_RATE, limits, param)
-    return audio
+    return _finite_full_scale(audio, param)
 
 
 class _NotSoundfile(Exception):
@@ -81,31 +200,138 @@ def _check_duration(seconds: float, limits: MediaLimits, param: str) -> None:
         )
 
 
+def _finite_full_scale(audio: np.ndarray, param: str) -> np.ndarray:
+    """Refuse NaN / infinite samples (every model downstream would turn them into garbage) and scale
+    audio louder than full scale down to a peak of 1.0."""
+    if not np.isfinite(audio).all():
+        raise InvalidInput(f"'{param}' contains NaN or infinite samples", param=param)
+    peak = float(np.abs(audio).max())
+    if peak > 1.0:
+        audio = (audio / peak).astype(np.float32)
+    return audio
+
+
+class _SndfileBytes(io.BytesIO):
+    """In-memory file for libsndfile. Corrupt headers make it seek before the start; BytesIO raises
+    there, inside a C callback, and Python prints that on stderr as an "Exception ignored" traceback
+    per request. Staying at the start is what libsndfile ended up with anyway."""
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        try:
+            return super().seek(offset, whence)
+        except ValueError:
+            return super().seek(0)
+
+
 def _decode_with_soundfile(raw: bytes, limits: MediaLimits, param: str) -> np.ndarray:
+    """WAV, FLAC, Ogg, AIFF... through libsndfile; anything it cannot read goes on to PyAV."""
     import soundfile as sf
     import soxr
 
     try:
-        info = sf.info(io.BytesIO(raw))
-    except (RuntimeError, sf.LibsndfileError) as exc:
+        info = sf.info(_SndfileBytes(raw))
+    except Exception as exc:
         raise _NotSoundfile() from exc
     _check_duration(info.frames / max(info.samplerate, 1), limits, param)  # before decoding
     try:
-        data, rate = sf.read(io.BytesIO(raw), dtype="float32", always_2d=True)
-    except (RuntimeError, sf.LibsndfileError) as exc:
-        raise InvalidInput(f"'{param}' is a corrupt or truncated audio file: {exc}", param=param) from exc
+        data, rate = sf.read(_SndfileBytes(raw), dtype="float32", always_2d=True)
+    except Exception as exc:  # e.g. a truncated FLAC stream: FFmpeg decodes what is there
+        raise _NotSoundfile() from exc
     mono = data.mean(axis=1)
-    if rate != SAMPLE_RATE and mono.size:
+    if rate != SAMPLE_RATE and mono.size and np.isfinite(mono).all():  # NaN is refused by the caller
         mono = soxr.resample(mono, rate, SAMPLE_RATE)
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
-def _decode_with_av(raw: bytes, param: str) -> np.ndarray:
-    """Compressed formats (mp3, m4a, webm...) through PyAV, which faster-whisper already needs."""
+def _decode_with_av(raw: bytes, limits: MediaLimits, param: str, fmt: Format | None) -> np.ndarray:
+    """Compressed formats (mp3, m4a, webm...) through PyAV (FFmpeg), resampled as they are decoded and
+    stopped as soon as they pass the duration cap, so a small file cannot expand without bound."""
     import av
-    from faster_whisper.audio import decode_audio as fw_decode
 
     try:
-        return fw_decode(io.BytesIO(raw), sampling_rate=SAMPLE_RATE).astype(np.float32)
-    except (av.error.FFmpegError, ValueError, IndexError, StopIteration) as exc:
-        raise UnsupportedMedia(f"'{param}' could not be decoded as audio: {exc}", param=param) from exc
+        container = av.open(io.BytesIO(raw), metadata_errors="ignore")
+    except Exception as exc:
+        raise _av_error(exc, raw, fmt, param) from exc
+    with container:
+        if not container.streams or (fmt is not None and fmt.kind != "audio"):  # FFmpeg opens images too
+            raise _undecodable(fmt, "audio", param)
+        if not container.streams.audio:
+            raise InvalidInput(f"'{param}' has no audio track", param=param)
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        samples = _Samples(int(limits.max_audio_seconds * SAMPLE_RATE), limits, param)
+        try:
+            for frame in _audio_frames(container, samples):
+                frame.pts = None  # timestamps of broken files confuse the resampler; order is enough
+                samples.add(resampler.resample(frame))
+            samples.add(resampler.resample(None))
+        except MMServeError:
+            raise
+        except Exception as exc:
+            raise _av_error(exc, raw, fmt, param) from exc
+    return samples.array()
+
+
+class _Samples:
+    """Resampled mono chunks, refused with PayloadTooLarge as soon as they pass the duration cap."""
+
+    def __init__(self, max_samples: int, limits: MediaLimits, param: str) -> None:
+        self.chunks: list[np.ndarray] = []
+        self.count, self.max_samples, self.limits, self.param = 0, max_samples, limits, param
+
+    def add(self, frames) -> None:
+        for frame in frames:
+            chunk = frame.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+            self.chunks.append(chunk)
+            self.count += chunk.size
+        if self.count > self.max_samples:
+            _check_duration(self.count / SAMPLE_RATE, self.limits, self.param)
+
+    def array(self) -> np.ndarray:
+        return np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)
+
+
+def _audio_frames(container, samples: _Samples):
+    """Frames of the first audio stream; bad data or EOF after some audio is a truncated tail: it ends
+    the stream, and what came before is kept (as libsndfile does for a short WAV)."""
+    import av
+
+    frames = container.decode(audio=0)
+    while True:
+        try:
+            yield next(frames)
+        except StopIteration:
+            return
+        except (av.error.InvalidDataError, av.error.EOFError):
+            if samples.count:
+                return
+            raise
+
+
+def _av_error(exc: Exception, raw: bytes, fmt: Format | None, param: str) -> MMServeError:
+    import av
+
+    if isinstance(exc, av.error.DecoderNotFoundError):
+        return UnsupportedMedia(f"'{param}' uses an audio encoding this server does not decode", param=param)
+    if fmt is not None and fmt.name == "a WAV file":
+        return InvalidInput(f"'{param}' could not be decoded as a WAV file: {_wav_problem(raw)}", param=param)
+    return _undecodable(fmt, "audio", param)
+
+
+def _wav_problem(raw: bytes) -> str:
+    """What is wrong with a RIFF/WAVE header that neither decoder could read (for the error message)."""
+    pos, has_fmt = 12, False
+    while pos + 8 <= len(raw):
+        tag, size = raw[pos:pos + 4], struct.unpack_from("<I", raw, pos + 4)[0]
+        if tag == b"fmt ":
+            if size < 16 or pos + 24 > len(raw):
+                return "its 'fmt ' header is truncated"
+            _, channels, rate = struct.unpack_from("<HHI", raw, pos + 8)
+            if channels == 0:
+                return "its header says it has 0 channels"
+            if rate == 0:
+                return "its header says its sample rate is 0 Hz"
+            has_fmt = True
+        elif tag == b"data":
+            return "its audio data is corrupt" if has_fmt else "it has no 'fmt ' header before its audio data"
+        pos += 8 + size + (size & 1)
+    return "it has no 'data' chunk" if has_fmt else "its header is truncated or corrupt"

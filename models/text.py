@@ -1,7 +1,8 @@
 """Text encoders: sentence embeddings, L2-normalised, in a named embedding space.
 
 Contract (``TextEmbedder``): ``model_id``, ``space``, ``dim``, ``embed(texts) -> [N, dim]``, ``warmup()``.
-Texts are padded only to the longest text of their batch.
+Texts are padded only to the longest text of their batch, and truncated to the encoder's token
+limit; the work per text is bounded whatever its length.
 
 Token-level features (for cross-modal attention fusion): ``token_dim`` and ``tokens(texts)``, one
 ``(T_i, token_dim)`` float32 array per text holding the last hidden states of its real tokens
@@ -39,6 +40,12 @@ class _HFTextEncoder:
     """Shared tokenise -> forward -> normalise path for transformers text towers."""
 
     max_length = 256
+    # Texts are cut to ``max_length * chars_per_token`` characters before tokenising: the tokenizer
+    # would otherwise split a whole 10 MB input (seconds, hundreds of MB) only to keep its first
+    # ``max_length`` tokens. A token of ordinary text spans ~4 characters, so the cut never changes
+    # what the model sees unless its first ``max_length`` tokens average more than 32 characters
+    # (long whitespace runs, words of 100+ letters), which only garbage does.
+    chars_per_token = 32
 
     def __init__(self, *, tokenizer, model, model_id: str, space: str, dim: int, device: str, precision: Precision):
         self.tokenizer = tokenizer
@@ -49,8 +56,10 @@ class _HFTextEncoder:
         self.token_dim = int(model.config.hidden_size)
 
     def _tokenize(self, texts: Sequence[str]):
+        limit = self.max_length * self.chars_per_token
         return self.tokenizer(
-            list(texts), padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt"
+            [text[:limit] for text in texts],
+            padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt",
         ).to(self.device)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:

@@ -1,12 +1,16 @@
+import gc
 import io
+import re
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from models.errors import InvalidInput, PayloadTooLarge, UnsupportedMedia
+from models.errors import InvalidInput, MMServeError, PayloadTooLarge, UnsupportedMedia
+from models import media
 from models.media import SAMPLE_RATE, MediaLimits, decode_audio, decode_image
-from tests import assets
+from tests import assets, hostile_media
 
 
 def test_decode_image_rgb_and_downscaled():
@@ -64,3 +68,133 @@ def test_image_roundtrip_keeps_content():
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format="PNG")
     assert np.array_equal(decode_image(buf.getvalue()), pixels)
+
+
+# ----------------------------------------------------------------------- hostile inputs
+# Text that must never reach a caller: exception class names, errno codes, library internals.
+_LEAKS = re.compile(r"[A-Za-z]+(Error|Exception)\b|Errno|errno|Traceback|object at 0x|<_io|tuple index|"
+                    r"avcodec|libsndfile|returned -?\d+|image file is|cannot identify|Invalid data found")
+
+
+@pytest.mark.parametrize("case", hostile_media.CASES, ids=lambda c: c.name)
+def test_hostile_media(case):
+    param = "upload"
+    decode = decode_image if case.kind == "image" else decode_audio
+    if case.expect == "ok":
+        out = decode(case.data, param=param)
+        if case.kind == "image":
+            assert out.dtype == np.uint8 and out.ndim == 3 and out.shape[2] == 3 and out.size
+        else:
+            assert out.dtype == np.float32 and out.ndim == 1 and out.size
+            assert np.isfinite(out).all() and np.abs(out).max() <= 1.0
+        return
+    with pytest.raises(MMServeError) as err:
+        decode(case.data, param=param)
+    assert type(err.value).__name__ == case.expect, err.value.message
+    assert err.value.param == param and err.value.message.startswith(f"'{param}' ")
+    assert not _LEAKS.search(err.value.message), err.value.message
+    assert case.says in err.value.message
+
+
+def test_corpus_is_large_and_named_uniquely():
+    names = [case.name for case in hostile_media.CASES]
+    assert len(names) == len(set(names)) >= 25
+    assert {case.expect for case in hostile_media.CASES} == set(hostile_media.STATUS)
+
+
+def test_16bit_grey_png_scaled_to_8bit():
+    ramp16 = hostile_media.gray16_gradient()  # 0..65535 across 256 columns
+    assert Image.open(io.BytesIO(hostile_media.png_gray16())).mode == "I;16"
+    decoded = decode_image(hostile_media.png_gray16())
+    expected = np.linspace(0, 255, 256).round()
+    assert decoded.shape == (*ramp16.shape, 3)
+    assert np.abs(decoded[..., 0].astype(int) - expected[None, :]).max() <= 1
+    assert (decoded[..., 0] == decoded[..., 2]).all()  # still grey
+
+
+def _encode(img: Image.Image, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def test_32bit_integer_and_float_images_scaled():
+    ramp = decode_image(hostile_media.tiff_int32())[0, :, 0]  # 0..65535 stored as int32
+    assert ramp[0] == 0 and ramp[-1] == 255 and (np.diff(ramp.astype(int)) >= 0).all()
+    small = np.arange(0, 256, 4, dtype=np.int32).reshape(8, 8)  # 8-bit values stored as int32
+    assert (decode_image(_encode(Image.fromarray(small), "TIFF"))[..., 1] == small).all()
+    unit = decode_image(hostile_media.tiff_float())[0, :, 0]  # 0.0..1.0 floats
+    assert unit[0] == 0 and unit[-1] == 255 and unit[32] in (129, 130)
+
+
+def test_alpha_composited_on_white():
+    logo = Image.new("RGBA", (8, 8), (0, 0, 0, 0))  # transparent black background
+    logo.paste((200, 0, 0, 255), (4, 0, 8, 8))
+    decoded = decode_image(_encode(logo))
+    assert (decoded[:, :4] == 255).all() and (decoded[:, 4:] == (200, 0, 0)).all()
+    palette = decode_image(hostile_media.png_palette_transparent())
+    assert (palette[:, :16] == 255).all() and (palette[:, 16:] == (0, 0, 255)).all()
+    la = decode_image(_encode(Image.new("LA", (4, 4), (0, 128))))  # black at half opacity
+    assert np.abs(la.astype(int) - 127).max() <= 1
+
+
+def test_cmyk_and_1bit_become_rgb():
+    assert (np.abs(decode_image(hostile_media.jpeg_cmyk()).astype(int) - (255, 0, 0)) <= 2).all()
+    bits = Image.new("1", (8, 8), 0)
+    bits.paste(1, (0, 0, 4, 8))
+    decoded = decode_image(_encode(bits))
+    assert (decoded[:, :4] == 255).all() and (decoded[:, 4:] == 0).all()
+
+
+def test_animated_gif_gives_first_frame():
+    decoded = decode_image(hostile_media.gif_animated())
+    assert decoded.shape == (30, 40, 3) and (decoded == (255, 0, 0)).all()
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_audio_refused(value):
+    with pytest.raises(InvalidInput) as err:
+        decode_audio(hostile_media.float_wav(hostile_media.with_value(value)), param="clip")
+    assert err.value.param == "clip" and "NaN or infinite" in err.value.message
+
+
+def test_loud_float_audio_scaled_to_full_scale_keeping_its_shape():
+    loud = hostile_media.sine(amplitude=1000.0)
+    decoded = decode_audio(hostile_media.float_wav(loud))
+    assert np.abs(decoded).max() == pytest.approx(1.0)
+    np.testing.assert_allclose(decoded, loud / np.abs(loud).max(), atol=1e-6)  # not clipped
+
+
+def test_quiet_and_silent_audio_unchanged():
+    quiet = hostile_media.sine(amplitude=0.01)
+    np.testing.assert_allclose(decode_audio(hostile_media.float_wav(quiet)), quiet, atol=1e-7)
+    silence = decode_audio(hostile_media.float_wav(np.zeros(8000, np.float32)))
+    assert silence.size == 8000 and not silence.any()
+
+
+def test_compressed_audio_stops_at_the_duration_cap(monkeypatch):
+    raw = hostile_media.av_encoded("mp4", "aac")  # ~1 s: libsndfile cannot read MP4, so FFmpeg decodes it
+    assert decode_audio(raw).size > 0.9 * SAMPLE_RATE
+    refused_at = []
+    check = media._check_duration
+    monkeypatch.setattr(media, "_check_duration", lambda s, *a: refused_at.append(s) or check(s, *a))
+    with pytest.raises(PayloadTooLarge) as err:
+        decode_audio(raw, limits=MediaLimits(max_audio_seconds=0.25))
+    assert err.value.param == "file"
+    assert refused_at[-1] < 0.5  # decoding stopped soon after the cap, not at the end of the file
+
+
+def test_corrupt_header_leaves_nothing_on_stderr(monkeypatch):
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    with pytest.raises(InvalidInput):
+        decode_audio(next(c for c in hostile_media.CASES if c.name == "audio-aiff-truncated-header").data)
+    gc.collect()
+    assert unraisable == []
+
+
+def test_truncated_compressed_audio_keeps_what_was_decoded():
+    raw = hostile_media.av_encoded("adts", "aac")
+    whole, half = decode_audio(raw), decode_audio(raw[: len(raw) // 2])
+    assert 0.3 * whole.size < half.size < 0.7 * whole.size
+    np.testing.assert_allclose(half[:4000], whole[:4000], atol=1e-4)
