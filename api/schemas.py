@@ -44,7 +44,8 @@ Media = Annotated[
     WithJsonSchema({"type": "string", "contentEncoding": "base64",
                     "description": "base64 or data URL (JSON), or a file part (multipart)"}),
 ]
-NonEmptyText = Annotated[str, Field(min_length=1, max_length=10_000)]
+MAX_TEXT_CHARS = 10_000  # one text input, on every route that takes text
+NonEmptyText = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
 EmbeddingInput = Annotated[str, Field(min_length=1, max_length=70_000_000)]  # base64 of a 50 MiB upload fits
 
 

@@ -15,7 +15,7 @@ import secrets
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from models.errors import Forbidden, InvalidInput, NotFound
 
@@ -41,6 +41,17 @@ class Tenant(BaseModel):
     modalities: list[str] = Field(default_factory=lambda: ["image", "text", "audio"])
     heads: list[str] = Field(default_factory=lambda: [ALL], description="fusion heads it may use ('*': all of its own)")
     indexes: list[str] = Field(default_factory=lambda: [ALL], description="indexes it may use ('*': all of its own)")
+    allowed_root: str | None = Field(None, description="server-side folder its index items may name by path")
+    operator: bool = Field(False, description="may read service-wide statistics (/v1/stats)")
+
+    @field_validator("allowed_root")
+    @classmethod
+    def _absolute(cls, path: str | None) -> str | None:
+        return None if path is None else str(Path(path).expanduser().resolve())
+
+    def require_operator(self) -> None:
+        if not self.operator:
+            raise Forbidden(f"tenant '{self.id}' may not read service-wide statistics (operator: false)")
 
     def may_use(self, kind: str, name: str) -> bool:
         allowed = self.heads if kind == "head" else self.indexes
@@ -57,7 +68,7 @@ class Tenant(BaseModel):
             raise NotFound(f"{label} '{name}' not found", param=kind)
 
 
-OPEN = Tenant(id=OPEN_TENANT, rate_limit=None, max_concurrent=None)
+OPEN = Tenant(id=OPEN_TENANT, rate_limit=None, max_concurrent=None, operator=True)
 
 
 class TenantsFile(BaseModel):

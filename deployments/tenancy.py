@@ -3,12 +3,14 @@ the request being served (a context variable set by the gateway's admission midd
 code on the request path can ask ``current()``). The file's schema lives in ``config.tenants``."""
 from __future__ import annotations
 
+import collections
 import contextvars
 import hmac
+import time
 from dataclasses import dataclass, field
 
 from config.tenants import KEY_PREFIX, OPEN, Tenant, digest
-from models.errors import Forbidden, Unauthorized
+from models.errors import Forbidden, Throttled, Unauthorized
 
 
 def _split_key(key: str) -> tuple[str, str] | None:
@@ -50,6 +52,34 @@ class Directory:
         if tenant.disabled:
             raise Forbidden(f"tenant '{tenant.id}' is disabled")
         return tenant
+
+
+class FailedLogins:
+    """Failed authentications per client address in a sliding window: past ``limit`` of them, the
+    address is refused with 429 until the window has moved on (guessing keys becomes slow)."""
+
+    def __init__(self, *, limit: int = 20, window_s: float = 60.0, clock=time.monotonic) -> None:
+        self.limit, self.window_s, self.clock = limit, window_s, clock
+        self.recent: dict[str, collections.deque] = {}
+
+    def _window(self, address: str) -> collections.deque:
+        stamps, now = self.recent.setdefault(address, collections.deque()), self.clock()
+        while stamps and stamps[0] <= now - self.window_s:
+            stamps.popleft()
+        return stamps
+
+    def check(self, address: str) -> None:
+        stamps = self._window(address)
+        if len(stamps) >= self.limit:
+            wait = stamps[0] + self.window_s - self.clock()
+            raise Throttled(f"too many failed authentications from {address}; retry after {wait:.0f}s",
+                            retry_after=wait)
+
+    def record(self, address: str) -> None:
+        self._window(address).append(self.clock())
+        if len(self.recent) > 10_000:  # forget the quietest addresses rather than grow without bound
+            for stale in [a for a, s in self.recent.items() if not s][:5_000]:
+                del self.recent[stale]
 
 
 def key_from_headers(headers) -> str | None:

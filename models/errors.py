@@ -81,3 +81,8 @@ class Throttled(MMServeError):
         super().__init__(message, param=param)
         self.retry_after = retry_after
 
+
+class RequestTimeout(MMServeError):
+    """The request (its body, or its work) did not complete within its time limit."""
+
+    error_type = "timeout_error"

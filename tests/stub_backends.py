@@ -23,6 +23,7 @@ def _unit(seed: int) -> np.ndarray:
 class StubModel:
     def __init__(self, modality: str, delay_s: float) -> None:
         self.modality, self.delay_s = modality, delay_s
+        self.embedded = 0  # embed calls served, so tests can see which requests reached the model
 
     async def _wait(self) -> None:
         await asyncio.sleep(self.delay_s)
@@ -31,10 +32,17 @@ class StubModel:
         return EncoderInfo(modality=self.modality, model=f"stub-{self.modality}", space="test-space", dim=DIM,
                            token_dim=DIM, device="cpu", logit_scale=10.0, task_model=f"stub-{self.modality}-task")
 
+    def batch_stats(self) -> dict:
+        return {}
+
     def ping(self) -> str:
         return "ok"
 
+    def embed_calls(self) -> int:
+        return self.embedded
+
     async def embed(self, x) -> np.ndarray:
+        self.embedded += 1
         await self._wait()
         return np.stack([_unit(len(t)) for t in x]) if self.modality == "text" else _unit(int(np.asarray(x).size))
 

@@ -27,7 +27,7 @@ async def admit_and_measure(request: Request, call_next):
     started, status, tenant, lease = time.perf_counter(), 500, "anonymous", None
     try:
         if not _is_open(request):
-            admitted = admission.authenticate(request.headers)
+            admitted = admission.authenticate(request.headers, request.client.host if request.client else "unknown")
             tenant = admitted.id
             lease = await admission.acquire(admitted)
             tenancy.bind(admitted)

@@ -10,7 +10,9 @@ from fastapi import FastAPI
 
 from api import schemas as s
 from deployments.gateway import errors, openapi, routing
+from config.settings import GatewaySettings
 from deployments.gateway.admission import admit_and_measure
+from deployments.gateway.limits import Limits, RequestLimits
 from deployments.gateway.routes import ROUTERS
 from deployments.gateway.services import Services
 
@@ -24,5 +26,7 @@ def create_app(services: Services | None = None) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     app.middleware("http")(admit_and_measure)
+    settings = services.settings if services is not None else GatewaySettings()
+    app.add_middleware(RequestLimits, limits=Limits(**settings.request_limits()))  # outermost: runs first
     openapi.install(app, [s.ErrorResponse, *routing.BODY_SCHEMAS.values()])
     return app

@@ -11,7 +11,8 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.schemas import MediaError
-from models.errors import (Forbidden, Incompatible, InvalidInput, MMServeError, NotFound, PayloadTooLarge, Throttled,
+from models.errors import (Forbidden, Incompatible, InvalidInput, MMServeError, NotFound, PayloadTooLarge,
+                           RequestTimeout, Throttled,
                            Unauthorized, Unavailable, UnsupportedMedia)
 
 log = logging.getLogger("ray.serve")
@@ -22,6 +23,7 @@ STATUS: dict[type[MMServeError], int] = {
     Unauthorized: 401,
     Forbidden: 403,
     NotFound: 404,
+    RequestTimeout: 408,
     PayloadTooLarge: 413,
     UnsupportedMedia: 415,
     Throttled: 429,

@@ -34,7 +34,8 @@ def build_services(vision: DeploymentHandle, text: DeploymentHandle, audio: Depl
     encoders = Encoders({"image": vision, "text": text, "audio": audio}, media,
                         EmbedCache(capacity=settings.embed_cache_size))
     optional = {"SearchIndex": search, "FusionHead": fusion, "QuotaKeeper": quota}
-    return Services(settings=settings, encoders=encoders, search=Search(search, encoders, settings.allowed_root),
+    shared_root = settings.allowed_root if settings.tenants_file is None else None  # tenants name their own
+    return Services(settings=settings, encoders=encoders, search=Search(search, encoders, shared_root),
                     fusion=Fusion(fusion, encoders), admission=Admission(_directory(settings), quota),
                     optional={name: h for name, h in optional.items() if h is not None})
 

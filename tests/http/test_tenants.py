@@ -33,6 +33,8 @@ def _tenants(path: Path) -> dict[str, str]:
     by_id["metered"]["rate_limit"] = {"requests_per_second": RATE, "burst": BURST}
     by_id["metered"]["max_concurrent"] = 64
     by_id["frozen"]["rate_limit"] = {"requests_per_second": 0.02, "burst": 1}  # one request per 50 s
+    by_id["acme"]["allowed_root"] = str(path.parent / "shared")
+    by_id["acme"]["operator"] = True
     path.write_text(yaml.safe_dump(data))
     return keys
 
@@ -203,3 +205,46 @@ def test_index_items_by_server_side_path_stay_under_the_allowed_root(tenant_app)
             with pytest.raises(MMServeError) as err:
                 acme._json("/v1/indexes/by-path/items", {"items": [{"path": bad}]}, None)
             assert err.value.status == 400 and err.value.param == "items[0]"
+        with pytest.raises(MMServeError) as err:
+            acme._json("/v1/indexes/by-path/items", {"items": [{"path": "cat\u0000.jpg"}]}, None)
+        assert err.value.status == 400 and "NUL" in err.value.message
+    with _client(tenant_app, "globex") as globex:  # no allowed_root of its own; the shared one is off
+        globex.create_index("by-path")
+        with pytest.raises(MMServeError) as err:
+            globex._json("/v1/indexes/by-path/items", {"items": [{"path": "cat.jpg"}]}, None)
+        assert err.value.status == 403
+
+
+def test_the_embedding_cache_is_per_tenant(tenant_app):
+    """Tenant B must not learn from timing (or anything) which images A sent: A's cached embedding
+    is not B's, so B's request reaches the model like any first request."""
+    image = serve.get_deployment_handle("StubImage", app_name="tenants")
+    fresh = photo("rocket", fmt="PNG")
+    with _client(tenant_app, "acme") as acme, _client(tenant_app, "metered") as other:
+        before = image.embed_calls.remote().result()
+        acme.embed_images([fresh])
+        acme.embed_images([fresh])  # a hit for acme
+        assert image.embed_calls.remote().result() == before + 1
+        other.embed_images([fresh])  # a miss for the other tenant
+        assert image.embed_calls.remote().result() == before + 2
+
+
+def test_service_statistics_are_for_operators(tenant_app):
+    with _client(tenant_app, "acme") as acme:
+        assert "VisionEncoder" in acme.stats()
+    with _client(tenant_app, "globex") as globex:
+        assert _status(globex.stats) == 403
+
+
+def test_failed_authentication_is_throttled_per_address(tenant_app):
+    """Runs last in this module: afterwards 127.0.0.2 stays throttled for a minute."""
+    url, statuses = f"{tenant_app['url']}/v1/models", []
+    transport = httpx.HTTPTransport(local_address="127.0.0.2")  # an address of its own on loopback
+    with httpx.Client(transport=transport, timeout=10) as guesser:
+        for n in range(60):  # two gateway replicas, 20 failures each per minute
+            statuses.append(guesser.get(url, headers={"authorization": f"Bearer mms_{n:08x}_guess"}).status_code)
+    assert statuses[0] == 401 and statuses[-1] == 429, statuses
+    assert statuses.count(401) <= 40, statuses
+    with _client(tenant_app, "acme") as acme:  # other addresses are untouched
+        assert acme.models().data
+

@@ -5,7 +5,7 @@ import yaml
 from config import tenants
 from deployments import tenancy
 from deployments.quota import TokenBuckets
-from models.errors import Forbidden, NotFound, Unauthorized
+from models.errors import Forbidden, NotFound, Throttled, Unauthorized
 
 
 @pytest.fixture()
@@ -72,8 +72,8 @@ def test_token_bucket_admits_the_burst_then_the_rate():
     buckets = TokenBuckets(clock=clock)
     admitted = [buckets.acquire("a", rate=2.0, burst=3, max_concurrent=None)[0] for _ in range(5)]
     assert sum(x is not None for x in admitted) == 3
-    lease, wait = buckets.acquire("a", rate=2.0, burst=3, max_concurrent=None)
-    assert lease is None and wait == pytest.approx(0.5)
+    lease, wait, limit = buckets.acquire("a", rate=2.0, burst=3, max_concurrent=None)
+    assert lease is None and wait == pytest.approx(0.5) and limit == "rate_limit"
     clock.now += 0.5
     assert buckets.acquire("a", rate=2.0, burst=3, max_concurrent=None)[0] is not None
     assert buckets.acquire("b", rate=2.0, burst=3, max_concurrent=None)[0] is not None  # tenants are separate
@@ -82,14 +82,43 @@ def test_token_bucket_admits_the_burst_then_the_rate():
 def test_concurrency_leases_are_released_and_expire():
     clock = Clock()
     buckets = TokenBuckets(lease_s=10, clock=clock)
-    first, _ = buckets.acquire("a", rate=None, burst=1, max_concurrent=2)
-    second, _ = buckets.acquire("a", rate=None, burst=1, max_concurrent=2)
-    assert buckets.acquire("a", rate=None, burst=1, max_concurrent=2)[0] is None
+    first, *_ = buckets.acquire("a", rate=None, burst=1, max_concurrent=2)
+    second, *_ = buckets.acquire("a", rate=None, burst=1, max_concurrent=2)
+    assert buckets.acquire("a", rate=None, burst=1, max_concurrent=2)[::2] == (None, "max_concurrent")
     buckets.release("a", first)
     assert buckets.acquire("a", rate=None, burst=1, max_concurrent=2)[0] is not None
     clock.now += 11  # a gateway that died holding leases frees them after lease_s
     assert buckets.acquire("a", rate=None, burst=1, max_concurrent=2)[0] is not None
     assert len(buckets.buckets["a"].leases) == 1
+
+
+def test_renewed_leases_outlive_lease_s_and_unrenewed_ones_expire():
+    """A live gateway renews its leases; a dead one stops, and its tenant's slots free in lease_s."""
+    clock = Clock()
+    buckets = TokenBuckets(lease_s=15, clock=clock)
+    live, *_ = buckets.acquire("a", rate=None, burst=1, max_concurrent=2)
+    dead, *_ = buckets.acquire("a", rate=None, burst=1, max_concurrent=2)
+    for _ in range(6):  # 60 s of renewals every 10 s for the live gateway's lease only
+        clock.now += 10
+        buckets.renew("a", [live])
+    third, *_ = buckets.acquire("a", rate=None, burst=1, max_concurrent=2)  # takes the dead one's slot
+    assert third is not None and set(buckets.buckets["a"].leases) == {live, third}
+    buckets.renew("a", [dead])  # an expired lease cannot be revived
+    assert dead not in buckets.buckets["a"].leases
+
+
+def test_failed_logins_throttle_an_address_then_forgive_it():
+    clock = Clock()
+    failures = tenancy.FailedLogins(limit=3, window_s=60, clock=clock)
+    for _ in range(3):
+        failures.check("10.0.0.9")
+        failures.record("10.0.0.9")
+    with pytest.raises(Throttled) as err:
+        failures.check("10.0.0.9")
+    assert err.value.retry_after == pytest.approx(60)
+    failures.check("10.0.0.8")  # other addresses are not affected
+    clock.now += 61
+    failures.check("10.0.0.9")
 
 
 def test_domain_errors_keep_param_and_retry_after_across_pickling():

@@ -20,6 +20,15 @@ def _media(value: str, param: str) -> bytes:
         raise media_invalid(param, exc) from None
 
 
+def _texts(inputs: list[str]) -> list[str]:
+    """Text inputs get the same cap as on every other route (the field also carries base64 media)."""
+    for n, text in enumerate(inputs):
+        if len(text) > s.MAX_TEXT_CHARS:
+            raise InvalidInput(f"input[{n}] is {len(text)} characters; a text may have at most {s.MAX_TEXT_CHARS}",
+                               param=f"input[{n}]")
+    return inputs
+
+
 @routing.post(router, "/v1/embeddings", body=s.OpenAIEmbeddingRequest, modality="any", multipart=False,
               response_model=s.OpenAIEmbeddingResponse)
 async def openai_embeddings(enc: deps.Encoders, body=routing.body_of(s.OpenAIEmbeddingRequest)):
@@ -30,7 +39,7 @@ async def openai_embeddings(enc: deps.Encoders, body=routing.body_of(s.OpenAIEmb
     if body.modality not in (None, modality):
         raise Incompatible(f"model '{body.model}' embeds {modality}, not {body.modality}", param="modality")
     if modality == "text":
-        rows = await enc.embed_texts(body.inputs())
+        rows = await enc.embed_texts(_texts(body.inputs()))
     else:
         raws = [_media(x, f"input[{n}]") for n, x in enumerate(body.inputs())]
         rows = await enc.embed_many(modality, raws, "input")

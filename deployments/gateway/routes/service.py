@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from api import schemas as s
+from deployments import tenancy
 from deployments.gateway import deps, routing
 from deployments.gateway.services import audio_encoder_id
 
@@ -50,7 +51,9 @@ async def models(svc: deps.Services) -> s.ModelList:
 
 @routing.get(router, "/v1/stats")
 async def stats(enc: deps.Encoders) -> dict:
-    """Batch sizes each model replica really ran (the replica that answered, per deployment)."""
+    """Batch sizes each model replica really ran (the replica that answered, per deployment); with a
+    tenants file, for operator tenants only: the counters show every tenant's traffic."""
+    tenancy.current().require_operator()
     names = ("VisionEncoder", "TextEncoder", "AudioModel")
     found = await asyncio.gather(*(enc.handles[m].batch_stats.remote() for m in ("image", "text", "audio")))
     return dict(zip(names, found))
