@@ -40,6 +40,7 @@ Engine = Literal["blip", "vilt", "git"]
 MAX_NEW_TOKENS = 256  # a ceiling on max_tokens for every model; a model's positions may lower it
 MAX_BEAMS = 8
 MAX_TOP_K = 20
+MAX_TEXT_CHARS = 4096  # a prompt or question longer than this is refused before it is tokenised
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,9 @@ class _HFVisionLanguage:
     def _text_ids(self, text: str | None) -> tuple[int, ...]:
         if text is None:
             return ()
+        if len(text) > MAX_TEXT_CHARS:
+            raise InvalidInput(f"'{self.text_param}' is {len(text)} characters; the limit is {MAX_TEXT_CHARS}",
+                               param=self.text_param)
         ids = self.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"]
         if len(ids) > self.max_text_tokens:
             raise InvalidInput(f"'{self.text_param}' is {len(ids)} tokens; model '{self.model_id}' takes at most "

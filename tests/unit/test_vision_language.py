@@ -319,6 +319,9 @@ def test_question_over_the_length_limit(blip_vqa, vilt, photos):
         with pytest.raises(InvalidInput) as err:
             run_batch(model, [(photos[0], ok + " cat")], model.settings())
         assert err.value.param == "question"
+        with pytest.raises(InvalidInput) as err:  # a huge text is refused by its length alone
+            model.check_text("cat " * 100_000)
+        assert err.value.param == "question" and "399999 characters; the limit is 4096" in err.value.message
 
 
 def test_prompt_over_the_length_limit(captioner):
