@@ -23,6 +23,16 @@ from models.vision import (
     ViTClassifier,
     class_name_embeddings,
 )
+from models.vision_language import (
+    BACKENDS as VL_BACKENDS,
+    MAX_BEAMS,
+    MAX_NEW_TOKENS,
+    MAX_TOP_K,
+    Engine as VLEngine,
+    GenerationSettings,
+    Task as VLTask,
+    VisionLanguageModel,
+)
 
 
 class _Spec(BaseModel):
@@ -83,6 +93,34 @@ class SpeechModelSpec(_Spec):
         return self.model
 
 
+class VisionLanguageModelSpec(_Spec):
+    """One captioning or VQA model of the VisionLanguage deployment, served by ``id``."""
+
+    id: str = Field(..., min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$",
+                    description="the name requests use in 'model'")
+    task: VLTask
+    engine: VLEngine = Field(..., description="blip (caption, vqa), vilt (vqa by classification), git (caption)")
+    path: str = Field(..., min_length=1, description="hub id or local directory")
+    precision: Precision = "fp32"
+    max_tokens: int = Field(30, ge=1, le=MAX_NEW_TOKENS, description="default for requests that give none")
+    num_beams: int = Field(1, ge=1, le=MAX_BEAMS, description="default for requests that give none")
+    top_k: int = Field(5, ge=1, le=MAX_TOP_K, description="answers returned by vilt")
+
+    @model_validator(mode="after")
+    def _engine_does_task(self):
+        if (self.task, self.engine) not in VL_BACKENDS:
+            able = sorted(t for t, e in VL_BACKENDS if e == self.engine)
+            raise ValueError(f"vision-language model '{self.id}': engine {self.engine} does {', '.join(able)}, "
+                             f"not {self.task}")
+        if self.engine == "vilt" and self.num_beams != 1:
+            raise ValueError(f"vision-language model '{self.id}': vilt classifies; num_beams must be 1")
+        return self
+
+    @property
+    def defaults(self) -> GenerationSettings:
+        return GenerationSettings(max_tokens=self.max_tokens, num_beams=self.num_beams, top_k=self.top_k)
+
+
 def load_text(spec: TextModelSpec, *, device: str = "cpu") -> TextEmbedder:
     if spec.kind == "clip":
         return CLIPTextEncoder.load(spec.path, model_id=spec.model_id, device=device, precision=spec.precision)
@@ -124,3 +162,8 @@ def _speech_path(spec: SpeechModelSpec) -> str:
             raise ValueError(f"packaged '{spec.model}' is CTranslate2: use engine=faster-whisper")
         return str(packaged.whisper_dir(spec.model, Path(spec.cache_dir)))
     return spec.model
+
+
+def load_vision_language(spec: VisionLanguageModelSpec, *, device: str = "cpu") -> VisionLanguageModel:
+    backend = VL_BACKENDS[(spec.task, spec.engine)]
+    return backend.load(spec.path, model_id=spec.id, device=device, precision=spec.precision, defaults=spec.defaults)
