@@ -410,6 +410,10 @@ class TranslateTask(_Task):
     temperature: float = Field(0.0, ge=0.0, le=1.0)
 
 
+class LanguageTask(_Task):
+    type: Literal["language"]
+
+
 class FeaturesTask(_Task):
     type: Literal["features"]
     features: list[FeatureName] = Field(default_factory=lambda: ["mel", "mfcc", "chroma"], min_length=1)
@@ -428,8 +432,8 @@ class SearchTask(_Task):
     where: dict[str, MetaValue] = Field(default_factory=dict)
 
 
-ComposeTask = Annotated[EmbedTask | ClassifyTask | ZeroShotTask | TranscribeTask | TranslateTask | FeaturesTask
-                        | FuseTask | SearchTask, Field(discriminator="type")]
+ComposeTask = Annotated[EmbedTask | ClassifyTask | ZeroShotTask | TranscribeTask | TranslateTask | LanguageTask
+                        | FeaturesTask | FuseTask | SearchTask, Field(discriminator="type")]
 
 
 class ComposeInputs(_Request):
@@ -481,9 +485,16 @@ class EmbedResult(_Response):
     embedding: list[float]
 
 
+class LanguageResult(_Response):
+    """A compose ``language`` task: the spoken language Whisper identified."""
+
+    language: str
+    language_probability: float
+
+
 # What each compose task type answers (the required fields tell them apart).
 ComposeResult = (EmbedResult | ClassifyResponse | ZeroShotResponse | VerboseTranscriptionResponse | FeaturesResponse
-                 | QueryResponse | FusionResult)
+                 | QueryResponse | FusionResult | LanguageResult)
 
 
 class ComposeResponse(_Response):

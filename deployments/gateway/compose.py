@@ -141,6 +141,10 @@ async def _transcript(ctx: Context, task: dict, value: Any) -> s.ComposeResult:
     return s.VerboseTranscriptionResponse.model_validate(value)
 
 
+async def _language(ctx: Context, task: dict, value: Any) -> s.ComposeResult:
+    return s.LanguageResult(language=value["language"], language_probability=value["language_probability"])
+
+
 @dataclass(frozen=True)
 class TaskType:
     plan: p.TaskPlanner  # adds the task's nodes; returns the node holding its result
@@ -167,6 +171,11 @@ def _plan_zero_shot(plan: p.Plan, task: dict, present: set[str]) -> str:
 def _plan_speech(plan: p.Plan, task: dict, present: set[str]) -> str:
     p.require(present, "audio", task["id"])
     return p.speech(plan, task["type"], task)
+
+
+def _plan_language(plan: p.Plan, task: dict, present: set[str]) -> str:
+    """The language Whisper detects in its transcription pass (shared with transcribe and spoken search)."""
+    return _plan_speech(plan, {**task, "type": "transcribe"}, present)
 
 
 def _plan_features(plan: p.Plan, task: dict, present: set[str]) -> str:
@@ -197,6 +206,7 @@ TASKS: dict[str, TaskType] = {
     "zero_shot": TaskType(_plan_zero_shot),
     "transcribe": TaskType(_plan_speech, _transcript),
     "translate": TaskType(_plan_speech, _transcript),
+    "language": TaskType(_plan_language, _language),
     "features": TaskType(_plan_features),
     "search": TaskType(_plan_search),
     "fuse": TaskType(_plan_fuse),

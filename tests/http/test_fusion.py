@@ -88,7 +88,8 @@ def test_one_request_runs_every_kind_of_task_as_one_dag(client, heads):
     tasks = [{"type": "classify", "top_k": 3}, {"type": "zero_shot", "labels": ["cat", "cup of coffee", "rocket"]},
              {"type": "embed", "modality": "text"}, {"type": "transcribe"},
              {"type": "search", "index": "compose-gallery", "query": "audio", "top_k": 1},
-             {"type": "fuse", "head": "demo-late"}, {"type": "features", "features": ["mfcc"]}]
+             {"type": "fuse", "head": "demo-late"}, {"type": "features", "features": ["mfcc"]},
+             {"type": "language"}]
     body = client.compose(tasks, image=photo("chelsea"), text="a cat on a sofa",
                           audio=speech("show me a cup of coffee"))
     r = body.results
@@ -99,6 +100,7 @@ def test_one_request_runs_every_kind_of_task_as_one_dag(client, heads):
     assert r["embed"].dim == 384 and len(r["embed"].embedding) == 384
     assert np.asarray(r["features"].features["mfcc"].data).shape[0] == 20
     assert r["fuse"].used == ["audio", "image", "text"]
+    assert r["language"].language == r["transcribe"].language == "en"
     assert [type(r[k]).__name__ for k in ("classify", "transcribe", "embed", "fuse")] == [
         "ClassifyResponse", "VerboseTranscriptionResponse", "EmbedResult", "FusionResult"]
     ops = [n.op for n in body.dag.nodes]

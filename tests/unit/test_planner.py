@@ -34,6 +34,12 @@ def test_spoken_search_chains_transcription_then_text_embedding_and_shares_the_t
     assert ("embed:transcript", "search:s") in the_plan.edges()
 
 
+def test_language_identification_shares_the_transcription_pass():
+    tasks = [{"id": "l", "type": "language"}, {"id": "t", "type": "transcribe", "language": None}]
+    the_plan = planner.plan(tasks, {"audio"}, PLANNERS)
+    assert the_plan.outputs == {"l": "speech:transcribe:auto", "t": "speech:transcribe:auto"}
+
+
 def test_prompted_transcriptions_are_not_shared():
     tasks = [{"id": "a", "type": "transcribe", "language": None, "prompt": "names: Ada"},
              {"id": "b", "type": "transcribe", "language": None}]
