@@ -98,16 +98,15 @@ def test_hostile_json(base_url, before, name, route, raw, status, param):
 
 def _raw_http(port: int, request: bytes, timeout: float = 10.0) -> bytes:
     """What the server answered (b"" when it dropped the connection without a response)."""
-    chunks = []
+    answer = b""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         try:
-            sock.sendall(request)
-            sock.shutdown(socket.SHUT_WR)
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
+            sock.sendall(request)  # no half-close: the proxy takes that for a client that left
+            while b"\r\n" not in answer and (chunk := sock.recv(65536)):
+                answer += chunk
         except (ConnectionResetError, BrokenPipeError):
             pass
-    return b"".join(chunks)
+    return answer
 
 
 FRAMING_CASES = [  # (name, raw request, the status line must start with one of these)
@@ -121,9 +120,8 @@ FRAMING_CASES = [  # (name, raw request, the status line must start with one of 
      (b"HTTP/1.1 400", b"HTTP/1.1 422")),
     ("header-over-the-limit", b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 48_000 + b"\r\n\r\n",
      (b"HTTP/1.1 431",)),
-    # 8 MB of headers: the proxy's HTTP parser drops the connection before the gateway sees it.
     ("header-of-8mb", b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 8_000_000 + b"\r\n\r\n",
-     (b"HTTP/1.1 431", b"HTTP/1.1 400", b"")),
+     (b"HTTP/1.1 431",)),
     ("content-length-over-cap",
      b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 999999999999\r\n\r\n",
      (b"HTTP/1.1 413",)),
