@@ -14,14 +14,13 @@ from ray.serve.handle import DeploymentHandle
 
 from api import schemas as s
 from config.settings import GatewaySettings
-from config.tenants import OPEN, Tenant
 from deployments import tenancy
+from deployments.gateway.admission import Admission
 from deployments.gateway.parsing import off_loop
 from deployments.info import EncoderInfo
 from deployments.metrics import observe_cache
 from models.embed_cache import EmbedCache
-from deployments.quota import LEASE_S
-from models.errors import Forbidden, Incompatible, InvalidInput, Throttled, Unauthorized, Unavailable
+from models.errors import Forbidden, Incompatible, InvalidInput, Unavailable
 from models.media import MediaLimits, decode_audio, decode_image
 
 MODALITIES = ("image", "text", "audio")
@@ -200,67 +199,10 @@ class Fusion:
         return {m: info.fusion_encoder() for m, info in (await self.encoders.infos()).items()}
 
 
-def _limit_message(tenant: Tenant, limit: str, wait: float) -> str:
-    if limit == "max_concurrent":
-        return (f"tenant '{tenant.id}' already has {tenant.max_concurrent} requests in flight (its max_concurrent); "
-                f"retry after {wait:.2f}s")
-    rate = tenant.rate_limit
-    return (f"tenant '{tenant.id}' is over its rate limit of {rate.requests_per_second:g} requests/s "
-            f"(burst {rate.burst}); retry after {wait:.2f}s")
-
-
-class Admission:
-    """Who is calling (API key -> tenant) and whether their quota admits one more request.
-
-    Concurrency leases are short-lived in the QuotaKeeper and renewed here while their requests
-    run, so a gateway replica that dies frees its tenants' slots within seconds. Addresses that
-    keep failing authentication are throttled (429) before their keys are even checked."""
-
-    def __init__(self, directory: tenancy.Directory | None, quota: DeploymentHandle | None, *,
-                 failures: tenancy.FailedLogins | None = None) -> None:
-        self.directory, self.quota = directory, quota
-        self.failures = failures or tenancy.FailedLogins()
-        self.held: dict[str, set[str]] = {}  # tenant -> leases this replica holds
-        self._renewing: asyncio.Task | None = None
-
-    def authenticate(self, headers, address: str) -> Tenant:
-        if self.directory is None:
-            return OPEN
-        self.failures.check(address)
-        try:
-            return self.directory.authenticate(tenancy.key_from_headers(headers))
-        except Unauthorized:
-            self.failures.record(address)
-            raise
-
-    async def acquire(self, tenant: Tenant) -> str | None:
-        """A lease from the shared QuotaKeeper, or Throttled with the wait a retry needs."""
-        if self.quota is None or (tenant.rate_limit is None and tenant.max_concurrent is None):
-            return None
-        rate = tenant.rate_limit.requests_per_second if tenant.rate_limit else None
-        burst = tenant.rate_limit.burst if tenant.rate_limit else 1
-        lease, wait, limit = await self.quota.acquire.remote(tenant.id, rate, burst, tenant.max_concurrent)
-        if lease is None:
-            raise Throttled(_limit_message(tenant, limit, wait), retry_after=wait)
-        self.held.setdefault(tenant.id, set()).add(lease)
-        if self._renewing is None or self._renewing.done():
-            self._renewing = asyncio.get_running_loop().create_task(self._renew_forever())
-        return lease
-
-    def release(self, tenant_id: str, lease: str) -> None:
-        self.held.get(tenant_id, set()).discard(lease)
-        self.quota.release.remote(tenant_id, lease)  # fire and forget: the response need not wait
-
-    async def _renew_forever(self) -> None:
-        while True:
-            await asyncio.sleep(LEASE_S / 3)
-            for tenant_id, leases in list(self.held.items()):
-                if leases:
-                    self.quota.renew.remote(tenant_id, sorted(leases))
-
-
 @dataclass
 class Services:
+    """Everything the routes of one gateway replica use."""
+
     settings: GatewaySettings
     encoders: Encoders
     search: Search
