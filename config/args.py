@@ -6,6 +6,8 @@ Paths are made absolute once, by the validators, when the args are read.
 """
 from __future__ import annotations
 
+import os
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -13,6 +15,21 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from config.settings import BatchConfig, GatewaySettings, absolute
 from models.registry import SpeechModelSpec, TextModelSpec, VisionModelSpec
 from models.search import is_local_uri
+
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_env(value: str) -> str:
+    """Replace each ``${NAME}`` with that environment variable; one that is not set is an error
+    (an unset Milvus URI must not quietly become a local file named '${MILVUS_URI}')."""
+    def lookup(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise ValueError(f"environment variable {name} is not set (named as ${{{name}}})")
+        return os.environ[name]
+
+    return _ENV_REFERENCE.sub(lookup, value)
 
 
 class _Args(BaseModel):
@@ -99,6 +116,13 @@ class SearchArgs(DeploymentArgs):
             raise ValueError("search.uri is a Milvus Lite file, which one process at a time can open: keep "
                              "search.autoscaling.max_replicas at 1, or point search.uri at a Milvus server to scale")
         return self
+
+    @field_validator("uri", "token", mode="before")
+    @classmethod
+    def _from_environment(cls, value):
+        """``${NAME}`` is read from the environment of the process that builds the app (on
+        Kubernetes: a ConfigMap for the uri, a Secret for the token), so neither sits in the config."""
+        return expand_env(value) if isinstance(value, str) else value
 
     @field_validator("uri")
     @classmethod

@@ -1,5 +1,5 @@
 """``mmserve``: the client commands of ``clients.cli`` plus the offline ones, which work on local
-files without a server: ``tenant-key``, ``demo-data`` and ``train-fusion``."""
+files without a server: ``tenant-key``, ``demo-data``, ``train-fusion`` and ``render``."""
 from __future__ import annotations
 
 import argparse
@@ -28,6 +28,11 @@ def _add_offline(sub) -> None:
     t.add_argument("--tenant", default="default")
     t.add_argument("--epochs", type=int, default=40)
     t.add_argument("--seed", type=int, default=0)
+    r = sub.add_parser("render", help="render a deployment manifest from a Serve config (k8s: the KubeRay RayService)")
+    r.add_argument("target", choices=["k8s"])
+    r.add_argument("--source", type=Path, default=Path("configs/gpu_cluster.yaml"), help="the Serve config")
+    r.add_argument("--manifest", type=Path, default=Path("configs/k8s/rayservice.yaml"))
+    r.add_argument("--check", action="store_true", help="change nothing; fail if the manifest is not up to date")
 
 
 def _tenant_key(args) -> dict:
@@ -54,7 +59,15 @@ def _train_fusion(args) -> dict:
     return train_from_manifest(args)
 
 
-OFFLINE = {"tenant-key": _tenant_key, "demo-data": _demo_data, "train-fusion": _train_fusion}
+def _render(args) -> dict:
+    from tools.render import render_k8s
+
+    result = render_k8s(args.source, args.manifest, check=args.check)
+    print(f"{args.manifest}: {'rewritten' if result['changed'] else 'up to date'}", file=sys.stderr)
+    return result
+
+
+OFFLINE = {"tenant-key": _tenant_key, "demo-data": _demo_data, "train-fusion": _train_fusion, "render": _render}
 
 
 def parser() -> argparse.ArgumentParser:
