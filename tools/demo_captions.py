@@ -31,6 +31,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from models.errors import InvalidInput
 from tools.demo_data import make_image
 
 CAPTIONS_FILE = "captions.jsonl"
@@ -195,7 +196,7 @@ def _write(out_dir: Path, relative: str, data: bytes) -> str:
 def build(out_dir: Path, *, seed: int = 0, views: int = 8) -> Path:
     """Write the caption set into ``out_dir`` and return the manifest path."""
     if views < 2:
-        raise ValueError("views must be at least 2 (one view of each training photo is kept for val)")
+        raise InvalidInput("views must be at least 2 (one view of each training photo is kept for val)", param="views")
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     rows = [row for name in PHOTOS for row in photo_rows(out_dir, name, seed=seed, views=views)]

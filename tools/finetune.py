@@ -144,6 +144,35 @@ def finetune(manifest: str | Path, out: str | Path, *, workers: int = 2, use_gpu
     return {**meta, "history": history, "resumed_from": resumed[0] if resumed else None}
 
 
+def run_local(args) -> dict:
+    """``mmserve finetune`` / ``python -m tools.finetune``: start a private local Ray, fine-tune, stop it;
+    returns the checkpoint's space, path and val metrics before and after."""
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    context = ray.init(num_cpus=args.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
+    try:
+        meta = finetune(args.manifest, args.out, workers=args.workers, use_gpu=args.gpu,
+                        train=adapter.TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr))
+    finally:
+        ray.shutdown()
+        _remove_session_dir(context)
+    val = meta["metrics"].get("val", {})
+    print(f"{args.out}: space {meta['space']}; val before {val.get('before')} after {val.get('after')}",
+          file=sys.stderr)
+    return {"out": str(Path(args.out).resolve()), "space": meta["space"], "metrics": meta["metrics"],
+            "resumed_from": meta["resumed_from"], "epochs": len(meta["history"])}
+
+
+def _remove_session_dir(context) -> None:
+    """Leave no Ray session folder of this run behind."""
+    import shutil
+
+    session = getattr(context, "address_info", {}).get("session_dir")
+    if session:
+        shutil.rmtree(session, ignore_errors=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.finetune", description=__doc__.splitlines()[0])
     parser.add_argument("manifest", type=Path)
@@ -154,17 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=adapter.TrainConfig.batch_size)
     parser.add_argument("--lr", type=float, default=adapter.TrainConfig.lr)
     parser.add_argument("--num-cpus", type=int, default=None, help="for a local Ray started here")
-    args = parser.parse_args(argv)
-    import ray
-
-    ray.init(num_cpus=args.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
-    try:
-        meta = finetune(args.manifest, args.out, workers=args.workers, use_gpu=args.gpu,
-                        train=adapter.TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr))
-    finally:
-        ray.shutdown()
-    val = meta["metrics"].get("val", {})
-    print(f"{args.out}: space {meta['space']}; val before {val.get('before')} after {val.get('after')}")
+    run_local(parser.parse_args(argv))
     return 0
 
 

@@ -1,11 +1,10 @@
-"""tools.finetune on a real local Ray: 2 DDP workers on the demo caption set (features cached first)."""
-import os
+"""tools.finetune on the session's local Ray (tests/conftest.py ray_cluster): 2 DDP workers on the demo caption set (features cached first)."""
 import shutil
 import time
 
 import pytest
 
-from clients import demo_captions
+from tools import demo_captions
 from models import adapter
 from tools import finetune
 
@@ -24,17 +23,7 @@ def caption_set(tmp_path_factory):
     return root, manifest
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
-    yield
-    ray.shutdown()
-
-
-def test_two_workers_train_and_beat_conse(caption_set, local_ray, tmp_path):
+def test_two_workers_train_and_beat_conse(caption_set, ray_cluster, tmp_path):
     root, manifest = caption_set
     started = time.monotonic()
     meta = finetune.finetune(manifest, tmp_path / "ckpt", workers=2, cache_dir=root / "cache",
@@ -49,7 +38,7 @@ def test_two_workers_train_and_beat_conse(caption_set, local_ray, tmp_path):
     shutil.rmtree(tmp_path / "runs", ignore_errors=True)
 
 
-def test_a_worker_killed_mid_run_resumes_from_the_last_checkpoint(caption_set, local_ray, tmp_path):
+def test_a_worker_killed_mid_run_resumes_from_the_last_checkpoint(caption_set, ray_cluster, tmp_path):
     root, manifest = caption_set
     meta = finetune.finetune(manifest, tmp_path / "ckpt", workers=2, cache_dir=root / "cache",
                              storage=tmp_path / "runs", train=adapter.TrainConfig(epochs=5, batch_size=32),
