@@ -3,13 +3,14 @@
 ``python -m tools.finetune MANIFEST --out DIR [--workers 2] [--gpu] [--epochs 30]``
 
 1. The manifest (JSONL: image, caption, optional split/photo) is read and the frozen features of
-   its train and val splits are computed once on the driver and cached (``models.adapter``).
+   its train, val and test splits are computed once on the driver and cached (``models.adapter``).
 2. The training pairs become a Ray Data dataset; a ``TorchTrainer`` runs ``--workers`` data-parallel
    workers (DDP; gloo on CPU) over its shards, CLIP's symmetric InfoNCE with a learnable temperature.
 3. Every epoch each worker calls ``ray.train.report`` (loss, val R@1); rank 0 attaches a checkpoint
    (heads, optimizer, epoch). ``FailureConfig(max_failures=1)``: after a worker dies the run
    restarts from the last checkpoint, so it resumes, not restarts (``resumed_from`` says where).
-4. The final heads are written to ``--out`` atomically with the metrics before (ConSE) and after.
+4. The final heads are written to ``--out`` atomically with R@1/R@5 before (ConSE) and after, on
+   val and, when the manifest has one, on test.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import argparse
 import os
 import sys
 import tempfile
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Sequence
@@ -27,6 +29,7 @@ import torch
 from models import adapter
 
 STATE_FILE = "state.pt"
+FINGERPRINT = "efficientnet-lite0+all-MiniLM-L6-v2+conse-top10"  # the frozen encoders the feature cache holds
 
 
 def train_loop(config: dict) -> None:
@@ -44,11 +47,15 @@ def train_loop(config: dict) -> None:
     val = adapter.FeatureSet(**config["val"]) if config["val"] else None
     shard = ray.train.get_dataset_shard("train")
     for epoch in range(start, cfg.epochs):
-        losses = [adapter.train_step(model, _to_tensors(b), optimizer, group_positives=cfg.group_positives)
-                  for b in shard.iter_torch_batches(batch_size=cfg.batch_size, local_shuffle_buffer_size=256,
-                                                    local_shuffle_seed=cfg.seed + epoch, drop_last=True)]
+        started, losses = time.perf_counter(), []
+        for b in shard.iter_torch_batches(batch_size=cfg.batch_size, local_shuffle_buffer_size=256,
+                                          local_shuffle_seed=cfg.seed + epoch, drop_last=True):
+            losses.append(adapter.train_step(model, _to_tensors(b), optimizer, group_positives=cfg.group_positives))
+        # DDP steps in lockstep: every worker ran as many full batches as this one
         metrics = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"),
-                   "resumed_from": resumed_from, "logit_scale": float(heads.scale().detach())}
+                   "resumed_from": resumed_from, "logit_scale": float(heads.scale().detach()),
+                   "epoch_s": time.perf_counter() - started,
+                   "samples": len(losses) * cfg.batch_size * ctx.get_world_size()}
         if val is not None:
             metrics.update({f"val_{k}": v for k, v in adapter.evaluate(heads, val).items()})
         history.append(metrics)
@@ -114,10 +121,10 @@ def finetune(manifest: str | Path, out: str | Path, *, workers: int = 2, use_gpu
         return loaded[0]
 
     cache = Path(cache_dir or out.parent / ".mmserve-features")
-    fingerprint = "efficientnet-lite0+all-MiniLM-L6-v2+conse-top10"
+    fingerprint = FINGERPRINT
     log(f"[finetune] {len(pairs)} pairs; computing or loading frozen features in {cache}")
     feats = {s: adapter.cached_features(pairs, s, encoders_fn=encoders, cache_dir=cache, fingerprint=fingerprint)
-             for s in ("train", "val") if any(p.split == s for p in pairs)}
+             for s in adapter.SPLITS if any(p.split == s for p in pairs)}
     dims = adapter.AdapterDims(feats["train"].image_pooled.shape[1], feats["train"].text_tokens.shape[2], train.dim)
     val = feats.get("val")
     loop_config = {"train": asdict(train), "dims": asdict(dims), "val": val.__dict__ if val else None,
@@ -135,7 +142,9 @@ def finetune(manifest: str | Path, out: str | Path, *, workers: int = 2, use_gpu
         state = torch.load(os.path.join(path, STATE_FILE), weights_only=True)
     heads.load_state_dict(state["heads"])
     history = state["history"]
-    metrics = {"val": {"before": val.base_metrics(), "after": adapter.evaluate(heads, val)}} if val else {}
+    # before = ConSE; val chose nothing here, test (held-apart photos, if the manifest has them) is reported only
+    metrics = {s: {"before": feats[s].base_metrics(), "after": adapter.evaluate(heads, feats[s])}
+               for s in ("val", "test") if s in feats}
     training = {**asdict(train), "workers": workers, "use_gpu": use_gpu, "manifest": str(Path(manifest).resolve()),
                 "pairs": {s: sum(p.split == s for p in pairs) for s in ("train", "val", "test")}}
     base = {**(encoders().describe() if loaded else {}), "fingerprint": fingerprint}

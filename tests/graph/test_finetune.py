@@ -17,9 +17,9 @@ def caption_set(tmp_path_factory):
     manifest = demo_captions.build(root)
     encoders = adapter.FrozenEncoders.load_packaged()  # features cached before Ray starts
     pairs = adapter.read_manifest(manifest)
-    for split in ("train", "val"):
+    for split in adapter.SPLITS:
         adapter.cached_features(pairs, split, encoders_fn=lambda: encoders, cache_dir=root / "cache",
-                                fingerprint="efficientnet-lite0+all-MiniLM-L6-v2+conse-top10")
+                                fingerprint=finetune.FINGERPRINT)
     return root, manifest
 
 
