@@ -100,7 +100,8 @@ def test_models_report_the_adapter_space_and_no_replica_restarted(rollout, check
     assert rollout["after"]["image"] == rollout["after"]["text"] == checkpoint["space"], rollout["after"]
     assert checkpoint["space"].startswith("adapter:demo@")
     # the rollout reconfigured VisionEncoder and TextEncoder in place: every replica of the app is the same actor
-    assert rollout["replicas_before"] == rollout["replicas_after"] and len(rollout["replicas_before"]) >= 5
+    restarted = sorted(name.split("#")[1] for name in rollout["replicas_before"] - rollout["replicas_after"])
+    assert not restarted and len(rollout["replicas_before"]) >= 5, f"replicas replaced: {restarted}"
 
 
 def test_zero_shot_and_retrieval_answer_in_the_adapter_space(rollout):
