@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from config.settings import BatchConfig, GatewaySettings, absolute
+from models.errors import MMServeError
 from models.registry import SpeechModelSpec, TextModelSpec, VisionModelSpec
 from models.search import is_local_uri
 
@@ -87,12 +88,40 @@ class _ModelDeploymentArgs(DeploymentArgs):
         return self
 
 
+def _adapter_checkpoint(path: str, field: str) -> str:
+    """An adapter checkpoint directory made absolute (replicas do not share the config's working
+    directory) and checked readable now, so a wrong path fails the config, not a replica."""
+    from models.adapter import read_meta
+
+    path = absolute(path)
+    try:
+        read_meta(path)
+    except MMServeError as exc:
+        raise ValueError(f"{field}: {exc.message}") from None
+    return path
+
+
 class VisionArgs(_ModelDeploymentArgs):
     model: VisionModelSpec = VisionModelSpec()
+
+    @field_validator("model")
+    @classmethod
+    def _adapter_path(cls, model: VisionModelSpec) -> VisionModelSpec:
+        if model.embedder != "adapter":
+            return model
+        return model.model_copy(update={"embedder_path": _adapter_checkpoint(model.embedder_path,
+                                                                              "vision.model.embedder_path")})
 
 
 class TextArgs(_ModelDeploymentArgs):
     model: TextModelSpec = TextModelSpec()
+
+    @field_validator("model")
+    @classmethod
+    def _adapter_path(cls, model: TextModelSpec) -> TextModelSpec:
+        if model.kind != "adapter":
+            return model
+        return model.model_copy(update={"path": _adapter_checkpoint(model.path, "text.model.path")})
 
 
 class AudioArgs(_ModelDeploymentArgs):
@@ -163,10 +192,17 @@ class AppArgs(_Args):
     @model_validator(mode="after")
     def _one_space(self):
         vision_space, text_space = self.vision.model.space(self.text.model), self.text.model.space
+        if self.text.model.kind == "adapter" and self.vision.model.embedder != "adapter":
+            raise ValueError(
+                f"text embeddings come from the adapter checkpoint {self.text.model.path} ({text_space}) but "
+                f"vision.model.embedder is {self.vision.model.embedder}: set vision.model.embedder=adapter and "
+                "embedder_path to the same checkpoint")
         if vision_space != text_space:
             raise ValueError(
                 f"vision embeddings ({vision_space}) and text embeddings ({text_space}) must share a space "
-                "for zero-shot and retrieval: pair CLIP with the same CLIP checkpoint, or ConSE with any text model"
+                "for zero-shot and retrieval: pair CLIP with the same CLIP checkpoint, ConSE with any text model, "
+                "or a fine-tuned adapter (vision.model.embedder=adapter) with text.model.kind=adapter on the same "
+                "checkpoint directory"
             )
         return self
 

@@ -42,6 +42,13 @@ class BatchStats:
             return {name: dict(counter) for name, counter in self._sizes.items()}
 
 
+def checkpoint_path(path: str | None, field: str) -> None:
+    """A checkpoint named in a ``user_config`` must be absolute: the replica's working directory is
+    not the config's."""
+    if path and not path.startswith(("/", "~")):
+        raise ValueError(f"user_config model.{field} must be an absolute path, not '{path}'")
+
+
 def replica_device() -> str:
     """``cuda`` when Ray assigned this replica (a fraction of) a GPU and CUDA exists, else ``cpu``."""
     return resolve_device(want_gpu=bool(ray.get_gpu_ids()))
@@ -67,7 +74,16 @@ class ModelReplica:
     batch_config: BatchConfig = BatchConfig()
 
     def reconfigure(self, user_config: dict) -> None:
-        self.batch_config = apply_batch_config(user_config, *(getattr(self, name) for name in self._batched))
+        """Batch settings, and for the encoders an optional ``model``: a new model spec loaded and
+        swapped in on the running replica (how a new adapter checkpoint rolls out without a restart)."""
+        config = dict(user_config or {})
+        model = config.pop("model", None)
+        if model is not None:
+            self.swap_model(model)
+        self.batch_config = apply_batch_config(config, *(getattr(self, name) for name in self._batched))
+
+    def swap_model(self, spec: dict) -> None:
+        raise ValueError(f"{type(self).__name__} takes no 'model' in its user_config")
 
     def batch_stats(self) -> dict:
         return self.stats.snapshot()

@@ -24,6 +24,7 @@ from models.errors import Forbidden, Incompatible, InvalidInput, Unavailable
 from models.media import MediaLimits, decode_audio, decode_image
 
 MODALITIES = ("image", "text", "audio")
+INFO_TTL_S = 2.0  # how long the gateway trusts what an encoder said about its model and space
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Encoders:
     def __init__(self, handles: dict[str, DeploymentHandle], media: Media, cache: EmbedCache) -> None:
         self.handles, self.media, self.cache = handles, media, cache
         self._infos: dict[str, EncoderInfo] | None = None
+        self._infos_at = 0.0
 
     def use(self, modality: str) -> DeploymentHandle:
         """The handle for a modality, if the request's tenant may call it."""
@@ -52,9 +54,11 @@ class Encoders:
         return self.handles[modality]
 
     async def infos(self) -> dict[str, EncoderInfo]:
-        if self._infos is None:
+        """What the encoders say about themselves, asked again after ``INFO_TTL_S``: a new model
+        swapped in by ``user_config`` (a new adapter checkpoint) shows up without a gateway restart."""
+        if self._infos is None or time.monotonic() - self._infos_at > INFO_TTL_S:
             found = await asyncio.gather(*(self.handles[m].info.remote() for m in MODALITIES))
-            self._infos = dict(zip(MODALITIES, found))
+            self._infos, self._infos_at = dict(zip(MODALITIES, found)), time.monotonic()
         return self._infos
 
     async def info(self, modality: str) -> EncoderInfo:
@@ -66,7 +70,8 @@ class Encoders:
     async def embed_media(self, modality: str, raw: bytes, param: str, decoded: np.ndarray | None = None) -> np.ndarray:
         """One image or audio embedding; the same bytes are decoded and embedded once while cached."""
         tenancy.current().require_modality(modality)
-        scope = f"{tenancy.current().id}/{(await self.info(modality)).model}"
+        info = await self.info(modality)
+        scope = f"{tenancy.current().id}/{info.model}/{info.space}"  # a new checkpoint never reuses old rows
         key = await off_loop(s.content_id, raw)
         row = self.cache.get(scope, key)
         observe_cache(modality, row is not None)
