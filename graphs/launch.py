@@ -10,7 +10,6 @@ use ``serve deploy``: the guard then marks the app DEPLOY_FAILED with the same m
 from __future__ import annotations
 
 import argparse
-import shutil
 import signal
 import sys
 import threading
@@ -19,6 +18,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from graphs import local_ray
 from graphs.guard import UnschedulableError
 
 EXIT_UNSCHEDULABLE = 2
@@ -47,13 +47,6 @@ def deploy(config: dict) -> None:
         serve.run(application, name=app["name"], route_prefix=app.get("route_prefix", "/"))
 
 
-def remove_session_dir(context) -> None:
-    """Delete the Ray session dir (logs, sockets) of a local cluster this process started and stopped."""
-    session_dir = context.address_info.get("session_dir")
-    if session_dir:
-        shutil.rmtree(session_dir, ignore_errors=True)
-
-
 def _wait_for_signal() -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -67,10 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics-port", type=int, default=8080, help="Prometheus scrape port (/metrics)")
     args = parser.parse_args(argv)
     config = load_config(args.config)
-    import ray
+    # Private to this machine: every Ray port on 127.0.0.1 and token auth on (see graphs/local_ray.py).
+    context = local_ray.start(metrics_port=args.metrics_port)
     from ray import serve
 
-    context = ray.init(include_dashboard=False, _metrics_export_port=args.metrics_port)
     try:
         deploy(config)
         print("mmserve is serving; Ctrl-C to stop", flush=True)
@@ -81,8 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_UNSCHEDULABLE
     finally:
         serve.shutdown()
-        ray.shutdown()
-        remove_session_dir(context)
+        local_ray.stop(context)
 
 
 if __name__ == "__main__":
