@@ -14,7 +14,7 @@ benchmarks use, so that:
 - ``RAY_AUTH_MODE=token``: every gRPC and HTTP entry point wants the token, which Ray reads
   from ``RAY_AUTH_TOKEN``, else from the file ``RAY_AUTH_TOKEN_PATH`` names, else from
   ``~/.ray/auth_token``. We use the file (the default one unless ``RAY_AUTH_TOKEN_PATH`` names
-  another), created at first start with mode 0600, so that ``ray status`` and ``serve status``
+  another), created at first start with mode 0600, so that ``ray status`` and drivers
   of the same user find it and no process environment carries the token itself. A
   ``RAY_AUTH_TOKEN`` already set is used as is.
 
@@ -84,7 +84,7 @@ def read_token(environ: MutableMapping[str, str] = os.environ) -> str:
 
 
 def client_env(environ: MutableMapping[str, str] = os.environ) -> dict[str, str]:
-    """What another process of this machine (a driver, ``ray status``, ``serve status``) needs in
+    """What another process of this machine (a driver, ``ray status``) needs in
     its environment to reach the embedded Ray: the token, and loopback as its own node IP (else
     it looks for the cluster's raylet at the machine's routable address and finds none)."""
     env = {AUTH_MODE_ENV: "token", SINGLE_MACHINE_ENV: "0"}
