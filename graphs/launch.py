@@ -12,7 +12,6 @@ worker; a ``deployments:`` section is refused (options belong in ``args``).
 from __future__ import annotations
 
 import argparse
-import shutil
 import signal
 import sys
 import threading
@@ -21,6 +20,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from config.serve_file import load_serve_config
+from graphs import local_ray
 from graphs.guard import UnschedulableError
 
 EXIT_UNSCHEDULABLE = 2
@@ -65,13 +65,6 @@ def deploy(config: dict) -> None:
         serve.run(application, name=app["name"], route_prefix=app.get("route_prefix", "/"))
 
 
-def remove_session_dir(context) -> None:
-    """Delete the Ray session dir (logs, sockets) of a local cluster this process started and stopped."""
-    session_dir = context.address_info.get("session_dir")
-    if session_dir:
-        shutil.rmtree(session_dir, ignore_errors=True)
-
-
 def _wait_for_signal() -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -90,11 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     except UnsupportedConfig as exc:
         print(f"mmserve: {args.config}: {exc}", file=sys.stderr)
         return EXIT_UNSUPPORTED
-    import ray
+    # Private to this machine: every Ray port on 127.0.0.1 and token auth on (see graphs/local_ray.py).
+    context = local_ray.start(metrics_port=args.metrics_port, runtime_env=runtime_env)
     from ray import serve
 
-    context = ray.init(include_dashboard=False, _metrics_export_port=args.metrics_port,
-                       runtime_env=runtime_env)
     try:
         deploy(config)
         print("mmserve is serving; Ctrl-C to stop", flush=True)
@@ -105,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_UNSCHEDULABLE
     finally:
         serve.shutdown()
-        ray.shutdown()
-        remove_session_dir(context)
+        local_ray.stop(context)
 
 
 if __name__ == "__main__":
