@@ -1,6 +1,8 @@
-"""What wraps every request: admission (API key, quota) before any body is read, and metrics."""
+"""What wraps every request: admission (API key, the route modality's in-flight budget, quota)
+before any body is read, and metrics."""
 from __future__ import annotations
 
+import contextlib
 import time
 
 from starlette.requests import Request
@@ -26,15 +28,17 @@ async def admit_and_measure(request: Request, call_next):
     admission = request.app.state.services.admission
     started, status, tenant, lease = time.perf_counter(), 500, "anonymous", None
     try:
-        if not _is_open(request):
-            admitted = admission.authenticate(request.headers)
-            tenant = admitted.id
-            lease = await admission.acquire(admitted)
-            tenancy.bind(admitted)
-        response = await call_next(request)
+        with contextlib.ExitStack() as held:
+            if not _is_open(request):
+                admitted = admission.authenticate(request.headers)
+                tenant = admitted.id
+                held.enter_context(request.app.state.budgets.slot(routing.modality_of(request)))
+                lease = await admission.acquire(admitted)
+                tenancy.bind(admitted)
+            response = await call_next(request)
         status = response.status_code
         return response
-    except MMServeError as err:  # refused at admission: 401, 403 or 429
+    except MMServeError as err:  # refused at admission: 401, 403, 429 or 503 (over budget)
         if isinstance(err, Throttled):
             observe_throttled(tenant)
         response = errors.domain_response(err)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
+from starlette.routing import Match
 
 from deployments.gateway import openapi
 from deployments.gateway.parsing import parse_body
@@ -43,3 +44,13 @@ def get(router: APIRouter, path: str, *, modality: str = "none", open: bool = Fa
 def delete(router: APIRouter, path: str, *, modality: str = "none", **kwargs):
     MODALITY[path] = modality
     return router.delete(path, **kwargs)
+
+
+def modality_of(request: Request) -> str:
+    """The modality of the route a request is for, before routing has run (the admission middleware
+    budgets by it); "none" for paths no route matches."""
+    for route in request.app.routes:
+        match, _ = route.matches(request.scope)
+        if match == Match.FULL:
+            return MODALITY.get(getattr(route, "path", ""), "none")
+    return "none"
