@@ -8,7 +8,7 @@ import time
 from starlette.requests import Request
 
 from deployments import tenancy
-from deployments.gateway import errors, routing
+from deployments.gateway import calls, errors, routing
 from deployments.metrics import observe_request, observe_throttled
 from models.errors import MMServeError, Throttled
 
@@ -32,6 +32,8 @@ async def admit_and_measure(request: Request, call_next):
             if not _is_open(request):
                 admitted = admission.authenticate(request.headers)
                 tenant = admitted.id
+                calls.start_deadline(calls.request_timeout(request.headers.get(calls.TIMEOUT_HEADER),
+                                                           request.app.state.services.settings.request_timeout_s))
                 held.enter_context(request.app.state.budgets.slot(routing.modality_of(request)))
                 lease = await admission.acquire(admitted)
                 tenancy.bind(admitted)

@@ -17,6 +17,7 @@ from config.settings import GatewaySettings
 from config.tenants import OPEN, Tenant
 from deployments import tenancy
 from deployments.gateway.parsing import off_loop
+from deployments.gateway.calls import call
 from deployments.info import EncoderInfo
 from deployments.metrics import observe_cache
 from models.embed_cache import EmbedCache
@@ -53,7 +54,7 @@ class Encoders:
 
     async def infos(self) -> dict[str, EncoderInfo]:
         if self._infos is None:
-            found = await asyncio.gather(*(self.handles[m].info.remote() for m in MODALITIES))
+            found = await asyncio.gather(*(call(self.handles[m].info) for m in MODALITIES))
             self._infos = dict(zip(MODALITIES, found))
         return self._infos
 
@@ -61,7 +62,7 @@ class Encoders:
         return (await self.infos())[modality]
 
     async def embed_texts(self, texts: list[str]) -> np.ndarray:
-        return await self.use("text").embed.remote(texts)
+        return await call(self.use("text").embed, texts)
 
     async def embed_media(self, modality: str, raw: bytes, param: str, decoded: np.ndarray | None = None) -> np.ndarray:
         """One image or audio embedding; the same bytes are decoded and embedded once while cached."""
@@ -73,7 +74,7 @@ class Encoders:
         if row is None:
             if decoded is None:
                 decoded = await self.media.decode(modality, raw, param)
-            row = await self.use(modality).embed.remote(decoded)
+            row = await call(self.use(modality).embed, decoded)
             self.cache.put(scope, key, row)
         return row
 
@@ -102,7 +103,7 @@ class Encoders:
 
     async def spoken_query(self, audio: np.ndarray, *, param: str) -> tuple[np.ndarray, str]:
         """Transcribe (language detected), then embed what was heard as text."""
-        heard = await self.use("audio").transcribe.remote(audio, {"task": "transcribe", "language": None})
+        heard = await call(self.use("audio").transcribe, audio, {"task": "transcribe", "language": None})
         return await self.embed_transcript(heard["text"], param=param), heard["text"]
 
     async def embed_transcript(self, text: str, *, param: str) -> np.ndarray:
@@ -172,7 +173,7 @@ class Search:
         return vector, space, transcript
 
     async def search(self, name: str, vector: np.ndarray, *, space: str, top_k: int, where: dict) -> list[s.Hit]:
-        hits = await self.store().search.remote(tenancy.current().id, name, vector, space=space, top_k=top_k,
+        hits = await call(self.store().search, tenancy.current().id, name, vector, space=space, top_k=top_k,
                                                 where=where)
         return [s.Hit(**h) for h in hits]
 

@@ -147,3 +147,31 @@ def test_guard_refuses_max_replicas_that_do_not_fit():
 def test_the_embedded_default_fits_two_cores_at_max_replicas():
     args = AppArgs.model_validate(yaml.safe_load(open("serve_config.yaml"))["applications"][0]["args"])
     assert guard.problems(demands(args), [{"CPU": 2.0}]) == []
+
+
+async def test_the_request_deadline_reaches_handle_calls_and_answers_504(monkeypatch):
+    from deployments.gateway import calls
+
+    app = _app(request_timeout_s=30)
+    cancelled = []
+
+    class _Slow:
+        def __await__(self):
+            return asyncio.sleep(10).__await__()
+
+        def cancel(self):
+            cancelled.append(True)
+
+    @app.get("/t/slow")
+    async def slow():
+        return await calls.call(SimpleNamespace(remote=lambda: _Slow()))
+
+    monkeypatch.setitem(routing.MODALITY, "/t/slow", "audio")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        started = time.perf_counter()
+        r = await asyncio.wait_for(http.get("/t/slow", headers={"X-Request-Timeout": "0.2"}), 5)
+        took = time.perf_counter() - started
+        bad = await http.get("/t/slow", headers={"X-Request-Timeout": "later"})
+    assert r.status_code == 504 and r.json()["error"]["type"] == "deadline_exceeded"
+    assert 0.15 < took < 0.6 and cancelled == [True]
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "x-request-timeout"
