@@ -37,7 +37,8 @@ class GatewaySettings(BaseModel):
     max_image_side: int = Field(_MEDIA.max_image_side, ge=64)
     max_audio_seconds: float = Field(_MEDIA.max_audio_seconds, gt=0)
     max_upload_bytes: int = Field(_MEDIA.max_bytes, ge=1024)
-    ready_timeout_s: float = Field(5.0, gt=0)
+    ready_timeout_s: float = Field(0.8, gt=0, le=1.0, description=(
+        "how long /readyz waits for each deployment's ping; it answers 503 naming the slow ones, within 1 s"))
     tenants_file: str | None = Field(None, description="YAML tenants file; without one the service runs open")
     embed_cache_size: int = Field(4096, ge=0, description="image/audio embeddings kept by content hash (0: off)")
     allowed_root: str | None = Field(None, description="server-side folder that index items may name by path")
