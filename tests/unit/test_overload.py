@@ -175,3 +175,17 @@ async def test_the_request_deadline_reaches_handle_calls_and_answers_504(monkeyp
     assert r.status_code == 504 and r.json()["error"]["type"] == "deadline_exceeded"
     assert 0.15 < took < 0.6 and cancelled == [True]
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "x-request-timeout"
+
+
+def test_the_route_modality_is_found_under_a_route_prefix():
+    """Serve mounts the app under its route prefix (scope root_path), as in the chaos suite."""
+    from starlette.requests import Request
+
+    app = _app()
+    for path, want in (("/chaos/v1/audio/transcriptions", "audio"), ("/chaos/v1/classify", "image"),
+                       ("/chaos/v1/indexes/photos/query", "any"), ("/v1/embeddings/text", "text"),
+                       ("/chaos/nowhere", "none")):
+        root = "/chaos" if path.startswith("/chaos") else ""
+        scope = {"type": "http", "path": path, "root_path": root, "method": "POST", "headers": [], "app": app,
+                 "query_string": b"", "server": ("t", 80), "scheme": "http"}
+        assert routing.modality_of(Request(scope)) == want, path
