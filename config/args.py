@@ -59,6 +59,19 @@ class DeploymentArgs(_Args):
     resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources per replica")
     autoscaling: Autoscaling = Autoscaling()
     max_ongoing_requests: int = Field(32, ge=1)
+    max_queued_requests: int | None = Field(None, ge=1, description=(
+        "requests each caller (a gateway replica's handle, or the proxy) queues for this deployment before "
+        "refusing more with 503; default: one more full load of every replica at max_replicas"))
+    graceful_shutdown_wait_loop_s: float = Field(1.0, gt=0, description="how often a stopping replica checks "
+                                                 "whether its in-flight requests have drained")
+    graceful_shutdown_timeout_s: float = Field(30.0, ge=0, description=(
+        "how long a stopping replica (scale-down, rolling update) drains in-flight requests before it is killed"))
+
+    def queue_limit(self) -> int:
+        """The bounded queue each caller keeps for this deployment (Ray's default, -1, is unbounded)."""
+        if self.max_queued_requests is not None:
+            return self.max_queued_requests
+        return self.max_ongoing_requests * self.autoscaling.max_replicas
 
     def replica_request(self) -> dict[str, float]:
         wanted = {"CPU": self.num_cpus, "GPU": self.num_gpus, **self.resources}
@@ -69,6 +82,9 @@ class DeploymentArgs(_Args):
             "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus, "resources": self.resources},
             "autoscaling_config": self.autoscaling.model_dump(),
             "max_ongoing_requests": self.max_ongoing_requests,
+            "max_queued_requests": self.queue_limit(),
+            "graceful_shutdown_wait_loop_s": self.graceful_shutdown_wait_loop_s,
+            "graceful_shutdown_timeout_s": self.graceful_shutdown_timeout_s,
         }
         if user_config is not None:
             options["user_config"] = user_config
@@ -177,6 +193,15 @@ class GatewayArgs(DeploymentArgs):
     num_cpus: float = Field(0.1, ge=0)
     max_ongoing_requests: int = Field(64, ge=1)
     settings: GatewaySettings = GatewaySettings()
+
+    @model_validator(mode="after")
+    def _refuse_before_serve_queues(self):
+        """The gateway's own admission refuses (in the error shape, with Retry-After) before Serve's
+        per-replica limit would make the proxy queue or answer in plain text."""
+        if self.settings.max_inflight >= self.max_ongoing_requests:
+            raise ValueError(f"gateway.settings.max_inflight ({self.settings.max_inflight}) must be below "
+                             f"gateway.max_ongoing_requests ({self.max_ongoing_requests})")
+        return self
 
 
 class AppArgs(_Args):

@@ -1,9 +1,11 @@
-"""Admission, before any body is read: who is calling (API key -> tenant) and whether their quota
-admits one more request (``Admission``, a service of each gateway replica), and the middleware that
-applies it to every request and measures it."""
+"""Admission, before any body is read: who is calling (API key -> tenant), the request's deadline,
+the route modality's in-flight budget and whether the tenant's quota admits one more request
+(``Admission``, a service of each gateway replica), and the middleware that applies it to every
+request and measures it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 from ray.serve.handle import DeploymentHandle
@@ -11,7 +13,7 @@ from starlette.requests import Request
 
 from config.tenants import OPEN, Tenant
 from deployments import tenancy
-from deployments.gateway import errors, routing
+from deployments.gateway import calls, errors, routing
 from deployments.metrics import observe_request, observe_throttled
 from deployments.quota import LEASE_S
 from models.errors import MMServeError, Throttled, Unauthorized
@@ -91,15 +93,20 @@ async def admit_and_measure(request: Request, call_next):
     admission = request.app.state.services.admission
     started, status, tenant, lease = time.perf_counter(), 500, "anonymous", None
     try:
-        if not _is_open(request):
-            admitted = admission.authenticate(request.headers, request.client.host if request.client else "unknown")
-            tenant = admitted.id
-            lease = await admission.acquire(admitted)
-            tenancy.bind(admitted)
-        response = await call_next(request)
+        with contextlib.ExitStack() as held:
+            if not _is_open(request):
+                address = request.client.host if request.client else "unknown"
+                admitted = admission.authenticate(request.headers, address)
+                tenant = admitted.id
+                calls.start_deadline(calls.request_timeout(request.headers.get(calls.TIMEOUT_HEADER),
+                                                           request.app.state.services.settings.request_timeout_s))
+                held.enter_context(request.app.state.budgets.slot(routing.modality_of(request)))
+                lease = await admission.acquire(admitted)
+                tenancy.bind(admitted)
+            response = await call_next(request)
         status = response.status_code
         return response
-    except MMServeError as err:  # refused at admission: 401, 403 or 429
+    except MMServeError as err:  # refused at admission: 401, 403, 429 or 503 (over budget)
         if isinstance(err, Throttled):
             observe_throttled(tenant)
         response = errors.domain_response(err)

@@ -17,6 +17,7 @@ from config.settings import GatewaySettings
 from deployments import tenancy
 from deployments.gateway.admission import Admission
 from deployments.gateway.parsing import off_loop
+from deployments.gateway.calls import call
 from deployments.info import EncoderInfo
 from deployments.metrics import observe_cache
 from models.embed_cache import EmbedCache
@@ -57,7 +58,7 @@ class Encoders:
         """What the encoders say about themselves, asked again after ``INFO_TTL_S``: a new model
         swapped in by ``user_config`` (a new adapter checkpoint) shows up without a gateway restart."""
         if self._infos is None or time.monotonic() - self._infos_at > INFO_TTL_S:
-            found = await asyncio.gather(*(self.handles[m].info.remote() for m in MODALITIES))
+            found = await asyncio.gather(*(call(self.handles[m].info) for m in MODALITIES))
             self._infos, self._infos_at = dict(zip(MODALITIES, found)), time.monotonic()
         return self._infos
 
@@ -65,7 +66,7 @@ class Encoders:
         return (await self.infos())[modality]
 
     async def embed_texts(self, texts: list[str]) -> np.ndarray:
-        return await self.use("text").embed.remote(texts)
+        return await call(self.use("text").embed, texts)
 
     async def embed_media(self, modality: str, raw: bytes, param: str, decoded: np.ndarray | None = None) -> np.ndarray:
         """One image or audio embedding; the same bytes are decoded and embedded once while cached."""
@@ -78,7 +79,7 @@ class Encoders:
         if row is None:
             if decoded is None:
                 decoded = await self.media.decode(modality, raw, param)
-            row = await self.use(modality).embed.remote(decoded)
+            row = await call(self.use(modality).embed, decoded)
             self.cache.put(scope, key, row)
         return row
 
@@ -107,7 +108,7 @@ class Encoders:
 
     async def spoken_query(self, audio: np.ndarray, *, param: str) -> tuple[np.ndarray, str]:
         """Transcribe (language detected), then embed what was heard as text."""
-        heard = await self.use("audio").transcribe.remote(audio, {"task": "transcribe", "language": None})
+        heard = await call(self.use("audio").transcribe, audio, {"task": "transcribe", "language": None})
         return await self.embed_transcript(heard["text"], param=param), heard["text"]
 
     async def embed_transcript(self, text: str, *, param: str) -> np.ndarray:
@@ -178,7 +179,7 @@ class Search:
         return vector, space, transcript
 
     async def search(self, name: str, vector: np.ndarray, *, space: str, top_k: int, where: dict) -> list[s.Hit]:
-        hits = await self.store().search.remote(tenancy.current().id, name, vector, space=space, top_k=top_k,
+        hits = await call(self.store().search, tenancy.current().id, name, vector, space=space, top_k=top_k,
                                                 where=where)
         return [s.Hit(**h) for h in hits]
 

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 
 from api import schemas as s
 from deployments.gateway import deps, planner, routing
+from deployments.gateway.calls import call
 from deployments.gateway.compose import PLANNERS, TASKS, Context, run_node
 
 router = APIRouter()
@@ -19,7 +20,7 @@ async def compose(svc: deps.Services, body=routing.body_of(s.ComposeRequest)):
     """Plan the tasks into a DAG over the deployments and run it: independent branches at once."""
     tasks = body.task_dicts()
     for task in (t for t in tasks if t["type"] == "fuse"):
-        task["modalities"] = (await svc.fusion.head(task["head"]).describe.remote())["modalities"]
+        task["modalities"] = (await call(svc.fusion.head(task["head"]).describe))["modalities"]
     the_plan = planner.plan(tasks, body.inputs.present(), PLANNERS)
     ctx = Context(services=svc, inputs=body.inputs)
     run = await planner.execute(the_plan, functools.partial(run_node, ctx))
