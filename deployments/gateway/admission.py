@@ -100,6 +100,9 @@ async def admit_and_measure(request: Request, call_next):
                 tenant = admitted.id
                 calls.start_deadline(calls.request_timeout(request.headers.get(calls.TIMEOUT_HEADER),
                                                            request.app.state.services.settings.request_timeout_s))
+                # The body first (within the limits of limits.py), then a budget slot: a client still
+                # sending its body is not work yet, and must not hold a slot its modality needs.
+                await request.body()
                 held.enter_context(request.app.state.budgets.slot(routing.modality_of(request)))
                 lease = await admission.acquire(admitted)
                 tenancy.bind(admitted)

@@ -25,6 +25,7 @@ from models.errors import Forbidden, Incompatible, InvalidInput, Unavailable
 from models.media import MediaLimits, decode_audio, decode_image
 
 MODALITIES = ("image", "text", "audio")
+FANOUT = 8  # items of one request in flight to a model deployment at once
 INFO_TTL_S = 2.0  # how long the gateway trusts what an encoder said about its model and space
 
 
@@ -83,9 +84,18 @@ class Encoders:
             self.cache.put(scope, key, row)
         return row
 
-    async def embed_many(self, modality: str, raws: list[bytes], param: str) -> np.ndarray:
-        rows = await asyncio.gather(*(self.embed_media(modality, r, f"{param}[{i}]") for i, r in enumerate(raws)))
-        return np.stack(rows)
+    async def embed_many(self, modality: str, raws: list[bytes], param: str,
+                         names: list[str] | None = None) -> np.ndarray:
+        """Embed several items, at most ``FANOUT`` in flight at once: enough to fill a batch, while one
+        64-item request cannot fill a model deployment's bounded queue by itself (it would get 503)."""
+        gate = asyncio.Semaphore(FANOUT)
+
+        async def one(raw: bytes, name: str) -> np.ndarray:
+            async with gate:
+                return await self.embed_media(modality, raw, name)
+
+        names = names or [f"{param}[{i}]" for i in range(len(raws))]
+        return np.stack(await asyncio.gather(*(one(r, n) for r, n in zip(raws, names))))
 
     async def label_embeddings(self, labels: list[str], template: str) -> np.ndarray:
         if "{}" not in template:

@@ -56,7 +56,8 @@ async def add_items(name: str, search: deps.Search, body=routing.body_of(s.AddIt
     ids = await off_loop(lambda: [s.content_id(raw) for raw in raws])
     present = await call(search.store().has, tenant, name, ids)
     todo = [n for n, i in enumerate(ids) if i not in present and i not in ids[:n]]
-    vectors = await asyncio.gather(*(search.encoders.embed_media("image", raws[n], f"items[{n}]") for n in todo))
+    vectors = await search.encoders.embed_many("image", [raws[n] for n in todo], "items",
+                                               names=[f"items[{n}]" for n in todo]) if todo else []
     rows = [(ids[n], v, body.items[n].metadata) for n, v in zip(todo, vectors)]
     encoder = (await search.encoders.info("image")).model
     added, _ = await call(search.store().add, tenant, name, rows, encoder=encoder) if rows else (0, 0)
