@@ -144,20 +144,25 @@ def finetune(manifest: str | Path, out: str | Path, *, workers: int = 2, use_gpu
            "storage": Path(storage or out.parent / ".ray-train")}
     training = {**asdict(train), "workers": workers, "use_gpu": use_gpu, "manifest": str(Path(manifest).resolve()),
                 "pairs": {s: sum(p.split == s for p in pairs) for s in adapter.SPLITS}, "family": family}
+    check_family(family, base, lock_image)
     if family == "clip":
-        if not base:
-            raise InvalidInput("--family clip needs --base (a CLIP hub id or directory)", param="base")
         meta, history = _finetune_clip(pairs, out, base=base, lock_image=lock_image, training=training, run=run,
                                        log=log)
-    elif family == "adapter":
-        if base or lock_image:
-            raise InvalidInput("--base and --lock-image are for --family clip", param="family")
+    else:
         meta, history = _finetune_adapter(pairs, out, cache_dir=cache_dir, encoders_fn=encoders_fn,
                                           training=training, run=run, log=log)
-    else:
-        raise InvalidInput(f"unknown family '{family}' (adapter or clip)", param="family")
     resumed = [r.get("resumed_from") for r in history if r.get("resumed_from") is not None]
     return {**meta, "history": history, "resumed_from": resumed[0] if resumed else None}
+
+
+def check_family(family: str, base: str | None, lock_image: bool) -> None:
+    """``InvalidInput`` for a family and options that do not go together (before any Ray starts)."""
+    if family not in ("adapter", "clip"):
+        raise InvalidInput(f"unknown family '{family}' (adapter or clip)", param="family")
+    if family == "clip" and not base:
+        raise InvalidInput("--family clip needs --base (a CLIP hub id or directory)", param="base")
+    if family == "adapter" and (base or lock_image):
+        raise InvalidInput("--base and --lock-image are for --family clip", param="family")
 
 
 def _finetune_adapter(pairs, out: Path, *, cache_dir, encoders_fn, training: dict, run: dict, log):
@@ -207,6 +212,7 @@ def run_local(args) -> dict:
     returns the checkpoint's space, path and val metrics before and after."""
     import ray
 
+    check_family(args.family, args.base, args.lock_image)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     context = ray.init(num_cpus=args.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
     try:
