@@ -182,3 +182,40 @@ def git_checkpoint(path: Path, dims: VLDims = VLDims(), *, seed: int = 5):
                                 crop_size={"height": dims.image_size, "width": dims.image_size})
     GitProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(path)
     return model
+
+
+# ------------------------------------------------------------------------------ CLIP
+def clip_tokenizer():
+    """A byte-level CLIP BPE with no merges: every character is a token (``x`` or ``x</w>``)."""
+    from tokenizers import pre_tokenizers
+    from transformers import CLIPTokenizer
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    vocab.update({ch: len(vocab) + i for i, ch in enumerate(alphabet)})
+    vocab.update({ch + "</w>": len(vocab) + i for i, ch in enumerate(alphabet)})
+    return CLIPTokenizer(vocab=vocab, merges=[])
+
+
+def clip_checkpoint(path: Path, dims: VLDims = VLDims(), *, projection_dim: int = 16, seed: int = 0):
+    """Save a random ``CLIPModel`` with its tokenizer and image processor to ``path``; return
+    ``(model, tokenizer)``. Loadable by ``CLIPTextEncoder``/``CLIPImageEmbedder`` and ``CLIPModel``."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    path.mkdir(parents=True, exist_ok=True)
+    tokenizer = clip_tokenizer()
+    torch.manual_seed(seed)
+    config = CLIPConfig(
+        text_config=_layers(dims, vocab_size=len(tokenizer), max_position_embeddings=77, projection_dim=projection_dim,
+                            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                            pad_token_id=tokenizer.pad_token_id),
+        vision_config=_layers(dims, image_size=dims.image_size, patch_size=dims.patch_size,
+                              projection_dim=projection_dim),
+        projection_dim=projection_dim,
+    )
+    model = CLIPModel(config).eval()
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    CLIPImageProcessor(size={"shortest_edge": dims.image_size},
+                       crop_size={"height": dims.image_size, "width": dims.image_size}).save_pretrained(path)
+    return model, tokenizer

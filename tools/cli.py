@@ -51,6 +51,11 @@ def _add_finetune(sub) -> None:
     f.add_argument("--batch-size", type=int, default=64)
     f.add_argument("--lr", type=float, default=1e-3)
     f.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray started for the run")
+    f.add_argument("--family", choices=("adapter", "clip"), default="adapter",
+                   help="adapter: heads over the frozen packaged encoders (default); clip: a transformers CLIPModel "
+                        "from --base, full fine-tuning or --lock-image (plumbing only here: no CLIP weights offline)")
+    f.add_argument("--base", default=None, help="--family clip: CLIP hub id or local directory")
+    f.add_argument("--lock-image", action="store_true", help="--family clip: freeze the image tower (LiT)")
 
 
 def _tenant_key(args) -> dict:

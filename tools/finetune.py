@@ -1,6 +1,10 @@
-"""Contrastive fine-tuning of the adapter space on Ray Train (an offline tool; no Serve, no FastAPI).
+"""Contrastive fine-tuning of an image-text space on Ray Train (an offline tool; no Serve, no FastAPI).
 
-``python -m tools.finetune MANIFEST --out DIR [--workers 2] [--gpu] [--epochs 30]``
+``python -m tools.finetune MANIFEST --out DIR [--workers 2] [--gpu] [--epochs 30]
+[--family adapter|clip] [--base CLIP_DIR_OR_HUB_ID] [--lock-image]``
+
+One shared loop (``train_loop``/``_fit``) trains either model family; what differs is a small
+strategy object (``models.finetune_families``). The default family, ``adapter``:
 
 1. The manifest (JSONL: image, caption, optional split/photo) is read and the frozen features of
    its train, val and test splits are computed once on the driver and cached (``models.adapter``).
@@ -11,6 +15,15 @@
    restarts from the last checkpoint, so it resumes, not restarts (``resumed_from`` says where).
 4. The final heads are written to ``--out`` atomically with R@1/R@5 before (ConSE) and after, on
    val and, when the manifest has one, on test.
+
+``--family clip --base DIR``: a transformers ``CLIPModel`` goes through the same trainer (same
+TorchTrainer, Ray Data, DDP, rank-0 checkpoints, FailureConfig): pixels and token ids are prepared
+once on the driver, the whole model trains (or, with ``--lock-image``, only the text side and the
+temperature: LiT) with CLIP's symmetric InfoNCE and its own learnable ``logit_scale``, and ``--out``
+becomes a ``save_pretrained`` directory (model, tokenizer, image processor, ``mmserve-finetune.json``
+with R@1/R@5 before = the base weights and after) that ``text.kind: clip`` / ``vision.embedder: clip``
+load. **Plumbing only here**: no CLIP weights exist offline, so this path is tested with tiny random
+CLIPs for a few steps; it says nothing about the quality of a real CLIP fine-tune.
 """
 from __future__ import annotations
 
@@ -27,43 +40,46 @@ import numpy as np
 import torch
 
 from models import adapter
+from models.errors import InvalidInput
+from models.finetune_families import AdapterFamily, ClipFamily, clip_rows, clip_split, save_clip_checkpoint
 
 STATE_FILE = "state.pt"
 FINGERPRINT = "efficientnet-lite0+all-MiniLM-L6-v2+conse-top10"  # the frozen encoders the feature cache holds
 
 
 def train_loop(config: dict) -> None:
-    """One Ray Train worker: DDP over the heads, one report per epoch on every worker."""
+    """One Ray Train worker: DDP over the family's module, one report per epoch on every worker."""
     import ray.train
     import ray.train.torch
 
     cfg = adapter.TrainConfig(**config["train"])
+    family = config["family"]
     torch.manual_seed(cfg.seed)
     ctx = ray.train.get_context()
-    heads = adapter.AdapterHeads(adapter.AdapterDims(**config["dims"]))
-    optimizer = adapter.make_optimizer(heads, cfg)
-    start, resumed_from, history = _restore(heads, optimizer)
-    model = ray.train.torch.prepare_model(heads)
-    val = adapter.FeatureSet(**config["val"]) if config["val"] else None
+    module = family.build()
+    optimizer = family.optimizer(module, cfg)
+    start, resumed_from, history = _restore(module, optimizer)
+    model = ray.train.torch.prepare_model(module)
+    val = config["val"]
     shard = ray.train.get_dataset_shard("train")
     for epoch in range(start, cfg.epochs):
         started, losses = time.perf_counter(), []
         for b in shard.iter_torch_batches(batch_size=cfg.batch_size, local_shuffle_buffer_size=256,
                                           local_shuffle_seed=cfg.seed + epoch, drop_last=True):
-            losses.append(adapter.train_step(model, _to_tensors(b), optimizer, group_positives=cfg.group_positives))
+            losses.append(family.step(model, b, optimizer, cfg))
         # DDP steps in lockstep: every worker ran as many full batches as this one
         metrics = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"),
-                   "resumed_from": resumed_from, "logit_scale": float(heads.scale().detach()),
-                   "epoch_s": time.perf_counter() - started,
+                   "resumed_from": resumed_from, "logit_scale": family.scale(module),
+                   "epoch_s": time.perf_counter() - started, "steps": len(losses),
                    "samples": len(losses) * cfg.batch_size * ctx.get_world_size()}
         if val is not None:
-            metrics.update({f"val_{k}": v for k, v in adapter.evaluate(heads, val).items()})
+            metrics.update({f"val_{k}": v for k, v in family.evaluate(module, val).items()})
         history.append(metrics)
         if ctx.get_world_rank() == 0:
             print(f"[finetune] epoch {epoch + 1}/{cfg.epochs} loss {metrics['loss']:.4f} "
                   f"val t2i R@1 {metrics.get('val_t2i_r1', float('nan')):.3f}", flush=True)
             with tempfile.TemporaryDirectory() as tmp:
-                torch.save({"heads": heads.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                torch.save({"module": module.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
                             "history": history},
                            os.path.join(tmp, STATE_FILE))
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
@@ -73,7 +89,7 @@ def train_loop(config: dict) -> None:
             os._exit(1)  # fault injection for the resume test: this worker dies once
 
 
-def _restore(heads: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, int | None, list[dict]]:
+def _restore(module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, int | None, list[dict]]:
     """(first epoch to run, epoch resumed from or None, metrics of the epochs done) from the run's
     last checkpoint, if any."""
     import ray.train
@@ -83,36 +99,73 @@ def _restore(heads: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[
         return 0, None, []
     with checkpoint.as_directory() as path:
         state = torch.load(os.path.join(path, STATE_FILE), weights_only=True)
-    heads.load_state_dict(state["heads"])
+    module.load_state_dict(state["module"])
     optimizer.load_state_dict(state["optimizer"])
     return state["epoch"] + 1, state["epoch"], state["history"]
 
 
-def _to_tensors(batch: dict) -> dict[str, torch.Tensor]:
-    return {"image": batch["image"].float(), "tokens": batch["tokens"].float(), "mask": batch["mask"].float(),
-            "group": batch["group"].long()}
-
-
-def _dataset(features: adapter.FeatureSet):
+def _fit(family, rows: list[dict], val: dict | None, *, train: adapter.TrainConfig, workers: int, use_gpu: bool,
+         storage: Path, name: str, fail_at_epoch: int | None) -> tuple[torch.nn.Module, list[dict]]:
+    """The shared trainer: ``TorchTrainer`` over a Ray Data dataset of ``rows``; returns the family's
+    module with the last checkpoint's weights and the metrics per epoch."""
     import ray.data
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
 
-    rows = features.pairs()
-    return ray.data.from_items([{k: v[i] for k, v in rows.items()} for i in range(len(rows["group"]))])
+    loop_config = {"train": asdict(train), "family": family, "val": val, "fail_at_epoch": fail_at_epoch}
+    trainer = TorchTrainer(
+        train_loop, train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
+        datasets={"train": ray.data.from_items(rows)},
+        run_config=RunConfig(name=f"finetune-{name}", storage_path=str(storage),
+                             failure_config=FailureConfig(max_failures=1),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)))
+    result = trainer.fit()
+    module = family.build()
+    with result.checkpoint.as_directory() as path:
+        state = torch.load(os.path.join(path, STATE_FILE), weights_only=True)
+    module.load_state_dict(state["module"])
+    return module, state["history"]
 
 
 def finetune(manifest: str | Path, out: str | Path, *, workers: int = 2, use_gpu: bool = False,
              train: adapter.TrainConfig = adapter.TrainConfig(), storage: str | Path | None = None,
              name: str | None = None, cache_dir: str | Path | None = None,
              encoders_fn: Callable[[], adapter.FrozenEncoders] = adapter.FrozenEncoders.load_packaged,
+             family: str = "adapter", base: str | None = None, lock_image: bool = False,
              fail_at_epoch: int | None = None, log: Callable[[str], None] = print) -> dict:
     """Run the whole fine-tune on the current Ray (``ray.init`` first); returns the checkpoint's metadata
-    plus ``history`` (metrics per epoch) and ``resumed_from``."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
+    plus ``history`` (metrics per epoch) and ``resumed_from``. ``family`` ``adapter`` (the default) or
+    ``clip`` (a transformers CLIP from ``base``, hub id or directory; ``lock_image`` for LiT)."""
     out = Path(out).expanduser().resolve()
     name = name or out.name
     pairs = adapter.read_manifest(manifest)
+    run = {"train": train, "workers": workers, "use_gpu": use_gpu, "name": name, "fail_at_epoch": fail_at_epoch,
+           "storage": Path(storage or out.parent / ".ray-train")}
+    training = {**asdict(train), "workers": workers, "use_gpu": use_gpu, "manifest": str(Path(manifest).resolve()),
+                "pairs": {s: sum(p.split == s for p in pairs) for s in adapter.SPLITS}, "family": family}
+    check_family(family, base, lock_image)
+    if family == "clip":
+        meta, history = _finetune_clip(pairs, out, base=base, lock_image=lock_image, training=training, run=run,
+                                       log=log)
+    else:
+        meta, history = _finetune_adapter(pairs, out, cache_dir=cache_dir, encoders_fn=encoders_fn,
+                                          training=training, run=run, log=log)
+    resumed = [r.get("resumed_from") for r in history if r.get("resumed_from") is not None]
+    return {**meta, "history": history, "resumed_from": resumed[0] if resumed else None}
+
+
+def check_family(family: str, base: str | None, lock_image: bool) -> None:
+    """``InvalidInput`` for a family and options that do not go together (before any Ray starts)."""
+    if family not in ("adapter", "clip"):
+        raise InvalidInput(f"unknown family '{family}' (adapter or clip)", param="family")
+    if family == "clip" and not base:
+        raise InvalidInput("--family clip needs --base (a CLIP hub id or directory)", param="base")
+    if family == "adapter" and (base or lock_image):
+        raise InvalidInput("--base and --lock-image are for --family clip", param="family")
+
+
+def _finetune_adapter(pairs, out: Path, *, cache_dir, encoders_fn, training: dict, run: dict, log):
     loaded: list[adapter.FrozenEncoders] = []
 
     def encoders() -> adapter.FrozenEncoders:
@@ -125,32 +178,33 @@ def finetune(manifest: str | Path, out: str | Path, *, workers: int = 2, use_gpu
     log(f"[finetune] {len(pairs)} pairs; computing or loading frozen features in {cache}")
     feats = {s: adapter.cached_features(pairs, s, encoders_fn=encoders, cache_dir=cache, fingerprint=fingerprint)
              for s in adapter.SPLITS if any(p.split == s for p in pairs)}
-    dims = adapter.AdapterDims(feats["train"].image_pooled.shape[1], feats["train"].text_tokens.shape[2], train.dim)
+    dims = adapter.AdapterDims(feats["train"].image_pooled.shape[1], feats["train"].text_tokens.shape[2],
+                               run["train"].dim)
+    family = AdapterFamily(dims)
+    rows = feats["train"].pairs()
     val = feats.get("val")
-    loop_config = {"train": asdict(train), "dims": asdict(dims), "val": val.__dict__ if val else None,
-                   "fail_at_epoch": fail_at_epoch}
-    trainer = TorchTrainer(
-        train_loop, train_loop_config=loop_config,
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
-        datasets={"train": _dataset(feats["train"])},
-        run_config=RunConfig(name=f"finetune-{name}", storage_path=str(Path(storage or out.parent / ".ray-train")),
-                             failure_config=FailureConfig(max_failures=1),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)))
-    result = trainer.fit()
-    heads = adapter.AdapterHeads(dims)
-    with result.checkpoint.as_directory() as path:
-        state = torch.load(os.path.join(path, STATE_FILE), weights_only=True)
-    heads.load_state_dict(state["heads"])
-    history = state["history"]
+    heads, history = _fit(family, [{k: v[i] for k, v in rows.items()} for i in range(len(rows["group"]))],
+                          val.__dict__ if val else None, **run)
     # before = ConSE; val chose nothing here, test (held-apart photos, if the manifest has them) is reported only
     metrics = {s: {"before": feats[s].base_metrics(), "after": adapter.evaluate(heads, feats[s])}
                for s in ("val", "test") if s in feats}
-    training = {**asdict(train), "workers": workers, "use_gpu": use_gpu, "manifest": str(Path(manifest).resolve()),
-                "pairs": {s: sum(p.split == s for p in pairs) for s in ("train", "val", "test")}}
     base = {**(encoders().describe() if loaded else {}), "fingerprint": fingerprint}
-    meta = adapter.save_checkpoint(out, heads, name=name, base=base, training=training, metrics=metrics)
-    resumed = [r.get("resumed_from") for r in history if r.get("resumed_from") is not None]
-    return {**meta, "history": history, "resumed_from": resumed[0] if resumed else None}
+    return adapter.save_checkpoint(out, heads, name=run["name"], base=base, training=training,
+                                   metrics=metrics), history
+
+
+def _finetune_clip(pairs, out: Path, *, base: str, lock_image: bool, training: dict, run: dict, log):
+    family = ClipFamily(base, lock_image=lock_image)
+    log(f"[finetune] {len(pairs)} pairs; CLIP '{base}'{' with a locked image tower (LiT)' if lock_image else ''}")
+    splits = {s: clip_split([p for p in pairs if p.split == s], base)
+              for s in adapter.SPLITS if any(p.split == s for p in pairs)}
+    pretrained = family.build()
+    before = {s: family.evaluate(pretrained, splits[s]) for s in ("val", "test") if s in splits}
+    del pretrained
+    module, history = _fit(family, clip_rows(splits["train"]), splits.get("val"), **run)
+    metrics = {s: {"before": before[s], "after": family.evaluate(module, splits[s])} for s in before}
+    return save_clip_checkpoint(out, module, family=family, name=run["name"], training=training,
+                                metrics=metrics), history
 
 
 def run_local(args) -> dict:
@@ -158,11 +212,13 @@ def run_local(args) -> dict:
     returns the checkpoint's space, path and val metrics before and after."""
     import ray
 
+    check_family(args.family, args.base, args.lock_image)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     context = ray.init(num_cpus=args.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
     try:
         meta = finetune(args.manifest, args.out, workers=args.workers, use_gpu=args.gpu,
-                        train=adapter.TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr))
+                        train=adapter.TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr),
+                        family=args.family, base=args.base, lock_image=args.lock_image)
     finally:
         ray.shutdown()
         _remove_session_dir(context)
@@ -171,6 +227,15 @@ def run_local(args) -> dict:
           file=sys.stderr)
     return {"out": str(Path(args.out).resolve()), "space": meta["space"], "metrics": meta["metrics"],
             "resumed_from": meta["resumed_from"], "epochs": len(meta["history"])}
+
+
+def add_family_args(parser: argparse.ArgumentParser) -> None:
+    """``--family adapter|clip``, ``--base``, ``--lock-image`` (shared with ``mmserve finetune``)."""
+    parser.add_argument("--family", choices=("adapter", "clip"), default="adapter",
+                        help="adapter: heads over the frozen packaged encoders (default); clip: a transformers "
+                             "CLIPModel from --base (plumbing only here: no CLIP weights offline)")
+    parser.add_argument("--base", default=None, help="--family clip: CLIP hub id or local directory")
+    parser.add_argument("--lock-image", action="store_true", help="--family clip: freeze the image tower (LiT)")
 
 
 def _remove_session_dir(context) -> None:
@@ -192,6 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=adapter.TrainConfig.batch_size)
     parser.add_argument("--lr", type=float, default=adapter.TrainConfig.lr)
     parser.add_argument("--num-cpus", type=int, default=None, help="for a local Ray started here")
+    add_family_args(parser)
     run_local(parser.parse_args(argv))
     return 0
 

@@ -60,37 +60,11 @@ def _pooler(out) -> torch.Tensor:
 # --------------------------------------------------------------------------------------- CLIP
 
 
-def _clip_tokenizer():
-    """A byte-level CLIP BPE with no merges: every character is a token (``x`` or ``x</w>``)."""
-    from tokenizers import pre_tokenizers
-    from transformers import CLIPTokenizer
-
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    vocab.update({ch: len(vocab) + i for i, ch in enumerate(alphabet)})
-    vocab.update({ch + "</w>": len(vocab) + i for i, ch in enumerate(alphabet)})
-    return CLIPTokenizer(vocab=vocab, merges=[])
-
-
 @pytest.fixture(scope="module")
 def clip_checkpoint(tmp_path_factory):
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
-
     path = tmp_path_factory.mktemp("tiny-clip")
-    tokenizer = _clip_tokenizer()
-    torch.manual_seed(0)
-    config = CLIPConfig(
-        text_config=_tiny(vocab_size=len(tokenizer), max_position_embeddings=77, projection_dim=PROJECTION_DIM,
-                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                          pad_token_id=tokenizer.pad_token_id),
-        vision_config=_tiny(image_size=IMAGE_SIZE, patch_size=8, projection_dim=PROJECTION_DIM),
-        projection_dim=PROJECTION_DIM,
-    )
-    model = CLIPModel(config).eval()
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE},
-                       crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}).save_pretrained(path)
+    dims = checkpoints.VLDims(image_size=IMAGE_SIZE, patch_size=8)
+    model, tokenizer = checkpoints.clip_checkpoint(path, dims, projection_dim=PROJECTION_DIM)
     return {"path": str(path), "model": model, "tokenizer": tokenizer}
 
 
