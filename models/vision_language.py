@@ -137,6 +137,21 @@ class _HFVisionLanguage:
     task: Task
     engine: Engine
 
+    model_class = ""  # the transformers class that loads this engine's checkpoints
+    model_type = ""  # what the checkpoint's config.json must say
+
+    @classmethod
+    def load(cls, path, *, model_id: str, device: str = "cpu", precision: Precision = "fp32",
+             defaults: GenerationSettings = GenerationSettings()):
+        import transformers
+        from transformers import AutoProcessor
+
+        _expect_model_type(path, cls.model_type, model_id)
+        model = getattr(transformers, cls.model_class).from_pretrained(str(path))
+        text_config = getattr(model.config, "text_config", model.config)
+        return cls(model=model, processor=AutoProcessor.from_pretrained(str(path)), model_id=model_id, device=device,
+                   precision=precision, defaults=defaults, text_positions=text_config.max_position_embeddings)
+
     def __init__(self, *, model, processor, model_id: str, device: str, precision: Precision,
                  defaults: GenerationSettings, text_positions: int):
         self.model = model.to(device).eval()
@@ -285,16 +300,7 @@ class BlipCaptioner(_Captioner):
 
     engine: Engine = "blip"
 
-    @classmethod
-    def load(cls, path, *, model_id: str, device: str = "cpu", precision: Precision = "fp32",
-             defaults: GenerationSettings = GenerationSettings()):
-        from transformers import AutoProcessor, BlipForConditionalGeneration
-
-        _expect_model_type(path, "blip", model_id)
-        model = BlipForConditionalGeneration.from_pretrained(str(path))
-        return cls(model=model, processor=AutoProcessor.from_pretrained(str(path)), model_id=model_id, device=device,
-                   precision=precision, defaults=defaults,
-                   text_positions=model.config.text_config.max_position_embeddings)
+    model_class, model_type = "BlipForConditionalGeneration", "blip"
 
     @property
     def _eos_id(self) -> int:
@@ -317,15 +323,7 @@ class GitCaptioner(_Captioner):
 
     engine: Engine = "git"
 
-    @classmethod
-    def load(cls, path, *, model_id: str, device: str = "cpu", precision: Precision = "fp32",
-             defaults: GenerationSettings = GenerationSettings()):
-        from transformers import AutoProcessor, GitForCausalLM
-
-        _expect_model_type(path, "git", model_id)
-        model = GitForCausalLM.from_pretrained(str(path))
-        return cls(model=model, processor=AutoProcessor.from_pretrained(str(path)), model_id=model_id, device=device,
-                   precision=precision, defaults=defaults, text_positions=model.config.max_position_embeddings)
+    model_class, model_type = "GitForCausalLM", "git"
 
     @property
     def _eos_id(self) -> int:
@@ -355,16 +353,7 @@ class BlipQuestionAnswerer(_HFVisionLanguage):
         super().__init__(**kwargs)
         _mask_cross_attention(self.model.text_decoder)
 
-    @classmethod
-    def load(cls, path, *, model_id: str, device: str = "cpu", precision: Precision = "fp32",
-             defaults: GenerationSettings = GenerationSettings()):
-        from transformers import AutoProcessor, BlipForQuestionAnswering
-
-        _expect_model_type(path, "blip", model_id)
-        model = BlipForQuestionAnswering.from_pretrained(str(path))
-        return cls(model=model, processor=AutoProcessor.from_pretrained(str(path)), model_id=model_id, device=device,
-                   precision=precision, defaults=defaults,
-                   text_positions=model.config.text_config.max_position_embeddings)
+    model_class, model_type = "BlipForQuestionAnswering", "blip"
 
     @property
     def _eos_id(self) -> int:
@@ -405,15 +394,7 @@ class ViltQuestionAnswerer(_HFVisionLanguage):
         self._label_tokens = torch.tensor(
             [len(self.tokenizer(label, add_special_tokens=False)["input_ids"]) for label in self.labels])
 
-    @classmethod
-    def load(cls, path, *, model_id: str, device: str = "cpu", precision: Precision = "fp32",
-             defaults: GenerationSettings = GenerationSettings()):
-        from transformers import AutoProcessor, ViltForQuestionAnswering
-
-        _expect_model_type(path, "vilt", model_id)
-        model = ViltForQuestionAnswering.from_pretrained(str(path))
-        return cls(model=model, processor=AutoProcessor.from_pretrained(str(path)), model_id=model_id, device=device,
-                   precision=precision, defaults=defaults, text_positions=model.config.max_position_embeddings)
+    model_class, model_type = "ViltForQuestionAnswering", "vilt"
 
     def _limits(self, text_positions: int) -> tuple[int, int]:
         """Answers are labels, not decoded: ``max_tokens`` only filters them."""

@@ -42,9 +42,14 @@ def _add_finetune(sub) -> None:
     captions.add_argument("output", type=Path)
     captions.add_argument("--views", type=int, default=8)
     captions.add_argument("--seed", type=int, default=0)
-    f = sub.add_parser("finetune", help="fine-tune the adapter space on an image-caption JSONL manifest (Ray Train)")
+    add_finetune_args(sub.add_parser("finetune", help="fine-tune an image-text space on an image-caption JSONL "
+                                                      "manifest (Ray Train)"))
+
+
+def add_finetune_args(f: argparse.ArgumentParser) -> None:
+    """The options of ``mmserve finetune`` (and of ``python -m tools.finetune``)."""
     f.add_argument("manifest", type=Path)
-    f.add_argument("--out", type=Path, required=True, help="adapter checkpoint directory to write (atomically)")
+    f.add_argument("--out", type=Path, required=True, help="checkpoint directory to write (atomically)")
     f.add_argument("--workers", type=int, default=2, help="data-parallel training workers")
     f.add_argument("--gpu", action="store_true", help="one GPU per worker")
     f.add_argument("--epochs", type=int, default=30)

@@ -229,15 +229,6 @@ def run_local(args) -> dict:
             "resumed_from": meta["resumed_from"], "epochs": len(meta["history"])}
 
 
-def add_family_args(parser: argparse.ArgumentParser) -> None:
-    """``--family adapter|clip``, ``--base``, ``--lock-image`` (shared with ``mmserve finetune``)."""
-    parser.add_argument("--family", choices=("adapter", "clip"), default="adapter",
-                        help="adapter: heads over the frozen packaged encoders (default); clip: a transformers "
-                             "CLIPModel from --base (plumbing only here: no CLIP weights offline)")
-    parser.add_argument("--base", default=None, help="--family clip: CLIP hub id or local directory")
-    parser.add_argument("--lock-image", action="store_true", help="--family clip: freeze the image tower (LiT)")
-
-
 def _remove_session_dir(context) -> None:
     """Leave no Ray session folder of this run behind."""
     import shutil
@@ -248,16 +239,10 @@ def _remove_session_dir(context) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from tools.cli import add_finetune_args
+
     parser = argparse.ArgumentParser(prog="python -m tools.finetune", description=__doc__.splitlines()[0])
-    parser.add_argument("manifest", type=Path)
-    parser.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--gpu", action="store_true", help="one GPU per worker")
-    parser.add_argument("--epochs", type=int, default=adapter.TrainConfig.epochs)
-    parser.add_argument("--batch-size", type=int, default=adapter.TrainConfig.batch_size)
-    parser.add_argument("--lr", type=float, default=adapter.TrainConfig.lr)
-    parser.add_argument("--num-cpus", type=int, default=None, help="for a local Ray started here")
-    add_family_args(parser)
+    add_finetune_args(parser)
     run_local(parser.parse_args(argv))
     return 0
 

@@ -1,18 +1,17 @@
 """Client retries and errors against a real (tiny, stdlib) HTTP server."""
 import asyncio
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from clients.client import AsyncClient, Client, MMServeError, RetryPolicy
+from tests.stub_http import StubHandler, serving
 
 HEALTH = json.dumps({"status": "ready", "deployments": {}}).encode()
 
 
-class _Flaky(BaseHTTPRequestHandler):
+class _Flaky(StubHandler):
     """/readyz answers ``failures`` times with 429 + Retry-After, then 200; /v1/models always 422."""
 
     failures = 2
@@ -21,33 +20,21 @@ class _Flaky(BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 (stdlib name)
         type(self).seen.append(time.monotonic())
         if self.path == "/v1/models":
-            return self._send(422, {"error": {"type": "invalid_request_error", "message": "nope", "param": "x"}})
+            return self._json(422, {"error": {"type": "invalid_request_error", "message": "nope", "param": "x"}})
         if len(type(self).seen) <= type(self).failures:
-            return self._send(429, {"error": {"type": "rate_limited", "message": "slow down", "param": None}},
+            return self._json(429, {"error": {"type": "rate_limited", "message": "slow down", "param": None}},
                               {"Retry-After": "0.3"})
-        self._send(200, json.loads(HEALTH))
+        self._json(200, json.loads(HEALTH))
 
-    def _send(self, status, body, headers=None):
-        raw = json.dumps(body).encode()
-        self.send_response(status)
-        for key, value in {"Content-Type": "application/json", **(headers or {})}.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
-
-    def log_message(self, *args):
-        pass
+    def _json(self, status, body, headers=None):
+        self._send(status, json.dumps(body).encode(), headers=headers)
 
 
 @pytest.fixture
 def server():
     _Flaky.seen = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    with serving(_Flaky) as url:
+        yield url
 
 
 def test_sync_client_honours_retry_after(server):

@@ -2,18 +2,17 @@
 on idempotent routes; never a non-idempotent call (``drop_index``) after the server may have run it."""
 import json
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 
 from clients.client import Client, MMServeError, RetryPolicy
+from tests.stub_http import StubHandler, serving
 
 FAST = RetryPolicy(attempts=3, base_delay_s=0.01)
 
 
-class _Faulty(BaseHTTPRequestHandler):
+class _Faulty(StubHandler):
     """Each path answers its scripted faults in order, then succeeds."""
 
     script: dict[str, list] = {}
@@ -38,26 +37,12 @@ class _Faulty(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_DELETE = _answer
 
-    def _send(self, status, raw, ctype, headers=None):
-        self.send_response(status)
-        for key, value in {"Content-Type": ctype, **(headers or {})}.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
-
-    def log_message(self, *args):
-        pass
-
 
 @pytest.fixture
 def server():
     _Faulty.seen, _Faulty.script = [], {}
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Faulty)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    with serving(_Faulty) as url:
+        yield url
 
 
 def test_idempotent_routes_ride_out_overload_lost_replicas_and_dropped_connections(server):
