@@ -28,8 +28,13 @@ def _fusion(request: Request) -> sv.Fusion:
     return _services(request).fusion
 
 
+def _vision_language(request: Request) -> sv.VisionLanguage:
+    return _services(request).vision_language
+
+
 Services = Annotated[sv.Services, Depends(_services)]
 Encoders = Annotated[sv.Encoders, Depends(_encoders)]
 Media = Annotated[sv.Media, Depends(_media)]
 Search = Annotated[sv.Search, Depends(_search)]
 Fusion = Annotated[sv.Fusion, Depends(_fusion)]
+VisionLanguage = Annotated[sv.VisionLanguage, Depends(_vision_language)]

@@ -62,9 +62,11 @@ async def _value(item) -> object:
 
 
 async def _form(form: FormData, schema: type[BaseModel]) -> dict:
-    """Repeated parts become lists for list-typed fields; other fields take a single part."""
+    """Repeated parts become lists for list-typed fields; other fields take a single part. A list
+    field's parts may be named ``field[]`` (as the openai client sends timestamp_granularities)."""
     data: dict[str, object] = {}
-    for name in dict.fromkeys(form.keys()):
-        items = [await _value(v) for v in form.getlist(name)]
+    for part in dict.fromkeys(form.keys()):
+        name = part[:-2] if part.endswith("[]") and _is_list(schema, part[:-2]) else part
+        items = [await _value(v) for v in form.getlist(part)]
         data[name] = items if _is_list(schema, name) else items[-1]
     return data
