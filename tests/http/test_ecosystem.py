@@ -43,6 +43,19 @@ def test_openai_transcribes_wav(openai_client, files):
     assert assets.wer(assets.EN_SENTENCE, result.text) <= 0.3, result.text
 
 
+def test_openai_transcription_word_timestamps(openai_client, files):
+    """The official client sends timestamp_granularities[] parts; with 'word', verbose_json has words."""
+    with open(files["en"], "rb") as f:
+        result = openai_client.audio.transcriptions.create(model="whisper-1", file=f, response_format="verbose_json",
+                                                           timestamp_granularities=["word", "segment"])
+    words = result.words
+    assert assets.wer(assets.EN_SENTENCE, " ".join(w.word for w in words)) <= 0.3, words
+    assert all(0 <= w.start <= w.end <= result.duration + 0.05 for w in words) and result.segments
+    with open(files["en"], "rb") as f:
+        plain = openai_client.audio.transcriptions.create(model="whisper-1", file=f, response_format="verbose_json")
+    assert getattr(plain, "words", None) is None
+
+
 def test_openai_translates_wav(openai_client, files):
     with open(files["de"], "rb") as f:
         result = openai_client.audio.translations.create(model="whisper-1", file=f)

@@ -281,7 +281,9 @@ def test_bad_input_is_4xx_in_the_one_error_shape(vl_app, path, body, status, par
             return [fill(v) for v in value]
         return value
 
-    _error(_post(vl_app["url"], path, fill(body)), status, param)
+    message = _error(_post(vl_app["url"], path, fill(body)), status, param)
+    if "example.com" in str(body):
+        assert "remote image URLs are not fetched" in message and "data URL" in message
 
 
 # ---- compose and CLI ------------------------------------------------------------------------
