@@ -370,8 +370,8 @@ class ChatCompletionRequest(_OpenAI):
     messages: list[ChatMessage] = Field(min_length=1, max_length=64)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    max_tokens: MaxTokens | None = None
-    max_completion_tokens: MaxTokens | None = None
+    max_tokens: int | None = Field(None, ge=1, description="an upper bound: the model's own limit applies when lower")
+    max_completion_tokens: int | None = Field(None, ge=1, description="as max_tokens")
     temperature: float | None = Field(None, description="accepted; decoding is deterministic (greedy or beam)")
     n: int | None = Field(None, description="only 1")
     tools: list[dict] | None = Field(None, description="not supported: 400")

@@ -18,7 +18,7 @@ import torch
 from ray import serve
 
 from deployments.common import BatchStats, ModelReplica, placement, replica_device
-from models.errors import NotFound
+from models.errors import NotFound, Unavailable
 from models.registry import VisionLanguageModelSpec, load_vision_language
 from models.vision_language import GenerationSettings, VisionLanguageModel
 
@@ -50,8 +50,13 @@ class VisionLanguage(ModelReplica):
         spec = self.specs.get(model_id)
         if spec is None:
             raise NotFound(f"no vision-language model '{model_id}' here; see /v1/models", param="model")
-        model = load_vision_language(spec, device=self.device)
-        model.warmup()
+        try:
+            model = load_vision_language(spec, device=self.device)
+            model.warmup()
+        except Exception as exc:  # the config names weights this replica cannot load: the operator's fault
+            log.exception("vision-language model %s failed to load from %s", model_id, spec.path)
+            raise Unavailable(f"vision-language model '{model_id}' could not be loaded ({type(exc).__name__}); "
+                              "see the VisionLanguage replica's log") from None
         log.info("loaded vision-language model %s (%s %s) on %s", model_id, spec.task, spec.engine, self.device)
         return model
 
@@ -61,8 +66,12 @@ class VisionLanguage(ModelReplica):
 
     async def run(self, image: np.ndarray, text: str | None, options: dict) -> dict:
         """Caption ``image`` (``text``: the prompt it starts with) or answer ``text`` about it, with the
-        model this request is routed for. ``options``: max_tokens, num_beams, top_k (None: defaults)."""
+        model this request is routed for. ``options``: max_tokens, num_beams, top_k (None: defaults);
+        with ``clamp``, a max_tokens over the model's limit is lowered to it (OpenAI's is an upper bound)."""
         model = await self.get_model(serve.get_multiplexed_model_id())
+        options = dict(options)
+        if options.pop("clamp", False) and options.get("max_tokens") is not None:
+            options["max_tokens"] = min(options["max_tokens"], model.max_new_tokens)
         settings = model.settings(**options)  # here, so a bad request never fails a whole batch
         model.check_text(text)
         out = await self._generate_batch(model, image, text, settings)

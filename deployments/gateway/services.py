@@ -260,9 +260,10 @@ class VisionLanguage:
         return await self.media.decode("image", raw, param)
 
     async def run(self, model: VLModel, image: np.ndarray, text: str | None, *, max_tokens: int | None = None,
-                  num_beams: int | None = None, top_k: int | None = None) -> dict:
-        """One caption or answer (the replica batches concurrent calls)."""
-        options = {"max_tokens": max_tokens, "num_beams": num_beams, "top_k": top_k}
+                  num_beams: int | None = None, top_k: int | None = None, clamp: bool = False) -> dict:
+        """One caption or answer (the replica batches concurrent calls); ``clamp``: a max_tokens over
+        the model's limit is lowered to it instead of refused."""
+        options = {"max_tokens": max_tokens, "num_beams": num_beams, "top_k": top_k, "clamp": clamp}
         return await self.deployment().options(multiplexed_model_id=model.id).run.remote(image, text, options)
 
 

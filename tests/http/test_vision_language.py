@@ -56,11 +56,13 @@ def local(specs, one_torch_thread):
 
 
 @pytest.fixture(scope="module")
-def vl_app(ray_cluster, specs):
+def vl_app(ray_cluster, specs, tmp_path_factory):
     base = f"http://127.0.0.1:{ray_cluster['port']}"
+    broken = VisionLanguageModelSpec(id="broken", task="caption", engine="blip",
+                                     path=str(tmp_path_factory.mktemp("no-weights")))  # configured, not loadable
     vl = VisionLanguage.options(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=32,
                                 user_config={"max_batch_size": 8, "batch_wait_timeout_s": 0.25}).bind(
-        [s.model_dump() for s in specs.values()], len(specs))
+        [s.model_dump() for s in [*specs.values(), broken]], len(specs) + 1)
     serve.run(Gateway.options(name="VLGateway", ray_actor_options={"num_cpus": 0}).bind(
         *_stubs("VLStub"), {}, vision_language=vl), name="vl", route_prefix="/vl")
     serve.run(Gateway.options(name="VLOffGateway", ray_actor_options={"num_cpus": 0}).bind(*_stubs("VLOffStub"), {}),
@@ -123,6 +125,12 @@ def test_models_lists_vision_language_only_when_on(vl_app):
 def test_off_routes_answer_503_naming_the_config_key(vl_app, path, body):
     message = _error(_post(vl_app["off"], path, body), 503, None)
     assert "vision_language.enabled" in message
+
+
+def test_a_model_that_cannot_load_is_503_naming_it(vl_app):
+    message = _error(_post(vl_app["url"], "/v1/captions", {"image": _b64("coffee"), "model": "broken"}), 503, None)
+    assert "'broken' could not be loaded" in message
+    assert _post(vl_app["url"], "/v1/captions", {"image": _b64("coffee")}).status_code == 200  # the others still serve
 
 
 # ---- captions ------------------------------------------------------------------------------
@@ -232,6 +240,9 @@ def test_chat_captions_with_a_caption_model_or_without_a_question(openai_client,
     prompted = openai_client.chat.completions.create(model="tiny-blip-caption",
                                                      messages=_user("A picture of", _data_url("rocket")))
     assert prompted.choices[0].message.content.startswith("A picture of")
+    bounded = openai_client.chat.completions.create(model="tiny-git", messages=_user(None, _data_url("rocket")),
+                                                    max_tokens=4096)  # clients send large bounds: the model's applies
+    assert bounded.choices[0].message.content == _expect(local, "tiny-git", "rocket", max_tokens=32).text
     no_question = openai_client.chat.completions.create(model="tiny-vilt", messages=_user(None, _data_url("rocket")))
     assert no_question.model == "tiny-blip-caption"  # a VQA model with no question: the first caption model
 

@@ -136,7 +136,7 @@ async def chat_completions(vl: deps.VisionLanguage, body=routing.body_of(s.ChatC
     text, raw, param = user_turn(body.messages)
     model = await _chat_model(vl, body.model, text)
     image = await vl.image(raw, param)
-    out = await vl.run(model, image, text, max_tokens=body.max_completion_tokens or body.max_tokens)
+    out = await vl.run(model, image, text, max_tokens=body.max_completion_tokens or body.max_tokens, clamp=True)
     finish = "length" if model.engine != "vilt" and out["tokens"] >= out["max_tokens"] else "stop"
     reply = Reply(id=f"chatcmpl-{uuid.uuid4().hex[:24]}", created=int(time.time()), model=model.id,
                   content=out["text"], finish=finish, usage=usage([out]))
