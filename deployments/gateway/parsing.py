@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import types
 import typing
 from typing import Callable, TypeVar
 
@@ -53,8 +54,13 @@ def _validate_json(raw: bytes, schema: type[M]) -> M:
 
 
 def _is_list(schema: type[BaseModel], name: str) -> bool:
+    """A list field, optional ones (``list[...] | None``) included."""
     field = schema.model_fields.get(name)
-    return field is not None and typing.get_origin(field.annotation) is list
+    if field is None:
+        return False
+    kinds = typing.get_args(field.annotation) if typing.get_origin(field.annotation) in (typing.Union, types.UnionType) \
+        else (field.annotation,)
+    return any(typing.get_origin(kind) is list for kind in kinds)
 
 
 async def _value(item) -> object:

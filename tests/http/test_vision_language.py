@@ -121,6 +121,7 @@ def test_models_lists_vision_language_only_when_on(vl_app):
     ("/v1/captions", {"image": "aGVsbG8="}),
     ("/v1/vqa", {"image": "aGVsbG8=", "question": "what?"}),
     ("/v1/chat/completions", {"model": "tiny-blip-vqa", "messages": [{"role": "user", "content": "hi"}]}),
+    ("/v1/compose", {"inputs": {"image": "aGVsbG8="}, "tasks": [{"type": "caption"}]}),
 ])
 def test_off_routes_answer_503_naming_the_config_key(vl_app, path, body):
     message = _error(_post(vl_app["off"], path, body), 503, None)
@@ -150,6 +151,15 @@ def test_captions_are_the_models_and_honour_max_tokens_and_beams(vl_app, local, 
     # the beams mattered: greedy decoding gives other captions for some photo
     assert want != [_expect(local, model_id, n, max_tokens=6).text for n in PHOTOS]
     assert greedy.usage.completion_tokens == sum(c.tokens for c in greedy.data)
+
+
+def test_captions_from_multipart_file_parts(vl_app, local):
+    files = [("images", ("a.jpg", assets.photo("coffee"))), ("images", ("b.jpg", assets.photo("rocket")))]
+    r = httpx.post(f"{vl_app['url']}/v1/captions", files=files, data={"max_tokens": "3", "model": "tiny-git"},
+                   timeout=60)
+    assert r.status_code == 200, r.text
+    assert [c["caption"] for c in r.json()["data"]] == [_expect(local, "tiny-git", n, max_tokens=3).text
+                                                       for n in ("coffee", "rocket")]
 
 
 def test_conditional_captions_start_with_the_prompt(vl_app, local):

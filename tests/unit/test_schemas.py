@@ -53,6 +53,8 @@ def test_form_parts_named_like_the_openai_client_fill_list_fields():
                      ("timestamp_granularities[]", "word"), ("timestamp_granularities[]", "segment")])
     request = s.TranscriptionRequest.model_validate(asyncio.run(_form(form, s.TranscriptionRequest)))
     assert request.timestamp_granularities == ["word", "segment"] and request.word_timestamps()
+    two = asyncio.run(_form(FormData([("images", b"GIF89a"), ("images", b"\x89PNG")]), s.CaptionRequest))
+    assert s.CaptionRequest.model_validate(two).images == [b"GIF89a", b"\x89PNG"]  # an optional list field
     plain = s.TranscriptionRequest.model_validate({"file": "UklGRg=="})
     assert plain.timestamp_granularities == ["segment"] and not plain.word_timestamps()
     with pytest.raises(ValidationError):
