@@ -8,6 +8,8 @@ A second app, with vision-language off, checks the 503 and the model list.
 """
 import base64
 import concurrent.futures as cf
+import subprocess
+import sys
 
 import httpx
 import numpy as np
@@ -329,3 +331,14 @@ def test_cli_caption_and_ask(vl_app, local, tmp_path, capsys):
                      "--top-k", "2"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == _expect(local, "tiny-vilt", "coffee", "is it a cat?").text and len(lines) == 2
+
+
+def test_schemathesis_finds_no_server_error(vl_app):
+    """Property-based requests to the vision-language routes, with vision-language on and real models."""
+    done = subprocess.run(
+        [sys.executable, "-m", "schemathesis.cli", "run", f"{vl_app['url']}/openapi.json", "--url", vl_app["url"],
+         "--include-path-regex", "^/v1/(captions|vqa|chat/completions)$", "--checks", "not_a_server_error",
+         "--max-examples", "15", "--phases", "examples,coverage,fuzzing", "--seed", "1", "--request-timeout", "60",
+         "--no-color"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "Tested: 3" in done.stdout, done.stdout[-2000:]  # the three routes were reached
