@@ -5,8 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-# Ray 2.60 turns token auth on by default: the embedded default is a private local cluster.
-export RAY_AUTH_MODE ?= disabled
+# The embedded Ray is private (graphs/local_ray.py): every port on 127.0.0.1, token auth on.
 export RAY_USAGE_STATS_ENABLED ?= 0
 
 .PHONY: setup serve test test-deps clean openapi

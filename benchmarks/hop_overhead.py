@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -77,15 +76,12 @@ def bare_uvicorn_ms(calls: int) -> float:
 
 
 def main() -> None:
-    import ray
-
-    from graphs.launch import remove_session_dir
+    from graphs import local_ray
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=300)
     args = parser.parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    context = local_ray.start(num_cpus=2, log_to_driver=False)
     port = free_port()
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -97,8 +93,7 @@ def main() -> None:
             served_http = _median_ms(lambda: client.get("/noop"), args.calls)
     finally:
         serve.shutdown()
-        ray.shutdown()
-        remove_session_dir(context)
+        local_ray.stop(context)
     bare_http = bare_uvicorn_ms(args.calls)
     result = {"one_hop_ms": one, "two_hops_ms": two, "per_hop_ms": two - one,
               "http_via_serve_proxy_ms": served_http, "http_bare_uvicorn_ms": bare_http,

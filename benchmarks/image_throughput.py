@@ -110,14 +110,12 @@ def cpu_profile(before: dict[str, float], after: dict[str, float], seconds: floa
 
 
 def run_served(concurrency: list[int], window: float, cpus: float, precision: str) -> tuple[list[loadgen.Point], dict]:
-    import ray
     from ray import serve
 
+    from graphs import local_ray
     from graphs.app import build_app
-    from graphs.launch import remove_session_dir
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    context = ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    context = local_ray.start(num_cpus=4, log_to_driver=False)
     port = free_port()
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -130,8 +128,7 @@ def run_served(concurrency: list[int], window: float, cpus: float, precision: st
         return points, {"batch_sizes": batches, "cores_used_by_process": profile}
     finally:
         serve.shutdown()
-        ray.shutdown()
-        remove_session_dir(context)
+        local_ray.stop(context)
 
 
 def main() -> None:

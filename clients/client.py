@@ -2,8 +2,17 @@
 
 Both are built from one list of routes (``_Routes``): each method describes its request once,
 and the transport (httpx sync or async) sends it. Responses are parsed into the same pydantic
-schemas the gateway validates with. 429 and 503 answers are retried with exponential backoff
-that honours ``Retry-After``; other errors raise ``MMServeError`` carrying the server's error.
+schemas the gateway validates with. Retries (``RetryPolicy``), with exponential backoff that
+honours ``Retry-After``:
+
+- 429 (a refusal before any work ran) on every route;
+- on idempotent routes only (every route but ``drop_index``: inference is pure, and index writes are
+  idempotent by content hash): connection errors, 502, 503 and 504, and a 5xx whose body is not the
+  server's error shape (the proxy's own answer when the gateway replica serving it died);
+- on a non-idempotent route, a connection that was never made; nothing else is retried blindly.
+
+Every request carries ``X-Request-Timeout`` (the client's timeout), so the server gives up (504) and
+cancels its work when the client would stop waiting anyway. Other errors raise ``MMServeError``.
 """
 from __future__ import annotations
 
@@ -20,7 +29,12 @@ from pydantic import BaseModel
 from api import schemas as s
 
 MediaInput = bytes | str | Path
-RETRY_STATUSES = (429, 503)
+REFUSED = 429  # nothing ran: safe to retry on any route
+RETRY_STATUSES = (502, 503, 504)  # retried on idempotent routes
+# The request never reached the server: safe on any route.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# The connection broke while the server may have worked: idempotent routes only.
+BROKEN = (*NOT_SENT, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 
 
 class MMServeError(Exception):
@@ -33,14 +47,15 @@ class MMServeError(Exception):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Retries for 429/503: ``base * 2**attempt`` seconds (with jitter), or the server's Retry-After."""
+    """How often and how long to wait: ``base * 2**attempt`` seconds (with jitter), or the server's
+    Retry-After. Which answers are retried is in the module docstring."""
 
     attempts: int = 4
     base_delay_s: float = 0.5
     max_delay_s: float = 30.0
 
-    def delay(self, attempt: int, response: httpx.Response) -> float:
-        header = response.headers.get("retry-after")
+    def delay(self, attempt: int, response: httpx.Response | None) -> float:
+        header = None if response is None else response.headers.get("retry-after")
         if header is not None:
             try:
                 return min(float(header), self.max_delay_s)
@@ -55,6 +70,28 @@ class _Call:
     path: str
     schema: type[BaseModel] | None = None  # None: return the response text
     kwargs: dict[str, Any] = field(default_factory=dict)
+    idempotent: bool = True  # running it twice leaves the same state and answer
+
+
+def _shaped(response: httpx.Response) -> bool:
+    """Whether the body is the server's ``{"error": ...}`` shape (the gateway answered it)."""
+    try:
+        s.ErrorResponse.model_validate(response.json())
+        return True
+    except ValueError:
+        return False
+
+
+def _retryable(call: _Call, response: httpx.Response) -> bool:
+    if response.status_code == REFUSED:
+        return True
+    if not call.idempotent:
+        return False
+    return response.status_code in RETRY_STATUSES or (response.status_code >= 500 and not _shaped(response))
+
+
+def _retryable_error(call: _Call, exc: Exception) -> bool:
+    return isinstance(exc, BROKEN if call.idempotent else NOT_SENT)
 
 
 def _read(media: MediaInput) -> bytes:
@@ -179,7 +216,7 @@ class _Routes:
         return self._call(_Call("GET", f"/v1/indexes/{name}", s.IndexInfo))
 
     def drop_index(self, name: str):
-        return self._call(_Call("DELETE", f"/v1/indexes/{name}", None))
+        return self._call(_Call("DELETE", f"/v1/indexes/{name}", None, idempotent=False))  # again: 404
 
     def add_images(self, name: str, images: list[MediaInput], *, metadata: list[dict] | None = None):
         meta = metadata or [{} for _ in images]
@@ -211,8 +248,11 @@ class _Routes:
         return self._call(_Call("GET", "/v1/fusion/heads", s.FusionHeadList))
 
 
-def _headers(api_key: str | None) -> dict:
-    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+def _headers(api_key: str | None, timeout: float | None) -> dict:
+    """The API key, and the client's timeout as the server's deadline, a little shorter, so the server's
+    504 (and the cancelling of its work) comes before the client stops listening."""
+    auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    return auth | ({"X-Request-Timeout": f"{timeout * 0.95:.3f}"} if timeout else {})
 
 
 class Client(_Routes):
@@ -220,13 +260,20 @@ class Client(_Routes):
 
     def __init__(self, base_url: str = "http://127.0.0.1:8000", *, api_key: str | None = None,
                  timeout: float = 120.0, retry: RetryPolicy = RetryPolicy()) -> None:
-        self._http = httpx.Client(base_url=base_url, timeout=timeout, headers=_headers(api_key))
+        self._http = httpx.Client(base_url=base_url, timeout=timeout, headers=_headers(api_key, timeout))
         self.retry = retry
 
     def _call(self, call: _Call):
         for attempt in range(self.retry.attempts + 1):
-            response = self._http.request(call.method, call.path, **call.kwargs)
-            if response.status_code not in RETRY_STATUSES or attempt == self.retry.attempts:
+            last = attempt == self.retry.attempts
+            try:
+                response = self._http.request(call.method, call.path, **call.kwargs)
+            except httpx.TransportError as exc:
+                if last or not _retryable_error(call, exc):
+                    raise
+                time.sleep(self.retry.delay(attempt, None))
+                continue
+            if last or not _retryable(call, response):
                 return _parse(call, response)
             time.sleep(self.retry.delay(attempt, response))
 
@@ -245,13 +292,20 @@ class AsyncClient(_Routes):
 
     def __init__(self, base_url: str = "http://127.0.0.1:8000", *, api_key: str | None = None,
                  timeout: float = 120.0, retry: RetryPolicy = RetryPolicy()) -> None:
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, headers=_headers(api_key))
+        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, headers=_headers(api_key, timeout))
         self.retry = retry
 
     async def _call(self, call: _Call):
         for attempt in range(self.retry.attempts + 1):
-            response = await self._http.request(call.method, call.path, **call.kwargs)
-            if response.status_code not in RETRY_STATUSES or attempt == self.retry.attempts:
+            last = attempt == self.retry.attempts
+            try:
+                response = await self._http.request(call.method, call.path, **call.kwargs)
+            except httpx.TransportError as exc:
+                if last or not _retryable_error(call, exc):
+                    raise
+                await asyncio.sleep(self.retry.delay(attempt, None))
+                continue
+            if last or not _retryable(call, response):
                 return _parse(call, response)
             await asyncio.sleep(self.retry.delay(attempt, response))
 

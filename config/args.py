@@ -6,13 +6,31 @@ Paths are made absolute once, by the validators, when the args are read.
 """
 from __future__ import annotations
 
+import os
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from config.settings import BatchConfig, GatewaySettings, absolute
+from models.errors import MMServeError
 from models.registry import SpeechModelSpec, TextModelSpec, VisionLanguageModelSpec, VisionModelSpec
 from models.search import is_local_uri
+
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_env(value: str) -> str:
+    """Replace each ``${NAME}`` with that environment variable; one that is not set is an error
+    (an unset Milvus URI must not quietly become a local file named '${MILVUS_URI}')."""
+    def lookup(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise ValueError(f"environment variable {name} is not set (named as ${{{name}}})")
+        return os.environ[name]
+
+    return _ENV_REFERENCE.sub(lookup, value)
 
 
 class _Args(BaseModel):
@@ -41,6 +59,19 @@ class DeploymentArgs(_Args):
     resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources per replica")
     autoscaling: Autoscaling = Autoscaling()
     max_ongoing_requests: int = Field(32, ge=1)
+    max_queued_requests: int | None = Field(None, ge=1, description=(
+        "requests each caller (a gateway replica's handle, or the proxy) queues for this deployment before "
+        "refusing more with 503; default: one more full load of every replica at max_replicas"))
+    graceful_shutdown_wait_loop_s: float = Field(1.0, gt=0, description="how often a stopping replica checks "
+                                                 "whether its in-flight requests have drained")
+    graceful_shutdown_timeout_s: float = Field(30.0, ge=0, description=(
+        "how long a stopping replica (scale-down, rolling update) drains in-flight requests before it is killed"))
+
+    def queue_limit(self) -> int:
+        """The bounded queue each caller keeps for this deployment (Ray's default, -1, is unbounded)."""
+        if self.max_queued_requests is not None:
+            return self.max_queued_requests
+        return self.max_ongoing_requests * self.autoscaling.max_replicas
 
     def replica_request(self) -> dict[str, float]:
         wanted = {"CPU": self.num_cpus, "GPU": self.num_gpus, **self.resources}
@@ -51,6 +82,9 @@ class DeploymentArgs(_Args):
             "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus, "resources": self.resources},
             "autoscaling_config": self.autoscaling.model_dump(),
             "max_ongoing_requests": self.max_ongoing_requests,
+            "max_queued_requests": self.queue_limit(),
+            "graceful_shutdown_wait_loop_s": self.graceful_shutdown_wait_loop_s,
+            "graceful_shutdown_timeout_s": self.graceful_shutdown_timeout_s,
         }
         if user_config is not None:
             options["user_config"] = user_config
@@ -70,12 +104,40 @@ class _ModelDeploymentArgs(DeploymentArgs):
         return self
 
 
+def _adapter_checkpoint(path: str, field: str) -> str:
+    """An adapter checkpoint directory made absolute (replicas do not share the config's working
+    directory) and checked readable now, so a wrong path fails the config, not a replica."""
+    from models.adapter import read_meta
+
+    path = absolute(path)
+    try:
+        read_meta(path)
+    except MMServeError as exc:
+        raise ValueError(f"{field}: {exc.message}") from None
+    return path
+
+
 class VisionArgs(_ModelDeploymentArgs):
     model: VisionModelSpec = VisionModelSpec()
+
+    @field_validator("model")
+    @classmethod
+    def _adapter_path(cls, model: VisionModelSpec) -> VisionModelSpec:
+        if model.embedder != "adapter":
+            return model
+        return model.model_copy(update={"embedder_path": _adapter_checkpoint(model.embedder_path,
+                                                                              "vision.model.embedder_path")})
 
 
 class TextArgs(_ModelDeploymentArgs):
     model: TextModelSpec = TextModelSpec()
+
+    @field_validator("model")
+    @classmethod
+    def _adapter_path(cls, model: TextModelSpec) -> TextModelSpec:
+        if model.kind != "adapter":
+            return model
+        return model.model_copy(update={"path": _adapter_checkpoint(model.path, "text.model.path")})
 
 
 class AudioArgs(_ModelDeploymentArgs):
@@ -99,6 +161,13 @@ class SearchArgs(DeploymentArgs):
             raise ValueError("search.uri is a Milvus Lite file, which one process at a time can open: keep "
                              "search.autoscaling.max_replicas at 1, or point search.uri at a Milvus server to scale")
         return self
+
+    @field_validator("uri", "token", mode="before")
+    @classmethod
+    def _from_environment(cls, value):
+        """``${NAME}`` is read from the environment of the process that builds the app (on
+        Kubernetes: a ConfigMap for the uri, a Secret for the token), so neither sits in the config."""
+        return expand_env(value) if isinstance(value, str) else value
 
     @field_validator("uri")
     @classmethod
@@ -145,6 +214,15 @@ class GatewayArgs(DeploymentArgs):
     max_ongoing_requests: int = Field(64, ge=1)
     settings: GatewaySettings = GatewaySettings()
 
+    @model_validator(mode="after")
+    def _refuse_before_serve_queues(self):
+        """The gateway's own admission refuses (in the error shape, with Retry-After) before Serve's
+        per-replica limit would make the proxy queue or answer in plain text."""
+        if self.settings.max_inflight >= self.max_ongoing_requests:
+            raise ValueError(f"gateway.settings.max_inflight ({self.settings.max_inflight}) must be below "
+                             f"gateway.max_ongoing_requests ({self.max_ongoing_requests})")
+        return self
+
 
 class AppArgs(_Args):
     vision: VisionArgs = VisionArgs()
@@ -160,10 +238,17 @@ class AppArgs(_Args):
     @model_validator(mode="after")
     def _one_space(self):
         vision_space, text_space = self.vision.model.space(self.text.model), self.text.model.space
+        if self.text.model.kind == "adapter" and self.vision.model.embedder != "adapter":
+            raise ValueError(
+                f"text embeddings come from the adapter checkpoint {self.text.model.path} ({text_space}) but "
+                f"vision.model.embedder is {self.vision.model.embedder}: set vision.model.embedder=adapter and "
+                "embedder_path to the same checkpoint")
         if vision_space != text_space:
             raise ValueError(
                 f"vision embeddings ({vision_space}) and text embeddings ({text_space}) must share a space "
-                "for zero-shot and retrieval: pair CLIP with the same CLIP checkpoint, or ConSE with any text model"
+                "for zero-shot and retrieval: pair CLIP with the same CLIP checkpoint, ConSE with any text model, "
+                "or a fine-tuned adapter (vision.model.embedder=adapter) with text.model.kind=adapter on the same "
+                "checkpoint directory"
             )
         return self
 

@@ -21,6 +21,14 @@ class BatchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_batch_size: int = Field(16, ge=1, le=512)
     batch_wait_timeout_s: float = Field(0.01, ge=0.0, le=5.0)
+    stall_timeout_s: float = Field(300.0, gt=0, description=(
+        "check_health fails the replica when work is queued or running and no batch has finished for this "
+        "long (a wedged forward pass); longer than the slowest legitimate batch"))
+
+
+# In-flight requests per gateway replica, by the modality label of the route (routing.MODALITY).
+# Each is refused (503 + Retry-After) beyond its budget, so a flood of one kind cannot starve the others.
+INFLIGHT_BUDGETS = {"image": 24, "text": 32, "audio": 8, "image+text": 12, "any": 12, "none": 16}
 
 
 class GatewaySettings(BaseModel):
@@ -29,7 +37,8 @@ class GatewaySettings(BaseModel):
     max_image_side: int = Field(_MEDIA.max_image_side, ge=64)
     max_audio_seconds: float = Field(_MEDIA.max_audio_seconds, gt=0)
     max_upload_bytes: int = Field(_MEDIA.max_bytes, ge=1024)
-    ready_timeout_s: float = Field(5.0, gt=0)
+    ready_timeout_s: float = Field(0.8, gt=0, le=1.0, description=(
+        "how long /readyz waits for each deployment's ping; it answers 503 naming the slow ones, within 1 s"))
     tenants_file: str | None = Field(None, description="YAML tenants file; without one the service runs open")
     embed_cache_size: int = Field(4096, ge=0, description="image/audio embeddings kept by content hash (0: off)")
     allowed_root: str | None = Field(None, description="server-side folder that index items may name by path "
@@ -40,6 +49,22 @@ class GatewaySettings(BaseModel):
     max_header_bytes: int = Field(32 * 1024, ge=1024, description="largest total size of the request headers (431)")
     max_requests_per_client: int = Field(32, ge=1, description="concurrent requests per client address and "
                                          "gateway replica (probes exempt)")
+    request_timeout_s: float = Field(60.0, gt=0, description=(
+        "every request's deadline; a caller's X-Request-Timeout header may shorten it, never extend it (504)"))
+    max_inflight: int = Field(48, ge=1, description="requests one gateway replica works on at once; more get 503")
+    inflight_budgets: dict[str, int] = Field(default_factory=lambda: dict(INFLIGHT_BUDGETS), description=(
+        "in-flight requests per route modality (image, text, audio, image+text, any, none); beyond it: 503"))
+    retry_after_s: float = Field(1.0, gt=0, description="the Retry-After of an overload refusal")
+
+    @field_validator("inflight_budgets")
+    @classmethod
+    def _known_modalities(cls, budgets: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(budgets) - set(INFLIGHT_BUDGETS))
+        if unknown:
+            raise ValueError(f"inflight_budgets: unknown modality {unknown}; known: {sorted(INFLIGHT_BUDGETS)}")
+        if any(n < 1 for n in budgets.values()):
+            raise ValueError("inflight_budgets: every budget must be >= 1")
+        return {**INFLIGHT_BUDGETS, **budgets}
 
     @field_validator("tenants_file", "allowed_root")
     @classmethod

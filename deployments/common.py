@@ -1,11 +1,12 @@
 """What every model deployment shares: batch settings from ``user_config``, batch statistics,
-and the device Ray granted this replica."""
+a health check that fails a wedged replica, and the device Ray granted this replica."""
 from __future__ import annotations
 
 import asyncio
 import collections
 import logging
 import threading
+import time
 
 import ray
 from config.settings import BatchConfig
@@ -42,6 +43,39 @@ class BatchStats:
             return {name: dict(counter) for name, counter in self._sizes.items()}
 
 
+def checkpoint_path(path: str | None, field: str) -> None:
+    """A checkpoint named in a ``user_config`` must be absolute: the replica's working directory is
+    not the config's."""
+    if path and not path.startswith(("/", "~")):
+        raise ValueError(f"user_config model.{field} must be an absolute path, not '{path}'")
+
+
+class Progress:
+    """Batches running now, and since when: a batch still running past ``stall_timeout_s`` means a
+    wedged forward pass (a deadlocked thread pool, a hung device), which ``check_health`` reports so
+    Serve replaces the replica instead of queueing requests behind it forever."""
+
+    def __init__(self) -> None:
+        self._running: dict[int, tuple[str, float]] = {}
+        self._next = 0
+
+    def start(self, method: str) -> int:
+        self._next += 1
+        self._running[self._next] = (method, time.monotonic())
+        return self._next
+
+    def finish(self, ticket: int) -> None:
+        self._running.pop(ticket, None)
+
+    def stalled(self, limit_s: float) -> str | None:
+        now = time.monotonic()
+        late = [(m, now - t) for m, t in self._running.values() if now - t > limit_s]
+        if not late:
+            return None
+        method, age = max(late, key=lambda x: x[1])
+        return f"a '{method}' batch has run for {age:.0f}s (stall_timeout_s={limit_s:g}): the replica is wedged"
+
+
 def replica_device() -> str:
     """``cuda`` when Ray assigned this replica (a fraction of) a GPU and CUDA exists, else ``cpu``."""
     return resolve_device(want_gpu=bool(ray.get_gpu_ids()))
@@ -64,10 +98,20 @@ class ModelReplica:
     _required: tuple[str, ...] = ()
     _batched: tuple[str, ...] = ()
     stats: BatchStats
+    _progress: Progress | None = None
     batch_config: BatchConfig = BatchConfig()
 
     def reconfigure(self, user_config: dict) -> None:
-        self.batch_config = apply_batch_config(user_config, *(getattr(self, name) for name in self._batched))
+        """Batch settings, and for the encoders an optional ``model``: a new model spec loaded and
+        swapped in on the running replica (how a new adapter checkpoint rolls out without a restart)."""
+        config = dict(user_config or {})
+        model = config.pop("model", None)
+        if model is not None:
+            self.swap_model(model)
+        self.batch_config = apply_batch_config(config, *(getattr(self, name) for name in self._batched))
+
+    def swap_model(self, spec: dict) -> None:
+        raise ValueError(f"{type(self).__name__} takes no 'model' in its user_config")
 
     def batch_stats(self) -> dict:
         return self.stats.snapshot()
@@ -75,9 +119,19 @@ class ModelReplica:
     async def _run_batch(self, method: str, forward, items: list) -> list:
         """Run one batch's forward pass in a worker thread (the event loop stays free), recording
         its size."""
-        out = await asyncio.to_thread(forward, items)
+        progress = self.progress()
+        ticket = progress.start(method)
+        try:
+            out = await asyncio.to_thread(forward, items)
+        finally:
+            progress.finish(ticket)
         self.stats.record(method, len(items))
         return list(out)
+
+    def progress(self) -> Progress:
+        if self._progress is None:
+            self._progress = Progress()
+        return self._progress
 
     def ping(self) -> str:
         return "ok"
@@ -86,3 +140,6 @@ class ModelReplica:
         missing = [name for name in self._required if getattr(self, name, None) is None]
         if missing:
             raise RuntimeError(f"{type(self).__name__} has no {', '.join(missing)} loaded")
+        stalled = self.progress().stalled(self.batch_config.stall_timeout_s)
+        if stalled:
+            raise RuntimeError(f"{type(self).__name__}: {stalled}")

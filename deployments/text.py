@@ -7,7 +7,7 @@ import numpy as np
 from ray import serve
 
 from deployments.info import EncoderInfo
-from deployments.common import BatchStats, ModelReplica, placement, replica_device
+from deployments.common import BatchStats, ModelReplica, checkpoint_path, log, placement, replica_device
 from models.fusion_features import FeatureExtractor, ModalityFeatures
 from models.registry import TextModelSpec, load_text
 
@@ -25,6 +25,19 @@ class TextEncoder(ModelReplica):
         self.fusion_inputs = FeatureExtractor(text=self.model)
         self.fusion_inputs.text(["warm up the token path"])
         self.stats = BatchStats()
+
+    def swap_model(self, spec: dict) -> None:
+        """Load ``spec`` (e.g. a new adapter checkpoint) beside the running model, warm it, then swap."""
+        new = TextModelSpec.model_validate(spec)
+        if new == self.spec:
+            return
+        checkpoint_path(new.path if new.kind == "adapter" else None, "path")
+        model = load_text(new, device=self.device)
+        model.warmup()
+        fusion_inputs = FeatureExtractor(text=model)
+        fusion_inputs.text(["warm up the token path"])
+        self.spec, self.model, self.fusion_inputs = new, model, fusion_inputs
+        log.info("TextEncoder now embeds with %s in space %s", model.model_id, model.space)
 
     @serve.batch
     async def _embed_batch(self, texts: list[str]) -> list[np.ndarray]:

@@ -8,9 +8,12 @@ import torch
 from ray import serve
 
 from deployments.info import EncoderInfo
-from deployments.common import BatchStats, ModelReplica, placement, replica_device
+from deployments.common import BatchStats, ModelReplica, checkpoint_path, log, placement, replica_device
 from models.fusion_features import FeatureExtractor, ModalityFeatures
 from models.registry import TextModelSpec, VisionModelSpec, load_classifier, load_embedder
+
+
+BLANK = np.zeros((224, 224, 3), dtype=np.uint8)
 
 
 @serve.deployment(name="VisionEncoder")
@@ -20,21 +23,44 @@ class VisionEncoder(ModelReplica):
 
     def __init__(self, spec: dict, text_spec: dict) -> None:
         self.spec = VisionModelSpec.model_validate(spec)
+        self.text_spec = TextModelSpec.model_validate(text_spec)
         self.device = replica_device()
         self.classifier = load_classifier(self.spec, device=self.device)
-        self.embedder = load_embedder(self.spec, TextModelSpec.model_validate(text_spec),
-                                      classifier=self.classifier, device=self.device)
+        self.embedder = load_embedder(self.spec, self.text_spec, classifier=self.classifier, device=self.device)
         self.stats = BatchStats()
         self.fusion_inputs = FeatureExtractor(image=self.embedder)
-        blank = np.zeros((224, 224, 3), dtype=np.uint8)
-        self._probs([blank]), self._embed([blank])  # warm up both paths
-        self.fusion_inputs.image([blank])  # and build the feature-map network now, not on a request
+        self._probs([BLANK])
+        self._warm(self.embedder, self.fusion_inputs)
+
+    @staticmethod
+    def _warm(embedder, fusion_inputs: FeatureExtractor) -> None:
+        """Run the embedding path and build the feature-map network now, not on a request."""
+        embedder.embed(torch.stack([embedder.preprocess(BLANK)]))
+        fusion_inputs.image([BLANK])
+
+    def swap_model(self, spec: dict) -> None:
+        """Load ``spec`` (e.g. a new adapter checkpoint) beside the running model, warm it, then swap;
+        requests in flight finish on the old one. The classifier is reused when its spec is unchanged."""
+        new = VisionModelSpec.model_validate(spec)
+        if new == self.spec:
+            return
+        checkpoint_path(new.embedder_path if new.embedder == "adapter" else None, "embedder_path")
+        same_classifier = all(getattr(new, f) == getattr(self.spec, f)
+                              for f in ("classifier", "classifier_path", "precision", "torchscript"))
+        classifier = self.classifier if same_classifier else load_classifier(new, device=self.device)
+        embedder = load_embedder(new, self.text_spec, classifier=classifier, device=self.device)
+        fusion_inputs = FeatureExtractor(image=embedder)
+        self._warm(embedder, fusion_inputs)
+        self.spec, self.classifier, self.embedder, self.fusion_inputs = new, classifier, embedder, fusion_inputs
+        log.info("VisionEncoder now embeds with %s in space %s", embedder.model_id, embedder.space)
 
     def _probs(self, images: list[np.ndarray]) -> np.ndarray:
-        return self.classifier.probs(torch.stack([self.classifier.preprocess(i) for i in images]))
+        classifier = self.classifier
+        return classifier.probs(torch.stack([classifier.preprocess(i) for i in images]))
 
     def _embed(self, images: list[np.ndarray]) -> np.ndarray:
-        return self.embedder.embed(torch.stack([self.embedder.preprocess(i) for i in images]))
+        embedder = self.embedder
+        return embedder.embed(torch.stack([embedder.preprocess(i) for i in images]))
 
     @serve.batch
     async def _classify_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:

@@ -23,7 +23,8 @@ log = logging.getLogger("ray.serve")
 
 def demands(args: AppArgs) -> list[guard.ReplicaDemand]:
     return [guard.ReplicaDemand(deployment=name, per_replica=d.replica_request(),
-                                min_replicas=max(d.autoscaling.min_replicas, 1))
+                                min_replicas=max(d.autoscaling.min_replicas, 1),
+                                max_replicas=d.autoscaling.max_replicas)
             for name, d in args.deployments().items()]
 
 

@@ -18,13 +18,14 @@ class ReplicaDemand:
     deployment: str
     per_replica: dict[str, float]
     min_replicas: int
+    max_replicas: int = 0  # 0: as many as min_replicas (no autoscaling headroom to check)
 
 
 def problems(demands: list[ReplicaDemand], nodes: list[dict[str, float]]) -> list[str]:
     """Every reason the demands cannot be met by these nodes (empty when they can)."""
     found = [_too_big(d, nodes) for d in demands]
     found = [f for f in found if f]
-    return found + _over_total(demands, nodes)
+    return found + _over_total(demands, nodes) + _over_total(demands, nodes, at="max")
 
 
 def _too_big(demand: ReplicaDemand, nodes: list[dict[str, float]]) -> str | None:
@@ -37,16 +38,19 @@ def _too_big(demand: ReplicaDemand, nodes: list[dict[str, float]]) -> str | None
     return f"deployment '{demand.deployment}' asks for {wanted} per replica; no node can host one replica"
 
 
-def _over_total(demands: list[ReplicaDemand], nodes: list[dict[str, float]]) -> list[str]:
-    """The initial replicas of all deployments together must fit in the cluster's total."""
+def _over_total(demands: list[ReplicaDemand], nodes: list[dict[str, float]], *, at: str = "min") -> list[str]:
+    """The replicas of all deployments together must fit in the cluster's total: the initial ones
+    (``at="min"``), and every deployment at its autoscaling maximum (``at="max"``), or one modality's
+    scale-up would reserve what another needs to scale (its extra replicas left unschedulable)."""
     need: dict[str, float] = defaultdict(float)
     users: dict[str, list[str]] = defaultdict(list)
     for d in demands:
+        count = d.min_replicas if at == "min" else max(d.max_replicas, d.min_replicas)
         for k, v in d.per_replica.items():
-            need[k] += v * d.min_replicas
-            users[k].append(f"{d.deployment} {d.min_replicas}x{v:g}")
+            need[k] += v * count
+            users[k].append(f"{d.deployment} {count}x{v:g}")
     total = {k: sum(n.get(k, 0.0) for n in nodes) for k in need}
-    return [f"resource '{k}': the minimum replicas need {need[k]:g} ({', '.join(users[k])}) "
+    return [f"resource '{k}': the {at}imum replicas need {need[k]:g} ({', '.join(users[k])}) "
             f"but the cluster has {total[k]:g}" for k in need if need[k] > total[k] + 1e-9]
 
 

@@ -6,11 +6,12 @@
 launcher builds each application in-process (so ``build_app``'s validation and the guard raise
 here), exits with status 2 and the message, and otherwise serves until interrupted. For clusters
 use ``serve deploy``: the guard then marks the app DEPLOY_FAILED with the same message.
+The config's ``runtime_env`` (working_dir, py_modules, env_vars) becomes the job's, for every
+worker; a ``deployments:`` section is refused (options belong in ``args``).
 """
 from __future__ import annotations
 
 import argparse
-import shutil
 import signal
 import sys
 import threading
@@ -19,9 +20,33 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from config.serve_file import load_serve_config
+from graphs import local_ray
 from graphs.guard import UnschedulableError
 
 EXIT_UNSCHEDULABLE = 2
+EXIT_UNSUPPORTED = 2
+
+
+class UnsupportedConfig(ValueError):
+    """The config names something this launcher would otherwise silently ignore."""
+
+
+def job_runtime_env(config: dict) -> dict | None:
+    """What the launcher honours of the config beyond ``args``: refuses a ``deployments:``
+    section (the options live in ``args``, where the resource guard checks them), and returns the
+    applications' ``runtime_env`` (working_dir, py_modules, env_vars...) for ``ray.init``. One
+    driver runs every application, so they must share it."""
+    for app in config["applications"]:
+        if app.get("deployments"):
+            raise UnsupportedConfig(
+                f"application '{app.get('name')}' has a 'deployments:' section, which mmserve does not "
+                "apply: set resources, autoscaling and limits per modality in its 'args' (README "
+                "\"Configuration\"), where the resource guard checks them")
+    envs = [app.get("runtime_env") or {} for app in config["applications"]]
+    if any(env != envs[0] for env in envs):
+        raise UnsupportedConfig("the applications have different runtime_env; the launcher runs them "
+                                "in one Ray job, so give them the same one (or use `serve deploy`)")
+    return envs[0] or None
 
 
 def deploy(config: dict) -> None:
@@ -40,13 +65,6 @@ def deploy(config: dict) -> None:
         serve.run(application, name=app["name"], route_prefix=app.get("route_prefix", "/"))
 
 
-def remove_session_dir(context) -> None:
-    """Delete the Ray session dir (logs, sockets) of a local cluster this process started and stopped."""
-    session_dir = context.address_info.get("session_dir")
-    if session_dir:
-        shutil.rmtree(session_dir, ignore_errors=True)
-
-
 def _wait_for_signal() -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -60,10 +78,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics-port", type=int, default=8080, help="Prometheus scrape port (/metrics)")
     args = parser.parse_args(argv)
     config = load_serve_config(args.config).raw
-    import ray
+    try:
+        runtime_env = job_runtime_env(config)
+    except UnsupportedConfig as exc:
+        print(f"mmserve: {args.config}: {exc}", file=sys.stderr)
+        return EXIT_UNSUPPORTED
+    # Private to this machine: every Ray port on 127.0.0.1 and token auth on (see graphs/local_ray.py).
+    context = local_ray.start(metrics_port=args.metrics_port, runtime_env=runtime_env)
     from ray import serve
 
-    context = ray.init(include_dashboard=False, _metrics_export_port=args.metrics_port)
     try:
         deploy(config)
         print("mmserve is serving; Ctrl-C to stop", flush=True)
@@ -74,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_UNSCHEDULABLE
     finally:
         serve.shutdown()
-        ray.shutdown()
-        remove_session_dir(context)
+        local_ray.stop(context)
 
 
 if __name__ == "__main__":

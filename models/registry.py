@@ -11,10 +11,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models import packaged
+from models.adapter import AdapterImageEmbedder, AdapterTextEncoder, adapter_space, load_heads
 from models.runtime import Precision
 from models.speech import FasterWhisperEngine, SpeechEngine, TransformersWhisperEngine
-from models.text import CLIPTextEncoder, MiniLMEncoder, TextEmbedder, clip_space
+from models.text import CLIPTextEncoder, ConSEQueryEncoder, MiniLMEncoder, TextEmbedder, clip_space
 from models.vision import (
+    CLASS_PROMPT,
+    ENSEMBLE_PROMPTS,
     CLIPImageEmbedder,
     ConSEEmbedder,
     EfficientNetLiteClassifier,
@@ -39,15 +42,36 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+ClassPrompts = Literal["single", "ensemble"]
+
+
+class QueryConSESpec(_Spec):
+    """Query-side ConSE (``models.text.ConSEQueryEncoder``): texts projected onto the ImageNet
+    class-prompt span that ConSE places images in. Measured by ``benchmarks/conse_query.py`` on the
+    demo caption set (defaults = its best setting on val): zero-shot top-1 over 18 photos 0.44 ->
+    0.61, but text-to-image R@1 on val 0.54 -> 0.38 (test 0.76 -> 0.80), so it is off by default."""
+
+    top_t: int = Field(5, ge=1, le=1000)
+    temperature: float = Field(0.1, gt=0, description="softmax temperature over the class-prompt cosines")
+    mix: float = Field(0.5, ge=0, le=1, description="weight of the raw sentence vector (0 = projection only)")
+    prompts: ClassPrompts = Field("single", description="class prompts; match vision.conse_prompts")
+
+
 class TextModelSpec(_Spec):
-    kind: Literal["minilm", "clip"] = "minilm"
-    path: str | None = Field(None, description="hub id or local directory; empty = packaged all-MiniLM-L6-v2")
+    kind: Literal["minilm", "clip", "adapter"] = "minilm"
+    path: str | None = Field(None, description="hub id or local directory; empty = packaged all-MiniLM-L6-v2; "
+                                               "kind=adapter: the adapter checkpoint directory")
     precision: Precision = "fp32"
+    query_conse: QueryConSESpec | None = Field(None, description="project texts onto ConSE's class-prompt span")
 
     @model_validator(mode="after")
     def _clip_needs_path(self):
         if self.kind == "clip" and not self.path:
             raise ValueError("text.kind=clip needs a path (hub id or directory); no CLIP weights are packaged")
+        if self.kind == "adapter" and not self.path:
+            raise ValueError("text.kind=adapter needs path: the adapter checkpoint directory (mmserve finetune --out)")
+        if self.kind == "adapter" and self.query_conse is not None:
+            raise ValueError("text.query_conse applies to ConSE spaces, not to kind=adapter")
         return self
 
     @property
@@ -56,15 +80,20 @@ class TextModelSpec(_Spec):
 
     @property
     def space(self) -> str:
+        """The embedding space; an adapter's is named by its checkpoint (read from its metadata)."""
+        if self.kind == "adapter":
+            return adapter_space(self.path)
         return clip_space(self.model_id) if self.kind == "clip" else f"text:{self.model_id}"
 
 
 class VisionModelSpec(_Spec):
     classifier: Literal["efficientnet-lite0", "vit"] = "efficientnet-lite0"
     classifier_path: str | None = Field(None, description="hub id or directory for classifier=vit")
-    embedder: Literal["conse", "clip"] = "conse"
-    embedder_path: str | None = Field(None, description="hub id or directory for embedder=clip")
+    embedder: Literal["conse", "clip", "adapter"] = "conse"
+    embedder_path: str | None = Field(None, description="hub id or directory for embedder=clip; the adapter "
+                                                        "checkpoint directory for embedder=adapter")
     conse_top_t: int = Field(10, ge=1, le=1000)
+    conse_prompts: ClassPrompts = Field("single", description="class-name prompt, or a prompt ensemble (averaged)")
     precision: Precision = "fp32"
     torchscript: bool = Field(True, description="trace and freeze EfficientNet-Lite0 (fp32) for a GIL-free forward")
 
@@ -74,10 +103,17 @@ class VisionModelSpec(_Spec):
             raise ValueError("vision.classifier=vit needs classifier_path (hub id or directory)")
         if self.embedder == "clip" and not self.embedder_path:
             raise ValueError("vision.embedder=clip needs embedder_path (hub id or directory)")
+        if self.embedder == "adapter" and not self.embedder_path:
+            raise ValueError("vision.embedder=adapter needs embedder_path: the adapter checkpoint directory")
+        if self.embedder == "adapter" and self.classifier != "efficientnet-lite0":
+            raise ValueError("vision.embedder=adapter runs over EfficientNet-Lite0 features: keep classifier "
+                             "efficientnet-lite0")
         return self
 
     def space(self, text: TextModelSpec) -> str:
-        """ConSE lives in the text encoder's space; CLIP in its own checkpoint's space."""
+        """ConSE lives in the text encoder's space; CLIP and adapters in their own checkpoint's space."""
+        if self.embedder == "adapter":
+            return adapter_space(self.embedder_path)
         return clip_space(self.embedder_path) if self.embedder == "clip" else text.space
 
 
@@ -123,9 +159,25 @@ class VisionLanguageModelSpec(_Spec):
 
 def load_text(spec: TextModelSpec, *, device: str = "cpu") -> TextEmbedder:
     if spec.kind == "clip":
-        return CLIPTextEncoder.load(spec.path, model_id=spec.model_id, device=device, precision=spec.precision)
-    path = spec.path or packaged.minilm_dir()
-    return MiniLMEncoder.load(path, model_id=spec.model_id, device=device, precision=spec.precision)
+        encoder = CLIPTextEncoder.load(spec.path, model_id=spec.model_id, device=device, precision=spec.precision)
+    elif spec.kind == "adapter":
+        heads, meta = load_heads(spec.path)
+        base = MiniLMEncoder.load(packaged.minilm_dir(), model_id=packaged.MINILM, device=device,
+                                  precision=spec.precision)
+        return AdapterTextEncoder(base=base, heads=heads.to(device), meta=meta)
+    else:
+        path = spec.path or packaged.minilm_dir()
+        encoder = MiniLMEncoder.load(path, model_id=spec.model_id, device=device, precision=spec.precision)
+    if spec.query_conse is None:
+        return encoder
+    q = spec.query_conse
+    classes = class_name_embeddings(encoder, packaged.imagenet_labels(), templates=class_templates(q.prompts))
+    return ConSEQueryEncoder(base=encoder, class_embeddings=classes, top_t=q.top_t, temperature=q.temperature,
+                             mix=q.mix)
+
+
+def class_templates(prompts: ClassPrompts) -> tuple[str, ...]:
+    return ENSEMBLE_PROMPTS if prompts == "ensemble" else (CLASS_PROMPT,)
 
 
 def load_classifier(spec: VisionModelSpec, *, device: str = "cpu") -> ImageClassifier:
@@ -138,12 +190,16 @@ def load_classifier(spec: VisionModelSpec, *, device: str = "cpu") -> ImageClass
 
 def load_embedder(spec: VisionModelSpec, text: TextModelSpec, *, classifier: ImageClassifier,
                   device: str = "cpu") -> ImageEmbedder:
-    """CLIP's image tower, or ConSE over ``classifier`` in the space of the ``text`` encoder."""
+    """CLIP's image tower, an adapter checkpoint over ``classifier``'s features, or ConSE over
+    ``classifier`` in the space of the ``text`` encoder."""
     if spec.embedder == "clip":
         return CLIPImageEmbedder.load(spec.embedder_path, model_id=spec.embedder_path, device=device,
                                       precision=spec.precision)
-    encoder = load_text(text, device=device)
-    classes = class_name_embeddings(encoder, classifier.labels)
+    if spec.embedder == "adapter":
+        heads, meta = load_heads(spec.embedder_path)
+        return AdapterImageEmbedder(classifier=classifier, heads=heads.to(device), meta=meta)
+    encoder = load_text(text.model_copy(update={"query_conse": None}), device=device)
+    classes = class_name_embeddings(encoder, classifier.labels, templates=class_templates(spec.conse_prompts))
     return ConSEEmbedder(classifier=classifier, class_embeddings=classes, space=encoder.space, top_t=spec.conse_top_t)
 
 

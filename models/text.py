@@ -133,6 +133,56 @@ class CLIPTextEncoder(_HFTextEncoder):
         return self.model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]).text_embeds
 
 
+class ConSEQueryEncoder:
+    """Query-side ConSE: a text lands in the span of the class-prompt embeddings that ConSE places
+    images in. Its cosines to the class prompts are softmaxed (``temperature``), its ``top_t``
+    prompts are weighted by them, and the result is mixed with the raw sentence vector
+    (``mix`` = weight of the raw vector; 0 = projection only). Same space, model and token features
+    as the wrapped encoder: only the pooled embedding moves."""
+
+    def __init__(self, *, base: TextEmbedder, class_embeddings: np.ndarray, top_t: int = 10,
+                 temperature: float = 0.05, mix: float = 0.0):
+        if not 0.0 <= mix <= 1.0 or temperature <= 0 or top_t < 1:
+            raise ValueError("query ConSE needs 0 <= mix <= 1, temperature > 0 and top_t >= 1")
+        self.base = base
+        self.class_embeddings = torch.from_numpy(np.ascontiguousarray(class_embeddings, dtype=np.float32))
+        self.top_t, self.temperature, self.mix = min(top_t, len(class_embeddings)), temperature, mix
+        self.model_id, self.space, self.dim = base.model_id, base.space, base.dim
+
+    @property
+    def token_dim(self) -> int:
+        return self.base.token_dim
+
+    def tokens(self, texts: Sequence[str]) -> list[np.ndarray]:
+        return self.base.tokens(texts)
+
+    def warmup(self) -> None:
+        self.embed(["warm up the text encoder"])
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return self.project(self.base.embed(texts))
+
+    def project(self, raw: np.ndarray) -> np.ndarray:
+        """Raw L2-normalised sentence vectors ``[N, dim]`` -> their query-side ConSE vectors."""
+        raw_t = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32))
+        sims, idx = (raw_t @ self.class_embeddings.T).topk(self.top_t, dim=-1)
+        weights = (sims / self.temperature).softmax(-1)
+        projected = torch.nn.functional.normalize(torch.einsum("nt,ntd->nd", weights, self.class_embeddings[idx]),
+                                                  dim=-1)
+        return l2_normalize(self.mix * raw_t + (1.0 - self.mix) * projected)
+
+
+def prompt_embeddings(text: TextEmbedder, labels: Sequence[str], templates: Sequence[str], *,
+                      batch_size: int = 64) -> np.ndarray:
+    """One L2-normalised vector per label: the mean of its prompts' embeddings, one prompt per
+    template (a prompt ensemble; a single template is the plain prompt)."""
+    if not templates or any("{}" not in t for t in templates):
+        raise ValueError("every template must contain '{}' where the label goes")
+    prompts = [t.format(label) for label in labels for t in templates]
+    rows = np.concatenate([text.embed(prompts[i : i + batch_size]) for i in range(0, len(prompts), batch_size)])
+    return l2_normalize(torch.from_numpy(rows.reshape(len(labels), len(templates), -1).mean(1)))
+
+
 def clip_space(model_id: str) -> str:
     """Image and text towers of one CLIP checkpoint share this space."""
     return f"clip:{model_id}"

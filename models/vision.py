@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from models.runtime import Precision, autocast, effective_precision, l2_normalize
-from models.text import TextEmbedder, clip_space
+from models.text import TextEmbedder, clip_space, prompt_embeddings
 
 
 class ImageClassifier(Protocol):
@@ -256,10 +256,15 @@ class ConSEEmbedder:
 
 
 CLASS_PROMPT = "a photo of a {}"
+# A prompt ensemble for class names (a few of CLIP's ImageNet templates, the ones that read as captions).
+ENSEMBLE_PROMPTS = ("a photo of a {}", "a picture of a {}", "a close-up photo of the {}", "a photo of the {}",
+                    "a bright photo of a {}", "a black and white photo of the {}", "a cropped photo of a {}",
+                    "a good photo of the {}")
 
 
-def class_name_embeddings(text: TextEmbedder, labels: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
-    """Text embeddings of 'a photo of a <first synonym>' for each class label."""
-    prompts = [CLASS_PROMPT.format(label.split(",")[0].strip()) for label in labels]
-    chunks = [text.embed(prompts[i : i + batch_size]) for i in range(0, len(prompts), batch_size)]
-    return np.concatenate(chunks, axis=0)
+def class_name_embeddings(text: TextEmbedder, labels: Sequence[str], *, templates: Sequence[str] = (CLASS_PROMPT,),
+                          batch_size: int = 64) -> np.ndarray:
+    """One embedding per class label (its first synonym): the prompt 'a photo of a <name>', or the
+    mean over a prompt ensemble when several ``templates`` are given."""
+    names = [label.split(",")[0].strip() for label in labels]
+    return prompt_embeddings(text, names, templates, batch_size=batch_size)

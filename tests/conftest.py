@@ -6,15 +6,18 @@ import time
 
 import pytest
 
+from graphs import local_ray
 from tests.assets import free_port
 
-# Ray 2.60 enables token auth by default; tests run a private local cluster without it.
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Before any test module imports ray: the tests' Ray is as private as `make serve`'s (loopback
+# only, token auth on), and ray reads these variables when it is imported.
+local_ray.prepare()
 
 TEST_ARGS = {
     "gateway": {"num_cpus": 0, "autoscaling": {"min_replicas": 1, "max_replicas": 1},
-                "settings": {"max_audio_seconds": 20, "max_image_pixels": 20_000_000}},
+                "settings": {"max_audio_seconds": 20, "max_image_pixels": 20_000_000,
+                             "body_timeout_s": 3.0, "max_body_bytes": 8 * 1024 * 1024}},
     "vision": {"num_cpus": 0.25, "autoscaling": {"min_replicas": 1, "max_replicas": 1}},
     "text": {"num_cpus": 0.25, "autoscaling": {"min_replicas": 1, "max_replicas": 1},
              "batch": {"max_batch_size": 16, "batch_wait_timeout_s": 0.05}},
@@ -41,20 +44,15 @@ def one_torch_thread():
 @pytest.fixture(scope="session")
 def ray_cluster():
     """A local Ray with one *logical* GPU, so fractional GPU placement is testable without CUDA."""
-    import ray
     from ray import serve
 
-    from graphs.launch import remove_session_dir
-
     metrics_port = free_port()
-    context = ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False,
-                       _metrics_export_port=metrics_port)
+    context = local_ray.start(metrics_port=metrics_port, num_cpus=4, num_gpus=1, log_to_driver=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    yield {"port": port, "metrics_port": metrics_port}
+    yield {"port": port, "metrics_port": metrics_port, "gcs_address": context.address_info["gcs_address"]}
     serve.shutdown()
-    ray.shutdown()
-    remove_session_dir(context)  # leave no Ray session data behind in /tmp/ray
+    local_ray.stop(context)  # also leaves no Ray session data behind in /tmp/ray
 
 
 def served_args(data_dir) -> dict:

@@ -4,10 +4,13 @@ They answer in the real shapes with small deterministic vectors; nothing here is
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 
 import numpy as np
 from ray import serve
 
+from deployments.common import BatchStats, ModelReplica
 from deployments.info import EncoderInfo
 from models.fusion import ModalityFeatures
 
@@ -17,6 +20,11 @@ DIM = 8
 def _unit(seed: int) -> np.ndarray:
     v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
     return v / np.linalg.norm(v)
+
+
+def stub_info(modality: str) -> EncoderInfo:
+    return EncoderInfo(modality=modality, model=f"stub-{modality}", space="test-space", dim=DIM, token_dim=DIM,
+                       device="cpu", logit_scale=10.0, task_model=f"stub-{modality}-task")
 
 
 @serve.deployment(num_replicas=1, max_ongoing_requests=16, ray_actor_options={"num_cpus": 0})
@@ -29,8 +37,7 @@ class StubModel:
         await asyncio.sleep(self.delay_s)
 
     def info(self) -> EncoderInfo:
-        return EncoderInfo(modality=self.modality, model=f"stub-{self.modality}", space="test-space", dim=DIM,
-                           token_dim=DIM, device="cpu", logit_scale=10.0, task_model=f"stub-{self.modality}-task")
+        return stub_info(self.modality)
 
     def batch_stats(self) -> dict:
         return {}
@@ -58,3 +65,50 @@ class StubModel:
     async def fusion_features(self, x) -> ModalityFeatures:
         await self._wait()
         return ModalityFeatures(pooled=_unit(len(x)), tokens=np.stack([_unit(i) for i in range(3)]))
+
+
+class BatchedStub(ModelReplica):
+    """A stand-in with the real replicas' machinery: ``@serve.batch`` methods whose forward pass (a
+    sleep of ``delay_s`` per batch, in a worker thread) is counted in ``batch_stats``, the same
+    ``check_health``, and its process id, so chaos tests can kill it and see what work it really did.
+    Deployed with ``serve.deployment(BatchedStub, name=...)``."""
+
+    _batched = ("_embed_batch", "_classify_batch", "_transcribe_batch")
+
+    def __init__(self, modality: str, delay_s: float) -> None:
+        self.modality, self.delay_s, self.stats = modality, delay_s, BatchStats()
+
+    def _forward(self, items: list) -> list:
+        time.sleep(self.delay_s)
+        return items
+
+    @serve.batch
+    async def _embed_batch(self, items: list) -> list:
+        return await self._run_batch("embed", self._forward, items)
+
+    @serve.batch
+    async def _classify_batch(self, items: list) -> list:
+        return await self._run_batch("classify", self._forward, items)
+
+    @serve.batch
+    async def _transcribe_batch(self, items: list) -> list:
+        return await self._run_batch("transcribe", self._forward, items)
+
+    def info(self) -> EncoderInfo:
+        return stub_info(self.modality)
+
+    async def embed(self, x) -> np.ndarray:
+        await self._embed_batch(0)
+        return np.stack([_unit(len(t)) for t in x]) if self.modality == "text" else _unit(int(np.asarray(x).size))
+
+    async def classify(self, image, top_k: int) -> list[dict]:
+        await self._classify_batch(0)
+        return [{"index": 0, "label": "stand-in", "score": 1.0}][:top_k]
+
+    async def transcribe(self, audio, options: dict) -> dict:
+        await self._transcribe_batch(0)
+        return {"text": "stand-in words", "language": "en", "language_probability": 1.0,
+                "duration": round(len(audio) / 16000, 3), "task": options["task"], "segments": []}
+
+    def pid(self) -> int:
+        return os.getpid()

@@ -1,5 +1,6 @@
 """``mmserve``: the client commands of ``clients.cli`` plus the offline ones, which work on local
-files without a server: ``tenant-key``, ``demo-data`` and ``train-fusion``."""
+files without a server: ``tenant-key``, ``demo-data``, ``demo-captions``, ``train-fusion``,
+``finetune`` (the adapter space on Ray Train; Ray is imported only when it runs) and ``render``."""
 from __future__ import annotations
 
 import argparse
@@ -28,6 +29,28 @@ def _add_offline(sub) -> None:
     t.add_argument("--tenant", default="default")
     t.add_argument("--epochs", type=int, default=40)
     t.add_argument("--seed", type=int, default=0)
+    r = sub.add_parser("render", help="render a deployment manifest from a Serve config (k8s: the KubeRay RayService)")
+    r.add_argument("target", choices=["k8s"])
+    r.add_argument("--source", type=Path, default=Path("configs/gpu_cluster.yaml"), help="the Serve config")
+    r.add_argument("--manifest", type=Path, default=Path("configs/k8s/rayservice.yaml"))
+    r.add_argument("--check", action="store_true", help="change nothing; fail if the manifest is not up to date")
+    _add_finetune(sub)
+
+
+def _add_finetune(sub) -> None:
+    captions = sub.add_parser("demo-captions", help="build the demo image-caption set (train/val/test splits)")
+    captions.add_argument("output", type=Path)
+    captions.add_argument("--views", type=int, default=8)
+    captions.add_argument("--seed", type=int, default=0)
+    f = sub.add_parser("finetune", help="fine-tune the adapter space on an image-caption JSONL manifest (Ray Train)")
+    f.add_argument("manifest", type=Path)
+    f.add_argument("--out", type=Path, required=True, help="adapter checkpoint directory to write (atomically)")
+    f.add_argument("--workers", type=int, default=2, help="data-parallel training workers")
+    f.add_argument("--gpu", action="store_true", help="one GPU per worker")
+    f.add_argument("--epochs", type=int, default=30)
+    f.add_argument("--batch-size", type=int, default=64)
+    f.add_argument("--lr", type=float, default=1e-3)
+    f.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray started for the run")
 
 
 def _tenant_key(args) -> dict:
@@ -48,13 +71,36 @@ def _demo_data(args) -> dict:
     return {"manifest": str(manifest)}
 
 
+def _demo_captions(args) -> dict:
+    from tools.demo_captions import build
+
+    manifest = build(args.output, seed=args.seed, views=args.views)
+    print(f"wrote {manifest}", file=sys.stderr)
+    return {"manifest": str(manifest)}
+
+
+def _finetune(args) -> dict:
+    from tools.finetune import run_local
+
+    return run_local(args)
+
+
 def _train_fusion(args) -> dict:
     from tools.train_fusion import train_from_manifest
 
     return train_from_manifest(args)
 
 
-OFFLINE = {"tenant-key": _tenant_key, "demo-data": _demo_data, "train-fusion": _train_fusion}
+def _render(args) -> dict:
+    from tools.render import render_k8s
+
+    result = render_k8s(args.source, args.manifest, check=args.check)
+    print(f"{args.manifest}: {'rewritten' if result['changed'] else 'up to date'}", file=sys.stderr)
+    return result
+
+
+OFFLINE = {"tenant-key": _tenant_key, "demo-data": _demo_data, "demo-captions": _demo_captions,
+           "train-fusion": _train_fusion, "finetune": _finetune, "render": _render}
 
 
 def parser() -> argparse.ArgumentParser:

@@ -187,9 +187,10 @@ def _noise(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
-def make_image(rng: np.random.Generator, source: str, *, hard: bool) -> bytes:
-    """One augmented JPEG view of ``source``: a normal or a hard crop, flipped, jittered, rescaled."""
-    img = Image.fromarray(source_photo(source))
+def make_image(rng: np.random.Generator, source: str, *, hard: bool, pixels: np.ndarray | None = None) -> bytes:
+    """One augmented JPEG view of ``source`` (or of ``pixels`` when given): a normal or a hard crop,
+    flipped, jittered, rescaled."""
+    img = Image.fromarray(source_photo(source) if pixels is None else pixels)
     img = img.crop(_crop_box(rng, img.width, img.height, area=(0.03, 0.12) if hard else (0.35, 1.0)))
     if rng.random() < 0.5:
         img = img.transpose(Image.FLIP_LEFT_RIGHT)

@@ -6,12 +6,11 @@ builds the same app for the committed OpenAPI spec.
 """
 from __future__ import annotations
 
-from fastapi import FastAPI
-
 from api import schemas as s
-from deployments.gateway import errors, openapi, routing
 from config.settings import GatewaySettings
+from deployments.gateway import errors, openapi, routing
 from deployments.gateway.admission import admit_and_measure
+from deployments.gateway.budgets import Budgets
 from deployments.gateway.limits import Limits, RequestLimits
 from deployments.gateway.routes import ROUTERS
 from deployments.gateway.services import Services
@@ -19,9 +18,10 @@ from deployments.gateway.services import Services
 DESCRIPTION = "Multimodal inference on Ray Serve: vision, text and audio deployments behind one gateway."
 
 
-def create_app(services: Services | None = None) -> FastAPI:
-    app = FastAPI(title="mmserve", version="0.1.0", description=DESCRIPTION)
+def create_app(services: Services | None = None) -> errors.GatewayApp:
+    app = errors.GatewayApp(title="mmserve", version="0.1.0", description=DESCRIPTION)
     app.state.services = services
+    app.state.budgets = None if services is None else _budgets(services)
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)
@@ -30,3 +30,8 @@ def create_app(services: Services | None = None) -> FastAPI:
     app.add_middleware(RequestLimits, limits=Limits(**settings.request_limits()))  # outermost: runs first
     openapi.install(app, [s.ErrorResponse, *routing.BODY_SCHEMAS.values()])
     return app
+
+
+def _budgets(services: Services) -> Budgets:
+    settings = services.settings
+    return Budgets(settings.inflight_budgets, settings.max_inflight, retry_after_s=settings.retry_after_s)

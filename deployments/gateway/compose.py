@@ -12,6 +12,7 @@ from typing import Any, Awaitable, Callable
 
 from api import schemas as s
 from deployments.gateway import planner as p
+from deployments.gateway.calls import call
 from deployments.gateway import responses
 from deployments.gateway.services import Services, index_name
 from models.errors import InvalidInput
@@ -74,7 +75,7 @@ async def _zero_shot(ctx: Context, node: p.Node, args: tuple):
 @runner("classify")
 async def _classify(ctx: Context, node: p.Node, args: tuple):
     enc = ctx.services.encoders
-    predictions, info = await asyncio.gather(enc.use("image").classify.remote(args[0], node.params["top_k"]),
+    predictions, info = await asyncio.gather(call(enc.use("image").classify, args[0], node.params["top_k"]),
                                              enc.info("image"))
     return s.ClassifyResponse(model=info.task_model, predictions=predictions)
 
@@ -84,13 +85,13 @@ async def _speech(ctx: Context, node: p.Node, args: tuple):
     q = node.params
     options = {"task": q["task"], "language": q.get("language"), "prompt": q.get("prompt"),
                "temperature": q.get("temperature", 0.0)}
-    return await ctx.services.encoders.use("audio").transcribe.remote(args[0], options)
+    return await call(ctx.services.encoders.use("audio").transcribe, args[0], options)
 
 
 @runner("features")
 async def _features(ctx: Context, node: p.Node, args: tuple):
     audio = args[0]
-    feats = await ctx.services.encoders.use("audio").features.remote(audio, list(dict.fromkeys(node.params["features"])))
+    feats = await call(ctx.services.encoders.use("audio").features, audio, list(dict.fromkeys(node.params["features"])))
     return responses.features_response(audio, feats)
 
 
@@ -113,14 +114,14 @@ async def _search(ctx: Context, node: p.Node, args: tuple):
 async def _fusion_features(ctx: Context, node: p.Node, args: tuple):
     m = node.params["modality"]
     value = ctx.inputs.text if m == "text" else args[0]
-    return await ctx.services.encoders.use(m).fusion_features.remote(value)
+    return await call(ctx.services.encoders.use(m).fusion_features, value)
 
 
 @runner("fuse")
 async def _fuse(ctx: Context, node: p.Node, args: tuple):
     fusion, head = ctx.services.fusion, node.params["head"]
     row = {dep.removeprefix("fusion_features:"): value for dep, value in zip(node.deps, args)}
-    out = (await fusion.head(head).predict.remote([row], await fusion.running_encoders()))[0]
+    out = (await call(fusion.head(head).predict, [row], await fusion.running_encoders()))[0]
     return s.FusionResult(head=head, label=out["label"], scores=out["scores"], used=sorted(row),
                           missing=sorted(out["missing"]))
 

@@ -11,9 +11,8 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.schemas import MediaError
-from models.errors import (Forbidden, Incompatible, InvalidInput, MMServeError, NotFound, PayloadTooLarge,
-                           RequestTimeout, Throttled,
-                           Unauthorized, Unavailable, UnsupportedMedia)
+from models.errors import (DeadlineExceeded, Forbidden, Incompatible, InvalidInput, MMServeError, NotFound, Overloaded,
+                           PayloadTooLarge, RequestTimeout, Throttled, Unauthorized, Unavailable, UnsupportedMedia)
 
 log = logging.getLogger("ray.serve")
 
@@ -27,7 +26,9 @@ STATUS: dict[type[MMServeError], int] = {
     PayloadTooLarge: 413,
     UnsupportedMedia: 415,
     Throttled: 429,
+    Overloaded: 503,
     Unavailable: 503,
+    DeadlineExceeded: 504,
 }
 
 
@@ -100,7 +101,7 @@ async def _on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
 def domain_response(err: MMServeError) -> JSONResponse:
     """The response for a domain error (also used by the admission middleware)."""
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(err, Unauthorized) else None
-    if isinstance(err, Throttled):
+    if isinstance(err, (Throttled, Overloaded)):
         headers = {"Retry-After": str(max(1, math.ceil(err.retry_after)))}
     return error_response(_status_for(err), err.error_type, err.message, err.param, headers=headers)
 
@@ -109,17 +110,42 @@ async def _on_any(_: Request, exc: Exception) -> JSONResponse:
     domain = _domain_cause(exc)
     if domain is not None:
         return domain_response(domain)
-    if _is_overload(exc):
-        return error_response(503, "overloaded", "the service is at capacity; retry shortly",
-                              headers={"Retry-After": "1"})
+    overload = as_overload(exc)
+    if overload is not None:
+        return domain_response(overload)
     log.exception("unhandled error")
     return error_response(500, "internal_error", f"internal error ({type(exc).__name__})")
 
 
-def _is_overload(exc: Exception) -> bool:
+def as_overload(exc: BaseException) -> Overloaded | None:
+    """Serve's refusals (a deployment's bounded queue is full, or it has no replica to take the
+    request) and a replica lost under a request, as the domain error: 503 with Retry-After."""
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
     from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
-    return isinstance(exc, (BackPressureError, DeploymentUnavailableError))
+    if isinstance(exc, BackPressureError):
+        return Overloaded(f"the service is at capacity ({exc.message}); retry shortly",
+                          retry_after=exc.retry_after_s or 1.0)
+    if isinstance(exc, DeploymentUnavailableError):
+        return Overloaded("a deployment this request needs has no replica ready; retry shortly")
+    if isinstance(exc, (ActorDiedError, ActorUnavailableError, RayActorError)):
+        return Overloaded("a model replica was lost while serving this request; retry shortly")
+    return None
+
+
+class GatewayApp(FastAPI):
+    """The gateway's FastAPI app. Serve's replica registers its own handlers for its
+    service-unavailable exceptions (``BackPressureError``, ``DeploymentUnavailableError``: plain-text
+    bodies) on the app after ``__serve_build_asgi_app__`` built it; the handlers ``install`` pinned
+    stay, so every refusal keeps the one error shape."""
+
+    pinned: frozenset = frozenset()
+
+    def add_exception_handler(self, exc_class_or_status_code, handler) -> None:
+        if exc_class_or_status_code in self.pinned and exc_class_or_status_code in self.exception_handlers:
+            log.info("keeping the gateway's handler for %s", getattr(exc_class_or_status_code, "__name__", ""))
+            return
+        super().add_exception_handler(exc_class_or_status_code, handler)
 
 
 def install(app: FastAPI) -> None:
@@ -128,8 +154,11 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _on_http)
     # Specific classes are answered by Starlette's ExceptionMiddleware; only true 500s reach the
     # catch-all (which Starlette re-raises for logging after the response is sent).
-    from ray.exceptions import RayTaskError
-    from ray.serve.exceptions import RayServeException
+    from ray.exceptions import RayActorError, RayTaskError
+    from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, RayServeException
 
-    for cls in (MMServeError, RayTaskError, RayServeException, Exception):
+    serve_refusals = (BackPressureError, DeploymentUnavailableError)
+    for cls in (MMServeError, RayTaskError, RayActorError, RayServeException, *serve_refusals, Exception):
         app.add_exception_handler(cls, _on_any)
+    if isinstance(app, GatewayApp):
+        app.pinned = frozenset(serve_refusals)

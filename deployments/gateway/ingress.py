@@ -12,7 +12,9 @@ from config.settings import GatewaySettings
 from config.tenants import OPEN_TENANT, load_tenants
 from deployments import tenancy
 from deployments.gateway.app import create_app
-from deployments.gateway.services import Admission, Encoders, Fusion, Media, Search, Services, VisionLanguage
+from deployments.gateway.admission import Admission
+from deployments.gateway.services import Encoders, Fusion, Media, Search, Services
+from deployments.gateway.vision_language import VisionLanguage
 from models.embed_cache import EmbedCache
 
 log = logging.getLogger("ray.serve")

@@ -6,8 +6,11 @@ describe, the modality the metrics label each route with, and the paths that nee
 """
 from __future__ import annotations
 
+import re
+
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
+from starlette.routing import compile_path
 
 from deployments.gateway import openapi
 from deployments.gateway.parsing import parse_body
@@ -43,3 +46,16 @@ def get(router: APIRouter, path: str, *, modality: str = "none", open: bool = Fa
 def delete(router: APIRouter, path: str, *, modality: str = "none", **kwargs):
     MODALITY[path] = modality
     return router.delete(path, **kwargs)
+
+
+_PATTERNS: list[tuple[re.Pattern, str]] = []
+
+
+def modality_of(request: Request) -> str:
+    """The modality of the route a request is for, before routing has run (the admission middleware
+    budgets by it), matched against the declared path templates; "none" for paths no route declares.
+    (FastAPI's ``app.routes`` cannot tell: it holds included routers, not their routes.)"""
+    if len(_PATTERNS) != len(MODALITY):
+        _PATTERNS[:] = [(compile_path(path)[0], modality) for path, modality in MODALITY.items()]
+    path = request.url.path.removeprefix(request.scope.get("root_path", ""))
+    return next((modality for pattern, modality in _PATTERNS if pattern.match(path)), "none")

@@ -14,17 +14,19 @@ from ray.serve.handle import DeploymentHandle
 
 from api import schemas as s
 from config.settings import GatewaySettings
-from config.tenants import OPEN, Tenant
 from deployments import tenancy
+from deployments.gateway.admission import Admission
 from deployments.gateway.parsing import off_loop
+from deployments.gateway.calls import call
+from deployments.gateway.vision_language import VisionLanguage
 from deployments.info import EncoderInfo
 from deployments.metrics import observe_cache
 from models.embed_cache import EmbedCache
-from deployments.quota import LEASE_S
-from models.errors import Forbidden, Incompatible, InvalidInput, NotFound, Throttled, Unauthorized, Unavailable
+from models.errors import Forbidden, Incompatible, InvalidInput, Unavailable
 from models.media import MediaLimits, decode_audio, decode_image
 
 MODALITIES = ("image", "text", "audio")
+INFO_TTL_S = 2.0  # how long the gateway trusts what an encoder said about its model and space
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class Encoders:
     def __init__(self, handles: dict[str, DeploymentHandle], media: Media, cache: EmbedCache) -> None:
         self.handles, self.media, self.cache = handles, media, cache
         self._infos: dict[str, EncoderInfo] | None = None
+        self._infos_at = 0.0
 
     def use(self, modality: str) -> DeploymentHandle:
         """The handle for a modality, if the request's tenant may call it."""
@@ -53,28 +56,31 @@ class Encoders:
         return self.handles[modality]
 
     async def infos(self) -> dict[str, EncoderInfo]:
-        if self._infos is None:
-            found = await asyncio.gather(*(self.handles[m].info.remote() for m in MODALITIES))
-            self._infos = dict(zip(MODALITIES, found))
+        """What the encoders say about themselves, asked again after ``INFO_TTL_S``: a new model
+        swapped in by ``user_config`` (a new adapter checkpoint) shows up without a gateway restart."""
+        if self._infos is None or time.monotonic() - self._infos_at > INFO_TTL_S:
+            found = await asyncio.gather(*(call(self.handles[m].info) for m in MODALITIES))
+            self._infos, self._infos_at = dict(zip(MODALITIES, found)), time.monotonic()
         return self._infos
 
     async def info(self, modality: str) -> EncoderInfo:
         return (await self.infos())[modality]
 
     async def embed_texts(self, texts: list[str]) -> np.ndarray:
-        return await self.use("text").embed.remote(texts)
+        return await call(self.use("text").embed, texts)
 
     async def embed_media(self, modality: str, raw: bytes, param: str, decoded: np.ndarray | None = None) -> np.ndarray:
         """One image or audio embedding; the same bytes are decoded and embedded once while cached."""
         tenancy.current().require_modality(modality)
-        scope = f"{tenancy.current().id}/{(await self.info(modality)).model}"
+        info = await self.info(modality)
+        scope = f"{tenancy.current().id}/{info.model}/{info.space}"  # a new checkpoint never reuses old rows
         key = await off_loop(s.content_id, raw)
         row = self.cache.get(scope, key)
         observe_cache(modality, row is not None)
         if row is None:
             if decoded is None:
                 decoded = await self.media.decode(modality, raw, param)
-            row = await self.use(modality).embed.remote(decoded)
+            row = await call(self.use(modality).embed, decoded)
             self.cache.put(scope, key, row)
         return row
 
@@ -103,7 +109,7 @@ class Encoders:
 
     async def spoken_query(self, audio: np.ndarray, *, param: str) -> tuple[np.ndarray, str]:
         """Transcribe (language detected), then embed what was heard as text."""
-        heard = await self.use("audio").transcribe.remote(audio, {"task": "transcribe", "language": None})
+        heard = await call(self.use("audio").transcribe, audio, {"task": "transcribe", "language": None})
         return await self.embed_transcript(heard["text"], param=param), heard["text"]
 
     async def embed_transcript(self, text: str, *, param: str) -> np.ndarray:
@@ -174,7 +180,7 @@ class Search:
         return vector, space, transcript
 
     async def search(self, name: str, vector: np.ndarray, *, space: str, top_k: int, where: dict) -> list[s.Hit]:
-        hits = await self.store().search.remote(tenancy.current().id, name, vector, space=space, top_k=top_k,
+        hits = await call(self.store().search, tenancy.current().id, name, vector, space=space, top_k=top_k,
                                                 where=where)
         return [s.Hit(**h) for h in hits]
 
@@ -200,134 +206,10 @@ class Fusion:
         return {m: info.fusion_encoder() for m, info in (await self.encoders.infos()).items()}
 
 
-VL_SWITCH = "vision_language.enabled"
-
-
-@dataclass(frozen=True)
-class VLModel:
-    """A captioning or VQA model the VisionLanguage deployment serves."""
-
-    id: str
-    task: str  # "caption" or "vqa"
-    engine: str
-    device: str
-
-
-class VisionLanguage:
-    """The VisionLanguage deployment: captions and answers, routed (multiplexed) by model id."""
-
-    def __init__(self, handle: DeploymentHandle | None, media: Media) -> None:
-        self.handle, self.media = handle, media
-        self._models: list[VLModel] | None = None
-
-    @property
-    def enabled(self) -> bool:
-        return self.handle is not None
-
-    def deployment(self) -> DeploymentHandle:
-        if self.handle is None:
-            raise Unavailable(f"captioning and visual question answering are off in this deployment: set "
-                              f"{VL_SWITCH}: true and list vision_language.models in the app's args "
-                              f"(no vision-language weights are packaged for offline use)")
-        return self.handle
-
-    async def models(self) -> list[VLModel]:
-        """The configured models; empty when the deployment is off."""
-        if self.handle is None:
-            return []
-        if self._models is None:
-            self._models = [VLModel(**m) for m in await self.handle.models.remote()]
-        return self._models
-
-    async def pick(self, model: str | None, task: str | None) -> VLModel:
-        """The model a request names (it must do ``task`` when given), or the first that does ``task``."""
-        self.deployment()
-        known = await self.models()
-        if model is None:
-            found = next((m for m in known if m.task == task), None)
-            if found is None:
-                raise NotFound(f"no {task} model is configured (vision_language.models)", param="model")
-            return found
-        found = next((m for m in known if m.id == model), None)
-        if found is None:
-            ids = ", ".join(m.id for m in known)
-            raise NotFound(f"model '{model}' is not a vision-language model here; known: {ids}", param="model")
-        if task is not None and found.task != task:
-            raise Incompatible(f"model '{model}' does {found.task}, not {task}", param="model")
-        return found
-
-    async def image(self, raw: bytes, param: str) -> np.ndarray:
-        return await self.media.decode("image", raw, param)
-
-    async def run(self, model: VLModel, image: np.ndarray, text: str | None, *, max_tokens: int | None = None,
-                  num_beams: int | None = None, top_k: int | None = None, clamp: bool = False) -> dict:
-        """One caption or answer (the replica batches concurrent calls); ``clamp``: a max_tokens over
-        the model's limit is lowered to it instead of refused."""
-        options = {"max_tokens": max_tokens, "num_beams": num_beams, "top_k": top_k, "clamp": clamp}
-        return await self.deployment().options(multiplexed_model_id=model.id).run.remote(image, text, options)
-
-
-def _limit_message(tenant: Tenant, limit: str, wait: float) -> str:
-    if limit == "max_concurrent":
-        return (f"tenant '{tenant.id}' already has {tenant.max_concurrent} requests in flight (its max_concurrent); "
-                f"retry after {wait:.2f}s")
-    rate = tenant.rate_limit
-    return (f"tenant '{tenant.id}' is over its rate limit of {rate.requests_per_second:g} requests/s "
-            f"(burst {rate.burst}); retry after {wait:.2f}s")
-
-
-class Admission:
-    """Who is calling (API key -> tenant) and whether their quota admits one more request.
-
-    Concurrency leases are short-lived in the QuotaKeeper and renewed here while their requests
-    run, so a gateway replica that dies frees its tenants' slots within seconds. Addresses that
-    keep failing authentication are throttled (429) before their keys are even checked."""
-
-    def __init__(self, directory: tenancy.Directory | None, quota: DeploymentHandle | None, *,
-                 failures: tenancy.FailedLogins | None = None) -> None:
-        self.directory, self.quota = directory, quota
-        self.failures = failures or tenancy.FailedLogins()
-        self.held: dict[str, set[str]] = {}  # tenant -> leases this replica holds
-        self._renewing: asyncio.Task | None = None
-
-    def authenticate(self, headers, address: str) -> Tenant:
-        if self.directory is None:
-            return OPEN
-        self.failures.check(address)
-        try:
-            return self.directory.authenticate(tenancy.key_from_headers(headers))
-        except Unauthorized:
-            self.failures.record(address)
-            raise
-
-    async def acquire(self, tenant: Tenant) -> str | None:
-        """A lease from the shared QuotaKeeper, or Throttled with the wait a retry needs."""
-        if self.quota is None or (tenant.rate_limit is None and tenant.max_concurrent is None):
-            return None
-        rate = tenant.rate_limit.requests_per_second if tenant.rate_limit else None
-        burst = tenant.rate_limit.burst if tenant.rate_limit else 1
-        lease, wait, limit = await self.quota.acquire.remote(tenant.id, rate, burst, tenant.max_concurrent)
-        if lease is None:
-            raise Throttled(_limit_message(tenant, limit, wait), retry_after=wait)
-        self.held.setdefault(tenant.id, set()).add(lease)
-        if self._renewing is None or self._renewing.done():
-            self._renewing = asyncio.get_running_loop().create_task(self._renew_forever())
-        return lease
-
-    def release(self, tenant_id: str, lease: str) -> None:
-        self.held.get(tenant_id, set()).discard(lease)
-        self.quota.release.remote(tenant_id, lease)  # fire and forget: the response need not wait
-
-    async def _renew_forever(self) -> None:
-        while True:
-            await asyncio.sleep(LEASE_S / 3)
-            for tenant_id, leases in list(self.held.items()):
-                if leases:
-                    self.quota.renew.remote(tenant_id, sorted(leases))
-
-
 @dataclass
 class Services:
+    """Everything the routes of one gateway replica use."""
+
     settings: GatewaySettings
     encoders: Encoders
     search: Search

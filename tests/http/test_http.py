@@ -103,7 +103,7 @@ BAD_INPUTS = [
     ("template without slot", "/v1/zero-shot",
      {"json": {"image": _b64(assets.photo("chelsea")), "labels": ["cat"], "template": "cat"}}, 400, "template"),
     ("missing field", "/v1/classify", {"json": {"top_k": 3}}, 422, "image"),
-    ("bad base64", "/v1/classify", {"json": {"image": "@@@"}}, 422, "image"),
+    ("bad base64", "/v1/classify", {"json": {"image": "@@@"}}, 400, "image"),  # as on /v1/embeddings
     ("top_k zero", "/v1/classify", {"json": {"image": _b64(assets.photo("chelsea")), "top_k": 0}}, 422, "top_k"),
     ("wrong content type", "/v1/classify", {"data": b"hello", "headers": {"content-type": "text/plain"}}, 415,
      "content-type"),

@@ -1,5 +1,6 @@
 """Visual search over real HTTP: packaged photos indexed in Milvus Lite, queried by text, image and speech."""
 import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -58,7 +59,8 @@ def test_bulk_indexing_from_the_cli_resumes(base_url, photos, tmp_path, capsys):
 
 def _images_embedded(client) -> int:
     """Images VisionEncoder has embedded so far (read from the replica's batch counters)."""
-    return sum(int(size) * count for size, count in client.stats()["VisionEncoder"].get("embed", {}).items())
+    stats = json.loads(client.stats())
+    return sum(int(size) * count for size, count in stats["VisionEncoder"].get("embed", {}).items())
 
 
 def test_repeated_media_hits_the_embedding_cache(client, gallery):

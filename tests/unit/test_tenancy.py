@@ -130,3 +130,13 @@ def test_domain_errors_keep_param_and_retry_after_across_pickling():
     assert (type(back), back.message, back.param, back.retry_after) == (Throttled, "slow down", "tenant", 2.5)
     gone = pickle.loads(pickle.dumps(NotFound("index 'x' not found", param="index")))
     assert (gone.message, gone.param) == ("index 'x' not found", "index")
+
+
+def test_tenant_key_refuses_a_bad_id_with_a_message_not_a_traceback(tmp_path, capsys):
+    from tools import cli
+
+    assert cli.main(["tenant-key", str(tmp_path / "tenants.yaml"), "Bad Id"]) == 1
+    err = capsys.readouterr().err
+    assert "tenant ids match" in err and "Traceback" not in err
+    assert not (tmp_path / "tenants.yaml").exists()
+

@@ -6,6 +6,7 @@ from fastapi.responses import Response
 
 from api import schemas as s
 from deployments.gateway import deps, responses, routing
+from deployments.gateway.calls import call
 
 router = APIRouter()
 SPEECH = {200: {"model": s.VerboseTranscriptionResponse}}
@@ -25,7 +26,7 @@ async def _speech(enc, body, *, task: str, language: str | None, words: bool = F
     audio = await enc.media.decode("audio", body.file, "file")
     options = {"task": task, "language": language, "prompt": body.prompt, "temperature": body.temperature,
                "word_timestamps": words}
-    result = s.VerboseTranscriptionResponse.model_validate(await enc.use("audio").transcribe.remote(audio, options))
+    result = s.VerboseTranscriptionResponse.model_validate(await call(enc.use("audio").transcribe, audio, options))
     return responses.render_transcript(result, body.response_format)
 
 
@@ -33,5 +34,5 @@ async def _speech(enc, body, *, task: str, language: str | None, words: bool = F
               response_model=s.FeaturesResponse)
 async def features(enc: deps.Encoders, body=routing.body_of(s.FeaturesRequest)):
     audio = await enc.media.decode("audio", body.audio, "audio")
-    feats = await enc.use("audio").features.remote(audio, list(dict.fromkeys(body.features)))
+    feats = await call(enc.use("audio").features, audio, list(dict.fromkeys(body.features)))
     return await responses.rendered(responses.features_response, audio, feats)

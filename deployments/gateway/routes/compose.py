@@ -8,6 +8,7 @@ from fastapi import APIRouter
 
 from api import schemas as s
 from deployments.gateway import deps, planner, routing
+from deployments.gateway.calls import call
 from deployments.gateway.compose import PLANNERS, TASKS, Context, run_node
 
 router = APIRouter()
@@ -21,7 +22,7 @@ async def compose(svc: deps.Services, body=routing.body_of(s.ComposeRequest)):
     if any(t["type"] in ("caption", "vqa") for t in tasks):
         svc.vision_language.deployment()  # 503 naming the switch when off, before anything is decoded
     for task in (t for t in tasks if t["type"] == "fuse"):
-        task["modalities"] = (await svc.fusion.head(task["head"]).describe.remote())["modalities"]
+        task["modalities"] = (await call(svc.fusion.head(task["head"]).describe))["modalities"]
     the_plan = planner.plan(tasks, body.inputs.present(), PLANNERS)
     ctx = Context(services=svc, inputs=body.inputs)
     run = await planner.execute(the_plan, functools.partial(run_node, ctx))

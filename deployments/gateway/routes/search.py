@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from api import schemas as s
 from deployments import tenancy
 from deployments.gateway import deps, routing
+from deployments.gateway.calls import call
 from deployments.gateway.parsing import off_loop
 from deployments.gateway.services import index_name
 from models.errors import InvalidInput
@@ -24,7 +25,7 @@ QUERY_KINDS = ("text", "image", "audio")
               response_model=s.IndexInfo)
 async def create_index(search: deps.Search, body=routing.body_of(s.CreateIndexRequest)):
     image = await search.encoders.info("image")
-    info = await search.store().create.remote(tenancy.current().id, index_name(body.name), encoder=image.model,
+    info = await call(search.store().create, tenancy.current().id, index_name(body.name), encoder=image.model,
                                               space=image.space, dim=image.dim)
     return s.IndexInfo(**info)
 
@@ -32,18 +33,18 @@ async def create_index(search: deps.Search, body=routing.body_of(s.CreateIndexRe
 @routing.get(router, "/v1/indexes", response_model=s.IndexList)
 async def list_indexes(search: deps.Search) -> s.IndexList:
     tenant = tenancy.current()
-    infos = await search.store().list.remote(tenant.id)
+    infos = await call(search.store().list, tenant.id)
     return s.IndexList(data=[s.IndexInfo(**i) for i in infos if tenant.may_use("index", i["name"])])
 
 
 @routing.get(router, "/v1/indexes/{name}", response_model=s.IndexInfo)
 async def describe_index(name: str, search: deps.Search) -> s.IndexInfo:
-    return s.IndexInfo(**await search.store().describe.remote(tenancy.current().id, index_name(name)))
+    return s.IndexInfo(**await call(search.store().describe, tenancy.current().id, index_name(name)))
 
 
 @routing.delete(router, "/v1/indexes/{name}")
 async def drop_index(name: str, search: deps.Search) -> JSONResponse:
-    await search.store().drop.remote(tenancy.current().id, index_name(name))  # 404 when it does not exist
+    await call(search.store().drop, tenancy.current().id, index_name(name), retry=False)  # 404 when it does not exist
     return JSONResponse({"name": name, "deleted": True})
 
 
@@ -53,12 +54,12 @@ async def add_items(name: str, search: deps.Search, body=routing.body_of(s.AddIt
     tenant, name = tenancy.current().id, index_name(name)
     raws = await asyncio.gather(*(search.item_bytes(it, f"items[{i}]") for i, it in enumerate(body.items)))
     ids = await off_loop(lambda: [s.content_id(raw) for raw in raws])
-    present = await search.store().has.remote(tenant, name, ids)
+    present = await call(search.store().has, tenant, name, ids)
     todo = [n for n, i in enumerate(ids) if i not in present and i not in ids[:n]]
     vectors = await asyncio.gather(*(search.encoders.embed_media("image", raws[n], f"items[{n}]") for n in todo))
     rows = [(ids[n], v, body.items[n].metadata) for n, v in zip(todo, vectors)]
     encoder = (await search.encoders.info("image")).model
-    added, _ = await search.store().add.remote(tenant, name, rows, encoder=encoder) if rows else (0, 0)
+    added, _ = await call(search.store().add, tenant, name, rows, encoder=encoder) if rows else (0, 0)
     return s.AddItemsResponse(ids=ids, added=added, already_present=len(ids) - added)
 
 
@@ -66,14 +67,14 @@ async def add_items(name: str, search: deps.Search, body=routing.body_of(s.AddIt
               response_model=s.LookupResponse)
 async def lookup_items(name: str, search: deps.Search, body=routing.body_of(s.ItemIdsRequest)):
     """Which of these content hashes the index holds (bulk indexing skips them)."""
-    present = await search.store().has.remote(tenancy.current().id, index_name(name), body.ids)
+    present = await call(search.store().has, tenancy.current().id, index_name(name), body.ids)
     return s.LookupResponse(present=[i for i in body.ids if i in present])
 
 
 @routing.post(router, "/v1/indexes/{name}/items/delete", body=s.ItemIdsRequest, modality="none", multipart=False,
               response_model=s.DeleteItemsResponse)
 async def delete_items(name: str, search: deps.Search, body=routing.body_of(s.ItemIdsRequest)):
-    deleted = await search.store().delete.remote(tenancy.current().id, index_name(name), body.ids)
+    deleted = await call(search.store().delete, tenancy.current().id, index_name(name), body.ids)
     return s.DeleteItemsResponse(deleted=deleted)
 
 

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from api import schemas as s
 from deployments import tenancy
 from deployments.gateway import deps, routing
+from deployments.gateway.calls import call
 from deployments.gateway.services import audio_encoder_id
 
 router = APIRouter()
@@ -21,14 +22,32 @@ async def healthz() -> s.Health:
 
 @routing.get(router, "/readyz", open=True, response_model=s.Health, responses={503: {"model": s.Health}})
 async def readyz(svc: deps.Services):
+    """Pings every deployment at once, each for at most ``ready_timeout_s`` (< 1 s): a deployment with
+    no replica answering in time is named in a 503, rather than the probe hanging."""
     named = svc.deployments()
-    results = await asyncio.gather(
-        *(asyncio.wait_for(h.ping.remote(), svc.settings.ready_timeout_s) for h in named.values()),
-        return_exceptions=True)
-    states = {n: ("ok" if r == "ok" else f"not ready: {type(r).__name__}") for n, r in zip(named, results)}
+    results = await asyncio.gather(*(_ping(h, svc.settings.ready_timeout_s) for h in named.values()),
+                                   return_exceptions=True)
+    states = {n: ("ok" if r == "ok" else f"not ready: {_why(r)}") for n, r in zip(named, results)}
     ready = all(v == "ok" for v in states.values())
     body = s.Health(status="ready" if ready else "not_ready", deployments=states)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+
+
+async def _ping(handle, timeout_s: float) -> str:
+    response = handle.ping.remote()
+    try:
+        return await asyncio.wait_for(_await(response), timeout_s)
+    except BaseException:
+        response.cancel()  # a ping still queued for a replica that is not there must not pile up
+        raise
+
+
+async def _await(response):
+    return await response
+
+
+def _why(result) -> str:
+    return "no answer within the probe's timeout" if isinstance(result, TimeoutError) else type(result).__name__
 
 
 @routing.get(router, "/v1/models", response_model=s.ModelList)
@@ -58,5 +77,5 @@ async def stats(svc: deps.Services) -> dict:
     tenancy.current().require_operator()
     handles = {name: h for name, h in svc.deployments().items()
                if name in ("VisionEncoder", "TextEncoder", "AudioModel", "VisionLanguage")}
-    found = await asyncio.gather(*(h.batch_stats.remote() for h in handles.values()))
+    found = await asyncio.gather(*(call(h.batch_stats) for h in handles.values()))
     return dict(zip(handles, found))

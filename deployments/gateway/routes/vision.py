@@ -7,6 +7,7 @@ from fastapi import APIRouter
 
 from api import schemas as s
 from deployments.gateway import deps, responses, routing
+from deployments.gateway.calls import call
 
 router = APIRouter()
 
@@ -22,7 +23,7 @@ async def zero_shot(enc: deps.Encoders, body=routing.body_of(s.ZeroShotRequest))
 @routing.post(router, "/v1/classify", body=s.ClassifyRequest, modality="image", response_model=s.ClassifyResponse)
 async def classify(enc: deps.Encoders, body=routing.body_of(s.ClassifyRequest)):
     image = await enc.media.decode("image", body.image, "image")
-    predictions, info = await asyncio.gather(enc.use("image").classify.remote(image, body.top_k), enc.info("image"))
+    predictions, info = await asyncio.gather(call(enc.use("image").classify, image, body.top_k), enc.info("image"))
     return s.ClassifyResponse(model=info.task_model, predictions=predictions)
 
 

@@ -21,7 +21,7 @@ from fastapi.responses import StreamingResponse
 from api import schemas as s
 from deployments.gateway import deps, routing
 from deployments.gateway.errors import media_invalid
-from deployments.gateway.services import VisionLanguage, VLModel
+from deployments.gateway.vision_language import VisionLanguage, VLModel
 from models.errors import InvalidInput
 
 router = APIRouter()

@@ -1,0 +1,167 @@
+"""The embedded single-machine Ray, private to this machine: every Ray port on 127.0.0.1, token auth on.
+
+Ray's GCS, raylet, worker and agent ports run code for whoever reaches them; with auth off that
+is remote code execution for anyone on the network (ShadowRay, CVE-2023-48022). This module
+starts the local Ray that ``python -m graphs.launch`` (``make serve``), the tests and the
+benchmarks use, so that:
+
+- the node IP is 127.0.0.1, which makes Ray 2.60 bind the GCS, raylet, object manager, core
+  workers, dashboard agent (gRPC, HTTP, metrics export), runtime-env agent and the autoscaler's
+  and dashboard's metrics servers to loopback (it binds all interfaces for any other node IP).
+  ``ray.init(_node_ip_address="127.0.0.1")`` alone is not enough: Ray replaces a loopback
+  address with the machine's routable one unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
+  (despite its name, on Linux too it means "single machine, node IP = loopback");
+- ``RAY_AUTH_MODE=token``: every gRPC and HTTP entry point wants the token, which Ray reads
+  from ``RAY_AUTH_TOKEN``, else from the file ``RAY_AUTH_TOKEN_PATH`` names, else from
+  ``~/.ray/auth_token``. We use the file (the default one unless ``RAY_AUTH_TOKEN_PATH`` names
+  another), created at first start with mode 0600, so that ``ray status`` and drivers
+  of the same user find it and no process environment carries the token itself. A
+  ``RAY_AUTH_TOKEN`` already set is used as is.
+
+Nothing here imports Ray at module import, so callers can run :func:`prepare` before Ray is
+imported anywhere.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import stat
+import sys
+from pathlib import Path
+from typing import Any, MutableMapping
+
+logger = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+AUTH_MODE_ENV = "RAY_AUTH_MODE"
+TOKEN_ENV = "RAY_AUTH_TOKEN"
+TOKEN_PATH_ENV = "RAY_AUTH_TOKEN_PATH"
+# Ray 2.60: when "0", services.get_node_ip_address() answers 127.0.0.1, so the node IP (and with
+# it every bind address) is loopback; read once when `ray` is imported.
+SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+class PrivateRayError(RuntimeError):
+    """The embedded Ray could not be made private (loopback + token); it is not left running."""
+
+
+def default_token_path() -> Path:
+    """Where Ray itself looks when neither RAY_AUTH_TOKEN nor RAY_AUTH_TOKEN_PATH is set."""
+    return Path.home() / ".ray" / "auth_token"
+
+
+def token_path(environ: MutableMapping[str, str] = os.environ) -> Path:
+    return Path(environ[TOKEN_PATH_ENV]).expanduser() if environ.get(TOKEN_PATH_ENV) else default_token_path()
+
+
+def ensure_token(path: Path) -> Path:
+    """A token file at ``path`` readable by its owner only: created (256 random bits) if missing,
+    tightened to 0600 if group or others could read it. Refuses an empty file."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+        logger.info("generated a Ray auth token in %s (mode 0600)", path)
+        return path
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        path.chmod(0o600)
+        logger.warning("%s was mode %o; made it 0600 (a Ray auth token is a password)", path, mode)
+    if not path.read_text().strip():
+        raise PrivateRayError(f"{path} is empty: delete it to have a new Ray auth token generated")
+    return path
+
+
+def read_token(environ: MutableMapping[str, str] = os.environ) -> str:
+    """The token a client of this machine's Ray must present."""
+    return environ.get(TOKEN_ENV) or token_path(environ).read_text().strip()
+
+
+def client_env(environ: MutableMapping[str, str] = os.environ) -> dict[str, str]:
+    """What another process of this machine (a driver, ``ray status``) needs in
+    its environment to reach the embedded Ray: the token, and loopback as its own node IP (else
+    it looks for the cluster's raylet at the machine's routable address and finds none)."""
+    env = {AUTH_MODE_ENV: "token", SINGLE_MACHINE_ENV: "0"}
+    if environ.get(TOKEN_ENV):
+        env[TOKEN_ENV] = environ[TOKEN_ENV]
+    else:
+        env[TOKEN_PATH_ENV] = str(token_path(environ))
+    return env
+
+
+def prepare(environ: MutableMapping[str, str] = os.environ) -> None:
+    """Set the environment a private local Ray needs (inherited by every Ray process it starts).
+    Call it before ``import ray`` where possible; :func:`start` calls it too."""
+    previous = environ.get(AUTH_MODE_ENV)
+    if previous not in (None, "token"):
+        logger.warning("%s=%s ignored: the embedded Ray always runs with token auth", AUTH_MODE_ENV, previous)
+    environ[AUTH_MODE_ENV] = "token"
+    environ[SINGLE_MACHINE_ENV] = "0"
+    if not environ.get(TOKEN_ENV):
+        environ[TOKEN_PATH_ENV] = str(ensure_token(token_path(environ)))
+
+
+def _align_imported_ray() -> None:
+    """If ``ray`` was imported before :func:`prepare`, it read the old environment at import: make
+    this process see single-machine mode and token auth too (what Ray's own token-auth default
+    does with RayConfig). :func:`start` checks the outcome, so a Ray upgrade that moves these
+    fails closed rather than open."""
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:
+        constants.ENABLE_RAY_CLUSTER = False
+    if "ray._raylet" in sys.modules:
+        from ray._raylet import Config
+
+        Config.initialize("")
+
+
+def _check_private(context: Any) -> None:
+    from ray._raylet import AuthenticationMode, get_authentication_mode
+
+    node_ip = context.address_info.get("node_ip_address")
+    if node_ip != LOOPBACK:
+        raise PrivateRayError(f"the local Ray's node IP is {node_ip}, not {LOOPBACK}: its ports would "
+                              "listen on every interface")
+    if get_authentication_mode() != AuthenticationMode.TOKEN:
+        raise PrivateRayError("the local Ray started without token authentication")
+
+
+def start(*, metrics_port: int | None = None, **init_kwargs: Any):
+    """Start the embedded single-machine Ray, private to this machine; returns ray.init's context.
+
+    ``metrics_port`` is Ray's Prometheus export port (``_metrics_export_port``), on 127.0.0.1.
+    Other keyword arguments go to ``ray.init`` (num_cpus, num_gpus, log_to_driver...)."""
+    prepare()
+    _align_imported_ray()
+    import ray
+
+    if ray.is_initialized():
+        raise PrivateRayError("Ray is already initialised in this process; stop it first")
+    if metrics_port is not None:
+        init_kwargs["_metrics_export_port"] = metrics_port
+    context = ray.init(include_dashboard=False, **init_kwargs)
+    try:
+        _check_private(context)
+    except PrivateRayError:
+        stop(context)
+        raise
+    return context
+
+
+def stop(context) -> None:
+    """Shut the local Ray down and delete its session dir (logs, sockets) in /tmp/ray."""
+    import ray
+
+    ray.shutdown()
+    session_dir = context.address_info.get("session_dir")
+    if session_dir:
+        shutil.rmtree(session_dir, ignore_errors=True)
+        latest = Path(session_dir).parent / "session_latest"
+        if latest.is_symlink() and os.readlink(latest) == session_dir:
+            latest.unlink(missing_ok=True)

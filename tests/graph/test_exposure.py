@@ -1,0 +1,208 @@
+"""Ray's ports are private: what `make serve` starts listens on loopback only (but for the HTTP
+address the config asks for, and Serve's replica gRPC servers, which Ray 2.60 binds to every
+interface but guards with the token), and a Ray driver without the token is refused.
+
+Everything here reads the socket table or connects to 127.0.0.1; nothing connects elsewhere.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import psutil
+import pytest
+import yaml
+
+from graphs import local_ray
+from tests.assets import free_port
+
+pytestmark = pytest.mark.slow
+
+# What a shell or the old Makefile may have set; the launcher must not depend on (or obey) them.
+RAY_PRIVACY_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+
+
+@dataclass(frozen=True)
+class Listener:
+    ip: str
+    port: int
+    pid: int
+    process: str
+
+    @property
+    def loopback(self) -> bool:
+        addr = ipaddress.ip_address(self.ip.split("%")[0])
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+            addr = addr.ipv4_mapped
+        return addr.is_loopback
+
+
+def _name(proc: psutil.Process) -> str:
+    try:
+        return " ".join(proc.cmdline())[:120] or proc.name()
+    except psutil.Error:
+        return "?"
+
+
+def tree(proc: psutil.Process, prune: str | None = None) -> list[psutil.Process]:
+    """``proc`` and its descendants, without the subtrees of children whose command line has ``prune``."""
+    kept = [proc]
+    for child in proc.children():
+        if prune is None or prune not in _name(child):
+            kept += tree(child, prune)
+    return kept
+
+
+def listeners(root_pid: int, prune: str | None = None) -> list[Listener]:
+    """Every TCP socket in LISTEN and every unconnected UDP socket of ``root_pid`` and its
+    descendants (Ray's GCS, raylet, agents and workers are all children of the driver)."""
+    procs = {p.pid: p for p in tree(psutil.Process(root_pid), prune)}
+    found = []
+    for conn in psutil.net_connections(kind="inet"):
+        if conn.pid not in procs or not conn.laddr:
+            continue
+        if conn.status == psutil.CONN_LISTEN or (conn.type == 2 and not conn.raddr):  # 2: SOCK_DGRAM
+            found.append(Listener(conn.laddr.ip, conn.laddr.port, conn.pid, _name(procs[conn.pid])))
+    return sorted(found, key=lambda s: (s.process, s.port))
+
+
+def exposed(found: list[Listener], allowed: set[tuple[str, int]]) -> list[Listener]:
+    """Non-loopback listeners but for ``allowed`` and Serve's replica gRPC servers (see below)."""
+    return [s for s in found if not s.loopback and (s.ip, s.port) not in allowed
+            and not replica_grpc(s)]
+
+
+def replica_grpc(s: Listener) -> bool:
+    """Ray Serve 2.60 binds each replica's inter-deployment gRPC server to ``[::]:0`` whatever the
+    node IP (serve/_private/replica.py, ``_on_initialized``), and no setting moves it. It has
+    Ray's token interceptor; :func:`assert_replica_grpc_wants_the_token` holds it to that."""
+    return "ServeReplica" in s.process and s.ip in ("::", "0.0.0.0")
+
+
+def replica_grpc_status(port: int, token: str | None) -> grpc.StatusCode:
+    """The status of a call (over loopback) to a replica's gRPC server, with or without the token."""
+    metadata = [("authorization", f"Bearer {token}")] if token else []
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary("/ray.serve.ASGIService/HandleRequest",
+                                   request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        try:
+            call(b"", metadata=metadata, timeout=20)
+        except grpc.RpcError as exc:
+            return exc.code()
+    return grpc.StatusCode.OK
+
+
+def assert_replica_grpc_wants_the_token(found: list[Listener]) -> None:
+    ports = [s.port for s in found if replica_grpc(s)]
+    assert ports, found  # one per replica: if Serve stops opening them, drop this exception
+    for port in ports:
+        assert replica_grpc_status(port, None) == grpc.StatusCode.UNAUTHENTICATED, port
+        assert replica_grpc_status(port, "0" * 64) == grpc.StatusCode.UNAUTHENTICATED, port
+    # With the token the call gets past authentication (and fails on its empty request).
+    assert replica_grpc_status(ports[0], local_ray.read_token()) != grpc.StatusCode.UNAUTHENTICATED
+
+
+def gcs_address(found: list[Listener]) -> str:
+    ports = {s.port for s in found if "gcs_server" in s.process}
+    assert len(ports) == 1, found
+    return f"127.0.0.1:{ports.pop()}"
+
+
+DRIVER = """
+import os, sys, ray
+ray.init(address=sys.argv[1], log_to_driver=False)
+@ray.remote(num_cpus=0)
+def pid():
+    return os.getpid()
+print("ran in pid", ray.get(pid.remote(), timeout=60))
+"""
+
+
+def run_driver(address: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    """A Ray driver in a fresh process, connecting to ``address`` (loopback) with ``env``'s auth
+    settings only; HOME is empty, so Ray's default ~/.ray/auth_token is not found either.
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps it on loopback: without it ray.init rewrites
+    127.0.0.1 to the machine's routable address, where nothing listens, and never gets as far as
+    the authentication we test."""
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    base = {k: v for k, v in os.environ.items() if k not in RAY_PRIVACY_ENV}
+    full = {**base, "HOME": str(home), "RAY_gcs_server_port_wait_time_s": "3",
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", **env}
+    return subprocess.run([sys.executable, "-c", DRIVER, address], env=full, capture_output=True, text=True,
+                          timeout=120)
+
+
+def assert_token_guards(address: str, tmp_path: Path) -> None:
+    for env in ({"RAY_AUTH_MODE": "disabled"},  # an attacker's plain `ray.init(address=...)`
+                {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64}):  # a guessed token
+        refused = run_driver(address, tmp_path, **env)
+        assert refused.returncode != 0 and "ran in pid" not in refused.stdout, env
+        assert "Authentication token is missing or incorrect" in refused.stderr, refused.stderr[-3000:]
+    allowed = run_driver(address, tmp_path, **local_ray.client_env())
+    assert allowed.returncode == 0 and "ran in pid" in allowed.stdout, allowed.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory):
+    """`make serve`: the launcher on serve_config.yaml with the packaged models, its HTTP and
+    metrics ports moved to free ones and its data dirs to a temporary folder."""
+    tmp = tmp_path_factory.mktemp("launched")
+    config = yaml.safe_load(Path("serve_config.yaml").read_text())
+    config["http_options"]["port"] = free_port()
+    args = config["applications"][0]["args"]
+    args["search"]["uri"] = str(tmp / "search.db")
+    args["fusion"]["store"] = str(tmp / "heads")
+    path = tmp / "serve_config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    metrics_port = free_port()
+    # RAY_AUTH_MODE=disabled is what the Makefile used to export: the launcher must override it.
+    env = {**{k: v for k, v in os.environ.items() if k not in RAY_PRIVACY_ENV}, "RAY_AUTH_MODE": "disabled"}
+    log = tmp / "launch.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "graphs.launch", str(path), "--metrics-port",
+                                 str(metrics_port)], stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 300
+        while "mmserve is serving" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(1)
+        yield {"pid": proc.pid, "http": (config["http_options"]["host"], config["http_options"]["port"]),
+               "metrics_port": metrics_port}
+    finally:
+        proc.send_signal(signal.SIGINT)  # the launcher stops Serve and Ray and removes its session dir
+        try:
+            proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_make_serve_listens_on_loopback_only(launched):
+    found = listeners(launched["pid"])
+    host, port = launched["http"]
+    assert not exposed(found, allowed={(host, port)}), "\n".join(map(str, exposed(found, {(host, port)})))
+    # Not vacuous: the Ray and Serve sockets are there, on loopback.
+    ports = {s.port for s in found}
+    assert {port, launched["metrics_port"]} <= ports, found
+    for process in ("gcs_server", "raylet", "DashboardAgent", "ProxyActor"):
+        assert any(process in s.process for s in found), (process, found)
+    assert_replica_grpc_wants_the_token(found)
+
+
+def test_make_serve_refuses_a_driver_without_the_token(launched, tmp_path):
+    assert_token_guards(gcs_address(listeners(launched["pid"])), tmp_path)
+
+
+def test_the_tests_ray_is_private_too(ray_cluster, tmp_path):
+    found = listeners(os.getpid(), prune="graphs.launch")  # this process's Ray, not `launched`'s
+    assert not exposed(found, allowed=set()), "\n".join(map(str, exposed(found, set())))
+    assert ray_cluster["gcs_address"] == gcs_address(found)
+    assert_token_guards(ray_cluster["gcs_address"], tmp_path)

@@ -1,0 +1,142 @@
+"""The bad-input corpus over real HTTP: every hostile input gets its 4xx in the one error shape (or
+the right answer), and no replica is restarted by any of them.
+
+Media cases come from ``tests/hostile_media.py`` (also run through the decoders in the unit tests);
+JSON, path and framing cases are listed here. Framing cases go over a raw socket to loopback."""
+from __future__ import annotations
+
+import json
+import socket
+
+import httpx
+import pytest
+import ray
+
+from api.schemas import encode_media
+from tests.assets import photo
+from tests.hostile_media import CASES
+
+IMAGE_ROUTE, AUDIO_ROUTE = "/v1/classify", "/v1/audio/features"
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def _deep_dict(depth: int) -> str:
+    return '{"a":' * depth + "1" + "}" * depth
+
+
+JSON_CASES = [  # (name, route, raw JSON body, status, param or None)
+    ("classify-nested-2000", "/v1/classify", '{"image": %s}' % _nested(2000), 400, None),
+    ("classify-nested-object-2000", "/v1/classify", '{"image": "x", "top_k": %s}' % _deep_dict(2000), 400, None),
+    ("query-where-nested-2000", "/v1/indexes/hostile/query", '{"text": "cat", "where": %s}' % _deep_dict(2000),
+     400, None),
+    ("compose-nested-2000", "/v1/compose", '{"inputs": {"text": "a"}, "tasks": %s}' % _nested(2000), 400, None),
+    ("not-json", "/v1/classify", "{not json", 400, None),
+    ("json-array", "/v1/classify", "[1, 2]", 400, None),
+    ("bad-base64", "/v1/classify", '{"image": "!!!not base64"}', 400, "image"),
+    ("bad-base64-list", "/v1/embeddings/image", '{"images": ["%%%%"]}', 400, "images.0"),
+    ("bad-base64-openai", "/v1/embeddings", '{"model": "conse-efficientnet-lite0", "input": "%%%%"}', 400,
+     "input[0]"),
+    ("unknown-field", "/v1/classify", '{"image": "aGk=", "colour": 1}', 422, "colour"),
+    ("top-k-zero", "/v1/classify", '{"image": "aGk=", "top_k": 0}', 422, "top_k"),
+    ("openai-text-too-long", "/v1/embeddings", json.dumps({"model": "all-MiniLM-L6-v2", "input": "a" * 20_001}),
+     400, "input[0]"),
+    ("texts-too-long", "/v1/embeddings/text", json.dumps({"texts": ["a" * 10_001]}), 422, "texts.0"),
+    ("zero-shot-no-placeholder", "/v1/zero-shot",
+     json.dumps({"image": encode_media(b"x"), "labels": ["cat"], "template": "no slot"}), 400, "template"),
+    ("compose-unknown-task", "/v1/compose", '{"inputs": {"text": "a"}, "tasks": [{"type": "dance"}]}', 422, None),
+    ("compose-missing-input", "/v1/compose", '{"inputs": {"text": "a"}, "tasks": [{"type": "classify"}]}', 400,
+     "inputs.image"),
+    ("index-path-nul", "/v1/indexes/hostile/items", '{"items": [{"path": "a\\u0000b.jpg"}]}', 403, "items[0]"),
+    ("index-bad-name", "/v1/indexes", '{"name": "Bad Name"}', 422, "name"),
+]
+
+
+def _shape_ok(body: dict) -> None:
+    assert set(body) == {"error"}, body
+    assert set(body["error"]) == {"type", "message", "param"}, body
+    assert body["error"]["message"] and "Traceback" not in body["error"]["message"]
+
+
+def _replicas() -> set[str]:
+    """The named replica actors of the session's app: a restarted replica comes back under a new name."""
+    names = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)}
+    return {n for n in names if "SERVE_REPLICA::mmserve#" in n}
+
+
+@pytest.fixture(scope="module")
+def before(served, base_url):
+    httpx.post(f"{base_url}/v1/indexes", json={"name": "hostile"}, timeout=60)
+    replicas = _replicas()
+    assert len(replicas) >= 5, replicas  # gateway, three encoders, search, fusion
+    return replicas
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c.kind}-{c.name}" for c in CASES])
+def test_hostile_media(base_url, before, case):
+    route, field = (IMAGE_ROUTE, "image") if case.kind == "image" else (AUDIO_ROUTE, "audio")
+    body = {field: encode_media(case.data)} if case.data else {field: ""}
+    r = httpx.post(f"{base_url}{route}", json=body, timeout=120)
+    expected = case.status if case.data else 400
+    assert r.status_code == expected, (case.name, r.status_code, r.text[:300])
+    if expected != 200:
+        _shape_ok(r.json())
+        assert r.json()["error"]["param"] == field
+
+
+@pytest.mark.parametrize("name, route, raw, status, param", JSON_CASES, ids=[c[0] for c in JSON_CASES])
+def test_hostile_json(base_url, before, name, route, raw, status, param):
+    r = httpx.post(f"{base_url}{route}", content=raw.encode(), headers={"content-type": "application/json"},
+                   timeout=60)
+    assert r.status_code == status, (name, r.status_code, r.text[:300])
+    _shape_ok(r.json())
+    if param is not None:
+        assert r.json()["error"]["param"] == param, r.json()
+
+
+def _raw_http(port: int, request: bytes, timeout: float = 10.0) -> bytes:
+    """What the server answered (b"" when it dropped the connection without a response)."""
+    answer = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        try:
+            sock.sendall(request)  # no half-close: the proxy takes that for a client that left
+            while b"\r\n" not in answer and (chunk := sock.recv(65536)):
+                answer += chunk
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+    return answer
+
+
+FRAMING_CASES = [  # (name, raw request, the status line must start with one of these)
+    ("content-length-and-chunked",
+     b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5\r\n"
+     b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", (b"HTTP/1.1 400",)),
+    ("negative-content-length",
+     b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: -5\r\n\r\n{}",
+     (b"HTTP/1.1 400",)),
+    ("bare-lf", b"POST /v1/classify HTTP/1.1\nHost: x\nContent-Type: application/json\nContent-Length: 2\n\n{}",
+     (b"HTTP/1.1 400", b"HTTP/1.1 422")),
+    ("header-over-the-limit", b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 48_000 + b"\r\n\r\n",
+     (b"HTTP/1.1 431",)),
+    ("header-of-8mb", b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 8_000_000 + b"\r\n\r\n",
+     (b"HTTP/1.1 431",)),
+    ("content-length-over-cap",
+     b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 999999999999\r\n\r\n",
+     (b"HTTP/1.1 413",)),
+]
+
+
+@pytest.mark.parametrize("name, raw, allowed", FRAMING_CASES, ids=[c[0] for c in FRAMING_CASES])
+def test_malformed_http_is_refused(served, base_url, before, name, raw, allowed):
+    port = int(base_url.rsplit(":", 1)[1])
+    answer = _raw_http(port, raw)
+    assert answer.startswith(allowed), (name, answer[:200])
+
+
+def test_a_good_request_still_works_and_no_replica_restarted(base_url, before):
+    r = httpx.post(f"{base_url}/v1/classify", json={"image": encode_media(photo("chelsea")), "top_k": 1},
+                   timeout=60)
+    assert r.status_code == 200 and "cat" in r.json()["predictions"][0]["label"]
+    assert _replicas() == before
