@@ -55,7 +55,7 @@ def _app(**settings):
     async def acquire(_tenant):
         return None
 
-    admission = SimpleNamespace(authenticate=lambda headers: OPEN, acquire=acquire, release=lambda *a: None)
+    admission = SimpleNamespace(authenticate=lambda headers, address: OPEN, acquire=acquire, release=lambda *a: None)
     services = SimpleNamespace(settings=GatewaySettings(**settings), admission=admission)
     return create_app(services)
 

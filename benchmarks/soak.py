@@ -1,0 +1,166 @@
+"""Soak: mixed open-loop load at a fraction of capacity for a long time, with the resident memory of
+every serving process sampled as it goes. Not a CI test.
+
+    make serve &                      # or any mmserve on this machine
+    python -m benchmarks.soak --url http://127.0.0.1:8000 --minutes 30 --load 0.7 --out results/soak
+
+1. Capacity: each request kind (image classification, text embeddings, a 3 s transcription) alone,
+   closed loop at concurrency 4, until two windows agree (``loadgen.stable_point``).
+2. Soak: Poisson arrivals of all three kinds at once, each at ``load`` x its capacity divided by the
+   number of kinds (so the mix sums to ``load`` of the machine), for ``minutes``.
+3. Every 10 s, the RSS of each Ray / Serve process on the machine; at the end, per process, the
+   least-squares slope in MB per minute over the soak, and every request's outcome.
+
+Inputs are distinct per request (crops of the test photos, numbered texts, espeak sentences), so
+no cache answers them. Traffic goes to loopback only.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+import numpy as np
+import psutil
+
+from benchmarks.loadgen import Send, open_window, stable_point
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+SAMPLE_EVERY_S = 10.0
+
+
+def _crops(n: int) -> list[bytes]:
+    from PIL import Image
+
+    from tests.assets import photo
+
+    base = Image.open(io.BytesIO(photo("chelsea"))).convert("RGB")
+    out = []
+    for i in range(n):
+        w, h = base.size
+        box = (i % 17, (i * 7) % 23, w - (i * 3) % 29, h - (i * 5) % 19)
+        buf = io.BytesIO()
+        base.crop(box).save(buf, format="JPEG", quality=80 + i % 15)
+        out.append(buf.getvalue())
+    return out
+
+
+def senders() -> dict[str, Send]:
+    """One sender per request kind, each cycling through distinct inputs."""
+    from tests.assets import speech
+
+    images, counter = _crops(64), {"n": 0}
+    clips = [speech(f"soak test number {i}, the weather is fine") for i in range(8)]
+
+    def nth(items: list):
+        counter["n"] += 1
+        return items[counter["n"] % len(items)]
+
+    return {
+        "classify": lambda c: c.post("/v1/classify", files={"image": ("x.jpg", nth(images))}),
+        "embed_text": lambda c: c.post("/v1/embeddings/text", json={"texts": [f"soak sentence {time.perf_counter_ns()}"]}),
+        "transcribe": lambda c: c.post("/v1/audio/transcriptions", files={"file": ("x.wav", nth(clips))}),
+    }
+
+
+def serving_processes() -> dict[int, str]:
+    """pid -> name of this machine's Ray and Serve processes (replicas, proxy, controller, raylet, gcs)."""
+    found = {}
+    for proc in psutil.process_iter(["pid", "name", "cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if "ray::" in cmd or "raylet" in cmd or "gcs_server" in cmd or "graphs.launch" in cmd:
+            found[proc.info["pid"]] = (proc.info["cmdline"] or [proc.info["name"]])[0][:60]
+    return found
+
+
+@dataclass
+class Memory:
+    names: dict[int, str] = field(default_factory=dict)
+    samples: dict[int, list[tuple[float, float]]] = field(default_factory=dict)  # pid -> (s, MB)
+
+    def sample(self, t: float) -> None:
+        for pid, name in serving_processes().items():
+            try:
+                mb = psutil.Process(pid).memory_info().rss / 2**20
+            except psutil.Error:
+                continue
+            self.names[pid] = name
+            self.samples.setdefault(pid, []).append((t, mb))
+
+    def slopes(self) -> dict[str, dict]:
+        """Per process: first and last RSS and the least-squares slope, MB per minute."""
+        out = {}
+        for pid, points in self.samples.items():
+            if len(points) < 3:
+                continue
+            t, mb = np.array(points).T
+            slope = float(np.polyfit(t / 60.0, mb, 1)[0])
+            out[f"{self.names[pid]} ({pid})"] = {"first_mb": round(float(mb[0]), 1), "last_mb": round(float(mb[-1]), 1),
+                                                 "slope_mb_per_min": round(slope, 3), "samples": len(points)}
+        return out
+
+
+async def _sample_forever(memory: Memory, started: float) -> None:
+    while True:
+        memory.sample(time.perf_counter() - started)
+        await asyncio.sleep(SAMPLE_EVERY_S)
+
+
+async def capacity(client: httpx.AsyncClient, kinds: dict[str, Send], window_s: float) -> dict[str, float]:
+    out = {}
+    for name, send in kinds.items():
+        await send(client)  # warm-up
+        out[name] = (await stable_point(send, client, mode="closed", load=4, window_s=window_s)).throughput
+    return out
+
+
+async def soak(url: str, *, minutes: float, load: float, window_s: float) -> dict:
+    kinds = senders()
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
+    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
+        caps = await capacity(client, kinds, window_s)
+        rates = {k: load * caps[k] / len(kinds) for k in kinds}
+        memory, started = Memory(), time.perf_counter()
+        sampler = asyncio.create_task(_sample_forever(memory, started))
+        runs = await asyncio.gather(*(open_window(kinds[k], client, rates[k], minutes * 60, seed=i)
+                                      for i, k in enumerate(kinds)))
+        sampler.cancel()
+        memory.sample(time.perf_counter() - started)
+    outcomes = {k: {"sent": len(lat) + len(err), "errors": len(err), "p50_ms": _p(lat, 50), "p99_ms": _p(lat, 99)}
+                for k, (lat, err, _) in zip(kinds, runs)}
+    return {"minutes": minutes, "load": load, "capacity_rps": caps, "rates_rps": rates, "requests": outcomes,
+            "errors": sum(o["errors"] for o in outcomes.values()), "memory": memory.slopes(),
+            "cores": psutil.cpu_count()}
+
+
+def _p(latencies: list[float], q: float) -> float:
+    return round(float(np.percentile(latencies, q)), 1) if latencies else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--load", type=float, default=0.7, help="fraction of the measured capacity")
+    parser.add_argument("--window", type=float, default=10.0, help="seconds per capacity window")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/soak.json"))
+    args = parser.parse_args(argv)
+    if urlparse(args.url).hostname not in LOOPBACK:
+        parser.error("soak only a server on this machine (a loopback URL)")
+    result = asyncio.run(soak(args.url, minutes=args.minutes, load=args.load, window_s=args.window))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: result[k] for k in ("capacity_rps", "rates_rps", "requests", "errors")}, indent=2))
+    worst = max(result["memory"].items(), key=lambda kv: kv[1]["slope_mb_per_min"], default=None)
+    print(f"memory: {len(result['memory'])} processes; steepest slope {worst}")
+    return 0 if result["errors"] == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
