@@ -203,6 +203,12 @@ class TranscriptionRequest(_Request):
     prompt: str | None = Field(None, max_length=2000)
     response_format: ResponseFormat = "json"
     temperature: float = Field(0.0, ge=0.0, le=1.0)
+    timestamp_granularities: list[Literal["word", "segment"]] = Field(
+        default_factory=lambda: ["segment"], max_length=2,
+        description="with 'word', verbose_json carries word timestamps (multipart: 'timestamp_granularities[]')")
+
+    def word_timestamps(self) -> bool:
+        return "word" in self.timestamp_granularities and self.response_format == "verbose_json"
 
 
 class TranslationRequest(_Request):
@@ -226,6 +232,13 @@ class TranscriptionResponse(_Response):
     text: str
 
 
+class TranscriptWord(_Response):
+    word: str
+    start: float
+    end: float
+    probability: float = 1.0
+
+
 class VerboseTranscriptionResponse(_Response):
     task: str
     language: str
@@ -233,6 +246,7 @@ class VerboseTranscriptionResponse(_Response):
     duration: float
     text: str
     segments: list[TranscriptSegment]
+    words: list[TranscriptWord] | None = Field(None, description="when timestamp_granularities has 'word'")
 
 
 FeatureName = Literal["mel", "mfcc", "chroma"]
@@ -253,6 +267,163 @@ class FeaturesResponse(_Response):
     frame_rate: float
     duration: float
     features: dict[str, FeatureMatrix]
+
+
+# ---- vision-language ------------------------------------------------------------------------
+MAX_VL_TEXT = 4096  # characters of a caption prompt or a question (the model also bounds its tokens)
+VLText = Annotated[str, Field(min_length=1, max_length=MAX_VL_TEXT)]
+MaxTokens = Annotated[int, Field(ge=1, le=256, description="most tokens to generate; the model's default when absent")]
+NumBeams = Annotated[int, Field(ge=1, le=8, description="beam search width; 1 = greedy")]
+TopK = Annotated[int, Field(ge=1, le=20, description="answers returned by classifying models (ViLT)")]
+
+
+class TokenUsage(_Response):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class CaptionRequest(_Request):
+    """Give ``image`` or ``images``; every image gets a caption from the same model and settings."""
+
+    image: Media | None = None
+    images: list[Media] | None = Field(None, min_length=1, max_length=MAX_ITEMS)
+    prompt: VLText | None = Field(None, description="the text each caption starts with (conditional captioning)")
+    max_tokens: MaxTokens | None = None
+    num_beams: NumBeams | None = None
+    model: str | None = Field(None, description="a caption model id from /v1/models; the first one when absent")
+
+
+class Caption(_Response):
+    index: int
+    caption: str
+    tokens: int = Field(description="tokens the model generated (the prompt not counted)")
+
+
+class CaptionResponse(_Response):
+    model: str
+    data: list[Caption]
+    usage: TokenUsage
+
+
+class VQARequest(_Request):
+    """One image and ``question`` or ``questions`` about it."""
+
+    image: Media
+    question: VLText | None = None
+    questions: list[VLText] | None = Field(None, min_length=1, max_length=32)
+    max_tokens: MaxTokens | None = None
+    num_beams: NumBeams | None = None
+    top_k: TopK | None = None
+    model: str | None = Field(None, description="a vqa model id from /v1/models; the first one when absent")
+
+
+class ScoredAnswer(_Response):
+    answer: str
+    probability: float
+
+
+class VQAAnswer(_Response):
+    index: int
+    question: str
+    answer: str
+    tokens: int
+    answers: list[ScoredAnswer] = Field(default_factory=list, description="ViLT: the top_k answers, best first")
+
+
+class VQAResponse(_Response):
+    model: str
+    data: list[VQAAnswer]
+    usage: TokenUsage
+
+
+# ---- OpenAI-compatible vision chat ------------------------------------------------------------
+class _OpenAI(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # OpenAI clients send fields mmserve has no use for
+
+
+class ImageURL(_OpenAI):
+    url: str = Field(description="a data URL (data:image/...;base64,...); remote URLs are not fetched")
+    detail: str | None = None
+
+
+class ChatContentPart(_OpenAI):
+    type: Literal["text", "image_url"]
+    text: str | None = None
+    image_url: ImageURL | None = None
+
+
+class ChatMessage(_OpenAI):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ChatContentPart] | None = None
+
+
+class StreamOptions(_OpenAI):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(_OpenAI):
+    """OpenAI's chat completions, answered by a vision-language model: the last user message's image
+    is captioned (its text, if any, is the caption's prompt) or, for a VQA model, asked its text."""
+
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1, max_length=64)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(None, ge=1, description="an upper bound: the model's own limit applies when lower")
+    max_completion_tokens: int | None = Field(None, ge=1, description="as max_tokens")
+    temperature: float | None = Field(None, description="accepted; decoding is deterministic (greedy or beam)")
+    n: int | None = Field(None, description="only 1")
+    tools: list[dict] | None = Field(None, description="not supported: 400")
+    tool_choice: str | dict | None = Field(None, description="not supported: 400")
+    functions: list[dict] | None = Field(None, description="not supported: 400")
+    logprobs: bool | None = Field(None, description="not supported: 400 when true")
+    top_logprobs: int | None = Field(None, description="not supported: 400")
+
+
+class ChatResponseMessage(_Response):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(_Response):
+    index: int = 0
+    message: ChatResponseMessage
+    finish_reason: Literal["stop", "length"]
+    logprobs: None = None
+
+
+class ChatCompletionResponse(_Response):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: TokenUsage
+
+
+class ChatDelta(_Response):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChatChunkChoice(_Response):
+    index: int = 0
+    delta: ChatDelta
+    finish_reason: Literal["stop", "length"] | None = None
+    logprobs: None = None
+
+
+class ChatCompletionChunk(_Response):
+    """One server-sent event of a streamed completion (``data: {...}``); the stream ends with
+    ``data: [DONE]``. The last chunk with a ``finish_reason`` carries ``usage``."""
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
+    usage: TokenUsage | None = None
 
 
 # ---- service ------------------------------------------------------------------------------
@@ -432,8 +603,25 @@ class SearchTask(_Task):
     where: dict[str, MetaValue] = Field(default_factory=dict)
 
 
+class CaptionTask(_Task):
+    type: Literal["caption"]
+    prompt: VLText | None = None
+    max_tokens: MaxTokens | None = None
+    num_beams: NumBeams | None = None
+    model: str | None = Field(None, description="a caption model id; the first one when absent")
+
+
+class VQATask(_Task):
+    type: Literal["vqa"]
+    question: VLText
+    max_tokens: MaxTokens | None = None
+    num_beams: NumBeams | None = None
+    top_k: TopK | None = None
+    model: str | None = Field(None, description="a vqa model id; the first one when absent")
+
+
 ComposeTask = Annotated[EmbedTask | ClassifyTask | ZeroShotTask | TranscribeTask | TranslateTask | LanguageTask
-                        | FeaturesTask | FuseTask | SearchTask, Field(discriminator="type")]
+                        | FeaturesTask | FuseTask | SearchTask | CaptionTask | VQATask, Field(discriminator="type")]
 
 
 class ComposeInputs(_Request):
@@ -492,9 +680,26 @@ class LanguageResult(_Response):
     language_probability: float
 
 
+class CaptionResult(_Response):
+    """A compose ``caption`` task."""
+
+    model: str
+    caption: str
+    tokens: int
+
+
+class VQAResult(_Response):
+    """A compose ``vqa`` task."""
+
+    model: str
+    question: str
+    answer: str
+    answers: list[ScoredAnswer] = Field(default_factory=list)
+
+
 # What each compose task type answers (the required fields tell them apart).
 ComposeResult = (EmbedResult | ClassifyResponse | ZeroShotResponse | VerboseTranscriptionResponse | FeaturesResponse
-                 | QueryResponse | FusionResult | LanguageResult)
+                 | QueryResponse | FusionResult | LanguageResult | CaptionResult | VQAResult)
 
 
 class ComposeResponse(_Response):

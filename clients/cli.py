@@ -47,8 +47,23 @@ def parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     f = sub.add_parser("features", help="mel spectrogram, MFCC and chroma, plotted to a PNG")
     f.add_argument("audio", type=Path)
     f.add_argument("--output", type=Path, required=True, help="PNG path")
+    cap = sub.add_parser("caption", help="caption images with a vision-language model")
+    cap.add_argument("images", nargs="+", type=Path)
+    cap.add_argument("--prompt", help="the text each caption starts with")
+    _generation_args(cap)
+    ask = sub.add_parser("ask", help="ask a question about an image (visual question answering)")
+    ask.add_argument("image", type=Path)
+    ask.add_argument("question")
+    ask.add_argument("--top-k", type=int, default=None, help="answers to list (ViLT)")
+    _generation_args(ask)
     _index_parser(sub)
     return parser, sub
+
+
+def _generation_args(p) -> None:
+    p.add_argument("--model", default=None, help="a model id from `mmserve models` (default: the first of its task)")
+    p.add_argument("--max-tokens", type=int, default=None)
+    p.add_argument("--num-beams", type=int, default=None)
 
 
 def _index_parser(sub) -> None:
@@ -146,11 +161,33 @@ def _retrieval(client: Client, args) -> BaseModel:
     return result
 
 
+def _caption(client: Client, args) -> list:
+    results = []
+    for path in _progress(args.images, "caption"):
+        result = client.captions([path], prompt=args.prompt, max_tokens=args.max_tokens, num_beams=args.num_beams,
+                                 model=args.model)
+        results.append(result)
+        if not args.json:
+            print(f"{path}: {result.data[0].caption}")
+    return results
+
+
+def _ask(client: Client, args) -> BaseModel:
+    result = client.ask(args.image, args.question, max_tokens=args.max_tokens, num_beams=args.num_beams,
+                        top_k=args.top_k, model=args.model)
+    if not args.json:
+        answer = result.data[0]
+        print(answer.answer)
+        for scored in answer.answers[1:]:
+            print(f"  or {scored.answer} ({scored.probability:.3f})")
+    return result
+
+
 def _models(client: Client, args) -> BaseModel:
     result = client.models()
     if not args.json:
         for m in result.data:
-            print(f"{m.id:32s} {m.modality:6s} {m.task:15s} {m.space or ''}")
+            print(f"{m.id:32s} {m.modality:10s} {m.task:15s} {m.space or ''}")
     return result
 
 
@@ -196,7 +233,7 @@ def _index(client: Client, args):
 
 COMMANDS = {"models": _models, "classify": _classify, "zero-shot": _zero_shot, "embed": _embed,
             "retrieval": _retrieval, "transcribe": _speech, "translate": _speech, "features": _features,
-            "index": _index}
+            "index": _index, "caption": _caption, "ask": _ask}
 
 
 def _as_json(result) -> object:

@@ -121,6 +121,10 @@ def _speech_form(audio: MediaInput, fields: dict, fmt: str) -> dict:
     return {"files": {"file": ("audio", _read(audio))}, "data": data}
 
 
+def _present(body: dict) -> dict:
+    return {k: v for k, v in body.items() if v is not None}
+
+
 class _Routes:
     """One method per route. ``_call`` is sync in ``Client`` and async in ``AsyncClient``."""
 
@@ -185,6 +189,21 @@ class _Routes:
     def features(self, audio: MediaInput, *, features: list[str] | None = None):
         body = {"audio": _b64(audio), "features": features or ["mel", "mfcc", "chroma"]}
         return self._json("/v1/audio/features", body, s.FeaturesResponse)
+
+    # ---- vision-language ----
+    def captions(self, images: list[MediaInput], *, prompt: str | None = None, max_tokens: int | None = None,
+                 num_beams: int | None = None, model: str | None = None):
+        body = {"images": [_b64(i) for i in images], "prompt": prompt, "max_tokens": max_tokens,
+                "num_beams": num_beams, "model": model}
+        return self._json("/v1/captions", _present(body), s.CaptionResponse)
+
+    def ask(self, image: MediaInput, questions: str | list[str], *, max_tokens: int | None = None,
+            num_beams: int | None = None, top_k: int | None = None, model: str | None = None):
+        """Visual question answering: one question or several about one image."""
+        many = {"questions": questions} if isinstance(questions, list) else {"question": questions}
+        body = {"image": _b64(image), **many, "max_tokens": max_tokens, "num_beams": num_beams, "top_k": top_k,
+                "model": model}
+        return self._json("/v1/vqa", _present(body), s.VQAResponse)
 
     # ---- search indexes ----
     def create_index(self, name: str):

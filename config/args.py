@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from config.settings import BatchConfig, GatewaySettings, absolute
 from models.errors import MMServeError
-from models.registry import SpeechModelSpec, TextModelSpec, VisionModelSpec
+from models.registry import SpeechModelSpec, TextModelSpec, VisionLanguageModelSpec, VisionModelSpec
 from models.search import is_local_uri
 
 
@@ -189,6 +189,26 @@ class FusionArgs(DeploymentArgs):
         return absolute(store)
 
 
+class VisionLanguageArgs(_ModelDeploymentArgs):
+    """The VisionLanguage deployment: captioning and VQA models served by id (Serve model
+    multiplexing). Off by default: no vision-language weights are packaged for offline use."""
+
+    enabled: bool = False
+    models: list[VisionLanguageModelSpec] = Field(default_factory=list, description="the models requests may name")
+    max_models: int = Field(2, ge=1, description="models each replica keeps loaded (LRU)")
+    num_cpus: float = Field(1.0, ge=0)
+    batch: BatchConfig = BatchConfig(max_batch_size=8)
+
+    @model_validator(mode="after")
+    def _models_when_on(self):
+        if self.enabled and not self.models:
+            raise ValueError("vision_language.enabled needs vision_language.models (id, task, engine, path)")
+        ids = [m.id for m in self.models]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"vision_language.models: ids must be unique, got {ids}")
+        return self
+
+
 class GatewayArgs(DeploymentArgs):
     num_cpus: float = Field(0.1, ge=0)
     max_ongoing_requests: int = Field(64, ge=1)
@@ -211,6 +231,7 @@ class AppArgs(_Args):
     gateway: GatewayArgs = GatewayArgs()
     search: SearchArgs = SearchArgs()
     fusion: FusionArgs = FusionArgs()
+    vision_language: VisionLanguageArgs = VisionLanguageArgs()
     resource_guard: Literal["strict", "off"] = Field(
         "strict", description="'off' for clusters whose autoscaler adds nodes on demand (e.g. KubeRay)")
 
@@ -238,4 +259,6 @@ class AppArgs(_Args):
             out["SearchIndex"] = self.search
         if self.fusion.enabled:
             out["FusionHead"] = self.fusion
+        if self.vision_language.enabled:
+            out["VisionLanguage"] = self.vision_language
         return out

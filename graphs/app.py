@@ -12,6 +12,7 @@ from deployments.quota import QuotaKeeper
 from deployments.search import SearchIndex
 from deployments.text import TextEncoder
 from deployments.vision import VisionEncoder
+from deployments.vision_language import VisionLanguage
 from config.args import AppArgs
 from config.tenants import load_tenants
 from deployments import tenancy
@@ -51,7 +52,7 @@ def _gateway_settings(cfg: AppArgs) -> dict:
 
 
 def _optional(cfg: AppArgs) -> dict:
-    """Search, fusion and the shared quota keeper, when the config turns them on."""
+    """Search, fusion, vision-language and the shared quota keeper, when the config turns them on."""
     out = {}
     if cfg.search.enabled:
         out["search"] = SearchIndex.options(**cfg.search.serve_options()).bind(cfg.search.uri,
@@ -59,6 +60,10 @@ def _optional(cfg: AppArgs) -> dict:
     if cfg.fusion.enabled:
         out["fusion"] = FusionHead.options(**cfg.fusion.serve_options()).bind(cfg.fusion.store,
                                                                               cfg.fusion.max_heads)
+    vl = cfg.vision_language
+    if vl.enabled:
+        out["vision_language"] = VisionLanguage.options(**vl.serve_options(user_config=vl.batch.model_dump())).bind(
+            [m.model_dump() for m in vl.models], vl.max_models)
     if cfg.gateway.settings.tenants_file is not None:
         out["quota"] = QuotaKeeper.bind()
     return out

@@ -35,6 +35,7 @@ class SpeechOptions:
     prompt: str | None = None
     temperature: float = 0.0
     beam_size: int = 1
+    word_timestamps: bool = False  # faster-whisper aligns each word (cross-attention + DTW); slower
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,14 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class Word:
+    word: str
+    start: float
+    end: float
+    probability: float
+
+
+@dataclass(frozen=True)
 class Transcript:
     text: str
     language: str
@@ -55,6 +64,7 @@ class Transcript:
     duration: float
     task: Task
     segments: list[Segment] = field(default_factory=list)
+    words: list[Word] | None = None  # with SpeechOptions.word_timestamps
 
 
 class SpeechEngine(Protocol):
@@ -90,6 +100,9 @@ def check_options(engine: SpeechEngine, options: SpeechOptions) -> None:
         )
     if not 0.0 <= options.temperature <= 1.0:
         raise InvalidInput("temperature must be between 0 and 1", param="temperature")
+    if options.word_timestamps and not getattr(engine, "aligns_words", False):
+        raise Incompatible(f"model '{engine.model_id}' gives no word timestamps (use engine faster-whisper)",
+                           param="timestamp_granularities")
 
 
 def real_frames(clip: np.ndarray) -> int:
@@ -140,6 +153,8 @@ class _EncoderOutputs:
 class FasterWhisperEngine(_EncoderOutputs):
     """Whisper on CTranslate2 via faster-whisper (int8 on CPU, float16 on CUDA by default)."""
 
+    aligns_words = True
+
     def __init__(self, model, *, model_id: str):
         self.model = model
         self.model_id = model_id
@@ -164,15 +179,20 @@ class FasterWhisperEngine(_EncoderOutputs):
             initial_prompt=options.prompt,
             temperature=options.temperature,
             beam_size=options.beam_size,
+            word_timestamps=options.word_timestamps,
         )
+        segments = list(segments)
         segs = [  # ids from 0, as OpenAI's verbose_json numbers them
             Segment(id=i, start=round(s.start, 3), end=round(s.end, 3), text=s.text.strip(),
                     avg_logprob=s.avg_logprob, no_speech_prob=s.no_speech_prob)
             for i, s in enumerate(segments)
         ]
+        words = [Word(word=w.word.strip(), start=round(w.start, 3), end=round(w.end, 3),
+                      probability=round(w.probability, 4))
+                 for s in segments for w in (s.words or [])] if options.word_timestamps else None
         return Transcript(text=" ".join(s.text for s in segs).strip(), language=info.language,
                           language_probability=round(info.language_probability, 4), duration=info.duration,
-                          task=options.task, segments=segs)
+                          task=options.task, segments=segs, words=words)
 
     def _features(self, clip: np.ndarray) -> np.ndarray:
         window = np.zeros(CHUNK_SECONDS * SAMPLE_RATE, dtype=np.float32)

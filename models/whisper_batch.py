@@ -20,7 +20,7 @@ def fits(audio: np.ndarray, options: SpeechOptions) -> bool:
     """Greedy decoding of one window without a text prompt: what this path does (CTranslate2 needs
     <|startoftranscript|> at the same position across a batch); other requests go clip by clip."""
     return (audio.size <= CHUNK_SECONDS * SAMPLE_RATE and options.temperature == 0.0 and options.beam_size == 1
-            and not options.prompt)
+            and not options.prompt and not options.word_timestamps)
 
 
 def _languages(ct2, encoded, options: Sequence[SpeechOptions], multilingual: bool) -> list[tuple[str, float]]:

@@ -126,6 +126,20 @@ async def _fuse(ctx: Context, node: p.Node, args: tuple):
                           missing=sorted(out["missing"]))
 
 
+@runner("caption", "vqa")
+async def _vision_language(ctx: Context, node: p.Node, args: tuple):
+    """A caption or an answer about the image decoded once for every task of the request."""
+    q, vl = node.params, ctx.services.vision_language
+    model = await vl.pick(q.get("model"), node.op)
+    text = q.get("prompt") if node.op == "caption" else q["question"]
+    out = await vl.run(model, args[0], text, max_tokens=q.get("max_tokens"), num_beams=q.get("num_beams"),
+                       top_k=q.get("top_k"))
+    if node.op == "caption":
+        return s.CaptionResult(model=model.id, caption=out["text"], tokens=out["tokens"])
+    return s.VQAResult(model=model.id, question=text, answer=out["text"],
+                       answers=[s.ScoredAnswer(**a) for a in out["answers"]])
+
+
 # ---- task types ------------------------------------------------------------------------------
 Shape = Callable[[Context, dict, Any], Awaitable[s.ComposeResult]]
 
@@ -191,6 +205,12 @@ def _plan_search(plan: p.Plan, task: dict, present: set[str]) -> str:
     return p.own(plan, task, "search", (query,))
 
 
+def _plan_vision_language(plan: p.Plan, task: dict, present: set[str]) -> str:
+    """Captions and answers take the image the other tasks decode."""
+    p.require(present, "image", task["id"])
+    return p.own(plan, task, task["type"], p.decoded(plan, "image"))
+
+
 def _plan_fuse(plan: p.Plan, task: dict, present: set[str]) -> str:
     """Fusion waits for the fusion features of every modality present that the head knows; absent
     ones are masked by the head."""
@@ -211,5 +231,7 @@ TASKS: dict[str, TaskType] = {
     "features": TaskType(_plan_features),
     "search": TaskType(_plan_search),
     "fuse": TaskType(_plan_fuse),
+    "caption": TaskType(_plan_vision_language),
+    "vqa": TaskType(_plan_vision_language),
 }
 PLANNERS = {name: task.plan for name, task in TASKS.items()}

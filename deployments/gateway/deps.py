@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from deployments.gateway import services as sv
+from deployments.gateway.vision_language import VisionLanguage as VisionLanguageService
 
 
 def _services(request: Request) -> sv.Services:
@@ -28,8 +29,13 @@ def _fusion(request: Request) -> sv.Fusion:
     return _services(request).fusion
 
 
+def _vision_language(request: Request) -> VisionLanguageService:
+    return _services(request).vision_language
+
+
 Services = Annotated[sv.Services, Depends(_services)]
 Encoders = Annotated[sv.Encoders, Depends(_encoders)]
 Media = Annotated[sv.Media, Depends(_media)]
 Search = Annotated[sv.Search, Depends(_search)]
 Fusion = Annotated[sv.Fusion, Depends(_fusion)]
+VisionLanguage = Annotated[VisionLanguageService, Depends(_vision_language)]

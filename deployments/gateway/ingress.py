@@ -14,6 +14,7 @@ from deployments import tenancy
 from deployments.gateway.app import create_app
 from deployments.gateway.admission import Admission
 from deployments.gateway.services import Encoders, Fusion, Media, Search, Services
+from deployments.gateway.vision_language import VisionLanguage
 from models.embed_cache import EmbedCache
 
 log = logging.getLogger("ray.serve")
@@ -30,14 +31,16 @@ def _directory(settings: GatewaySettings) -> tenancy.Directory | None:
 
 def build_services(vision: DeploymentHandle, text: DeploymentHandle, audio: DeploymentHandle,
                    settings: GatewaySettings, *, search: DeploymentHandle | None = None,
-                   fusion: DeploymentHandle | None = None, quota: DeploymentHandle | None = None) -> Services:
+                   fusion: DeploymentHandle | None = None, quota: DeploymentHandle | None = None,
+                   vision_language: DeploymentHandle | None = None) -> Services:
     media = Media(settings.limits())
     encoders = Encoders({"image": vision, "text": text, "audio": audio}, media,
                         EmbedCache(capacity=settings.embed_cache_size))
-    optional = {"SearchIndex": search, "FusionHead": fusion, "QuotaKeeper": quota}
+    optional = {"SearchIndex": search, "FusionHead": fusion, "QuotaKeeper": quota, "VisionLanguage": vision_language}
     shared_root = settings.allowed_root if settings.tenants_file is None else None  # tenants name their own
     return Services(settings=settings, encoders=encoders, search=Search(search, encoders, shared_root),
                     fusion=Fusion(fusion, encoders), admission=Admission(_directory(settings), quota),
+                    vision_language=VisionLanguage(vision_language, media),
                     optional={name: h for name, h in optional.items() if h is not None})
 
 

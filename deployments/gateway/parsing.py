@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import types
 import typing
 from typing import Callable, TypeVar
 
@@ -53,8 +54,13 @@ def _validate_json(raw: bytes, schema: type[M]) -> M:
 
 
 def _is_list(schema: type[BaseModel], name: str) -> bool:
+    """A list field, optional ones (``list[...] | None``) included."""
     field = schema.model_fields.get(name)
-    return field is not None and typing.get_origin(field.annotation) is list
+    if field is None:
+        return False
+    kinds = typing.get_args(field.annotation) if typing.get_origin(field.annotation) in (typing.Union, types.UnionType) \
+        else (field.annotation,)
+    return any(typing.get_origin(kind) is list for kind in kinds)
 
 
 async def _value(item) -> object:
@@ -62,9 +68,11 @@ async def _value(item) -> object:
 
 
 async def _form(form: FormData, schema: type[BaseModel]) -> dict:
-    """Repeated parts become lists for list-typed fields; other fields take a single part."""
+    """Repeated parts become lists for list-typed fields; other fields take a single part. A list
+    field's parts may be named ``field[]`` (as the openai client sends timestamp_granularities)."""
     data: dict[str, object] = {}
-    for name in dict.fromkeys(form.keys()):
-        items = [await _value(v) for v in form.getlist(name)]
+    for part in dict.fromkeys(form.keys()):
+        name = part[:-2] if part.endswith("[]") and _is_list(schema, part[:-2]) else part
+        items = [await _value(v) for v in form.getlist(part)]
         data[name] = items if _is_list(schema, name) else items[-1]
     return data

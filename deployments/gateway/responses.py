@@ -74,5 +74,5 @@ def render_transcript(result: s.VerboseTranscriptionResponse, fmt: str) -> Respo
     if fmt == "vtt":
         return PlainTextResponse(to_vtt(result.segments), media_type="text/vtt")
     if fmt == "verbose_json":
-        return JSONResponse(result.model_dump())
+        return JSONResponse(result.model_dump(exclude_none=True))  # 'words' only when asked for
     return JSONResponse(s.TranscriptionResponse(text=result.text).model_dump())

@@ -18,6 +18,7 @@ from deployments import tenancy
 from deployments.gateway.admission import Admission
 from deployments.gateway.parsing import off_loop
 from deployments.gateway.calls import call
+from deployments.gateway.vision_language import VisionLanguage
 from deployments.info import EncoderInfo
 from deployments.metrics import observe_cache
 from models.embed_cache import EmbedCache
@@ -224,6 +225,7 @@ class Services:
     search: Search
     fusion: Fusion
     admission: Admission
+    vision_language: VisionLanguage
     optional: dict[str, DeploymentHandle] = field(default_factory=dict)  # name -> handle, for /readyz
     started: int = field(default_factory=lambda: int(time.time()))
 

@@ -59,6 +59,18 @@ def test_whisper_base_wer(whisper_base, sentence):
     assert assets.wer(sentence, result.text) <= 0.3, result.text
 
 
+def test_whisper_base_word_timestamps(whisper_base):
+    """Word timestamps (what verbose_json carries for timestamp_granularities=["word"]): the words of
+    the sentence, in order, inside the clip, each ending after it starts."""
+    audio = decode_audio(assets.speech(assets.EN_SENTENCE))
+    result = whisper_base.transcribe(audio, SpeechOptions(word_timestamps=True))
+    words = result.words
+    assert assets.wer(assets.EN_SENTENCE, " ".join(w.word for w in words)) <= 0.3, words
+    assert all(0 <= w.start <= w.end <= result.duration + 0.05 for w in words)
+    assert [w.start for w in words] == sorted(w.start for w in words) and words[-1].end > words[0].start + 1.0
+    assert whisper_base.transcribe(audio, SpeechOptions()).words is None
+
+
 def test_whisper_base_detects_german_and_translates(whisper_base):
     audio = decode_audio(assets.speech(assets.DE_SENTENCE, voice="de"))
     result = whisper_base.transcribe(audio, SpeechOptions(task="translate"))

@@ -63,6 +63,24 @@ def test_gpu_config_fractions_fit_one_gpu():
     args = AppArgs.model_validate(yaml.safe_load(open("configs/gpu_cluster.yaml"))["applications"][0]["args"])
     gpus = {name: d.num_gpus for name, d in args.deployments().items()}
     assert gpus["VisionEncoder"] == 0.25 and gpus["TextEncoder"] == 0.125 and gpus["AudioModel"] == 0.5
+    assert gpus["VisionLanguage"] == 0.125 and sum(gpus.values()) <= 1.0
+    paths = {m.path for m in args.vision_language.models}
+    assert paths == {"Salesforce/blip-image-captioning-base", "Salesforce/blip-vqa-base",
+                     "dandelin/vilt-b32-finetuned-vqa"}
+
+
+def test_vision_language_is_off_by_default_and_needs_models_when_on():
+    assert "VisionLanguage" not in AppArgs().deployments()
+    with pytest.raises(ValueError, match="vision_language.models"):
+        AppArgs.model_validate({"vision_language": {"enabled": True}})
+    model = {"id": "cap", "task": "caption", "engine": "blip", "path": "/m/blip"}
+    with pytest.raises(ValueError, match="unique"):
+        AppArgs.model_validate({"vision_language": {"enabled": True, "models": [model, model]}})
+    on = AppArgs.model_validate({"vision_language": {"enabled": True, "models": [model], "num_gpus": 0.5,
+                                                     "batch": {"max_batch_size": 4}}})
+    assert on.deployments()["VisionLanguage"].serve_options(user_config=on.vision_language.batch.model_dump())[
+        "user_config"]["max_batch_size"] == 4
+    assert [d.per_replica for d in demands(on) if d.deployment == "VisionLanguage"] == [{"CPU": 1.0, "GPU": 0.5}]
 
 
 def test_a_milvus_lite_file_keeps_search_at_one_replica():

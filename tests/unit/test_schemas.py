@@ -39,3 +39,23 @@ def test_srt_and_vtt():
     assert "2\n00:01:01,250 --> 01:02:05,000\nworld" in srt
     vtt = to_vtt(segs)
     assert vtt.startswith("WEBVTT\n\n00:00:00.000 --> 00:00:01.500\nhello")
+
+
+def test_form_parts_named_like_the_openai_client_fill_list_fields():
+    """The openai client sends ``timestamp_granularities[]`` parts; they fill the list field."""
+    import asyncio
+
+    from starlette.datastructures import FormData
+
+    from deployments.gateway.parsing import _form
+
+    form = FormData([("file", b"RIFF"), ("response_format", "verbose_json"),
+                     ("timestamp_granularities[]", "word"), ("timestamp_granularities[]", "segment")])
+    request = s.TranscriptionRequest.model_validate(asyncio.run(_form(form, s.TranscriptionRequest)))
+    assert request.timestamp_granularities == ["word", "segment"] and request.word_timestamps()
+    two = asyncio.run(_form(FormData([("images", b"GIF89a"), ("images", b"\x89PNG")]), s.CaptionRequest))
+    assert s.CaptionRequest.model_validate(two).images == [b"GIF89a", b"\x89PNG"]  # an optional list field
+    plain = s.TranscriptionRequest.model_validate({"file": "UklGRg=="})
+    assert plain.timestamp_granularities == ["segment"] and not plain.word_timestamps()
+    with pytest.raises(ValidationError):
+        s.TranscriptionRequest.model_validate({"file": "UklGRg==", "timestamp_granularities": ["letter"]})

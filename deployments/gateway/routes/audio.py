@@ -14,7 +14,7 @@ SPEECH = {200: {"model": s.VerboseTranscriptionResponse}}
 
 @routing.post(router, "/v1/audio/transcriptions", body=s.TranscriptionRequest, modality="audio", responses=SPEECH)
 async def transcriptions(enc: deps.Encoders, body=routing.body_of(s.TranscriptionRequest)) -> Response:
-    return await _speech(enc, body, task="transcribe", language=body.language)
+    return await _speech(enc, body, task="transcribe", language=body.language, words=body.word_timestamps())
 
 
 @routing.post(router, "/v1/audio/translations", body=s.TranslationRequest, modality="audio", responses=SPEECH)
@@ -22,9 +22,10 @@ async def translations(enc: deps.Encoders, body=routing.body_of(s.TranslationReq
     return await _speech(enc, body, task="translate", language=None)
 
 
-async def _speech(enc, body, *, task: str, language: str | None) -> Response:
+async def _speech(enc, body, *, task: str, language: str | None, words: bool = False) -> Response:
     audio = await enc.media.decode("audio", body.file, "file")
-    options = {"task": task, "language": language, "prompt": body.prompt, "temperature": body.temperature}
+    options = {"task": task, "language": language, "prompt": body.prompt, "temperature": body.temperature,
+               "word_timestamps": words}
     result = s.VerboseTranscriptionResponse.model_validate(await call(enc.use("audio").transcribe, audio, options))
     return responses.render_transcript(result, body.response_format)
 

@@ -19,6 +19,8 @@ router = APIRouter()
 async def compose(svc: deps.Services, body=routing.body_of(s.ComposeRequest)):
     """Plan the tasks into a DAG over the deployments and run it: independent branches at once."""
     tasks = body.task_dicts()
+    if any(t["type"] in ("caption", "vqa") for t in tasks):
+        svc.vision_language.deployment()  # 503 naming the switch when off, before anything is decoded
     for task in (t for t in tasks if t["type"] == "fuse"):
         task["modalities"] = (await call(svc.fusion.head(task["head"]).describe))["modalities"]
     the_plan = planner.plan(tasks, body.inputs.present(), PLANNERS)

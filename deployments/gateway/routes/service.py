@@ -63,16 +63,19 @@ async def models(svc: deps.Services) -> s.ModelList:
         s.ModelCard(id=audio.task_model, modality="audio", task="transcription", device=audio.device),
         s.ModelCard(id=audio_encoder_id(audio), modality="audio", task="embedding", dim=audio.dim, device=audio.device),
     ]
+    cards += [s.ModelCard(id=m.id, modality="image+text", task=m.task, device=m.device)
+              for m in await svc.vision_language.models()]  # none while vision_language is off
     for card in cards:
         card.created = svc.started
     return s.ModelList(data=cards)
 
 
 @routing.get(router, "/v1/stats")
-async def stats(enc: deps.Encoders) -> dict:
+async def stats(svc: deps.Services) -> dict:
     """Batch sizes each model replica really ran (the replica that answered, per deployment); with a
     tenants file, for operator tenants only: the counters show every tenant's traffic."""
     tenancy.current().require_operator()
-    names = ("VisionEncoder", "TextEncoder", "AudioModel")
-    found = await asyncio.gather(*(call(enc.handles[m].batch_stats) for m in ("image", "text", "audio")))
-    return dict(zip(names, found))
+    handles = {name: h for name, h in svc.deployments().items()
+               if name in ("VisionEncoder", "TextEncoder", "AudioModel", "VisionLanguage")}
+    found = await asyncio.gather(*(call(h.batch_stats) for h in handles.values()))
+    return dict(zip(handles, found))
