@@ -76,6 +76,9 @@ def _index_parser(sub) -> None:
     add.add_argument("name")
     add.add_argument("folder", type=Path)
     add.add_argument("--batch-size", type=int, default=16)
+    add.add_argument("--caption", nargs="?", const="", default=None, metavar="MODEL",
+                     help="store each image's generated caption in its metadata (a captioning model id, or the "
+                          "server's default); needs vision-language models on the server")
     q = idx.add_parser("query", help="search by text, image or speech")
     q.add_argument("name")
     group = q.add_mutually_exclusive_group(required=True)
@@ -212,7 +215,7 @@ def _index(client: Client, args):
     from clients.indexing import index_folder
 
     if args.action == "add":
-        report = index_folder(client, args.name, args.folder, batch_size=args.batch_size)
+        report = index_folder(client, args.name, args.folder, batch_size=args.batch_size, caption=args.caption)
         print(f"added {report.added}, already indexed {report.skipped}, failed {len(report.failed)}", file=sys.stderr)
         for path, message in report.failed:
             print(f"  {path}: {message}", file=sys.stderr)

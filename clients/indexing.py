@@ -1,8 +1,9 @@
-"""Bulk indexing of an image folder (``mmserve index add NAME DIR``).
+"""Bulk indexing of an image folder (``mmserve index add NAME DIR [--caption]``).
 
 Streams the folder in batches: each batch's content hashes are looked up first and only new
 images are uploaded, so an interrupted run resumes where it stopped and re-running is free. A batch
-the server refuses is retried image by image, so one bad file costs only itself.
+the server refuses is retried image by image, so one bad file costs only itself. With ``caption``,
+each new image's generated caption (``/v1/captions``) is stored in its metadata, so hits return it.
 """
 from __future__ import annotations
 
@@ -32,11 +33,21 @@ def _hashed(path: Path) -> tuple[Path, bytes, str]:
     return path, raw, s.content_id(raw)
 
 
-def _upload(client: Client, name: str, batch: list[tuple[Path, bytes, str]], folder: Path, report: IndexReport):
-    files = [raw for _, raw, _ in batch]
+def _metadata(client: Client, batch: list[tuple[Path, bytes, str]], folder: Path, caption: str | None) -> list[dict]:
+    """Each image's file name, and its generated caption when ``caption`` names a model ("" = the default)."""
     meta = [{"file": str(path.relative_to(folder))} for path, _, _ in batch]
+    if caption is not None:
+        captions = client.captions([raw for _, raw, _ in batch], model=caption or None).data
+        for row, generated in zip(meta, captions):
+            row["caption"] = generated.caption
+    return meta
+
+
+def _upload(client: Client, name: str, batch: list[tuple[Path, bytes, str]], folder: Path, report: IndexReport,
+            caption: str | None = None):
+    files = [raw for _, raw, _ in batch]
     try:
-        result = client.add_images(name, files, metadata=meta)
+        result = client.add_images(name, files, metadata=_metadata(client, batch, folder, caption))
         report.added += result.added
         report.skipped += result.already_present
     except MMServeError as exc:
@@ -44,12 +55,13 @@ def _upload(client: Client, name: str, batch: list[tuple[Path, bytes, str]], fol
             report.failed.append((str(batch[0][0]), exc.message))
             return
         for one in batch:
-            _upload(client, name, [one], folder, report)
+            _upload(client, name, [one], folder, report, caption)
 
 
-def index_folder(client: Client, name: str, folder: Path, *, batch_size: int = 16,
-                 progress: bool = True) -> IndexReport:
-    """Add every image under ``folder`` to index ``name`` (created if missing)."""
+def index_folder(client: Client, name: str, folder: Path, *, batch_size: int = 16, progress: bool = True,
+                 caption: str | None = None) -> IndexReport:
+    """Add every image under ``folder`` to index ``name`` (created if missing); ``caption``: a captioning
+    model id ("" for the server's default) whose caption each image's metadata keeps."""
     from tqdm import tqdm
 
     files, report = image_files(folder), IndexReport()
@@ -61,7 +73,7 @@ def index_folder(client: Client, name: str, folder: Path, *, batch_size: int = 1
             report.skipped += len(present)
             todo = [b for b in batch if b[2] not in present]
             if todo:
-                _upload(client, name, todo, folder, report)
+                _upload(client, name, todo, folder, report, caption)
             bar.update(len(paths))
             bar.set_postfix(added=report.added, skipped=report.skipped, failed=len(report.failed))
     return report

@@ -47,6 +47,9 @@ TIMEOUT_HEADER = "x-request-timeout"
 _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("mmserve_deadline", default=None)
 
 
+DEADLINE_SLACK_S = 0.05
+
+
 def request_timeout(header: str | None, server_s: float) -> float:
     """Seconds this request may take: the server's limit, or the caller's header when shorter."""
     if header is None:
@@ -95,7 +98,8 @@ async def _once(method, args: tuple, kwargs: dict) -> Any:
     try:
         return await asyncio.wait_for(_await(response), remaining())
     except TimeoutError:
-        if (remaining() or 0.0) > 0:  # a TimeoutError of the call itself, not our deadline
+        # Ours when the deadline is (all but) reached: the loop's timer may fire a hair early.
+        if (remaining() or 0.0) > DEADLINE_SLACK_S:  # a TimeoutError of the call itself
             raise
         response.cancel()
         raise DeadlineExceeded("the request's deadline passed before its work finished") from None

@@ -19,6 +19,7 @@ from ray import serve
 from clients import cli
 from clients.client import Client
 from deployments.gateway.ingress import Gateway
+from deployments.search import SearchIndex
 from deployments.vision_language import VisionLanguage
 from models.media import decode_image
 from models.registry import VisionLanguageModelSpec, load_vision_language
@@ -65,8 +66,10 @@ def vl_app(ray_cluster, specs, tmp_path_factory):
     vl = VisionLanguage.options(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=32,
                                 user_config={"max_batch_size": 8, "batch_wait_timeout_s": 0.25}).bind(
         [s.model_dump() for s in [*specs.values(), broken]], len(specs) + 1)
+    search = SearchIndex.options(name="VLSearch", ray_actor_options={"num_cpus": 0}).bind(
+        str(tmp_path_factory.mktemp("vl-search") / "search.db"))
     serve.run(Gateway.options(name="VLGateway", ray_actor_options={"num_cpus": 0}).bind(
-        *_stubs("VLStub"), {}, vision_language=vl), name="vl", route_prefix="/vl")
+        *_stubs("VLStub"), {}, vision_language=vl, search=search), name="vl", route_prefix="/vl")
     serve.run(Gateway.options(name="VLOffGateway", ray_actor_options={"num_cpus": 0}).bind(*_stubs("VLOffStub"), {}),
               name="vl-off", route_prefix="/vl-off")
     with Client(f"{base}/vl", timeout=60) as client:
@@ -342,3 +345,19 @@ def test_schemathesis_finds_no_server_error(vl_app):
          "--no-color"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "Tested: 3" in done.stdout, done.stdout[-2000:]  # the three routes were reached
+
+
+def test_index_add_with_captions_keeps_each_images_caption(vl_app, local, tmp_path):
+    """``mmserve index add NAME DIR --caption MODEL``: hits carry the caption the model generated."""
+    from tools import cli as mmserve
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("chelsea", "coffee"):
+        (folder / f"{name}.jpg").write_bytes(assets.photo(name))
+    args = ["--url", vl_app["url"], "index", "add", "captioned", str(folder), "--caption", "tiny-git"]
+    assert mmserve.main(args) == 0
+    hits = vl_app["client"].query("captioned", image=assets.photo("coffee"), top_k=2).hits
+    captions = {h.metadata["file"]: h.metadata["caption"] for h in hits}
+    assert captions == {f"{n}.jpg": _expect(local, "tiny-git", n).text for n in ("chelsea", "coffee")}
+

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-import ray
 import yaml
 
 from graphs import launch
@@ -20,7 +19,7 @@ def _config(tmp_path, **app) -> str:
 def no_ray(monkeypatch):
     def refuse(*_, **__):
         raise AssertionError("the launcher started Ray for a config it should refuse")
-    monkeypatch.setattr(ray, "init", refuse)
+    monkeypatch.setattr(launch.local_ray, "start", refuse)
 
 
 def test_a_deployments_section_is_refused_before_ray_starts(tmp_path, capsys, no_ray):
@@ -33,10 +32,10 @@ def test_a_deployments_section_is_refused_before_ray_starts(tmp_path, capsys, no
 def test_runtime_env_goes_to_ray_init(tmp_path, monkeypatch):
     seen = {}
 
-    def init(**kwargs):
+    def start(**kwargs):  # the launcher's private local Ray; ray.init gets the same keywords
         seen.update(kwargs)
         raise RuntimeError("stop here")
-    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(launch.local_ray, "start", start)
     env = {"working_dir": ".", "env_vars": {"MMSERVE_X": "1"}}
     with pytest.raises(RuntimeError, match="stop here"):
         launch.main([_config(tmp_path, runtime_env=env)])
