@@ -1,54 +1,90 @@
-"""Image-embedding throughput, three ways, measured side by side in one run on this machine:
+"""Image- and text-embedding throughput, measured side by side in one run on this machine:
 
-(a) raw: the in-process batched model loop (decode + preprocess + ConSE forward, batches of 16);
-(b) naive: one request -> one unbatched fp32 forward, FastAPI + uvicorn (the guide's style);
-(c) mmserve: the served graph (gateway + VisionEncoder with @serve.batch, max batch 16).
+(a) raw ceiling: the in-process model loop, decode + preprocess + ConSE forward included, over a grid
+    (batch 1, 8, 16 x intra-op threads 1, 2 x 1 or 2 parallel workers); the best cell is the ceiling;
+(b) naive: one request -> one unbatched fp32 torch forward, FastAPI + uvicorn (the guide's style);
+(c) mmserve: the served graph (gateway + VisionEncoder / TextEncoder with @serve.batch).
 
-    python -m benchmarks.image_throughput --window 5 --out benchmarks/results/image_throughput
+    python -m benchmarks.image_throughput --window 3 --out benchmarks/results/image_throughput
 
-Prints images/s of each, the ratios the performance issue targets (served / raw >= 0.8; served /
-naive >= 4 at concurrency 16 with a p99 no worse), and writes JSON plus a PNG.
+Every request carries a distinct input (crops and re-encodings of the test photos, more of them than
+the gateway's embedding cache holds; numbered sentences), so the model does the work; cache-hit
+throughput (one photo sent again and again) is its own line. A guard fails the run (exit 1) when the
+deployment measured did not embed as many items as requests were answered, read from its batch
+counters. Prints the grid, each sweep, the cores each process used, and the targets of the
+performance issue with met / missed; writes JSON plus a PNG.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import httpx
-import numpy as np
 import torch
 
 from benchmarks import loadgen
-from benchmarks.timing import throughput
-from tests import assets
-from tests.assets import free_port
+from benchmarks.inputs import distinct_photos, distinct_texts, more_than_cache
+from config.settings import GatewaySettings
+from tests.assets import free_port, photo
 
-ROUTE = "/v1/embeddings/image"
-MAX_BATCH = 16
+IMAGE_ROUTE, TEXT_ROUTE = "/v1/embeddings/image", "/v1/embeddings/text"
+GRID = {"batch": (1, 8, 16), "threads": (1, 2), "workers": (1, 2)}
+MIN_WORK = 0.95  # items a deployment must have embedded per request answered, or the run fails
 
 
-def raw_loop(seconds: float) -> dict:
-    """Images/s of the model alone in this process: full path and forward-only."""
+# ------------------------------------------------------------------------------------------- raw
+def _raw_worker(embedder, jpegs: list[bytes], batch: int, seconds: float, rates: list[float]) -> None:
+    """Whole batches of decode -> preprocess -> embed until ``seconds`` have passed; appends images/s."""
     from models.media import decode_image
+
+    done, started = 0, time.perf_counter()
+    while done == 0 or time.perf_counter() - started < seconds:
+        chunk = [jpegs[(done + k) % len(jpegs)] for k in range(batch)]
+        embedder.embed(torch.stack([embedder.preprocess(decode_image(j)) for j in chunk]))
+        done += batch
+    rates.append(done / (time.perf_counter() - started))
+
+
+def raw_cell(embedder, jpegs: list[bytes], *, batch: int, workers: int, seconds: float) -> float:
+    """Images/s of ``workers`` threads at once, each looping over its own share of the photos (the
+    sum of their rates; each counts whole batches over its own clock)."""
+    _raw_worker(embedder, jpegs, batch, 0.0, [])  # one warm-up batch
+    rates: list[float] = []
+    threads = [threading.Thread(target=_raw_worker, args=(embedder, jpegs[w::workers], batch, seconds, rates))
+               for w in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(rates)
+
+
+def raw_grid(vision_model: dict, jpegs: list[bytes], seconds: float) -> list[dict]:
+    """The whole grid, one row per cell; the model is loaded once per thread count (a compiled
+    runtime fixes its threads when it loads)."""
     from models.registry import TextModelSpec, VisionModelSpec, load_classifier, load_embedder
 
-    embedder = load_embedder(VisionModelSpec(), TextModelSpec(), classifier=load_classifier(VisionModelSpec()))
-    jpeg = assets.photo("chelsea")
+    spec, rows = VisionModelSpec.model_validate(vision_model), []
+    for threads in GRID["threads"]:
+        torch.set_num_threads(threads)
+        embedder = load_embedder(spec, TextModelSpec(), classifier=load_classifier(spec))
+        for batch in GRID["batch"]:
+            for workers in GRID["workers"]:
+                rate = raw_cell(embedder, jpegs, batch=batch, workers=workers, seconds=seconds)
+                rows.append({"batch": batch, "threads": threads, "workers": workers, "images_per_s": round(rate, 1)})
+                print(f"raw  batch {batch:2d}  threads {threads}  workers {workers}  {rate:6.1f} img/s", flush=True)
+    return rows
 
-    def full() -> None:
-        embedder.embed(torch.stack([embedder.preprocess(decode_image(jpeg)) for _ in range(MAX_BATCH)]))
 
-    batch = torch.stack([embedder.preprocess(decode_image(jpeg))] * MAX_BATCH)
-    return {"full_images_per_s": throughput(full, MAX_BATCH, seconds)[0],
-            "forward_only_images_per_s": throughput(lambda: embedder.embed(batch), MAX_BATCH, seconds)[0],
-            "torch_threads": torch.get_num_threads()}
-
-
+# ------------------------------------------------------------------------------------------- naive
 def _wait_ready(url: str, timeout_s: float = 300) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -61,27 +97,33 @@ def _wait_ready(url: str, timeout_s: float = 300) -> None:
     raise TimeoutError(f"{url} not ready after {timeout_s} s")
 
 
-def run_naive(concurrency: list[int], window: float) -> list[loadgen.Point]:
+def run_naive(jpegs: list[bytes], texts: list[str], args) -> dict[str, list[loadgen.Point]]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks.naive_server", "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(f"http://127.0.0.1:{port}/healthz")
-        return asyncio.run(loadgen.sweep(loadgen._image_sender(ROUTE), f"http://127.0.0.1:{port}",
-                                         concurrency=concurrency, rates=[], window_s=window))
+        _wait_ready(f"{url}/healthz")
+        return {"image": asyncio.run(loadgen.sweep(loadgen.image_sender(IMAGE_ROUTE, jpegs), url,
+                                                   concurrency=args.concurrency, rates=[], window_s=args.window)),
+                "text": asyncio.run(loadgen.sweep(loadgen.text_sender(TEXT_ROUTE, texts), url,
+                                                  concurrency=args.text_concurrency, rates=[], window_s=args.window))}
     finally:
         proc.terminate()
         proc.wait(timeout=30)
 
 
-def served_args(cpus: float, precision: str = "fp32") -> dict:
+# ------------------------------------------------------------------------------------------- served
+def served_args(args) -> dict:
     fixed = {"min_replicas": 1, "max_replicas": 1}
-    return {"gateway": {"num_cpus": 0, "autoscaling": fixed},
-            "vision": {"num_cpus": cpus, "autoscaling": fixed, "model": {"precision": precision},
-                       "batch": {"max_batch_size": MAX_BATCH,
-                                                                          "batch_wait_timeout_s": 0.01}},
-            "text": {"num_cpus": 0.1, "autoscaling": fixed},
-            "audio": {"num_cpus": 0.1, "autoscaling": fixed, "model": {"model": "whisper-tiny.en"}}}
+    return {"resource_guard": "off",
+            "gateway": {"num_cpus": 0, "autoscaling": fixed},
+            "vision": {"num_cpus": args.vision_cpus, "autoscaling": fixed, "model": json.loads(args.vision_model),
+                       "batch": {"max_batch_size": args.max_batch, "batch_wait_timeout_s": 0.01}},
+            "text": {"num_cpus": args.text_cpus, "autoscaling": fixed, "model": json.loads(args.text_model),
+                     "batch": {"max_batch_size": 32, "batch_wait_timeout_s": 0.005}},
+            "audio": {"num_cpus": 0.1, "autoscaling": fixed, "model": {"model": "whisper-tiny.en"}},
+            "search": {"enabled": False}, "fusion": {"enabled": False}}
 
 
 def process_cpu_seconds() -> dict[str, float]:
@@ -109,59 +151,147 @@ def cpu_profile(before: dict[str, float], after: dict[str, float], seconds: floa
     return {k: round(v, 3) for k, v in sorted(used.items(), key=lambda kv: -kv[1]) if v > 0.005}
 
 
-def run_served(concurrency: list[int], window: float, cpus: float, precision: str) -> tuple[list[loadgen.Point], dict]:
+def embedded_items(deployment: str) -> int:
+    """Items the deployment's ``embed`` batches held so far (its own batch counters)."""
+    from ray import serve
+
+    sizes = serve.get_deployment_handle(deployment, app_name="bench").batch_stats.remote().result().get("embed", {})
+    return sum(int(size) * count for size, count in sizes.items())
+
+
+def measured_sweep(deployment: str, send: loadgen.Send, url: str, concurrency: list[int], window: float) -> dict:
+    """A sweep, the cores each process used during it, and how many items ``deployment`` embedded
+    against how many requests were answered."""
+    tally, before_items = loadgen.Tally(send), embedded_items(deployment)
+    before, started = process_cpu_seconds(), time.perf_counter()
+    points = asyncio.run(loadgen.sweep(tally, url, concurrency=concurrency, rates=[], window_s=window))
+    return {"points": points, "answered": tally.ok, "embedded": embedded_items(deployment) - before_items,
+            "cores_used_by_process": cpu_profile(before, process_cpu_seconds(), time.perf_counter() - started)}
+
+
+def run_served(jpegs: list[bytes], texts: list[str], args) -> dict[str, dict]:
     from ray import serve
 
     from graphs import local_ray
     from graphs.app import build_app
 
-    context = local_ray.start(num_cpus=4, log_to_driver=False)
+    context = local_ray.start(num_cpus=8, log_to_driver=False)
     port = free_port()
+    url = f"http://127.0.0.1:{port}"
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_app(served_args(cpus, precision)), name="bench", route_prefix="/")
-        before, started = process_cpu_seconds(), time.perf_counter()
-        points = asyncio.run(loadgen.sweep(loadgen._image_sender(ROUTE), f"http://127.0.0.1:{port}",
-                                           concurrency=concurrency, rates=[], window_s=window))
-        profile = cpu_profile(before, process_cpu_seconds(), time.perf_counter() - started)
-        batches = serve.get_deployment_handle("VisionEncoder", app_name="bench").batch_stats.remote().result()
-        return points, {"batch_sizes": batches, "cores_used_by_process": profile}
+        serve.run(build_app(served_args(args)), name="bench", route_prefix="/")
+        out = {"image": measured_sweep("VisionEncoder", loadgen.image_sender(IMAGE_ROUTE, jpegs), url,
+                                       args.concurrency, args.window),
+               "cache_hits": measured_sweep("VisionEncoder", loadgen.image_sender(IMAGE_ROUTE, [photo("chelsea")]),
+                                            url, [max(args.concurrency)], args.window),
+               "text": measured_sweep("TextEncoder", loadgen.text_sender(TEXT_ROUTE, texts), url,
+                                      args.text_concurrency, args.window)}
+        out["batch_sizes"] = {name: serve.get_deployment_handle(name, app_name="bench").batch_stats.remote().result()
+                              for name in ("VisionEncoder", "TextEncoder")}
+        return out
     finally:
         serve.shutdown()
         local_ray.stop(context)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--window", type=float, default=5.0)
-    parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 4, 16])
-    parser.add_argument("--vision-cpus", type=float, default=2.0,
-                        help="num_cpus of the VisionEncoder replica (Ray sets its torch threads from it)")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
-                        help="VisionEncoder precision for the served graph (raw and naive stay fp32)")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/image_throughput"))
-    args = parser.parse_args()
-    raw = raw_loop(args.window * 2)
-    print(f"raw loop: {raw}", flush=True)
-    naive = run_naive(args.concurrency, args.window)
-    served, served_info = run_served(args.concurrency, args.window, args.vision_cpus, args.precision)
-    top = max(args.concurrency)
-    s16, n16 = (next(p for p in pts if p.load == top) for pts in (served, naive))
-    ratios = {"served_over_raw_full": s16.throughput / raw["full_images_per_s"],
-              "served_over_raw_forward_only": s16.throughput / raw["forward_only_images_per_s"],
-              f"served_over_naive_at_c{top}": s16.throughput / n16.throughput,
-              f"p99_served_over_naive_at_c{top}": s16.p99_ms / n16.p99_ms}
-    for name, points in (("naive", naive), ("mmserve", served)):
+def guard(served: dict) -> list[str]:
+    """What the served graph failed to do itself: a sweep whose deployment embedded fewer items than
+    requests were answered measured something else (a cache, a stub), and the cache-hit line must
+    not have reached the model beyond its first request."""
+    failures = [f"{name}: {s['answered']} requests answered but the deployment embedded {s['embedded']} items"
+                for name, s in served.items() if name in ("image", "text") and s["embedded"] < MIN_WORK * s["answered"]]
+    hits = served["cache_hits"]
+    if hits["embedded"] > 1:
+        failures.append(f"cache_hits: the model embedded {hits['embedded']} items; the cache answered too few")
+    return failures
+
+
+# ------------------------------------------------------------------------------------------- report
+def at(points: list[loadgen.Point], load: int) -> loadgen.Point:
+    return next(p for p in points if p.load == load)
+
+
+def targets(best_raw: dict, naive: dict, served: dict, args) -> list[dict]:
+    c, tc = max(args.concurrency), max(args.text_concurrency)
+    s_img, n_img = at(served["image"]["points"], c), at(naive["image"], c)
+    s_txt, n_txt = at(served["text"]["points"], tc), at(naive["text"], tc)
+    rows = [
+        (f"served image c={c} / naive c={c}", s_img.throughput / n_img.throughput, 2.0),
+        (f"served image p99 / naive p99 at c={c} (no worse)", s_img.p99_ms / n_img.p99_ms, None),
+        ("served image / honest ceiling (best raw cell)", s_img.throughput / best_raw["images_per_s"], 0.85),
+        (f"served text c={tc} / naive c={tc}", s_txt.throughput / n_txt.throughput, 3.0),
+    ]
+    out = []
+    for name, value, goal in rows:
+        met = value <= 1.0 if goal is None else value >= goal
+        out.append({"target": name, "value": round(value, 3), "goal": "<= 1.0" if goal is None else f">= {goal}",
+                    "met": met})
+    return out
+
+
+def report(grid: list[dict], best: dict, naive: dict, served: dict, goals: list[dict]) -> None:
+    print(f"\nmachine: {os.cpu_count()} cores; honest ceiling = best raw cell {best}")
+    rows = [("naive image", naive["image"]), ("served image", served["image"]["points"]),
+            ("served image, cache hits", served["cache_hits"]["points"]),
+            ("naive text", naive["text"]), ("served text", served["text"]["points"])]
+    for name, points in rows:
         for p in points:
-            print(f"{name:8s} c={p.load:<4g} {p.throughput:7.1f} img/s  p50 {p.p50_ms:7.1f}  p99 {p.p99_ms:7.1f} ms"
+            unit = "texts/s" if "text" in name else "img/s"
+            print(f"{name:26s} c={p.load:<4g} {p.throughput:7.1f} {unit:7s} p50 {p.p50_ms:7.1f}  p99 {p.p99_ms:7.1f} ms"
                   f"  errors {p.error_rate:.1%}")
-    print("served batch sizes:", served_info["batch_sizes"].get("embed"))
-    print("cores used during the served sweep:", served_info["cores_used_by_process"])
-    print("ratios:", {k: round(v, 3) for k, v in ratios.items()})
-    loadgen.write({"naive": naive, "mmserve": served}, args.out,
-                  extra={"raw": raw, "ratios": ratios, "served": served_info, "cpu_count": os.cpu_count(),
-                         "vision_precision": args.precision})
+    for name in ("image", "cache_hits", "text"):
+        s = served[name]
+        print(f"{name}: answered {s['answered']}, embedded by the deployment {s['embedded']}; cores used: "
+              f"{s['cores_used_by_process']}")
+    print("batch sizes:", {k: v.get("embed") for k, v in served["batch_sizes"].items()})
+    for g in goals:
+        print(f"target {g['target']:50s} {g['value']:6.2f} (goal {g['goal']}): {'met' if g['met'] else 'missed'}")
+
+
+def _plain(value):
+    """``value`` with every load-generator point as a dict (for the JSON)."""
+    if isinstance(value, loadgen.Point):
+        return asdict(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--window", type=float, default=3.0)
+    parser.add_argument("--grid-seconds", type=float, default=3.0, help="seconds per raw grid cell")
+    parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 4, 16])
+    parser.add_argument("--text-concurrency", type=int, nargs="*", default=[1, 32])
+    parser.add_argument("--vision-cpus", type=float, default=2.0,
+                        help="num_cpus of the VisionEncoder replica (Ray sets its intra-op threads from it)")
+    parser.add_argument("--text-cpus", type=float, default=2.0)
+    parser.add_argument("--max-batch", type=int, default=16)
+    parser.add_argument("--vision-model", default="{}", help="VisionModelSpec JSON for the served graph and the raw "
+                                                            "grid (the naive server stays fp32 torch)")
+    parser.add_argument("--text-model", default="{}", help="TextModelSpec JSON for the served graph")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/image_throughput"))
+    args = parser.parse_args(argv)
+    jpegs = distinct_photos(more_than_cache(GatewaySettings().embed_cache_size))
+    texts = distinct_texts(20_000)
+    grid = raw_grid(json.loads(args.vision_model), jpegs[:512], args.grid_seconds)
+    best = max(grid, key=lambda r: r["images_per_s"])
+    naive = run_naive(jpegs, texts, args)
+    served = run_served(jpegs, texts, args)
+    goals = targets(best, naive, served, args)
+    report(grid, best, naive, served, goals)
+    failures = guard(served)
+    loadgen.write({"naive": naive["image"], "mmserve": served["image"]["points"]}, args.out, extra={
+        "raw_grid": grid, "honest_ceiling": best, "naive_text": _plain(naive["text"]), "served": _plain(served),
+        "targets": goals, "guard_failures": failures, "cpu_count": os.cpu_count(),
+        "vision_model": json.loads(args.vision_model), "text_model": json.loads(args.text_model)})
+    for failure in failures:
+        print("GUARD FAILED:", failure)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -20,6 +20,9 @@ from typing import Awaitable, Callable
 import httpx
 import numpy as np
 
+from benchmarks.inputs import Cycle, distinct_photos, more_than_cache
+from config.settings import GatewaySettings
+
 Send = Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]
 
 
@@ -149,12 +152,28 @@ def write(series: dict[str, list[Point]], out: Path, extra: dict | None = None) 
     plot(series, out.with_suffix(".png"))
 
 
-def _image_sender(route: str) -> Send:
-    from tests import assets
+def image_sender(route: str, images: list[bytes]) -> Send:
+    """Uploads ``images`` in turn (distinct inputs, so a cache answers none until they wrap)."""
+    cycle, field_name = Cycle(images), "images" if route.endswith("/image") else "image"
+    return lambda client: client.post(route, files={field_name: ("x.jpg", cycle.next())})
 
-    cat = assets.photo("chelsea")
-    field_name = "images" if route.endswith("/image") else "image"
-    return lambda client: client.post(route, files={field_name: ("cat.jpg", cat)})
+
+def text_sender(route: str, texts: list[str]) -> Send:
+    """Posts one text per request, ``texts`` in turn."""
+    cycle = Cycle(texts)
+    return lambda client: client.post(route, json={"texts": [cycle.next()]})
+
+
+class Tally:
+    """A sender that counts the requests answered with a 2xx: the work the server says it did."""
+
+    def __init__(self, send: Send) -> None:
+        self.send, self.ok = send, 0
+
+    async def __call__(self, client: httpx.AsyncClient) -> httpx.Response:
+        response = await self.send(client)
+        self.ok += response.status_code < 300
+        return response
 
 
 def main() -> None:
@@ -164,9 +183,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 4, 16])
     parser.add_argument("--rates", type=float, nargs="*", default=[])
     parser.add_argument("--window", type=float, default=5.0)
+    parser.add_argument("--distinct", type=int, default=more_than_cache(GatewaySettings().embed_cache_size),
+                        help="distinct photos sent in turn (default: more than the gateway's embedding cache holds)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/loadgen"))
     args = parser.parse_args()
-    points = asyncio.run(sweep(_image_sender(args.route), args.url, concurrency=args.concurrency, rates=args.rates,
+    images = distinct_photos(args.distinct)
+    points = asyncio.run(sweep(image_sender(args.route, images), args.url, concurrency=args.concurrency, rates=args.rates,
                                window_s=args.window))
     for p in points:
         print(f"{p.mode:6s} load={p.load:<6g} {p.throughput:7.1f} req/s  p50 {p.p50_ms:7.1f}  p99 {p.p99_ms:7.1f} ms"

@@ -1,7 +1,8 @@
 """The baseline mmserve is measured against: the multimodal guide's way of serving a model.
 
-One process, one request -> one unbatched fp32 forward, FastAPI + uvicorn (the HTTP stack Serve's
-proxy uses too), same model (ConSE over EfficientNet-Lite0) and same response shape.
+One process, one request -> one unbatched fp32 torch forward, FastAPI + uvicorn (the HTTP stack Serve's
+proxy uses too), same models (ConSE over EfficientNet-Lite0; all-MiniLM-L6-v2 for texts) and same
+response shape.
 
     python -m benchmarks.naive_server --port 8100
 """
@@ -11,12 +12,17 @@ import argparse
 
 import uvicorn
 from fastapi import FastAPI, File, UploadFile
+from pydantic import BaseModel
 
 from models.media import decode_image
-from models.registry import TextModelSpec, VisionModelSpec, load_classifier, load_embedder
+from models.registry import TextModelSpec, VisionModelSpec, load_classifier, load_embedder, load_text
 
 app = FastAPI(title="naive baseline")
-embedder = None
+embedder = text = None
+
+
+class Texts(BaseModel):
+    texts: list[str]
 
 
 @app.get("/healthz")
@@ -31,12 +37,20 @@ def embed_image(images: list[UploadFile] = File(...)) -> dict:
             "data": [{"index": i, "embedding": row.tolist()} for i, row in enumerate(rows)]}
 
 
+@app.post("/v1/embeddings/text")
+def embed_text(body: Texts) -> dict:
+    rows = [text.embed([t])[0] for t in body.texts]
+    return {"model": text.model_id, "space": text.space, "dim": text.dim,
+            "data": [{"index": i, "embedding": row.tolist()} for i, row in enumerate(rows)]}
+
+
 def main() -> None:
-    global embedder
+    global embedder, text
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=8100)
     args = parser.parse_args()
     embedder = load_embedder(VisionModelSpec(), TextModelSpec(), classifier=load_classifier(VisionModelSpec()))
+    text = load_text(TextModelSpec())
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
 
 

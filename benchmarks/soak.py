@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import time
 from dataclasses import dataclass, field
@@ -29,33 +28,18 @@ import httpx
 import numpy as np
 import psutil
 
+from benchmarks.inputs import distinct_photos
 from benchmarks.loadgen import Send, open_window, stable_point
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 SAMPLE_EVERY_S = 10.0
 
 
-def _crops(n: int) -> list[bytes]:
-    from PIL import Image
-
-    from tests.assets import photo
-
-    base = Image.open(io.BytesIO(photo("chelsea"))).convert("RGB")
-    out = []
-    for i in range(n):
-        w, h = base.size
-        box = (i % 17, (i * 7) % 23, w - (i * 3) % 29, h - (i * 5) % 19)
-        buf = io.BytesIO()
-        base.crop(box).save(buf, format="JPEG", quality=80 + i % 15)
-        out.append(buf.getvalue())
-    return out
-
-
 def senders() -> dict[str, Send]:
     """One sender per request kind, each cycling through distinct inputs."""
     from tests.assets import speech
 
-    images, counter = _crops(64), {"n": 0}
+    images, counter = distinct_photos(64), {"n": 0}
     clips = [speech(f"soak test number {i}, the weather is fine") for i in range(8)]
 
     def nth(items: list):
