@@ -46,7 +46,7 @@ class VisionEncoder(ModelReplica):
             return
         checkpoint_path(new.embedder_path if new.embedder == "adapter" else None, "embedder_path")
         same_classifier = all(getattr(new, f) == getattr(self.spec, f)
-                              for f in ("classifier", "classifier_path", "precision", "torchscript"))
+                              for f in ("classifier", "classifier_path", "precision", "torchscript", "runtime"))
         classifier = self.classifier if same_classifier else load_classifier(new, device=self.device)
         embedder = load_embedder(new, self.text_spec, classifier=classifier, device=self.device)
         fusion_inputs = FeatureExtractor(image=embedder)

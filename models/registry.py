@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models import packaged
+from models.accel import Runtime
 from models.adapter import AdapterImageEmbedder, AdapterTextEncoder, adapter_space, load_heads
 from models.runtime import Precision
 from models.speech import FasterWhisperEngine, SpeechEngine, TransformersWhisperEngine
@@ -42,6 +43,20 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+EncoderPrecision = Literal["fp32", "bf16", "fp16", "auto", "int8"]
+RUNTIME_HELP = ("torch, or a compiled CPU runtime (onnxruntime: fp32, int8; openvino: fp32, bf16, int8) exported "
+                "from the torch weights at load time and cached under ~/.cache/mmserve/compiled")
+
+
+def _check_runtime(spec, model_name: str, compiled_ok: bool) -> None:
+    """int8 only on a compiled runtime, and a compiled runtime only for the models it can export."""
+    if spec.runtime == "torch" and spec.precision == "int8":
+        raise ValueError(f"{model_name}: precision int8 needs runtime onnxruntime or openvino")
+    if spec.runtime != "torch" and not compiled_ok:
+        raise ValueError(f"{model_name}: runtime {spec.runtime} is offered for the packaged EfficientNet-Lite0 "
+                         "and MiniLM encoders; use runtime torch for this model")
+
+
 ClassPrompts = Literal["single", "ensemble"]
 
 
@@ -61,7 +76,8 @@ class TextModelSpec(_Spec):
     kind: Literal["minilm", "clip", "adapter"] = "minilm"
     path: str | None = Field(None, description="hub id or local directory; empty = packaged all-MiniLM-L6-v2; "
                                                "kind=adapter: the adapter checkpoint directory")
-    precision: Precision = "fp32"
+    precision: EncoderPrecision = "fp32"
+    runtime: Runtime = Field("torch", description=RUNTIME_HELP)
     query_conse: QueryConSESpec | None = Field(None, description="project texts onto ConSE's class-prompt span")
 
     @model_validator(mode="after")
@@ -72,6 +88,7 @@ class TextModelSpec(_Spec):
             raise ValueError("text.kind=adapter needs path: the adapter checkpoint directory (mmserve finetune --out)")
         if self.kind == "adapter" and self.query_conse is not None:
             raise ValueError("text.query_conse applies to ConSE spaces, not to kind=adapter")
+        _check_runtime(self, "text", compiled_ok=self.kind != "clip")
         return self
 
     @property
@@ -94,7 +111,8 @@ class VisionModelSpec(_Spec):
                                                         "checkpoint directory for embedder=adapter")
     conse_top_t: int = Field(10, ge=1, le=1000)
     conse_prompts: ClassPrompts = Field("single", description="class-name prompt, or a prompt ensemble (averaged)")
-    precision: Precision = "fp32"
+    precision: EncoderPrecision = "fp32"
+    runtime: Runtime = Field("torch", description=RUNTIME_HELP)
     torchscript: bool = Field(True, description="trace and freeze EfficientNet-Lite0 (fp32) for a GIL-free forward")
 
     @model_validator(mode="after")
@@ -108,6 +126,9 @@ class VisionModelSpec(_Spec):
         if self.embedder == "adapter" and self.classifier != "efficientnet-lite0":
             raise ValueError("vision.embedder=adapter runs over EfficientNet-Lite0 features: keep classifier "
                              "efficientnet-lite0")
+        _check_runtime(self, "vision", compiled_ok=self.classifier == "efficientnet-lite0")
+        if self.runtime != "torch" and self.embedder == "clip":
+            raise ValueError("vision: runtime applies to EfficientNet-Lite0 (conse, adapter); CLIP runs on torch")
         return self
 
     def space(self, text: TextModelSpec) -> str:
@@ -163,11 +184,12 @@ def load_text(spec: TextModelSpec, *, device: str = "cpu") -> TextEmbedder:
     elif spec.kind == "adapter":
         heads, meta = load_heads(spec.path)
         base = MiniLMEncoder.load(packaged.minilm_dir(), model_id=packaged.MINILM, device=device,
-                                  precision=spec.precision)
+                                  precision=spec.precision, runtime=spec.runtime)
         return AdapterTextEncoder(base=base, heads=heads.to(device), meta=meta)
     else:
         path = spec.path or packaged.minilm_dir()
-        encoder = MiniLMEncoder.load(path, model_id=spec.model_id, device=device, precision=spec.precision)
+        encoder = MiniLMEncoder.load(path, model_id=spec.model_id, device=device, precision=spec.precision,
+                                     runtime=spec.runtime)
     if spec.query_conse is None:
         return encoder
     q = spec.query_conse
@@ -185,7 +207,8 @@ def load_classifier(spec: VisionModelSpec, *, device: str = "cpu") -> ImageClass
         return ViTClassifier.load(spec.classifier_path, model_id=spec.classifier_path, device=device,
                                   precision=spec.precision)
     return EfficientNetLiteClassifier.load(packaged.efficientnet_lite0_weights(), labels=packaged.imagenet_labels(),
-                                           device=device, precision=spec.precision, torchscript=spec.torchscript)
+                                           device=device, precision=spec.precision, torchscript=spec.torchscript,
+                                           runtime=spec.runtime)
 
 
 def load_embedder(spec: VisionModelSpec, text: TextModelSpec, *, classifier: ImageClassifier,

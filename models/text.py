@@ -15,6 +15,7 @@ from typing import Protocol, Sequence
 import numpy as np
 import torch
 
+from models import accel
 from models.runtime import Precision, autocast, effective_precision, l2_normalize
 
 
@@ -85,26 +86,70 @@ class _HFTextEncoder:
         self.embed(["warm up the text encoder"])
 
 
+class _LastHidden(torch.nn.Module):
+    """A transformers encoder as ``(input_ids, attention_mask) -> last_hidden_state`` (for export)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
 class MiniLMEncoder(_HFTextEncoder):
-    """Sentence-transformers style encoder (BERT + mean pooling), e.g. all-MiniLM-L6-v2."""
+    """Sentence-transformers style encoder (BERT + mean pooling), e.g. all-MiniLM-L6-v2; its encoder
+    runs on torch or on a compiled CPU runtime (``models.accel``)."""
+
+    runtime: accel.Runtime = "torch"
+    _compiled = None
 
     @classmethod
-    def load(cls, path, *, model_id: str, device: str = "cpu", precision: Precision = "fp32") -> "MiniLMEncoder":
+    def load(cls, path, *, model_id: str, device: str = "cpu", precision: Precision | str = "fp32",
+             runtime: accel.Runtime = "torch") -> "MiniLMEncoder":
         from transformers import AutoModel, AutoTokenizer
 
-        model = AutoModel.from_pretrained(str(path))
-        return cls(
+        if runtime != "torch" and device != "cpu":
+            runtime = "torch"
+        # the eager attention exports to plain ONNX ops; the fused SDPA path does not trace as cleanly
+        export_kwargs = {"attn_implementation": "eager"} if runtime != "torch" else {}
+        model = AutoModel.from_pretrained(str(path), **export_kwargs)
+        obj = cls(
             tokenizer=AutoTokenizer.from_pretrained(str(path)),
             model=model,
             model_id=model_id,
             space=f"text:{model_id}",
             dim=model.config.hidden_size,
             device=device,
-            precision=precision,
+            precision=precision if runtime == "torch" else "fp32",
         )
+        if runtime != "torch":
+            obj.compile(runtime, accel.resolve_precision(runtime, precision), path)
+        return obj
+
+    def compile(self, runtime: accel.Runtime, precision: str, path) -> None:
+        """Export the encoder to ONNX (cached) and run it on ``runtime``; int8 quantises its weights
+        (dynamic: activation ranges are taken per call, so no calibration set is needed)."""
+        example = self.tokenizer(["an example sentence", "a second one"], padding="longest", return_tensors="pt")
+        onnx = accel.export_onnx(
+            _LastHidden(self.model), (example["input_ids"], example["attention_mask"]),
+            names=("input_ids", "attention_mask", "hidden"),
+            dynamic_axes={name: {0: "batch", 1: "tokens"} for name in ("input_ids", "attention_mask", "hidden")},
+            key=f"minilm-{accel.fingerprint(path)}")
+        if precision == "int8":
+            onnx = accel.quantize_int8(onnx, mode="dynamic")
+        self._compiled = accel.compile_onnx(onnx, runtime=runtime, precision=precision,
+                                            threads=torch.get_num_threads())
+        self.runtime, self.compiled_precision = runtime, precision
+
+    def _hidden(self, tokens) -> torch.Tensor:
+        if self._compiled is None:
+            return super()._hidden(tokens)
+        return torch.from_numpy(self._compiled(input_ids=tokens["input_ids"].numpy(),
+                                               attention_mask=tokens["attention_mask"].numpy()))
 
     def _pool(self, tokens) -> torch.Tensor:
-        hidden = self.model(**tokens).last_hidden_state
+        hidden = self._hidden(tokens)
         mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
 

@@ -11,6 +11,7 @@ patch tokens of ``last_hidden_state`` (the CLS token dropped).
 """
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Protocol, Sequence
 
@@ -18,8 +19,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from models import accel
 from models.runtime import Precision, autocast, effective_precision, l2_normalize
 from models.text import TextEmbedder, clip_space, prompt_embeddings
+
+log = logging.getLogger(__name__)
 
 
 class ImageClassifier(Protocol):
@@ -112,6 +116,7 @@ class EfficientNetLiteClassifier(_TorchVisionModel):
 
     def __init__(self, *, model, labels: list[str], model_id: str, device: str, precision: Precision):
         super().__init__(model=model, model_id=model_id, device=device, precision=precision)
+        self.runtime: accel.Runtime = "torch"
         self.labels = labels
         self.token_dim = int(model._conv_head.out_channels)
         self._eager = self.model  # freeze_graph replaces self.model; the feature map is built from this
@@ -119,16 +124,41 @@ class EfficientNetLiteClassifier(_TorchVisionModel):
         self._feature_lock = threading.Lock()
 
     @classmethod
-    def load(cls, weights, *, labels: list[str], device="cpu", precision: Precision = "fp32",
-             torchscript: bool = True):
+    def load(cls, weights, *, labels: list[str], device="cpu", precision: Precision | str = "fp32",
+             torchscript: bool = True, runtime: accel.Runtime = "torch"):
+        """``runtime`` torch (TorchScript when ``torchscript``), or a compiled CPU runtime
+        (``models.accel``) for the classification forward; token features stay on torch."""
         from efficientnet_lite_pytorch import EfficientNet
 
         model = EfficientNet.from_name("efficientnet-lite0", num_classes=len(labels))
         model.load_state_dict(torch.load(str(weights), map_location="cpu", weights_only=True))
-        obj = cls(model=model, labels=labels, model_id="efficientnet-lite0", device=device, precision=precision)
-        if torchscript:
+        if runtime != "torch" and device != "cpu":
+            log.warning("runtime %s is a CPU runtime: running torch on %s", runtime, device)
+            runtime = "torch"
+        obj = cls(model=model, labels=labels, model_id="efficientnet-lite0", device=device,
+                  precision=precision if runtime == "torch" else "fp32")
+        if runtime != "torch":
+            obj.compile(runtime, accel.resolve_precision(runtime, precision), weights)
+        elif torchscript:
             obj.freeze_graph(torch.zeros(2, 3, cls.image_size, cls.image_size))
         return obj
+
+    def compile(self, runtime: accel.Runtime, precision: str, weights) -> None:
+        """Export the network to ONNX (cached) and run its forward on ``runtime`` at ``precision``;
+        int8 is quantised statically, activations calibrated on the packaged sample photos."""
+        from models.sample_photos import calibration_photos
+
+        size = self.image_size
+        path = accel.export_onnx(self._eager, (torch.zeros(1, 3, size, size),), names=("pixels", "logits"),
+                                 dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}},
+                                 key=f"efficientnet-lite0-{accel.fingerprint(weights)}")
+        if precision == "int8":
+            pixels = [self.preprocess(p).numpy() for p in calibration_photos()]
+            path = accel.quantize_int8(path, mode="static", calibration=(
+                {"pixels": np.stack(pixels[i : i + 8])} for i in range(0, len(pixels), 8)))
+        net = accel.compile_onnx(path, runtime=runtime, precision=precision, threads=torch.get_num_threads())
+        self.model = lambda pixels: torch.from_numpy(net(pixels=pixels.contiguous().numpy()))
+        self.runtime, self.compiled_precision = runtime, precision
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         pixels = resize_center_crop(image, size=self.image_size, resize=256)
@@ -146,7 +176,7 @@ class EfficientNetLiteClassifier(_TorchVisionModel):
         with self._feature_lock:
             if self._feature_net is None:
                 net = _FeatureMap(self._eager).eval()
-                if isinstance(self.model, torch.jit.ScriptModule):
+                if isinstance(self.model, torch.jit.ScriptModule) or self.runtime != "torch":
                     example = torch.zeros(2, 3, self.image_size, self.image_size, device=self.device)
                     net = trace_and_freeze(net, example)
                 self._feature_net = net

@@ -43,7 +43,6 @@ stratified: the first 80% of each label's rows (after a seeded shuffle) are ``tr
 from __future__ import annotations
 
 import argparse
-import functools
 import io
 import json
 import shutil
@@ -56,6 +55,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
+
+from models.sample_photos import SKLEARN_PHOTOS, source_photo  # noqa: F401 (the demo's sources live in models)
 
 SAMPLE_RATE = 16_000
 LABELS = ("animal", "drink", "space", "plant")
@@ -125,28 +126,6 @@ GENERIC_SPOKEN = ["here is another picture", "take a look at this", "okay, next 
                   "what do you think", "this one is nice"]
 VOICES = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc", "en-gb-x-gbclan",
           "en-us+f3", "en-gb+f2", "en-us+m3"]
-
-
-SKLEARN_PHOTOS = ("china", "flower")
-
-
-@functools.lru_cache(maxsize=None)
-def source_photo(name: str) -> np.ndarray:
-    """An RGB uint8 photo bundled with scikit-image (``chelsea``, ``coffee``...) or scikit-learn
-    (``china``, ``flower``); no download."""
-    if name in SKLEARN_PHOTOS:
-        from sklearn.datasets import load_sample_image
-
-        pixels = load_sample_image(f"{name}.jpg")
-    else:
-        from skimage import data
-
-        pixels = getattr(data, name)()
-    if pixels.dtype == bool:
-        pixels = pixels.astype(np.uint8) * 255
-    if pixels.ndim == 2:
-        pixels = np.stack([pixels] * 3, axis=-1)
-    return np.ascontiguousarray(pixels[..., :3], dtype=np.uint8)
 
 
 # ------------------------------------------------------------------------------------------- images
