@@ -20,8 +20,10 @@ import torch
 
 from benchmarks.inputs import distinct_texts
 from benchmarks.timing import throughput
+from models.media import decode_image
 from models.registry import TextModelSpec, VisionModelSpec, load_classifier, load_embedder, load_text
-from models.sample_photos import COLOUR_PHOTOS, source_photo
+from models.sample_photos import COLOUR_PHOTOS
+from tests.assets import photo
 
 CHOICES = [("torch", "fp32"), ("torch", "bf16"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"),
            ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8")]
@@ -32,11 +34,11 @@ def _vision(runtime: str, precision: str):
     spec = VisionModelSpec(runtime=runtime, precision=precision)
     classifier = load_classifier(spec)
     # the class-name embeddings come from the fp32 torch text encoder, so only the image path varies
-    return classifier, load_embedder(spec, TextModelSpec(), classifier=classifier)
+    return classifier, load_embedder(spec, TextModelSpec(runtime="torch", precision="fp32"), classifier=classifier)
 
 
 def measure(runtime: str, precision: str, seconds: float, reference: dict | None) -> dict:
-    photos = [source_photo(n) for n in COLOUR_PHOTOS]
+    photos = [decode_image(photo(n)) for n in COLOUR_PHOTOS]  # the test photos, as JPEG uploads decode
     texts = distinct_texts(32)
     row: dict = {"runtime": runtime, "precision": precision}
     try:
@@ -73,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     reference = measure("torch", "fp32", args.seconds, None)
     outputs = reference.pop("_outputs")
+    print(json.dumps(reference), flush=True)
     rows = [reference | {"top1_same": True, "image_cosine_min": 1.0, "vision_passes": True,
                          "text_cosine_min": 1.0, "text_passes": True}]
     for runtime, precision in CHOICES[1:]:

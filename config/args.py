@@ -117,8 +117,28 @@ def _adapter_checkpoint(path: str, field: str) -> str:
     return path
 
 
+# The served encoders' runtime when the config names none: the fastest that passes the accuracy gates
+# (benchmarks/runtime_compare.py; gates in tests/quality/test_runtime_gates.py). ``auto`` is bf16 where
+# the CPU has it natively, fp32 elsewhere. Models a compiled runtime cannot run (CLIP, ViT) keep torch.
+SERVED_RUNTIME = {"runtime": "openvino", "precision": "auto"}
+
+
+def served_runtime(model, compiled: bool):
+    """A model dict without a ``runtime`` gets ``SERVED_RUNTIME`` (a ``precision`` it names is kept)."""
+    if isinstance(model, dict) and "runtime" not in model and compiled:
+        return SERVED_RUNTIME | model
+    return model
+
+
 class VisionArgs(_ModelDeploymentArgs):
-    model: VisionModelSpec = VisionModelSpec()
+    model: VisionModelSpec = VisionModelSpec(**SERVED_RUNTIME)
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _runtime(cls, model):
+        compiled = isinstance(model, dict) and model.get("classifier", "efficientnet-lite0") == "efficientnet-lite0" \
+            and model.get("embedder", "conse") != "clip"
+        return served_runtime(model, compiled)
 
     @field_validator("model")
     @classmethod
@@ -130,7 +150,12 @@ class VisionArgs(_ModelDeploymentArgs):
 
 
 class TextArgs(_ModelDeploymentArgs):
-    model: TextModelSpec = TextModelSpec()
+    model: TextModelSpec = TextModelSpec(**SERVED_RUNTIME)
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _runtime(cls, model):
+        return served_runtime(model, isinstance(model, dict) and model.get("kind", "minilm") != "clip")
 
     @field_validator("model")
     @classmethod

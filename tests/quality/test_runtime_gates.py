@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from config.args import AppArgs
 from models import accel
 from models.media import decode_image
 from models.registry import TextModelSpec, VisionModelSpec, load_classifier, load_embedder, load_text
@@ -71,12 +72,18 @@ def test_text_runtime_matches_fp32_torch(reference, runtime, precision):
     assert np.all(cosines >= GATE), cosines
 
 
+@pytest.fixture(scope="module")
+def served():
+    models = AppArgs()
+    assert models.vision.model.runtime == models.text.model.runtime == "openvino"
+    text = load_text(models.text.model)
+    return text, load_embedder(models.vision.model, models.text.model, classifier=load_classifier(models.vision.model))
+
+
 @pytest.mark.parametrize("photo, expected", [("chelsea", "cat"), ("coffee", "coffee"), ("rocket", "rocket")])
-def test_default_runtime_zero_shot(photo, expected):
-    """ConSE zero-shot on the default runtime of both encoders, as test_quality checks it on torch."""
-    text = load_text(TextModelSpec())
-    classifier = load_classifier(VisionModelSpec())
-    embedder = load_embedder(VisionModelSpec(), TextModelSpec(), classifier=classifier)
+def test_served_runtime_zero_shot(served, photo, expected):
+    """ConSE zero-shot on the served graph's default runtime (config.args), as test_quality checks it on torch."""
+    text, embedder = served
     labels = ["cat", "dog", "car", "coffee", "rocket"]
     image = embedder.embed(embedder.preprocess(decode_image(assets.photo(photo)))[None])[0]
     prompts = text.embed([f"a photo of a {label}" for label in labels])
