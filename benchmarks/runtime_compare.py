@@ -48,11 +48,11 @@ def measure(runtime: str, precision: str, seconds: float, reference: dict | None
     batch = torch.stack([embedder.preprocess(p) for p in photos])
     out = {"top1": classifier.probs(batch).argmax(1), "image": embedder.embed(batch)}
     sixteen = torch.cat([batch, batch, batch])[:16]
-    row["vision_images_per_s"] = round(throughput(lambda: embedder.embed(sixteen), 16, seconds)[0], 1)
+    row["vision_images_per_s"] = round(throughput(lambda: embedder.embed(sixteen), 16, seconds, warmups=3)[0], 1)
     try:
         text = load_text(TextModelSpec(runtime=runtime, precision=precision))
         out["text"] = text.embed(texts)
-        row["text_per_s"] = round(throughput(lambda: text.embed(texts), 32, seconds)[0], 1)
+        row["text_per_s"] = round(throughput(lambda: text.embed(texts), 32, seconds, warmups=3)[0], 1)
     except ValueError as exc:
         row["text_skipped"] = str(exc)
     if reference is None:
