@@ -138,7 +138,7 @@ def process_cpu_seconds() -> dict[str, float]:
         except (OSError, IndexError):
             continue
         if proc.name == str(os.getpid()):
-            title = "load generator + driver"
+            title = "driver+loadgen"
         elif not title.startswith("ray::") and "raylet" not in title and "gcs_server" not in title:
             continue
         name = title.split(" ")[0].rsplit("/", 1)[-1]
@@ -166,8 +166,9 @@ def measured_sweep(deployment: str, send: loadgen.Send, url: str, concurrency: l
     tally, before_items = loadgen.Tally(send), embedded_items(deployment)
     before, started = process_cpu_seconds(), time.perf_counter()
     points = asyncio.run(loadgen.sweep(tally, url, concurrency=concurrency, rates=[], window_s=window))
+    seconds = time.perf_counter() - started
     return {"points": points, "answered": tally.ok, "embedded": embedded_items(deployment) - before_items,
-            "cores_used_by_process": cpu_profile(before, process_cpu_seconds(), time.perf_counter() - started)}
+            "seconds": round(seconds, 2), "cores_used_by_process": cpu_profile(before, process_cpu_seconds(), seconds)}
 
 
 def run_served(jpegs: list[bytes], texts: list[str], args) -> dict[str, dict]:
@@ -277,9 +278,26 @@ def markdown(result: dict) -> str:
               "| target | measured | goal | |", "|---|---|---|---|"]
     lines += [f"| {g['target']} | {g['value']:.2f} | {g['goal']} | {'met' if g['met'] else 'missed'} |"
               for g in result["targets"]]
-    lines += ["", "Cores used per process during the served image sweep: "
-              + ", ".join(f"{k} {v:.2f}" for k, v in served["image"]["cores_used_by_process"].items()) + "."]
+    lines += ["", where_the_time_goes(result)]
     return "\n".join(lines)
+
+
+def where_the_time_goes(result: dict) -> str:
+    """CPU milliseconds per image in each process during the served image sweep (the sweep's cores
+    divided by its throughput), against the ceiling's whole per-image budget on this machine."""
+    served, cores = result["served"]["image"], result["cpu_count"]
+    rate = served["answered"] / served["seconds"]  # the sweep's mean rate, over the time its cores were read
+    ms = {k: 1000 * v / rate for k, v in served["cores_used_by_process"].items()}
+    model = sum(v for k, v in ms.items() if "VisionEncoder" in k)
+    outside = sum(ms.values()) - model
+    ceiling_ms = 1000 * cores / result["honest_ceiling"]["images_per_s"]
+    used = sum(served["cores_used_by_process"].values())
+    return (f"Where the time goes (CPU ms per image over the served image sweep, {used:.2f} of {cores} cores busy): "
+            + ", ".join(f"{k.replace('ray::ServeReplica:bench:', '')} {v:.1f}" for k, v in ms.items() if v >= 0.1)
+            + f". The model replica spends {model:.1f} ms per image, everything outside it {outside:.1f} ms; the "
+            f"in-process ceiling spends {ceiling_ms:.1f} ms in all. Even were every core busy, "
+            f"{cores} cores / {model + outside:.1f} ms caps this path at {1000 * cores / (model + outside):.0f} img/s, "
+            f"{ceiling_ms / (model + outside):.2f}x the ceiling.")
 
 
 def write_readme(path: Path, block: str) -> None:
