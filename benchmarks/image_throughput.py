@@ -352,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     loadgen.write({"naive": naive["image"], "mmserve": served["image"]["points"]}, args.out, extra={
         "raw_grid": grid, "honest_ceiling": best, "naive_text": _plain(naive["text"]), "served": _plain(served),
         "targets": goals, "guard_failures": failures, "cpu_count": os.cpu_count(),
+        "load_average_at_end": os.getloadavg(),
         "vision_model": models.vision.model.model_dump(exclude_defaults=True),
         "text_model": models.text.model.model_dump(exclude_defaults=True)})
     for failure in failures:

@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         serve.shutdown()
         local_ray.stop(context)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"cpu_count": os.cpu_count(), "concurrency": args.concurrency, "rows": rows},
+    args.out.write_text(json.dumps({"cpu_count": os.cpu_count(), "load_average_at_end": os.getloadavg(),
+                                    "concurrency": args.concurrency, "rows": rows},
                                    indent=2))
     return 0
 
