@@ -59,6 +59,10 @@ function shortened(key, value) {
   return value;
 }
 
+// Arrays of plain values on one line each.
+const compact = (json) => json.replace(/\[\n\s+([^[\]{}]*?)\n\s*\]/g,
+  (_, inner) => `[${inner.split(/,\n\s*/).join(", ")}]`);
+
 const ROW = 30; // px per node row: the connector overlay counts in rows
 
 function connectors(nodes, rowOf, total) {
@@ -87,8 +91,10 @@ function drawDag(dag, latency) {
   const tracks = el("div", { class: "dag-tracks" });
   for (const node of nodes) {
     labels.append(el("div", { class: "dag-label", title: node.deps.length ? `after ${node.deps.join(", ")}` : "no dependencies" },
-      el("span", { class: "op", text: node.op }), el("span", { class: "muted small", text: ` ${node.id}` })));
-    const bar = el("div", { class: "dag-bar", "data-id": node.id, "data-deps": node.deps.join(" "),
+      el("span", { class: "op", text: node.id === node.op ? node.op : `${node.op} · ${node.id}` }),
+      node.deps.length ? el("span", { class: "after", text: `after ${node.deps.join(", ")}` }) : null));
+    const kind = node.op.startsWith("decode") ? " decode" : "";
+    const bar = el("div", { class: `dag-bar${kind}`, "data-id": node.id, "data-deps": node.deps.join(" "),
       "data-start": node.started_ms, "data-end": node.started_ms + node.latency_ms,
       title: `${node.id} (${node.op}): at ${node.started_ms.toFixed(1)} ms for ${node.latency_ms.toFixed(1)} ms` +
         (node.deps.length ? `, after ${node.deps.join(", ")}` : "") });
@@ -107,7 +113,7 @@ async function run() {
   if (!chosen.length) throw Object.assign(new Error("pick at least one task"), { type: "invalid_request_error" });
   const result = await call("v1/compose", { inputs: await inputs(), tasks: chosen });
   $("compose-latency").textContent = `${result.latency_ms.toFixed(0)} ms, ${result.dag.nodes.length} nodes`;
-  $("compose-json").textContent = JSON.stringify(result, shortened, 2);
+  $("compose-json").textContent = compact(JSON.stringify(result, shortened, 2));
   drawDag(result.dag, result.latency_ms);
 }
 
