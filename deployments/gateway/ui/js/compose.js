@@ -90,8 +90,8 @@ function drawDag(dag, latency) {
   const labels = el("div", { class: "dag-labels" });
   const tracks = el("div", { class: "dag-tracks" });
   for (const node of nodes) {
-    labels.append(el("div", { class: "dag-label", title: node.deps.length ? `after ${node.deps.join(", ")}` : "no dependencies" },
-      el("span", { class: "op", text: node.id === node.op ? node.op : `${node.op} · ${node.id}` }),
+    labels.append(el("div", { class: "dag-label", title: `${node.id} (operation ${node.op})` },
+      el("span", { class: "op", text: node.id }),
       node.deps.length ? el("span", { class: "after", text: `after ${node.deps.join(", ")}` }) : null));
     const kind = node.op.startsWith("decode") ? " decode" : "";
     const bar = el("div", { class: `dag-bar${kind}`, "data-id": node.id, "data-deps": node.deps.join(" "),

@@ -50,9 +50,15 @@ async function ask(event) {
 async function pick(file) {
   if (!file) return;
   const preview = $("image-preview");
+  const hint = $("image-hint");
+  preview.onerror = () => {
+    preview.hidden = true;
+    hint.hidden = false;
+    hint.textContent = `This browser cannot show ${file.name}`;
+  };
   preview.src = URL.createObjectURL(file);
   preview.hidden = false;
-  $("image-hint").hidden = true;
+  hint.hidden = true;
   $("classify-bars").replaceChildren();
   $("zs-bars").replaceChildren();
   image = await dataURL(file);

@@ -21,6 +21,7 @@ async function connect() {
   const cards = await guarded(null, models);
   if (!cards) {
     server.textContent = "Not connected: see the error above (an API key may be needed).";
+    $("vl-pending").textContent = "Whether this server has vision-language models shows once the page can read its model list.";
     return;
   }
   const vl = cards.filter((c) => c.modality === "image+text");
