@@ -5,6 +5,7 @@ reach this machine only: a request elsewhere (a CDN, say) is refused and fails t
 go to tests/browser/artifacts/ (git-ignored), at 1280x800 and at 390x844 (a phone)."""
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 from urllib.parse import urlparse
@@ -18,8 +19,11 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disa
         "--disable-component-update", "--disable-sync"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium():
+    """One browser per module, closed after it: Playwright's sync API keeps an asyncio loop running in
+    this thread while it is started, which would make every later synchronous Ray handle call
+    (``.result()``) and asyncio test of the session refuse to run."""
     from playwright.sync_api import sync_playwright
 
     exe = shutil.which("chromium") or CHROMIUM
@@ -28,6 +32,15 @@ def chromium():
         browser = playwright.chromium.launch(executable_path=exe, args=ARGS)
         yield browser
         browser.close()
+    assert not _loop_running(), "Playwright left an asyncio loop running in the test thread"
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+        return True
+    except RuntimeError:
+        return False
 
 
 @pytest.fixture
