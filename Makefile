@@ -19,9 +19,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e ".[test]"
 	touch $@
 
-# espeak-ng synthesises the speech the tests transcribe.
+# espeak-ng synthesises the speech the tests transcribe; Debian's chromium is the browser that
+# tests/browser drives through Playwright (whose own browser download needs a network CI lacks).
 test-deps:
-	@command -v espeak-ng >/dev/null || { apt-get update -qq && apt-get install -y -qq espeak-ng; }
+	@command -v espeak-ng >/dev/null && command -v chromium >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends espeak-ng chromium; }
 
 serve: setup
 	$(BIN)/python -m graphs.launch serve_config.yaml

@@ -471,10 +471,16 @@ class IndexList(_Response):
     data: list[IndexInfo]
 
 
+THUMBNAIL_KEY = "thumbnail"  # metadata key of an item's small picture (a data URL), which hits return
+MAX_THUMBNAIL_CHARS = 12_000  # its longest data URL (other metadata strings: 1024 chars)
+
+
 class IndexItem(_Request):
     image: Media | None = None
     path: str | None = Field(None, description="a server-side file under the configured search.allowed_root")
-    metadata: dict[str, MetaValue] = Field(default_factory=dict)
+    metadata: dict[str, MetaValue] = Field(default_factory=dict, description=(
+        "up to 32 keys of strings (<= 1024 chars), numbers or booleans; 'thumbnail' may hold a "
+        f"data:image/jpeg|png|webp;base64 URL of up to {MAX_THUMBNAIL_CHARS} chars"))
 
 
 class AddItemsRequest(_Request):

@@ -79,6 +79,8 @@ def _index_parser(sub) -> None:
     add.add_argument("--caption", nargs="?", const="", default=None, metavar="MODEL",
                      help="store each image's generated caption in its metadata (a captioning model id, or the "
                           "server's default); needs vision-language models on the server")
+    add.add_argument("--no-thumbnails", dest="thumbnails", action="store_false",
+                     help="do not store a 128-pixel thumbnail of each image in its metadata (stored by default)")
     q = idx.add_parser("query", help="search by text, image or speech")
     q.add_argument("name")
     group = q.add_mutually_exclusive_group(required=True)
@@ -215,7 +217,8 @@ def _index(client: Client, args):
     from clients.indexing import index_folder
 
     if args.action == "add":
-        report = index_folder(client, args.name, args.folder, batch_size=args.batch_size, caption=args.caption)
+        report = index_folder(client, args.name, args.folder, batch_size=args.batch_size, caption=args.caption,
+                              thumbnails=args.thumbnails)
         print(f"added {report.added}, already indexed {report.skipped}, failed {len(report.failed)}", file=sys.stderr)
         for path, message in report.failed:
             print(f"  {path}: {message}", file=sys.stderr)

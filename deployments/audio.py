@@ -2,7 +2,7 @@
 
 Embeddings are batched, and so are short greedy transcriptions (<= 30 s, one encoder pass shared
 by language identification and decoding); longer or sampled ones run clip by clip in a worker
-thread through faster-whisper's own long-form loop.
+thread (long greedy ones as one batch of VAD spans: ``SpeechModelSpec.long_audio_batch_size``).
 """
 from __future__ import annotations
 

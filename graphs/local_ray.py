@@ -41,6 +41,10 @@ TOKEN_PATH_ENV = "RAY_AUTH_TOKEN_PATH"
 # Ray 2.60: when "0", services.get_node_ip_address() answers 127.0.0.1, so the node IP (and with
 # it every bind address) is loopback; read once when `ray` is imported.
 SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+# Serve's controller replaces a dead HTTP proxy only after three failed health checks; Ray's 10 s
+# period left the port closed for about 24 s after a proxy died. A 1 s period (one tiny actor call
+# a second) brings it back in a few seconds, inside the client's retry window. Set it to override.
+SERVE_DEFAULTS = {"RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S": "1"}
 
 
 class PrivateRayError(RuntimeError):
@@ -103,6 +107,8 @@ def prepare(environ: MutableMapping[str, str] = os.environ) -> None:
         logger.warning("%s=%s ignored: the embedded Ray always runs with token auth", AUTH_MODE_ENV, previous)
     environ[AUTH_MODE_ENV] = "token"
     environ[SINGLE_MACHINE_ENV] = "0"
+    for name, value in SERVE_DEFAULTS.items():
+        environ.setdefault(name, value)
     if not environ.get(TOKEN_ENV):
         environ[TOKEN_PATH_ENV] = str(ensure_token(token_path(environ)))
 

@@ -143,6 +143,10 @@ class SpeechModelSpec(_Spec):
     model: str = Field(packaged.WHISPER_BASE, description="packaged name, hub id or local directory")
     compute_type: str = Field("int8", description="CTranslate2 compute type for faster-whisper")
     cpu_threads: int = Field(0, ge=0, description="0 = CTranslate2's default")
+    long_audio_batch_size: int = Field(
+        8, ge=0, le=64, description="faster-whisper: audio over 30 s, greedy and unprompted, is cut at pauses "
+        "(Silero VAD) into <= 25 s spans decoded this many at a time (python -m benchmarks.whisper_speed "
+        "--parts long: speed and WER against the sequential path); 0 = faster-whisper's sequential window")
     cache_dir: str = Field("~/.cache/mmserve", description="where split packaged weights are assembled")
 
     @property
@@ -232,7 +236,7 @@ def load_speech(spec: SpeechModelSpec, *, device: str = "cpu") -> SpeechEngine:
         return TransformersWhisperEngine.load(path, model_id=spec.model_id, device=device)
     compute_type = spec.compute_type if device == "cpu" or spec.compute_type != "int8" else "int8_float16"
     return FasterWhisperEngine.load(path, model_id=spec.model_id, device=device, compute_type=compute_type,
-                                    cpu_threads=spec.cpu_threads)
+                                    cpu_threads=spec.cpu_threads, long_audio_batch_size=spec.long_audio_batch_size)
 
 
 def _speech_path(spec: SpeechModelSpec) -> str:

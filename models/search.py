@@ -71,6 +71,11 @@ MAX_DIM = 32768
 MAX_TOP_K = 1000
 MAX_META_KEYS = 32
 MAX_META_CHARS = 1024
+# An item may carry a small picture of itself (``mmserve index add`` and the playground store a 128-pixel
+# JPEG) under this key: a data URL, longer than other strings may be.
+THUMBNAIL_KEY = "thumbnail"
+MAX_THUMBNAIL_CHARS = 12_000
+_THUMBNAIL_RE = re.compile(r"data:image/(jpeg|png|webp);base64,[A-Za-z0-9+/]+={0,2}")
 _CHUNK = 1000
 METRIC = "IP"  # on unit vectors: cosine similarity, without Lite re-normalising every row per query
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -181,10 +186,19 @@ def _check_value(value: object, *, param: str) -> MetaValue:
 
 
 def check_metadata(metadata: object, *, param: str = "metadata") -> dict[str, MetaValue]:
-    """A validated copy of ``metadata``: at most 32 identifier keys with scalar values."""
+    """A validated copy of ``metadata``: at most 32 identifier keys with scalar values (``thumbnail``: a
+    small image data URL)."""
     if not isinstance(metadata, dict) or len(metadata) > MAX_META_KEYS:
         raise InvalidInput(f"{param} must be a dict of at most {MAX_META_KEYS} keys", param=param)
-    return {_check_key(k, param=param): _check_value(v, param=param) for k, v in metadata.items()}
+    return {_check_key(k, param=param): (_check_thumbnail(v, param=param) if k == THUMBNAIL_KEY
+                                         else _check_value(v, param=param)) for k, v in metadata.items()}
+
+
+def _check_thumbnail(value: object, *, param: str) -> str:
+    if isinstance(value, str) and len(value) <= MAX_THUMBNAIL_CHARS and _THUMBNAIL_RE.fullmatch(value):
+        return value
+    raise InvalidInput(f"metadata '{THUMBNAIL_KEY}' is a data:image/jpeg, png or webp;base64 URL of at most "
+                       f"{MAX_THUMBNAIL_CHARS} chars", param=param)
 
 
 def literal(value: MetaValue) -> str:

@@ -151,27 +151,44 @@ class _EncoderOutputs:
 
 
 class FasterWhisperEngine(_EncoderOutputs):
-    """Whisper on CTranslate2 via faster-whisper (int8 on CPU, float16 on CUDA by default)."""
+    """Whisper on CTranslate2 via faster-whisper (int8 on CPU, float16 on CUDA by default).
+
+    ``long_audio_batch_size`` > 0: audio over 30 s decoded greedily without a prompt goes through
+    ``whisper_batch.transcribe_long`` (VAD spans, that many per batch); 0 = faster-whisper's
+    sequential sliding window for all audio."""
 
     aligns_words = True
 
-    def __init__(self, model, *, model_id: str):
+    def __init__(self, model, *, model_id: str, long_audio_batch_size: int = 0):
         self.model = model
         self.model_id = model_id
+        self.long_audio_batch_size = long_audio_batch_size
+        self.long_audio_calls = 0  # transcriptions the batched long-audio path answered
         self.multilingual = bool(model.model.is_multilingual)
         self.languages = list(model.supported_languages)
         self.dim = int(self.embed([np.zeros(SAMPLE_RATE, dtype=np.float32)]).shape[-1])
         self.token_dim = self.dim
 
     @classmethod
-    def load(cls, path, *, model_id: str, device: str = "cpu", compute_type: str = "default", cpu_threads: int = 0):
+    def load(cls, path, *, model_id: str, device: str = "cpu", compute_type: str = "default", cpu_threads: int = 0,
+             long_audio_batch_size: int = 0):
         from faster_whisper import WhisperModel
 
         model = WhisperModel(str(path), device=device, compute_type=compute_type, cpu_threads=cpu_threads)
-        return cls(model, model_id=model_id)
+        return cls(model, model_id=model_id, long_audio_batch_size=long_audio_batch_size)
 
     def transcribe(self, audio: np.ndarray, options: SpeechOptions) -> Transcript:
         check_options(self, options)
+        from models import whisper_batch  # it builds on this module
+
+        if self.long_audio_batch_size and whisper_batch.fits_long(audio, options):
+            result = whisper_batch.transcribe_long(self, audio, options, batch_size=self.long_audio_batch_size)
+            if result is not None:
+                self.long_audio_calls += 1
+                return result
+        return self._transcribe_sequential(audio, options)
+
+    def _transcribe_sequential(self, audio: np.ndarray, options: SpeechOptions) -> Transcript:
         segments, info = self.model.transcribe(
             audio,
             task=options.task,

@@ -79,8 +79,8 @@ class Admission:
 
 
 def _is_open(request: Request) -> bool:
-    """Probes and docs need no key (paths relative to the app's route prefix)."""
-    return request.url.path.removeprefix(request.scope.get("root_path", "")) in routing.OPEN_PATHS
+    """Probes, docs and the playground's files need no key (paths relative to the app's route prefix)."""
+    return routing.is_open(request.url.path.removeprefix(request.scope.get("root_path", "")))
 
 
 def _route(request: Request) -> str:

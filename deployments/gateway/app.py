@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from api import schemas as s
 from config.settings import GatewaySettings
-from deployments.gateway import errors, openapi, routing
+from deployments.gateway import errors, openapi, routing, webui
 from deployments.gateway.admission import admit_and_measure
 from deployments.gateway.budgets import Budgets
 from deployments.gateway.limits import Limits, RequestLimits
@@ -19,12 +19,13 @@ DESCRIPTION = "Multimodal inference on Ray Serve: vision, text and audio deploym
 
 
 def create_app(services: Services | None = None) -> errors.GatewayApp:
-    app = errors.GatewayApp(title="mmserve", version="0.1.0", description=DESCRIPTION)
+    app = errors.GatewayApp(title="mmserve", version="0.1.0", description=DESCRIPTION, docs_url=None, redoc_url=None)
     app.state.services = services
     app.state.budgets = None if services is None else _budgets(services)
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    webui.install(app)  # the playground at /ui/ and the docs, with local assets
     app.middleware("http")(admit_and_measure)
     settings = services.settings if services is not None else GatewaySettings()
     app.add_middleware(RequestLimits, limits=Limits(**settings.request_limits()))  # outermost: runs first

@@ -17,7 +17,8 @@ from deployments.gateway.parsing import parse_body
 
 BODY_SCHEMAS: dict[str, type[BaseModel]] = {}  # schema name -> schema, for the OpenAPI components
 MODALITY: dict[str, str] = {}  # route path -> modality label of its metrics
-OPEN_PATHS: set[str] = {"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+OPEN_PATHS: set[str] = {"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/ui"}
+OPEN_PREFIXES: tuple[str, ...] = ("/ui/", "/docs/static/")  # the playground's and the docs' static assets
 
 
 def body_of(schema: type[BaseModel]):
@@ -59,3 +60,11 @@ def modality_of(request: Request) -> str:
         _PATTERNS[:] = [(compile_path(path)[0], modality) for path, modality in MODALITY.items()]
     path = request.url.path.removeprefix(request.scope.get("root_path", ""))
     return next((modality for pattern, modality in _PATTERNS if pattern.match(path)), "none")
+
+
+def is_open(path: str) -> bool:
+    """Whether ``path`` (relative to the app's route prefix) needs no API key: probes, docs and the
+    playground's static files (never a path that climbs out of them with '..')."""
+    if path in OPEN_PATHS:
+        return True
+    return path.startswith(OPEN_PREFIXES) and ".." not in path.split("/")

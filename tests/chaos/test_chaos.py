@@ -173,6 +173,41 @@ def test_kill_9_a_replica_of_each_deployment_under_load_fails_nothing(chaos_url)
     assert tally.succeeded > 20
 
 
+def _proxy_pid() -> int:
+    actors = ray._private.state.actors(actor_state_name="ALIVE").values()
+    return next(a["Pid"] for a in actors if a["Name"].startswith("SERVE_PROXY_ACTOR"))
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _wait_port_back(url: str, killed_at: float, limit_s: float = 60) -> float:
+    """Seconds from the kill until the HTTP port answers again (after it was seen closed)."""
+    while _answers(url) and time.monotonic() - killed_at < 2:
+        time.sleep(0.05)  # the dying process may still hold the socket for a moment
+    while not _answers(url):
+        assert time.monotonic() - killed_at < limit_s, f"the proxy did not come back within {limit_s}s"
+        time.sleep(0.1)
+    return time.monotonic() - killed_at
+
+
+def test_kill_9_the_http_proxy_under_load_fails_nothing(chaos_url):
+    """The proxy's port closes until Serve replaces it; the client's retries ride that out."""
+    with Load(chaos_url, workers=2, timeout_s=20, limit_s=90) as load:
+        time.sleep(2)
+        os.kill(_proxy_pid(), signal.SIGKILL)
+        down_s = _wait_port_back(chaos_url, time.monotonic())
+        time.sleep(2)
+        tally = load.stop()
+    _report("kill -9 the HTTP proxy", {**tally.row(), "port_down_s": round(down_s, 1)})
+    _accounted(tally)
+    assert tally.succeeded > 20
+
+
 # ---- scale-down under load -----------------------------------------------------------------------
 def test_scale_down_under_load_drains_without_failures(chaos_url):
     with Load(chaos_url, workers=2, timeout_s=20, limit_s=90) as load:

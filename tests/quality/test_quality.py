@@ -126,3 +126,32 @@ def test_batched_short_clips(whisper_base):
     assert {"morning", "weather", "coffee"} & set(second.text.lower().replace(",", " ").replace(".", " ").split())
     for result, audio in ((first, en), (second, de)):
         assert result.segments and 0 <= result.segments[0].start < result.segments[-1].end <= audio.size / 16000 + 1e-6
+
+
+def test_batched_long_audio_wer(whisper_base):
+    """Three ~60 s recordings (British voice, where spans as long as Whisper's window lose sentences):
+    the batched VAD-span path runs and its WER over all their words stays within 0.01 of the
+    sequential sliding window's (benchmarks/whisper_speed.py holds it to "no worse" on six)."""
+    from tests import speech_corpus
+
+    errors, words = {"batched": 0.0, "sequential": 0.0}, 0
+    for rec in speech_corpus.long_recordings(60.0, 3, voice="en-gb"):
+        batched = whisper_base.transcribe(rec.audio, SpeechOptions(language="en"))
+        sequential = whisper_base._transcribe_sequential(rec.audio, SpeechOptions(language="en"))
+        n = len(rec.reference.split())
+        words += n
+        errors["batched"] += assets.wer(rec.reference, batched.text) * n
+        errors["sequential"] += assets.wer(rec.reference, sequential.text) * n
+        starts = [s.start for s in batched.segments]
+        assert starts == sorted(starts) and batched.segments[-1].end <= rec.seconds + 1e-6
+    assert whisper_base.long_audio_calls >= 3
+    assert errors["batched"] <= errors["sequential"] + 0.01 * words, errors
+
+
+def test_batched_long_audio_keeps_repeated_speech(whisper_base):
+    """A sentence said eight times (40 s, German, language detected): every repetition comes back,
+    at its time (a span padded with silent samples collapsed to its first words)."""
+    one = decode_audio(assets.speech(assets.DE_SENTENCE, voice="de"))
+    result = whisper_base.transcribe(np.tile(one, 8), SpeechOptions())
+    assert result.language == "de" and result.text.count("Guten Morgen") == 8, result.text
+    assert result.segments[-1].end == pytest.approx(8 * one.size / 16000, abs=1.0)

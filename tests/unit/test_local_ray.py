@@ -48,6 +48,15 @@ def test_prepare_turns_auth_on_and_the_node_ip_to_loopback(tmp_path):
     assert local_ray.read_token(env) == (tmp_path / "tok").read_text()
 
 
+def test_prepare_shortens_the_proxy_health_check_unless_the_user_set_it(tmp_path):
+    env = {"RAY_AUTH_TOKEN_PATH": str(tmp_path / "tok")}
+    local_ray.prepare(env)
+    assert env["RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S"] == "1"
+    env = {"RAY_AUTH_TOKEN_PATH": str(tmp_path / "tok"), "RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S": "7"}
+    local_ray.prepare(env)
+    assert env["RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S"] == "7"
+
+
 def test_prepare_uses_a_token_given_in_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     env = {"RAY_AUTH_TOKEN": "given"}
