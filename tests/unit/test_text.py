@@ -1,7 +1,6 @@
 """The packaged text encoder (all-MiniLM-L6-v2) on inputs far beyond its token limit."""
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -22,11 +21,9 @@ def test_ten_megabyte_text_is_cut_before_tokenising(minilm, monkeypatch):
     seen: list[int] = []
     tokenizer = minilm.tokenizer
     monkeypatch.setattr(minilm, "tokenizer", lambda texts, **kw: seen.extend(map(len, texts)) or tokenizer(texts, **kw))
-    start = time.perf_counter()
     vec = minilm.embed([huge])
-    elapsed = time.perf_counter() - start
+    # the tokenizer saw a cut string (the whole one took 13 s and ~1.5 GB)
     assert seen and max(seen) <= minilm.max_length * minilm.chars_per_token
-    assert elapsed < 3.0  # 13 s (and ~1.5 GB) when the whole string went to the tokenizer
     # the model reads the first max_length tokens: any prefix that holds them embeds the same
     prefix = huge[:3000]  # ~440 tokens, past the 256-token limit
     np.testing.assert_allclose(vec, minilm.embed([prefix]), atol=1e-6)
