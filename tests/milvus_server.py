@@ -1,13 +1,15 @@
-"""Milvus Lite's gRPC server (``milvus-lite server``, from the milvus-lite package we already
-install) on 127.0.0.1: the stand-in for a Milvus server in tests. It speaks Milvus's wire protocol
-to pymilvus over ``http://host:port``, so the store's server code path runs as it would against
-Milvus, and several processes can share its indexes. It is not Milvus: one process, Lite's engine
-(brute-force search in Python), no authentication (a token is accepted and ignored), no
-distributed segments; the README says what that leaves unproven."""
+"""A real Milvus server for tests: Milvus 2.3.5 standalone (embedded etcd, local storage), as the
+``milvus`` PyPI package ships it (a test dependency), with authentication on (user ``root``,
+password ``Milvus``). Clients reach it at ``http://127.0.0.1:<port>``; note that Milvus binds its
+gRPC ports on every interface (it has no bind-address setting), for as long as a test runs.
+
+It is an old Milvus (January 2024) in one process, not the distributed Milvus that the Helm chart
+installs; what that leaves unproven is in README "Visual search (Milvus)"."""
 from __future__ import annotations
 
 import contextlib
-import socket
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -16,28 +18,49 @@ from typing import Iterator
 
 from tests.assets import free_port
 
+TOKEN = "root:Milvus"
+
+
+def _ready(uri: str) -> bool:
+    from pymilvus import MilvusClient
+
+    try:
+        MilvusClient(uri=uri, token=TOKEN, timeout=2).list_collections()
+        return True
+    except Exception:  # noqa: BLE001 - still starting
+        return False
+
 
 @contextlib.contextmanager
-def milvus_lite_server(data_dir: Path, *, start_limit_s: float = 60) -> Iterator[str]:
-    """Run the server over ``data_dir`` until the block ends; yields its URI."""
+def milvus_server(data_dir: Path, *, start_limit_s: float = 120) -> Iterator[str]:
+    """Run Milvus over ``data_dir`` until the block ends; yields its URI (the token is ``TOKEN``)."""
     port = free_port()
-    log = open(data_dir.parent / f"milvus-lite-{port}.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data_dir),
-                               "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    log = open(data_dir.parent / f"milvus-{port}.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-c", "import sys, milvus; sys.exit(milvus.main())", "--data", str(data_dir),
+         "--proxy-port", str(port), "--authorization-enabled", "true"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # its own group: stopped whole below
+    uri = f"http://127.0.0.1:{port}"
     try:
         started = time.monotonic()
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
+        while not _ready(uri):
             if server.poll() is not None or time.monotonic() - started > start_limit_s:
-                raise RuntimeError(f"milvus-lite server did not start: {Path(log.name).read_text()[-2000:]}")
-            time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}"
+                raise RuntimeError(f"Milvus did not start: {Path(log.name).read_text()[-3000:]}")
+            time.sleep(1)
+        yield uri
     finally:
-        server.terminate()
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        _stop(server)
         log.close()
+
+
+def _stop(server: subprocess.Popen) -> None:
+    """SIGINT (the wrapper then stops Milvus), then the group this test started, if anything is left."""
+    with contextlib.suppress(ProcessLookupError):
+        server.send_signal(signal.SIGINT)
+    try:
+        server.wait(30)
+    except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGKILL)
+    server.wait()

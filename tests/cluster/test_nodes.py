@@ -28,7 +28,7 @@ from graphs import local_ray
 from tests.assets import free_port
 from clients.client import Client
 from tests.chaos.load import Load, png
-from tests.milvus_server import milvus_lite_server
+from tests.milvus_server import TOKEN, milvus_server
 from tests.serve_state import replicas
 from tests.stub_backends import stub_gateway, stub_model
 
@@ -81,7 +81,7 @@ def cluster(tmp_path_factory):
     if ray.is_initialized():
         pytest.fail("a Ray is already connected in this process; tests/cluster must run first (tests/conftest.py)")
     local_ray.prepare()  # token auth and loopback, inherited by every node's processes
-    with milvus_lite_server(tmp_path_factory.mktemp("milvus") / "data") as milvus_uri:
+    with milvus_server(tmp_path_factory.mktemp("milvus") / "data") as milvus_uri:
         yield from _cluster(milvus_uri)
 
 
@@ -207,7 +207,8 @@ def test_two_search_replicas_on_two_nodes_share_one_milvus_server(cluster):
     """With a server URI SearchIndex scales out: an index created and filled through whichever
     replica answered is found by every query, whichever replica answers it."""
     serve.delete(APP)
-    search = SearchArgs(uri=cluster.milvus_uri, num_cpus=0, autoscaling=_fixed(2), max_replicas_per_node=1)
+    search = SearchArgs(uri=cluster.milvus_uri, token=TOKEN, num_cpus=0, autoscaling=_fixed(2),
+                        max_replicas_per_node=1)
     _deploy(REDUNDANT, search=search)
     where = _where(cluster)
     search_nodes = [r.node_id for r in replicas(APP, "SearchIndex")]
