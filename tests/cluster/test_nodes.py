@@ -81,8 +81,10 @@ def cluster(tmp_path_factory):
     if ray.is_initialized():
         pytest.fail("a Ray is already connected in this process; tests/cluster must run first (tests/conftest.py)")
     local_ray.prepare()  # token auth and loopback, inherited by every node's processes
-    with milvus_server(tmp_path_factory.mktemp("milvus") / "data") as milvus_uri:
-        yield from _cluster(milvus_uri)
+    with pytest.MonkeyPatch.context() as env, milvus_server(tmp_path_factory.mktemp("milvus") / "data") as uri:
+        for pushed_by in ("HANDLE", "REPLICA"):  # autoscaling metrics every second, not every 10 s
+            env.setenv(f"RAY_SERVE_{pushed_by}_AUTOSCALING_METRIC_PUSH_INTERVAL_S", "1")
+        yield from _cluster(uri)
 
 
 def _cluster(milvus_uri: str):
@@ -97,6 +99,7 @@ def _cluster(milvus_uri: str):
                    "gpu-b": nodes.add_node(node_ip_address=local_ray.LOOPBACK, **SPEECH_NODE)}
         nodes.wait_for_nodes()
         local_ray.connect(nodes.address, log_to_driver=False)
+        assert ray.get_runtime_context().get_node_id() == head.node_id  # the driver is on the head
         port = free_port()
         serve.start(proxy_location="HeadOnly", http_options={"host": local_ray.LOOPBACK, "port": port})
         names = {head.node_id: "head", **{n.node_id: name for name, n in workers.items()}}
