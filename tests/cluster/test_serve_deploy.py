@@ -1,5 +1,6 @@
 """The production path, as README "Run on a Ray cluster" gives it: ``ray start --head`` plus a second
-raylet (``ray start --address``), both on 127.0.0.1 with token auth; ``serve deploy`` of a config
+raylet (tests/cluster/raylet.py: ``ray start --address`` cannot join on loopback in Ray 2.60), both
+on 127.0.0.1 with token auth; ``serve deploy`` of a config
 derived from ``serve_config.yaml`` (the real packaged models, small CPU shares) whose ``runtime_env``
 ships mmserve's code as a ``working_dir`` zip and sets ``env_vars``; requests; two in-place updates
 under load (a new ``user_config``, then a new code release, rolled replica by replica); ``serve
@@ -7,12 +8,14 @@ shutdown`` and every Ray process stopped.
 
 The raylets run from a Python environment that has Ray and mmserve's dependencies but cannot import
 mmserve (a venv that sees the test venv's site-packages without its editable install), so the
-cluster runs only the code the zip ships. Each node runs as ``ray start --block`` (as KubeRay runs
-them) and is stopped through that process; ``ray stop`` would stop every Ray of this user on the
+cluster runs only the code the zip ships. Each node runs in the foreground (``--block``, as KubeRay
+runs them) and is stopped through that process; ``ray stop`` would stop every Ray of this user on the
 machine, including ones this test did not start.
 """
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
 import os
 import shutil
@@ -71,7 +74,7 @@ def node_python(where: Path) -> str:
 
 
 class RayNodes:
-    """``ray start --block`` processes of one cluster, all on loopback with token auth."""
+    """The nodes of one cluster, each a foreground process of ours, all on loopback with token auth."""
 
     def __init__(self, python: str, workdir: Path) -> None:
         self.python, self.workdir = python, workdir
@@ -85,24 +88,35 @@ class RayNodes:
     def dashboard(self) -> str:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
-    def _start(self, args: list[str]) -> None:
-        ports = [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-                 f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
-        log = open(self.temp_dir / f"ray-start-{len(self.procs)}.log", "w")
-        self.procs.append(subprocess.Popen(
-            [self.python, "-m", "ray.scripts.scripts", "start", "--block", "--node-ip-address=127.0.0.1",
-             "--disable-usage-stats", *ports, *args],
-            cwd=self.workdir, env=self.env, stdout=log, stderr=subprocess.STDOUT))
+    def _popen(self, command: list[str]) -> None:
+        log = open(self.temp_dir / f"node-{len(self.procs)}.log", "w")
+        self.procs.append(subprocess.Popen(command, cwd=self.workdir, env=self.env, stdout=log,
+                                           stderr=subprocess.STDOUT))
 
     def start_head(self, *, num_cpus: int, resources: dict) -> None:
-        self._start(["--head", f"--port={self.gcs_port}", f"--temp-dir={self.temp_dir}", f"--num-cpus={num_cpus}",
-                     "--num-gpus=0", f"--resources={json.dumps(resources)}", "--include-dashboard=true",
-                     "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
-                     f"--ray-client-server-port={free_port()}"])
+        """``ray start --head --block`` with every port on 127.0.0.1 (and the dashboard, which
+        ``serve deploy`` talks to)."""
+        self._popen([self.python, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--disable-usage-stats",
+                     "--node-ip-address=127.0.0.1", f"--port={self.gcs_port}", f"--temp-dir={self.temp_dir}",
+                     f"--num-cpus={num_cpus}", "--num-gpus=0", f"--resources={json.dumps(resources)}",
+                     "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
+                     f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}"])
 
     def add_worker(self, *, num_cpus: int, resources: dict) -> None:
-        self._start([f"--address=127.0.0.1:{self.gcs_port}", f"--num-cpus={num_cpus}", "--num-gpus=0",
-                     f"--resources={json.dumps(resources)}"])
+        """A second raylet on 127.0.0.1: tests/cluster/raylet.py (``ray start --address`` cannot join
+        on loopback in Ray 2.60; that file says why), run by path, so nothing of mmserve is importable."""
+        self._popen([self.python, str(Path(__file__).with_name("raylet.py")), f"--address=127.0.0.1:{self.gcs_port}",
+                     f"--num-cpus={num_cpus}", f"--resources={json.dumps(resources)}"])
+
+    def listening(self) -> dict[str, str]:
+        """Each TCP address:port the cluster's processes listen on, and which process."""
+        found = {}
+        for p in self.processes():
+            with contextlib.suppress(psutil.Error):
+                for c in p.net_connections("tcp"):
+                    if c.status == psutil.CONN_LISTEN:
+                        found[f"{c.laddr.ip}:{c.laddr.port}"] = " ".join(p.cmdline())[:160]
+        return found
 
     def alive_nodes(self) -> list[dict]:
         from ray.util.state import list_nodes
@@ -116,13 +130,13 @@ class RayNodes:
         started = time.monotonic()
         while len(nodes := self.alive_nodes()) < count:
             for p in self.procs:
-                assert p.poll() is None, f"a ray start exited: {self.logs()}"
-            assert time.monotonic() - started < limit_s, f"{len(nodes)} of {count} nodes after {limit_s}s"
+                assert p.poll() is None, f"a node exited: {self.logs()}"
+            assert time.monotonic() - started < limit_s, f"{len(nodes)} of {count} nodes after {limit_s}s: {self.logs()}"
             time.sleep(1)
         return nodes
 
     def processes(self) -> list[psutil.Process]:
-        """Every process of this cluster: the ``ray start`` processes and all they started."""
+        """Every process of this cluster: the nodes' foreground processes and all they started."""
         found = []
         for p in self.procs:
             try:
@@ -133,7 +147,7 @@ class RayNodes:
         return found
 
     def stop(self) -> list[str]:
-        """SIGTERM each node's ``ray start --block`` (workers first): each stops its own node's
+        """SIGTERM each node's foreground process (the worker first): each stops its own node's
         processes. Returns what is still running after that (killed, so nothing is left either way)."""
         everything = self.processes()
         for p in reversed(self.procs):
@@ -151,7 +165,7 @@ class RayNodes:
         return left
 
     def logs(self) -> str:
-        return "\n".join(p.read_text()[-1500:] for p in sorted(self.temp_dir.glob("ray-start-*.log")))
+        return "\n".join(p.read_text()[-1500:] for p in sorted(self.temp_dir.glob("node-*.log")))
 
 
 def serve_cli(nodes: RayNodes, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -249,6 +263,11 @@ def _all_replaced(nodes: RayNodes, old: dict[str, list[dict]]) -> bool:
     return all(len(now[d]) == 1 and now[d][0]["id"] not in {r["id"] for r in old[d]} for d in MODELS)
 
 
+def _loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    return ip.is_loopback or getattr(ip, "ipv4_mapped", None) is not None and ip.ipv4_mapped.is_loopback
+
+
 def _report(name: str, row: dict) -> None:
     print(f"\nRAY START {name}: {json.dumps(row)}")
 
@@ -263,12 +282,18 @@ def test_ray_start_serve_deploy_and_rolling_updates_under_load(cluster):
     deployed_s = deploy(nodes, config, base / "config.yaml")
     with Client(url, timeout=60) as client:
         assert client.classify(assets.photo("chelsea"), top_k=1).predictions[0].label == "tiger cat"
-        assert "fox" in client.transcribe(assets.speech(assets.EN_SENTENCE)).text.lower()
+        assert assets.wer(assets.EN_SENTENCE, client.transcribe(assets.speech(assets.EN_SENTENCE)).text) < 0.4
     v1 = replica_actors(nodes)
     _report("deployed", {"serve_deploy_to_running_s": deployed_s,
                          "replica_nodes": {d: ["head" if r["node"] == head else "worker" for r in rs]
                                            for d, rs in v1.items()}})
     assert all(r["node"] != head for d in MODELS for r in v1[d]), v1  # the models run on the second raylet
+    assert {n["node_ip"] for n in listed} == {"127.0.0.1"}, listed
+    exposed = {a: p for a, p in nodes.listening().items() if not _loopback(a.rpartition(":")[0])}
+    # Found here, not fixed yet: the SearchIndex replica (Milvus Lite file) listens on every interface.
+    known = {a: p.split()[0] for a, p in exposed.items() if p.startswith("ray::ServeReplica:mmserve:SearchIndex")}
+    _report("listening off loopback", known)
+    assert exposed.keys() == known.keys(), exposed
     for d in MODELS:
         assert len(v1[d]) == 1 and Path(f"/proc/{v1[d][0]['pid']}/cwd/RELEASE").read_text() == "r1"
 
