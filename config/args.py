@@ -58,6 +58,9 @@ class DeploymentArgs(_Args):
     num_gpus: float = Field(0.0, ge=0)
     resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources per replica")
     autoscaling: Autoscaling = Autoscaling()
+    max_replicas_per_node: int | None = Field(None, ge=1, description=(
+        "at most this many replicas on one Ray node, so the replicas of a scale-up, and the survivors of a "
+        "node loss, are on other nodes (Serve's max_replicas_per_node); default: no limit"))
     max_ongoing_requests: int = Field(32, ge=1)
     max_queued_requests: int | None = Field(None, ge=1, description=(
         "requests each caller (a gateway replica's handle, or the proxy) queues for this deployment before "
@@ -86,6 +89,8 @@ class DeploymentArgs(_Args):
             "graceful_shutdown_wait_loop_s": self.graceful_shutdown_wait_loop_s,
             "graceful_shutdown_timeout_s": self.graceful_shutdown_timeout_s,
         }
+        if self.max_replicas_per_node is not None:
+            options["max_replicas_per_node"] = self.max_replicas_per_node
         if user_config is not None:
             options["user_config"] = user_config
         return options

@@ -24,7 +24,8 @@ log = logging.getLogger("ray.serve")
 def demands(args: AppArgs) -> list[guard.ReplicaDemand]:
     return [guard.ReplicaDemand(deployment=name, per_replica=d.replica_request(),
                                 min_replicas=max(d.autoscaling.min_replicas, 1),
-                                max_replicas=d.autoscaling.max_replicas)
+                                max_replicas=d.autoscaling.max_replicas,
+                                max_per_node=d.max_replicas_per_node)
             for name, d in args.deployments().items()]
 
 

@@ -19,23 +19,41 @@ class ReplicaDemand:
     per_replica: dict[str, float]
     min_replicas: int
     max_replicas: int = 0  # 0: as many as min_replicas (no autoscaling headroom to check)
+    max_per_node: int | None = None  # Serve's max_replicas_per_node
+
+    def count(self, at: str) -> int:
+        return self.min_replicas if at == "min" else max(self.max_replicas, self.min_replicas)
 
 
 def problems(demands: list[ReplicaDemand], nodes: list[dict[str, float]]) -> list[str]:
     """Every reason the demands cannot be met by these nodes (empty when they can)."""
     found = [_too_big(d, nodes) for d in demands]
+    found += [_too_few_nodes(d, nodes, at=at) for d in demands for at in ("min", "max")]
     found = [f for f in found if f]
     return found + _over_total(demands, nodes) + _over_total(demands, nodes, at="max")
 
 
+def _fits(demand: ReplicaDemand, node: dict[str, float]) -> bool:
+    return all(node.get(k, 0.0) >= v for k, v in demand.per_replica.items())
+
+
 def _too_big(demand: ReplicaDemand, nodes: list[dict[str, float]]) -> str | None:
     """A single replica must fit on one node."""
-    if any(all(node.get(k, 0.0) >= v for k, v in demand.per_replica.items()) for node in nodes):
+    if any(_fits(demand, node) for node in nodes):
         return None
     missing = {k: v for k, v in demand.per_replica.items() if max((n.get(k, 0.0) for n in nodes), default=0.0) < v}
     wanted = ", ".join(f"{k}={v:g} (largest node has {max((n.get(k, 0.0) for n in nodes), default=0.0):g})"
                        for k, v in (missing or demand.per_replica).items())
     return f"deployment '{demand.deployment}' asks for {wanted} per replica; no node can host one replica"
+
+
+def _too_few_nodes(demand: ReplicaDemand, nodes: list[dict[str, float]], *, at: str) -> str | None:
+    """With ``max_replicas_per_node``, the replicas need enough nodes that can each host one."""
+    hosts = sum(_fits(demand, node) for node in nodes)
+    if demand.max_per_node is None or not hosts or demand.count(at) <= hosts * demand.max_per_node:
+        return None
+    return (f"deployment '{demand.deployment}': {demand.count(at)} replicas at its {at}imum, at most "
+            f"{demand.max_per_node} per node (max_replicas_per_node), but {hosts} node(s) can host one")
 
 
 def _over_total(demands: list[ReplicaDemand], nodes: list[dict[str, float]], *, at: str = "min") -> list[str]:
@@ -45,7 +63,7 @@ def _over_total(demands: list[ReplicaDemand], nodes: list[dict[str, float]], *, 
     need: dict[str, float] = defaultdict(float)
     users: dict[str, list[str]] = defaultdict(list)
     for d in demands:
-        count = d.min_replicas if at == "min" else max(d.max_replicas, d.min_replicas)
+        count = d.count(at)
         for k, v in d.per_replica.items():
             need[k] += v * count
             users[k].append(f"{d.deployment} {count}x{v:g}")

@@ -160,6 +160,25 @@ def start(*, metrics_port: int | None = None, **init_kwargs: Any):
     return context
 
 
+def connect(address: str, **init_kwargs: Any):
+    """Connect this process, as a driver, to a private Ray already running on this machine (a
+    multi-node test cluster, or ``ray start`` with the environment :func:`client_env` gives): the
+    same environment and the same checks as :func:`start`. Disconnect with ``ray.shutdown()``."""
+    prepare()
+    _align_imported_ray()
+    import ray
+
+    if ray.is_initialized():
+        raise PrivateRayError("Ray is already initialised in this process; stop it first")
+    context = ray.init(address=address, **init_kwargs)
+    try:
+        _check_private(context)
+    except PrivateRayError:
+        ray.shutdown()
+        raise
+    return context
+
+
 def stop(context) -> None:
     """Shut the local Ray down and delete its session dir (logs, sockets) in /tmp/ray."""
     import ray

@@ -30,6 +30,13 @@ TEST_ARGS = {
 }
 
 
+def pytest_collection_modifyitems(session, config, items):
+    """tests/cluster first: each of its modules starts (and stops) its own multi-node Ray, which
+    cannot share this process with the session's single-node ``ray_cluster`` once that has started
+    (one driver per process), nor should run beside it (one Ray per machine in tests)."""
+    items.sort(key=lambda item: "tests/cluster/" not in item.nodeid)
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny models gain nothing from threads, and spinning OpenMP workers crawl on a busy 2-core box."""

@@ -10,7 +10,9 @@ import time
 import numpy as np
 from ray import serve
 
+from config.args import DeploymentArgs, GatewayArgs
 from deployments.common import BatchStats, ModelReplica
+from deployments.gateway.ingress import Gateway
 from deployments.info import EncoderInfo
 from models.fusion import ModalityFeatures
 
@@ -112,3 +114,16 @@ class BatchedStub(ModelReplica):
 
     def pid(self) -> int:
         return os.getpid()
+
+
+def stub_model(modality: str, args: DeploymentArgs, *, name: str, delay_s: float, batch: int = 4):
+    """A ``BatchedStub`` deployment run with the options the real ``DeploymentArgs`` give it
+    (resources, autoscaling, bounded queues, drain settings)."""
+    options = args.serve_options(user_config={"max_batch_size": batch, "batch_wait_timeout_s": 0.01})
+    return serve.deployment(BatchedStub, name=name).options(**options).bind(modality, delay_s)
+
+
+def stub_gateway(vision, text, audio, args: GatewayArgs, *, name: str, **optional):
+    """The real Gateway, run with the real ``GatewayArgs``, over stand-in models."""
+    return Gateway.options(name=name, **args.serve_options()).bind(vision, text, audio, args.settings.model_dump(),
+                                                                  **optional)

@@ -16,13 +16,12 @@ import time
 import httpx
 import psutil
 import pytest
-import ray
 from ray import serve
 
 from config.args import Autoscaling, DeploymentArgs, GatewayArgs
-from deployments.gateway.ingress import Gateway
 from tests.chaos.load import AUDIO, IMAGE, Load
-from tests.stub_backends import BatchedStub, StubModel
+from tests.serve_state import proxy_pid, replica_pids
+from tests.stub_backends import StubModel, stub_gateway, stub_model
 
 pytestmark = pytest.mark.slow
 
@@ -41,29 +40,20 @@ def _scaling(replicas: int) -> Autoscaling:
 def _model(modality: str, replicas: int, *, name: str | None = None, delay_s: float | None = None, batch: int = 4):
     args = DeploymentArgs(num_cpus=0, max_ongoing_requests=8, autoscaling=_scaling(replicas),
                           graceful_shutdown_wait_loop_s=0.2)
-    options = args.serve_options(user_config={"max_batch_size": batch, "batch_wait_timeout_s": 0.01})
-    return serve.deployment(BatchedStub, name=name or NAMES[modality]).options(**options).bind(
-        modality, DELAY_S[modality] if delay_s is None else delay_s)
+    return stub_model(modality, args, name=name or NAMES[modality], batch=batch,
+                      delay_s=DELAY_S[modality] if delay_s is None else delay_s)
 
 
 def _gateway(vision, text, audio, *, name: str, replicas: int, budgets: dict):
     args = GatewayArgs(num_cpus=0, max_ongoing_requests=32, autoscaling=_scaling(replicas),
                        settings={"max_inflight": 24, "inflight_budgets": budgets, "embed_cache_size": 0})
-    return Gateway.options(name=name, **args.serve_options()).bind(vision, text, audio,
-                                                                  args.settings.model_dump())
+    return stub_gateway(vision, text, audio, args, name=name)
 
 
 def _chaos_app(model_replicas: dict[str, int]):
     models = {m: _model(m, model_replicas[m]) for m in NAMES}
     return _gateway(models["image"], models["text"], models["audio"], name="ChaosGateway", replicas=2,
                     budgets=BUDGETS)
-
-
-def replica_pids(app: str, deployment: str) -> list[int]:
-    """Process ids of the deployment's live replicas, from Ray's actor table."""
-    prefix = f"SERVE_REPLICA::{app}#{deployment}#"
-    actors = ray._private.state.actors(actor_state_name="ALIVE").values()
-    return sorted(a["Pid"] for a in actors if a["Name"].startswith(prefix))
 
 
 def _wait_replaced(app: str, deployment: str, killed: int, want: int, limit_s: float = 60) -> float:
@@ -173,11 +163,6 @@ def test_kill_9_a_replica_of_each_deployment_under_load_fails_nothing(chaos_url)
     assert tally.succeeded > 20
 
 
-def _proxy_pid() -> int:
-    actors = ray._private.state.actors(actor_state_name="ALIVE").values()
-    return next(a["Pid"] for a in actors if a["Name"].startswith("SERVE_PROXY_ACTOR"))
-
-
 def _answers(url: str) -> bool:
     try:
         return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
@@ -199,7 +184,7 @@ def test_kill_9_the_http_proxy_under_load_fails_nothing(chaos_url):
     """The proxy's port closes until Serve replaces it; the client's retries ride that out."""
     with Load(chaos_url, workers=2, timeout_s=20, limit_s=90) as load:
         time.sleep(2)
-        os.kill(_proxy_pid(), signal.SIGKILL)
+        os.kill(proxy_pid(), signal.SIGKILL)
         down_s = _wait_port_back(chaos_url, time.monotonic())
         time.sleep(2)
         tally = load.stop()

@@ -91,3 +91,16 @@ def test_a_milvus_lite_file_keeps_search_at_one_replica():
     assert "SearchIndex" in server.deployments() and "FusionHead" in server.deployments()
     off = AppArgs.model_validate({"search": {"enabled": False}, "fusion": {"enabled": False}})
     assert "SearchIndex" not in off.deployments() and "FusionHead" not in off.deployments()
+
+
+def test_max_replicas_per_node_needs_enough_nodes_and_reaches_serve():
+    args = AppArgs.model_validate({"text": {"num_gpus": 0.125, "max_replicas_per_node": 1,
+                                            "autoscaling": {"min_replicas": 1, "max_replicas": 2}}})
+    assert args.text.serve_options()["max_replicas_per_node"] == 1
+    assert "max_replicas_per_node" not in args.vision.serve_options()  # unset: Serve's default, no limit
+    found = guard.problems(demands(args), ONE_GPU_NODE)
+    assert found == ["deployment 'TextEncoder': 2 replicas at its maximum, at most 1 per node "
+                     "(max_replicas_per_node), but 1 node(s) can host one"]
+    cpu_only = {"CPU": 4.0, "memory": 8e9}  # a node that cannot host a GPU replica does not count
+    assert guard.problems(demands(args), ONE_GPU_NODE + [cpu_only]) == found
+    assert guard.problems(demands(args), ONE_GPU_NODE * 2) == []
