@@ -30,7 +30,7 @@ import shutil
 import stat
 import sys
 from pathlib import Path
-from typing import Any, MutableMapping
+from typing import Any, Callable, MutableMapping
 
 logger = logging.getLogger(__name__)
 
@@ -143,40 +143,40 @@ def start(*, metrics_port: int | None = None, **init_kwargs: Any):
 
     ``metrics_port`` is Ray's Prometheus export port (``_metrics_export_port``), on 127.0.0.1.
     Other keyword arguments go to ``ray.init`` (num_cpus, num_gpus, log_to_driver...)."""
-    prepare()
-    _align_imported_ray()
-    import ray
-
-    if ray.is_initialized():
-        raise PrivateRayError("Ray is already initialised in this process; stop it first")
     if metrics_port is not None:
         init_kwargs["_metrics_export_port"] = metrics_port
-    context = ray.init(include_dashboard=False, **init_kwargs)
-    try:
-        _check_private(context)
-    except PrivateRayError:
-        stop(context)
-        raise
-    return context
+    return _init_private(stop, include_dashboard=False, **init_kwargs)
 
 
 def connect(address: str, **init_kwargs: Any):
     """Connect this process, as a driver, to a private Ray already running on this machine (a
     multi-node test cluster, or ``ray start`` with the environment :func:`client_env` gives): the
     same environment and the same checks as :func:`start`. Disconnect with ``ray.shutdown()``."""
+    return _init_private(_disconnect, address=address, **init_kwargs)
+
+
+def _init_private(leave: Callable[[Any], None], **init_kwargs: Any):
+    """``ray.init`` in the private environment, checked: loopback node IP and token auth, else
+    ``leave(context)`` undoes it and :class:`PrivateRayError` is raised."""
     prepare()
     _align_imported_ray()
     import ray
 
     if ray.is_initialized():
         raise PrivateRayError("Ray is already initialised in this process; stop it first")
-    context = ray.init(address=address, **init_kwargs)
+    context = ray.init(**init_kwargs)
     try:
         _check_private(context)
     except PrivateRayError:
-        ray.shutdown()
+        leave(context)
         raise
     return context
+
+
+def _disconnect(_context) -> None:
+    import ray
+
+    ray.shutdown()
 
 
 def stop(context) -> None:
