@@ -80,7 +80,7 @@ class Admission:
 
 def _is_open(request: Request) -> bool:
     """Probes, docs and the playground's files need no key (paths relative to the app's route prefix)."""
-    return routing.is_open(request.url.path.removeprefix(request.scope.get("root_path", "")))
+    return routing.is_open(routing.app_path(request))
 
 
 def _route(request: Request) -> str:

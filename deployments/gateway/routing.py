@@ -58,8 +58,13 @@ def modality_of(request: Request) -> str:
     (FastAPI's ``app.routes`` cannot tell: it holds included routers, not their routes.)"""
     if len(_PATTERNS) != len(MODALITY):
         _PATTERNS[:] = [(compile_path(path)[0], modality) for path, modality in MODALITY.items()]
-    path = request.url.path.removeprefix(request.scope.get("root_path", ""))
+    path = app_path(request)
     return next((modality for pattern, modality in _PATTERNS if pattern.match(path)), "none")
+
+
+def app_path(request: Request) -> str:
+    """The request's path relative to the app's route prefix (Serve's ``root_path``)."""
+    return request.url.path.removeprefix(request.scope.get("root_path", ""))
 
 
 def is_open(path: str) -> bool:
