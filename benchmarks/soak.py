@@ -29,7 +29,7 @@ import httpx
 import numpy as np
 import psutil
 
-from benchmarks.inputs import distinct_photos
+from benchmarks.inputs import Cycle, distinct_photos
 from benchmarks.loadgen import Send, open_window, stable_point
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -62,17 +62,12 @@ def senders() -> dict[str, Send]:
     """One sender per request kind, each cycling through distinct inputs."""
     from tests.assets import speech
 
-    images, counter = distinct_photos(64), {"n": 0}
-    clips = [speech(f"soak test number {i}, the weather is fine") for i in range(8)]
-
-    def nth(items: list):
-        counter["n"] += 1
-        return items[counter["n"] % len(items)]
-
+    images = Cycle(distinct_photos(64))
+    clips = Cycle([speech(f"soak test number {i}, the weather is fine") for i in range(8)])
     return {
-        "classify": lambda c: c.post("/v1/classify", files={"image": ("x.jpg", nth(images))}),
+        "classify": lambda c: c.post("/v1/classify", files={"image": ("x.jpg", images.next())}),
         "embed_text": lambda c: c.post("/v1/embeddings/text", json={"texts": [f"soak sentence {time.perf_counter_ns()}"]}),
-        "transcribe": lambda c: c.post("/v1/audio/transcriptions", files={"file": ("x.wav", nth(clips))}),
+        "transcribe": lambda c: c.post("/v1/audio/transcriptions", files={"file": ("x.wav", clips.next())}),
     }
 
 
