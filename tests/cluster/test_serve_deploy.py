@@ -38,6 +38,7 @@ from graphs import local_ray
 from tests import assets
 from tests.assets import free_port
 from tests.chaos.load import Load
+from tests.serve_state import replica_prefix
 
 pytestmark = pytest.mark.slow
 
@@ -200,7 +201,7 @@ def replica_actors(nodes: RayNodes) -> dict[str, list[dict]]:
 
     alive = list_actors(address=nodes.dashboard, filters=[("state", "=", "ALIVE")], limit=10_000)
     return {d: sorted(({"id": a.actor_id, "pid": a.pid, "node": a.node_id} for a in alive
-                       if (a.name or "").startswith(f"SERVE_REPLICA::{APP}#{d}#")), key=lambda r: r["id"])
+                       if (a.name or "").startswith(replica_prefix(APP, d))), key=lambda r: r["id"])
             for d in (*MODELS, "Gateway", "SearchIndex", "FusionHead")}
 
 
