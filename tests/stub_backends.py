@@ -116,6 +116,11 @@ class BatchedStub(ModelReplica):
         return os.getpid()
 
 
+def stub_models(prefix: str, *, delay_s: float = 0.0, modalities=("image", "text", "audio")) -> list:
+    """One ``StubModel`` deployment per modality, named ``<prefix><Modality>``."""
+    return [StubModel.options(name=f"{prefix}{m.title()}").bind(m, delay_s) for m in modalities]
+
+
 def stub_model(modality: str, args: DeploymentArgs, *, name: str, delay_s: float, batch: int = 4):
     """A ``BatchedStub`` deployment run with the options the real ``DeploymentArgs`` give it
     (resources, autoscaling, bounded queues, drain settings)."""

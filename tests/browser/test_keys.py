@@ -12,7 +12,7 @@ from config import tenants
 from deployments.gateway.ingress import Gateway
 from tests.assets import photo
 from tests.browser.pages import shoot, upload
-from tests.stub_backends import StubModel
+from tests.stub_backends import stub_models
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 def locked(ray_cluster, tmp_path_factory):
     path = tmp_path_factory.mktemp("ui-tenants") / "tenants.yaml"
     key = tenants.add_key(path, "acme")
-    models = [StubModel.options(name=f"Stub{m.title()}").bind(m, 0.0) for m in ("image", "text", "audio")]
+    models = stub_models("Stub")
     gateway = Gateway.options(name="LockedGateway", ray_actor_options={"num_cpus": 0}).bind(
         *models, {"tenants_file": str(path)})
     serve.run(gateway, name="ui-locked", route_prefix="/locked")

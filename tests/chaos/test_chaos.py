@@ -21,7 +21,7 @@ from ray import serve
 from config.args import Autoscaling, DeploymentArgs, GatewayArgs
 from tests.chaos.load import AUDIO, IMAGE, Load
 from tests.serve_state import proxy_pid, replica_pids
-from tests.stub_backends import StubModel, stub_gateway, stub_model
+from tests.stub_backends import stub_gateway, stub_model, stub_models
 
 pytestmark = pytest.mark.slow
 
@@ -216,7 +216,7 @@ def test_scale_down_under_load_drains_without_failures(chaos_url):
 @pytest.fixture(scope="module")
 def slow_audio(ray_cluster):
     """One gateway, one audio replica whose batches (of one clip) each take 1 s."""
-    vision, text = (StubModel.options(name=f"Quick{m.title()}").bind(m, 0.0) for m in ("image", "text"))
+    vision, text = stub_models("Quick", modalities=("image", "text"))
     audio = _model("audio", 1, name="SlowAudio", delay_s=1.0, batch=1)
     serve.run(_gateway(vision, text, audio, name="DeadlineGateway", replicas=1, budgets={"audio": 16}),
               name="deadline", route_prefix="/deadline")

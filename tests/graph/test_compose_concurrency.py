@@ -7,7 +7,7 @@ from ray import serve
 
 from deployments.gateway.ingress import Gateway
 from tests.assets import photo, speech
-from tests.stub_backends import StubModel
+from tests.stub_backends import stub_models
 from api.schemas import encode_media
 
 DELAY = 1.0
@@ -15,7 +15,7 @@ DELAY = 1.0
 
 @pytest.fixture(scope="module")
 def slow_url(ray_cluster):
-    vision, text, audio = (StubModel.options(name=f"Slow{m.title()}").bind(m, DELAY) for m in ("image", "text", "audio"))
+    vision, text, audio = stub_models("Slow", delay_s=DELAY)
     app = Gateway.options(name="SlowGateway", ray_actor_options={"num_cpus": 0}).bind(
         vision, text, audio, {"embed_cache_size": 0})
     serve.run(app, name="slow", route_prefix="/slow")

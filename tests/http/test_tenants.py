@@ -18,7 +18,7 @@ from deployments.quota import QuotaKeeper
 from deployments.search import SearchIndex
 from models import fusion
 from tests.assets import photo, scrape_metrics
-from tests.stub_backends import DIM, StubModel
+from tests.stub_backends import DIM, stub_models
 
 RATE, BURST = 4.0, 4
 
@@ -53,7 +53,7 @@ def tenant_app(ray_cluster, tmp_path_factory):
     _stub_head(data / "heads", "acme", "acme-head")
     (data / "shared").mkdir()
     (data / "shared" / "cat.jpg").write_bytes(photo("chelsea"))
-    models = [StubModel.options(name=f"Stub{m.title()}").bind(m, 0.0) for m in ("image", "text", "audio")]
+    models = stub_models("Stub")
     gateway = Gateway.options(name="TenantGateway", num_replicas=2, ray_actor_options={"num_cpus": 0}).bind(
         *models, {"tenants_file": str(data / "tenants.yaml"), "allowed_root": str(data / "shared")},
         search=SearchIndex.options(ray_actor_options={"num_cpus": 0}).bind(str(data / "search.db")),

@@ -25,7 +25,7 @@ from models.media import decode_image
 from models.registry import VisionLanguageModelSpec, load_vision_language
 from models.vision_language import run_batch
 from tests import assets, checkpoints
-from tests.stub_backends import StubModel
+from tests.stub_backends import stub_models
 
 PHOTOS = ("chelsea", "coffee", "rocket", "astronaut")
 BUILDERS = {
@@ -35,10 +35,6 @@ BUILDERS = {
     "tiny-vilt": ("vqa", "vilt", checkpoints.vilt_checkpoint),
 }
 ERROR_KEYS = {"type", "message", "param"}
-
-
-def _stubs(prefix: str) -> list:
-    return [StubModel.options(name=f"{prefix}{m.title()}").bind(m, 0.0) for m in ("image", "text", "audio")]
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +65,8 @@ def vl_app(ray_cluster, specs, tmp_path_factory):
     search = SearchIndex.options(name="VLSearch", ray_actor_options={"num_cpus": 0}).bind(
         str(tmp_path_factory.mktemp("vl-search") / "search.db"))
     serve.run(Gateway.options(name="VLGateway", ray_actor_options={"num_cpus": 0}).bind(
-        *_stubs("VLStub"), {}, vision_language=vl, search=search), name="vl", route_prefix="/vl")
-    serve.run(Gateway.options(name="VLOffGateway", ray_actor_options={"num_cpus": 0}).bind(*_stubs("VLOffStub"), {}),
+        *stub_models("VLStub"), {}, vision_language=vl, search=search), name="vl", route_prefix="/vl")
+    serve.run(Gateway.options(name="VLOffGateway", ray_actor_options={"num_cpus": 0}).bind(*stub_models("VLOffStub"), {}),
               name="vl-off", route_prefix="/vl-off")
     with Client(f"{base}/vl", timeout=60) as client:
         for model_id, spec in specs.items():  # load every model once, outside the timed tests
