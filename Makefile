@@ -28,10 +28,12 @@ test-deps:
 serve: setup
 	$(BIN)/python -m graphs.launch serve_config.yaml
 
-# lint-imports checks the layer contracts in pyproject.toml before the suite runs.
+# lint-imports checks the layer contracts in pyproject.toml before the suite runs. tests/cluster
+# (several Ray nodes) runs in a pytest process of its own, so the rest starts its Ray in a fresh one.
 test: setup test-deps
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest tests/cluster
+	$(BIN)/python -m pytest --ignore=tests/cluster
 
 clean:
 	rm -rf $(VENV) .pytest_cache

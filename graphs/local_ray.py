@@ -32,6 +32,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, MutableMapping
 
+from graphs import ray_startup
+
 logger = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
@@ -141,11 +143,53 @@ def _check_private(context: Any) -> None:
 def start(*, metrics_port: int | None = None, **init_kwargs: Any):
     """Start the embedded single-machine Ray, private to this machine; returns ray.init's context.
 
-    ``metrics_port`` is Ray's Prometheus export port (``_metrics_export_port``), on 127.0.0.1.
+    ``metrics_port`` is Ray's Prometheus export port (``_metrics_export_port``), on 127.0.0.1; Ray
+    picks one when it is None (``context.address_info["metrics_export_port"]``). A node that does not
+    come up in Ray's 30 s is reported, cleaned up and started once more (graphs/ray_startup.py).
     Other keyword arguments go to ``ray.init`` (num_cpus, num_gpus, log_to_driver...)."""
     if metrics_port is not None:
+        _check_free(metrics_port, "metrics")
         init_kwargs["_metrics_export_port"] = metrics_port
-    return _init_private(stop, include_dashboard=False, **init_kwargs)
+    before = ray_startup.sessions()
+    for attempt in (1, 2):
+        try:
+            context = _init_private(stop, include_dashboard=False, **init_kwargs)
+            ray_startup.remove_sessions(ray_startup.sessions() - before - {Path(context.address_info["session_dir"])})
+            return context
+        except Exception as exc:  # noqa: BLE001 - only Ray's node-start timeout is retried
+            if not ray_startup.is_start_timeout(exc):
+                raise
+            session = ray_startup.newest_session()
+            report = ray_startup.failure_report(session)
+            _undo_failed_start()
+            if attempt == 2:
+                ray_startup.remove_sessions(ray_startup.sessions() - before)
+                raise PrivateRayError(f"the local Ray node did not start, twice. What it left:\n{report}") from exc
+            logger.warning("the local Ray node did not start within Ray's 30 s; trying once more. "
+                           "What it left:\n%s", report)
+    raise AssertionError("unreachable")
+
+
+def _check_free(port: int, what: str) -> None:
+    """Refuse a port something already listens on: Ray's raylet dies on it, and ``ray.init`` reports only
+    that the node timed out."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT is free to Ray too
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError as exc:
+            raise PrivateRayError(f"the {what} port {port} on {LOOPBACK} is taken ({exc.strerror}): "
+                                  "choose another") from None
+
+
+def _undo_failed_start() -> None:
+    """Stop the processes a timed-out ``ray.init`` left."""
+    import ray
+
+    ray.shutdown()
+    ray_startup.stop_children()
 
 
 def connect(address: str, **init_kwargs: Any):

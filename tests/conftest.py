@@ -53,8 +53,10 @@ def ray_cluster():
     """A local Ray with one *logical* GPU, so fractional GPU placement is testable without CUDA."""
     from ray import serve
 
-    metrics_port = free_port()
-    context = local_ray.start(metrics_port=metrics_port, num_cpus=4, num_gpus=1, log_to_driver=False)
+    # Ray picks the metrics port itself: one we picked (free_port) could be taken by the time the raylet
+    # binds it, and a raylet that cannot bind it dies (ray.init then reports only a startup timeout).
+    context = local_ray.start(num_cpus=4, num_gpus=1, log_to_driver=False)
+    metrics_port = context.address_info["metrics_export_port"]
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield {"port": port, "metrics_port": metrics_port, "gcs_address": context.address_info["gcs_address"]}

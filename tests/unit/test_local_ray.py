@@ -2,6 +2,8 @@
 import stat
 import subprocess
 import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -76,3 +78,77 @@ def test_a_client_of_this_machine_gets_the_token_and_loopback(tmp_path):
     env = local_ray.client_env({"RAY_AUTH_TOKEN_PATH": str(tmp_path / "tok")})
     assert env == {"RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
                    "RAY_AUTH_TOKEN_PATH": str(tmp_path / "tok")}
+
+
+TIMEOUT = Exception("The current node timed out during startup. This could happen because some of the raylet "
+                    "failed to startup or the GCS has become overloaded.")
+
+
+@pytest.fixture
+def failing_starts(monkeypatch, tmp_path):
+    """local_ray.start with ray.init replaced: each call makes a Ray session folder under ``tmp_path``;
+    it raises the given errors in turn (its raylet log naming the cause), then succeeds. The undo step
+    is recorded instead of killing anything."""
+    calls, undone = [], []
+    monkeypatch.setattr(local_ray.ray_startup, "RAY_ROOT", tmp_path)
+    (tmp_path / "session_2000-01-01_00-00-00_000000_1").mkdir()  # someone else's: never touched
+
+    def arrange(*errors):
+        queue = list(errors)
+
+        def init(leave, **kwargs):
+            calls.append(kwargs)
+            session = tmp_path / f"session_2026-01-01_00-00-0{len(calls)}_000000_1"
+            (session / "logs").mkdir(parents=True)
+            if queue:
+                (session / "logs" / "raylet.out").write_text("starting\nCheck failed: bind: Address already in use\n")
+                raise queue.pop(0)
+            return SimpleNamespace(address_info={"session_dir": str(session)})
+
+        monkeypatch.setattr(local_ray, "_init_private", init)
+        monkeypatch.setattr(local_ray, "_undo_failed_start", lambda: undone.append(len(calls)))
+        return calls, undone
+
+    return arrange, tmp_path
+
+
+def _session_names(root):
+    return sorted(p.name for p in root.glob("session_*"))
+
+
+def test_a_node_that_times_out_once_is_reported_undone_and_started_again(failing_starts, caplog):
+    arrange, root = failing_starts
+    calls, undone = arrange(TIMEOUT)
+    context = local_ray.start(num_cpus=1)
+    assert len(calls) == 2 and undone == [1]
+    assert "Address already in use" in caplog.text  # the raylet's own words reach the log
+    # the failed start's folder is gone; the live one and someone else's stay
+    assert _session_names(root) == ["session_2000-01-01_00-00-00_000000_1", Path(context.address_info["session_dir"]).name]
+
+
+def test_a_node_that_times_out_twice_fails_with_what_it_logged(failing_starts):
+    arrange, root = failing_starts
+    calls, undone = arrange(TIMEOUT, TIMEOUT)
+    with pytest.raises(local_ray.PrivateRayError, match="Address already in use"):
+        local_ray.start(num_cpus=1)
+    assert len(calls) == 2 and undone == [1, 2]
+    assert _session_names(root) == ["session_2000-01-01_00-00-00_000000_1"]
+
+
+def test_other_start_errors_are_not_retried(failing_starts):
+    arrange, _ = failing_starts
+    calls, undone = arrange(ValueError("bad num_cpus"))
+    with pytest.raises(ValueError):
+        local_ray.start(num_cpus=-1)
+    assert len(calls) == 1 and not undone
+
+
+def test_a_metrics_port_in_use_is_refused_before_ray_starts(monkeypatch):
+    import socket
+
+    monkeypatch.setattr(local_ray, "_init_private", lambda *a, **k: pytest.fail("ray.init was called"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(local_ray.PrivateRayError, match=f"metrics port {taken.getsockname()[1]} .* taken"):
+            local_ray.start(metrics_port=taken.getsockname()[1])
