@@ -25,6 +25,7 @@ from graphs.guard import UnschedulableError
 
 EXIT_UNSCHEDULABLE = 2
 EXIT_UNSUPPORTED = 2
+EXIT_NO_RAY = 3
 
 
 class UnsupportedConfig(ValueError):
@@ -84,7 +85,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mmserve: {args.config}: {exc}", file=sys.stderr)
         return EXIT_UNSUPPORTED
     # Private to this machine: every Ray port on 127.0.0.1 and token auth on (see graphs/local_ray.py).
-    context = local_ray.start(metrics_port=args.metrics_port, runtime_env=runtime_env)
+    try:
+        context = local_ray.start(metrics_port=args.metrics_port, runtime_env=runtime_env)
+    except local_ray.PrivateRayError as exc:  # a taken port, or a node that would not start
+        print(f"mmserve: {exc}", file=sys.stderr)
+        return EXIT_NO_RAY
     from ray import serve
 
     try:

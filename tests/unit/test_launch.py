@@ -53,3 +53,15 @@ def test_different_runtime_envs_per_application_are_refused():
     raw["applications"].append(second)
     with pytest.raises(launch.UnsupportedConfig, match="different runtime_env"):
         launch.job_runtime_env(raw)
+
+
+def test_a_taken_metrics_port_is_a_clear_message_not_a_ray_timeout(tmp_path, capsys, monkeypatch):
+    import socket
+
+    monkeypatch.setattr(launch.local_ray, "_init_private", lambda *a, **k: pytest.fail("ray.init was called"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert launch.main([_config(tmp_path), "--metrics-port", str(port)]) == launch.EXIT_NO_RAY
+    assert f"mmserve: the metrics port {port} on 127.0.0.1 is taken" in capsys.readouterr().err
