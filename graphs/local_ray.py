@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, MutableMapping
 
-from graphs import ray_startup
+from graphs import loopback_grpc, ray_startup
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +150,9 @@ def start(*, metrics_port: int | None = None, **init_kwargs: Any):
     if metrics_port is not None:
         _check_free(metrics_port, "metrics")
         init_kwargs["_metrics_export_port"] = metrics_port
+    runtime_env = dict(init_kwargs.get("runtime_env") or {})
+    runtime_env.setdefault("worker_process_setup_hook", loopback_grpc.HOOK)  # replica gRPC on 127.0.0.1
+    init_kwargs["runtime_env"] = runtime_env
     before = ray_startup.sessions()
     for attempt in (1, 2):
         try:

@@ -1,6 +1,7 @@
 """Ray's ports are private: what `make serve` starts listens on loopback only (but for the HTTP
-address the config asks for, and Serve's replica gRPC servers, which Ray 2.60 binds to every
-interface but guards with the token), and a Ray driver without the token is refused.
+address the config asks for), Serve's replica gRPC servers included (Ray 2.60 binds them to every
+interface; graphs/loopback_grpc.py keeps them on 127.0.0.1) and token-guarded, and a Ray driver
+without the token is refused.
 
 Everything here reads the socket table or connects to 127.0.0.1; nothing connects elsewhere.
 """
@@ -74,20 +75,13 @@ def listeners(root_pid: int, prune: str | None = None) -> list[Listener]:
 
 
 def exposed(found: list[Listener], allowed: set[tuple[str, int]]) -> list[Listener]:
-    """Non-loopback listeners but for ``allowed`` and Serve's replica gRPC servers (see below)."""
-    return [s for s in found if not s.loopback and (s.ip, s.port) not in allowed
-            and not replica_grpc(s)]
-
-
-def replica_grpc(s: Listener) -> bool:
-    """Ray Serve 2.60 binds each replica's inter-deployment gRPC server to ``[::]:0`` whatever the
-    node IP (serve/_private/replica.py, ``_on_initialized``), and no setting moves it. It has
-    Ray's token interceptor; :func:`assert_replica_grpc_wants_the_token` holds it to that."""
-    return "ServeReplica" in s.process and s.ip in ("::", "0.0.0.0")
+    """Listeners off loopback, but for ``allowed``."""
+    return [s for s in found if not s.loopback and (s.ip, s.port) not in allowed]
 
 
 def replica_grpc_status(port: int, token: str | None) -> grpc.StatusCode:
-    """The status of a call (over loopback) to a replica's gRPC server, with or without the token."""
+    """The status of a call (over loopback) to Serve's inter-deployment gRPC service, with or without
+    the token."""
     metadata = [("authorization", f"Bearer {token}")] if token else []
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         call = channel.unary_unary("/ray.serve.ASGIService/HandleRequest",
@@ -99,14 +93,21 @@ def replica_grpc_status(port: int, token: str | None) -> grpc.StatusCode:
     return grpc.StatusCode.OK
 
 
+def replica_grpc_ports(found: list[Listener]) -> list[int]:
+    """The replicas' inter-deployment gRPC servers (Ray 2.60 binds them to ``[::]:0``;
+    graphs/loopback_grpc.py moves them to 127.0.0.1): the replica ports that, given the token, serve
+    that service (a replica's other port, its core worker's, does not know it)."""
+    token = local_ray.read_token()
+    return [s.port for s in found if "ServeReplica" in s.process and replica_grpc_status(s.port, token)
+            not in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.UNIMPLEMENTED)]
+
+
 def assert_replica_grpc_wants_the_token(found: list[Listener]) -> None:
-    ports = [s.port for s in found if replica_grpc(s)]
-    assert ports, found  # one per replica: if Serve stops opening them, drop this exception
+    ports = replica_grpc_ports(found)
+    assert ports, found  # one per replica: if Serve stops opening them, drop this check
     for port in ports:
         assert replica_grpc_status(port, None) == grpc.StatusCode.UNAUTHENTICATED, port
         assert replica_grpc_status(port, "0" * 64) == grpc.StatusCode.UNAUTHENTICATED, port
-    # With the token the call gets past authentication (and fails on its empty request).
-    assert replica_grpc_status(ports[0], local_ray.read_token()) != grpc.StatusCode.UNAUTHENTICATED
 
 
 def gcs_address(found: list[Listener]) -> str:
@@ -201,8 +202,9 @@ def test_make_serve_refuses_a_driver_without_the_token(launched, tmp_path):
     assert_token_guards(gcs_address(listeners(launched["pid"])), tmp_path)
 
 
-def test_the_tests_ray_is_private_too(ray_cluster, tmp_path):
+def test_the_tests_ray_is_private_too(ray_cluster, served, tmp_path):  # served: replicas to check
     found = listeners(os.getpid(), prune="graphs.launch")  # this process's Ray, not `launched`'s
     assert not exposed(found, allowed=set()), "\n".join(map(str, exposed(found, set())))
     assert ray_cluster["gcs_address"] == gcs_address(found)
+    assert_replica_grpc_wants_the_token(found)
     assert_token_guards(ray_cluster["gcs_address"], tmp_path)

@@ -152,3 +152,11 @@ def test_a_metrics_port_in_use_is_refused_before_ray_starts(monkeypatch):
         taken.listen()
         with pytest.raises(local_ray.PrivateRayError, match=f"metrics port {taken.getsockname()[1]} .* taken"):
             local_ray.start(metrics_port=taken.getsockname()[1])
+
+
+def test_wildcard_grpc_binds_become_loopback_binds():
+    from graphs.loopback_grpc import loopback_address
+
+    assert loopback_address("[::]:0") == "127.0.0.1:0"
+    assert loopback_address("0.0.0.0:5000") == "127.0.0.1:5000"
+    assert loopback_address("10.0.0.7:5000") == "10.0.0.7:5000"  # a chosen address is left alone
