@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -185,7 +184,7 @@ def stage_raw(paths: dict[str, str], opts, out: dict) -> None:
     embedder = CLIPImageEmbedder.load(paths["clip"], model_id="clip-vit-b32-random", device=device,
                                       precision=opts.precision)
     jpegs = distinct_photos(64 if opts.smoke else 512)
-    seconds, rows = (0.5 if opts.smoke else 3.0), out.setdefault("rows", [])
+    seconds, rows = (0.5 if opts.smoke else 3.0), []
     out["precision"] = opts.precision
     pixels = torch.stack([embedder.preprocess(_decoded(j)) for j in jpegs[:8]])
     for batch in SMOKE_BATCHES if opts.smoke else RAW_BATCHES:
@@ -194,6 +193,7 @@ def stage_raw(paths: dict[str, str], opts, out: dict) -> None:
                                                                              seconds), 1),
                      "decode_preprocess_model_images_per_s": round(raw_cell(embedder, jpegs, batch=batch, workers=1,
                                                                             seconds=seconds), 1)})
+        out["rows"] = rows
         print("raw", rows[-1], flush=True)
 
 
@@ -278,8 +278,8 @@ def stage_tower(paths: dict[str, str], opts, out: dict) -> None:
                measured_matmul_bf16_tflops=round(measured_peak, 1), variants=[])
     per_image = None
     for name, build in tower_variants(paths["clip"], device).items():
-        if opts.deadline and time.monotonic() > opts.deadline - (10 if name in ("eager attention", "sdpa") else 45):
-            out["variants"].append({"variant": name, "skipped": "out of time"})
+        if time_left(opts) < (10 if name in ("eager attention", "sdpa") else 45):
+            out["variants"] = out["variants"] + [{"variant": name, "skipped": "out of time"}]
             continue
         try:
             started = time.perf_counter()
@@ -308,22 +308,36 @@ def _device(opts) -> str:
     return "cuda" if torch.cuda.is_available() and not opts.smoke else "cpu"
 
 
-def run_stage(stage: str, opts) -> None:
-    """One stage in this process: its result (or error) as JSON in ``opts.part``. SIGTERM (the time
-    box) unwinds through ``finally`` blocks, so a served stage stops its Ray."""
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(f"stage {stage}: out of time (SIGTERM)"))
-    paths, out = json.loads(opts.paths), {}
-    started = time.perf_counter()
-    try:
-        globals()[f"stage_{stage}"](paths, opts, out)  # fills ``out`` as it goes: a stage cut short keeps its rows
-        result = {"ok": True, **out}
-    except BaseException as exc:  # noqa: BLE001 -- recorded, and the driver goes on
-        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-4000:],
-                  **out}
-    result["stage_s"] = round(time.perf_counter() - started, 1)
-    from benchmarks.image_throughput import _plain
+class PartFile(dict):
+    """A stage's result, written to ``path`` whenever a key is set: a stage killed at its time box
+    (Ray may even abort the process on the way out) leaves what it had measured."""
 
-    Path(opts.part).write_text(json.dumps(_plain(result), indent=2, default=str))
+    def __init__(self, path: str) -> None:
+        super().__init__(ok=False)
+        self.path, self.started = Path(path), time.perf_counter()
+
+    def __setitem__(self, key: str, value) -> None:
+        from benchmarks.image_throughput import _plain
+
+        super().__setitem__(key, value)
+        body = {**self, "stage_s": round(time.perf_counter() - self.started, 1)}
+        self.path.write_text(json.dumps(_plain(body), indent=2, default=str))
+
+
+def run_stage(stage: str, opts) -> None:
+    """One stage in this process, its result (or error) in the JSON file ``opts.part``."""
+    out = PartFile(opts.part)
+    try:
+        globals()[f"stage_{stage}"](json.loads(opts.paths), opts, out)
+    except BaseException as exc:  # noqa: BLE001 -- recorded, and the driver goes on
+        out["traceback"] = traceback.format_exc()[-4000:]
+        out["error"] = f"{type(exc).__name__}: {exc}"
+        return
+    out["ok"] = True
+
+
+def time_left(opts) -> float:
+    return opts.deadline - time.monotonic() if opts.deadline else float("inf")
 
 
 def spawn(stage: str, paths: dict, opts, box_s: float, tmp: Path) -> dict:
@@ -333,19 +347,23 @@ def spawn(stage: str, paths: dict, opts, box_s: float, tmp: Path) -> dict:
             json.dumps(paths), "--precision", opts.precision, "--window", str(opts.window),
             "--deadline", str(time.monotonic() + box_s)] + (["--smoke"] if opts.smoke else [])
     print(f"== stage {stage} (time box {box_s:.0f} s)", flush=True)
-    child = subprocess.Popen(argv)
+    child, cut = subprocess.Popen(argv), False
     try:
         child.wait(timeout=box_s)
     except subprocess.TimeoutExpired:
+        cut = True
         child.terminate()
         try:
             child.wait(timeout=15)
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
-    if part.exists():
-        return json.loads(part.read_text())
-    return {"ok": False, "error": f"no result: exit code {child.returncode} after the {box_s:.0f} s time box"}
+    result = json.loads(part.read_text()) if part.exists() else {"ok": False}
+    if cut or not result.get("ok"):
+        result.setdefault("error", f"exit code {child.returncode}")
+        if cut:
+            result["error"] = f"cut at its {box_s:.0f} s time box (partial results kept); {result['error']}"
+    return result
 
 
 def machine() -> dict:
@@ -368,9 +386,7 @@ def machine() -> dict:
 def summary(result: dict) -> None:
     print("\n== summary", json.dumps(result["machine"]))
     served = result.get("served", {})
-    if not served.get("ok"):
-        print("served: FAILED", served.get("error"))
-    else:
+    if served.get("ok"):
         for name, p in served["placement"].items():
             if name != "nvidia_smi":
                 print(f"{name:14s} pids {p['pids']} on GPU {p['on_gpu']} MiB {p['gpu_mib']} device {p['device']}")
@@ -392,9 +408,28 @@ def summary(result: dict) -> None:
               f"datasheet {tower['datasheet_bf16_dense_tflops']}")
         for v in tower["variants"]:
             print("  ", v)
-    for stage in STAGES:
-        if not result.get(stage, {}).get("ok"):
-            print(f"stage {stage} FAILED: {result.get(stage, {}).get('error')}")
+    if "served_over_raw" in result:
+        print("served / raw:", result["served_over_raw"])
+    for stage in (s for s in STAGES if s in result):
+        if not result[stage].get("ok"):
+            print(f"stage {stage} FAILED: {result[stage].get('error')}")
+
+
+def served_over_raw(result: dict) -> dict:
+    """The best served image rate against the best raw rates (model only; decode + preprocess + model)."""
+    points, rows = result.get("served", {}).get("image", {}).get("points"), result.get("raw", {}).get("rows")
+    if not points or not rows:
+        return {}
+    served = max(p["throughput"] for p in points)
+    return {"served_best_images_per_s": round(served, 1),
+            "over_raw_model_only": round(served / max(r["model_only_images_per_s"] for r in rows), 4),
+            "over_raw_decode_preprocess_model": round(
+                served / max(r["decode_preprocess_model_images_per_s"] for r in rows), 4)}
+
+
+def save(result: dict, out: Path | None) -> None:
+    if out:
+        out.write_text(json.dumps(result, indent=2, default=str))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -427,9 +462,10 @@ def main(argv: list[str] | None = None) -> int:
         for stage in opts.stages if paths else []:
             left = BUDGET_S - (time.perf_counter() - started) - 5
             result[stage] = spawn(stage, paths, opts, max(min(STAGES[stage], left), 10), Path(tmp))
+            save(result, opts.out)  # after each stage: a run killed later keeps what it measured
+    result["served_over_raw"] = served_over_raw(result)
     result["total_s"] = round(time.perf_counter() - started, 1)
-    if opts.out:
-        opts.out.write_text(json.dumps(result, indent=2, default=str))
+    save(result, opts.out)
     summary(result)
     return 0 if all(result.get(s, {}).get("ok") for s in opts.stages) else 1
 
