@@ -147,7 +147,10 @@ def stage_served(paths: dict[str, str], opts, out: dict) -> None:
 
     jpegs, texts = distinct_photos(64 if opts.smoke else 1024), distinct_texts(4096)
     clips = [tone(seconds) for seconds in (2.0, 3.0, 4.0, 5.0)]
-    memory = {} if opts.smoke else {"object_store_memory": 4 * 2**30}  # /dev/shm may be small on a VM
+    memory = {} if opts.smoke else {"object_store_memory": 2 * 2**30}  # /dev/shm may be small on a VM
+    # The GPU machine's RAM grows as it is used, its MemTotal starting far lower: Ray's memory monitor
+    # would read that as pressure and kill replicas. Off for this run (Ray reads it when it starts).
+    os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
     context = local_ray.start(num_cpus=4 if opts.smoke else 14, num_gpus=1, log_to_driver=False, **memory)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
