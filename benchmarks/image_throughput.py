@@ -276,7 +276,9 @@ def run_served(jpegs: list[bytes], texts: list[str], args) -> dict[str, dict]:
     from graphs import local_ray
     from graphs.app import build_app
 
-    context = local_ray.start(num_cpus=ray_cpus(AppArgs.model_validate(served_args(args))), log_to_driver=False)
+    memory = {} if args.object_store_gib is None else {"object_store_memory": int(args.object_store_gib * 2**30)}
+    context = local_ray.start(num_cpus=ray_cpus(AppArgs.model_validate(served_args(args))), log_to_driver=False,
+                              **memory)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     try:
@@ -451,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vision-replicas", type=int, help=layout)
     parser.add_argument("--text-replicas", type=int, help=layout)
     parser.add_argument("--max-batch", type=int, default=16)
+    parser.add_argument("--object-store-gib", type=float, help="Ray's object store (default: Ray's share of the "
+                                                               "RAM; a VM with a small /dev/shm wants less)")
     parser.add_argument("--vision-model", default="{}", help="VisionModelSpec JSON for the served graph and the raw "
                                                             "grid (the naive server stays fp32 torch)")
     parser.add_argument("--text-model", default="{}", help="TextModelSpec JSON for the served graph (its path also "
