@@ -1,11 +1,21 @@
 """Image- and text-embedding throughput, measured side by side in one run on this machine:
 
 (a) raw ceiling: the in-process model loop, decode + preprocess + ConSE forward included, over a grid
-    (batch 1, 8, 16 x intra-op threads 1, 2 x 1 or 2 parallel workers); the best cell is the ceiling;
-(b) naive: one request -> one unbatched fp32 torch forward, FastAPI + uvicorn (the guide's style);
-(c) mmserve: the served graph (gateway + VisionEncoder / TextEncoder with @serve.batch).
+    (batch 1, 8, 16 x intra-op threads x parallel workers); the best cell is the ceiling. Threads and
+    workers are the powers of two up to the machine's cores, in the cells that use from half to twice
+    its cores (threads x workers): on 2 cores threads 1, 2 x workers 1, 2;
+(b) naive: one request -> one unbatched fp32 torch forward, FastAPI + uvicorn (the guide's style), one
+    process whose torch uses every core (its cores used are reported);
+(c) mmserve: the served graph (gateway + VisionEncoder / TextEncoder with @serve.batch), laid out for
+    the machine (``served_layout``): on 2 cores one replica each, the encoders with 2 CPUs; on more,
+    one gateway replica per 4 cores (it decodes and preprocesses) and one encoder replica of 4 CPUs per
+    8 cores, so the graph, like the other two, can keep every core busy.
 
     python -m benchmarks.image_throughput --window 3 --out benchmarks/results/image_throughput
+
+On a machine without the packaged MiniLM and Whisper (the GPU machine's 16 cores), ``--text-model``
+and ``--audio-model`` name random-weight stand-ins of the same architecture (``benchmarks.standins``;
+speed does not depend on weight values); the naive server gets the same text model.
 
 Every request carries a distinct input (crops and re-encodings of the test photos, more of them than
 the gateway's embedding cache holds; numbered sentences), so the model does the work; cache-hit
@@ -19,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import subprocess
 import sys
@@ -37,7 +48,8 @@ from config.settings import GatewaySettings
 from tests.assets import free_port, photo
 
 IMAGE_ROUTE, TEXT_ROUTE = "/v1/embeddings/image", "/v1/embeddings/text"
-GRID = {"batch": (1, 8, 16), "threads": (1, 2), "workers": (1, 2)}
+GRID_BATCHES = (1, 8, 16)
+AUDIO_MODEL = '{"model": "whisper-tiny.en"}'  # the graph always holds an AudioModel; idle here
 MIN_WORK = 0.95  # items a deployment must have embedded per request answered, or the run fails
 
 
@@ -68,20 +80,37 @@ def raw_cell(embedder, jpegs: list[bytes], *, batch: int, workers: int, seconds:
     return sum(rates)
 
 
-def raw_grid(models: AppArgs, jpegs: list[bytes], seconds: float) -> list[dict]:
-    """The whole grid on the served graph's runtime, one row per cell; the model is loaded once per
-    thread count (a compiled runtime fixes its threads when it loads)."""
+def powers_of_two(cores: int) -> tuple[int, ...]:
+    """1, 2, 4, ... up to ``cores`` (at least 1, 2)."""
+    return tuple(2 ** k for k in range(max(cores, 2).bit_length()) if 2 ** k <= max(cores, 2))
+
+
+def grid_cells(cores: int, threads: list[int] | None = None,
+               workers: list[int] | None = None) -> list[tuple[int, int]]:
+    """(threads, workers) pairs of the raw grid: those given, every pair of them; else the powers of
+    two up to ``cores`` in the pairs that use from half to twice the cores (all four on 2 cores)."""
+    if threads or workers:
+        return [(t, w) for t in threads or powers_of_two(cores) for w in workers or powers_of_two(cores)]
+    axis = powers_of_two(cores)
+    return [(t, w) for t in axis for w in axis if cores / 2 <= t * w <= 2 * cores]
+
+
+def raw_grid(models: AppArgs, jpegs: list[bytes], seconds: float, cells: list[tuple[int, int]],
+             batches: tuple[int, ...] = GRID_BATCHES) -> list[dict]:
+    """The grid on the served graph's runtime, one row per (threads, workers) cell and batch; the
+    model is loaded once per thread count (a compiled runtime fixes its threads when it loads)."""
     from models.registry import load_classifier, load_embedder
 
     spec, rows = models.vision.model, []
-    for threads in GRID["threads"]:
+    for threads in sorted({t for t, _ in cells}):
         torch.set_num_threads(threads)
         embedder = load_embedder(spec, models.text.model, classifier=load_classifier(spec))
-        for batch in GRID["batch"]:
-            for workers in GRID["workers"]:
+        for batch in batches:
+            for workers in sorted(w for t, w in cells if t == threads):
                 rate = raw_cell(embedder, jpegs, batch=batch, workers=workers, seconds=seconds)
                 rows.append({"batch": batch, "threads": threads, "workers": workers, "images_per_s": round(rate, 1)})
-                print(f"raw  batch {batch:2d}  threads {threads}  workers {workers}  {rate:6.1f} img/s", flush=True)
+                print(f"raw  batch {batch:2d}  threads {threads:2d}  workers {workers:2d}  {rate:7.1f} img/s",
+                      flush=True)
     return rows
 
 
@@ -98,33 +127,77 @@ def _wait_ready(url: str, timeout_s: float = 300) -> None:
     raise TimeoutError(f"{url} not ready after {timeout_s} s")
 
 
-def run_naive(jpegs: list[bytes], texts: list[str], args) -> dict[str, list[loadgen.Point]]:
+def pid_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) so far of process ``pid``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def naive_sweep(pid: int, send: loadgen.Send, url: str, concurrency: list[int], window: float) -> tuple[list, float]:
+    """A sweep of the naive server and the cores its process used during it."""
+    before, started = pid_cpu_seconds(pid), time.perf_counter()
+    points = asyncio.run(loadgen.sweep(send, url, concurrency=concurrency, rates=[], window_s=window))
+    return points, round((pid_cpu_seconds(pid) - before) / (time.perf_counter() - started), 3)
+
+
+def run_naive(jpegs: list[bytes], texts: list[str], args) -> dict:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.naive_server", "--port", str(port)],
+    text_path = json.loads(args.text_model).get("path")
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.naive_server", "--port", str(port),
+                             *(["--text-path", text_path] if text_path else [])],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(f"{url}/healthz")
-        return {"image": asyncio.run(loadgen.sweep(loadgen.image_sender(IMAGE_ROUTE, jpegs), url,
-                                                   concurrency=args.concurrency, rates=[], window_s=args.window)),
-                "text": asyncio.run(loadgen.sweep(loadgen.text_sender(TEXT_ROUTE, texts), url,
-                                                  concurrency=args.text_concurrency, rates=[], window_s=args.window))}
+        image, image_cores = naive_sweep(proc.pid, loadgen.image_sender(IMAGE_ROUTE, jpegs), url, args.concurrency,
+                                         args.window)
+        text, text_cores = naive_sweep(proc.pid, loadgen.text_sender(TEXT_ROUTE, texts), url, args.text_concurrency,
+                                       args.window)
+        return {"image": image, "text": text, "cores_used": {"image": image_cores, "text": text_cores}}
     finally:
         proc.terminate()
         proc.wait(timeout=30)
 
 
 # ------------------------------------------------------------------------------------------- served
+def served_layout(cores: int) -> dict[str, float]:
+    """Replicas and CPUs per replica of the served graph on ``cores``: one of each, the encoders with
+    2 CPUs, up to 3 cores (the 2-core layout ``benchmarks.replica_layout`` measured); beyond, one
+    gateway replica per 4 cores and one encoder replica of 4 CPUs per 8 cores."""
+    if cores <= 3:
+        return {"gateway_replicas": 1, "vision_replicas": 1, "vision_cpus": 2.0, "text_replicas": 1, "text_cpus": 2.0}
+    encoders = max(1, cores // 8)
+    return {"gateway_replicas": max(1, cores // 4), "vision_replicas": encoders, "vision_cpus": 4.0,
+            "text_replicas": encoders, "text_cpus": 4.0}
+
+
+def layout_of(args) -> dict[str, float]:
+    """``served_layout`` of this machine, with what the command line set instead."""
+    return {k: v if getattr(args, k) is None else getattr(args, k) for k, v in served_layout(os.cpu_count()).items()}
+
+
 def served_args(args) -> dict:
-    fixed = {"min_replicas": 1, "max_replicas": 1}
+    layout = layout_of(args)
+
+    def fixed(replicas: float) -> dict:
+        return {"min_replicas": int(replicas), "max_replicas": int(replicas)}
+
     return {"resource_guard": "off",
-            "gateway": {"num_cpus": 0, "autoscaling": fixed},
-            "vision": {"num_cpus": args.vision_cpus, "autoscaling": fixed, "model": json.loads(args.vision_model),
+            "gateway": {"num_cpus": 0, "autoscaling": fixed(layout["gateway_replicas"])},
+            "vision": {"num_cpus": layout["vision_cpus"], "autoscaling": fixed(layout["vision_replicas"]),
+                       "model": json.loads(args.vision_model),
                        "batch": {"max_batch_size": args.max_batch, "batch_wait_timeout_s": 0.01}},
-            "text": {"num_cpus": args.text_cpus, "autoscaling": fixed, "model": json.loads(args.text_model),
+            "text": {"num_cpus": layout["text_cpus"], "autoscaling": fixed(layout["text_replicas"]),
+                     "model": json.loads(args.text_model),
                      "batch": {"max_batch_size": 32, "batch_wait_timeout_s": 0.005}},
-            "audio": {"num_cpus": 0.1, "autoscaling": fixed, "model": {"model": "whisper-tiny.en"}},
+            "audio": {"num_cpus": 0.1, "autoscaling": fixed(1), "model": json.loads(args.audio_model)},
             "search": {"enabled": False}, "fusion": {"enabled": False}}
+
+
+def ray_cpus(app: AppArgs) -> int:
+    """Logical CPUs for the private Ray: 8 (as ever), or what the replicas ask for if more."""
+    wanted = sum(d.num_cpus * d.autoscaling.max_replicas for d in app.deployments().values())
+    return max(8, math.ceil(wanted))
 
 
 def process_cpu_seconds() -> dict[str, float]:
@@ -142,6 +215,8 @@ def process_cpu_seconds() -> dict[str, float]:
         elif not title.startswith("ray::") and "raylet" not in title and "gcs_server" not in title:
             continue
         name = title.split(" ")[0].rsplit("/", 1)[-1]
+        if name.startswith("ray::"):  # a replica's title names the method it runs now: keep the actor only
+            name = name.split(".", 1)[0]
         totals[name] = totals.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
     return totals
 
@@ -152,22 +227,46 @@ def cpu_profile(before: dict[str, float], after: dict[str, float], seconds: floa
     return {k: round(v, 3) for k, v in sorted(used.items(), key=lambda kv: -kv[1]) if v > 0.005}
 
 
-def embedded_items(deployment: str) -> int:
-    """Items the deployment's ``embed`` batches held so far (its own batch counters)."""
+def replica_batch_stats(deployment: str, replicas: int = 1, probes: int = 64) -> list[dict]:
+    """The batch counters of each of the deployment's ``replicas`` replicas (a handle reaches one per
+    call: calls until every actor id has answered, at most ``probes`` per replica)."""
     from ray import serve
 
-    sizes = serve.get_deployment_handle(deployment, app_name="bench").batch_stats.remote().result().get("embed", {})
+    handle, seen = serve.get_deployment_handle(deployment, app_name="bench"), {}
+    for _ in range(probes * replicas):
+        answer = handle.replica_batch_stats.remote().result()
+        seen[answer["actor_id"]] = answer["sizes"]
+        if len(seen) == replicas:
+            return list(seen.values())
+    raise RuntimeError(f"{deployment}: {len(seen)} of {replicas} replicas answered {probes * replicas} calls")
+
+
+def merged_sizes(stats: list[dict]) -> dict[str, dict[str, int]]:
+    """Batch-size counters of several replicas added up, per method."""
+    out: dict[str, dict[str, int]] = {}
+    for sizes in stats:
+        for method, counts in sizes.items():
+            mine = out.setdefault(method, {})
+            for size, count in counts.items():
+                mine[size] = mine.get(size, 0) + int(count)
+    return out
+
+
+def embedded_items(deployment: str, replicas: int = 1) -> int:
+    """Items the deployment's ``embed`` batches held so far, over all its replicas (their own batch counters)."""
+    sizes = merged_sizes(replica_batch_stats(deployment, replicas)).get("embed", {})
     return sum(int(size) * count for size, count in sizes.items())
 
 
-def measured_sweep(deployment: str, send: loadgen.Send, url: str, concurrency: list[int], window: float) -> dict:
-    """A sweep, the cores each process used during it, and how many items ``deployment`` embedded
-    against how many requests were answered."""
-    tally, before_items = loadgen.Tally(send), embedded_items(deployment)
+def measured_sweep(deployment: str, send: loadgen.Send, url: str, concurrency: list[int], window: float,
+                   replicas: int = 1) -> dict:
+    """A sweep, the cores each process used during it, and how many items ``deployment``'s
+    ``replicas`` replicas embedded against how many requests were answered."""
+    tally, before_items = loadgen.Tally(send), embedded_items(deployment, replicas)
     before, started = process_cpu_seconds(), time.perf_counter()
     points = asyncio.run(loadgen.sweep(tally, url, concurrency=concurrency, rates=[], window_s=window))
     seconds = time.perf_counter() - started
-    return {"points": points, "answered": tally.ok, "embedded": embedded_items(deployment) - before_items,
+    return {"points": points, "answered": tally.ok, "embedded": embedded_items(deployment, replicas) - before_items,
             "seconds": round(seconds, 2), "cores_used_by_process": cpu_profile(before, process_cpu_seconds(), seconds)}
 
 
@@ -177,34 +276,40 @@ def run_served(jpegs: list[bytes], texts: list[str], args) -> dict[str, dict]:
     from graphs import local_ray
     from graphs.app import build_app
 
-    context = local_ray.start(num_cpus=8, log_to_driver=False)
+    memory = {} if args.object_store_gib is None else {"object_store_memory": int(args.object_store_gib * 2**30)}
+    context = local_ray.start(num_cpus=ray_cpus(AppArgs.model_validate(served_args(args))), log_to_driver=False,
+                              **memory)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_app(served_args(args)), name="bench", route_prefix="/")
+        layout = layout_of(args)
+        vision, text = int(layout["vision_replicas"]), int(layout["text_replicas"])
         out = {"image": measured_sweep("VisionEncoder", loadgen.image_sender(IMAGE_ROUTE, jpegs), url,
-                                       args.concurrency, args.window),
+                                       args.concurrency, args.window, vision),
                "cache_hits": measured_sweep("VisionEncoder", loadgen.image_sender(IMAGE_ROUTE, [photo("chelsea")]),
-                                            url, [max(args.concurrency)], args.window),
+                                            url, [max(args.concurrency)], args.window, vision),
                "text": measured_sweep("TextEncoder", loadgen.text_sender(TEXT_ROUTE, texts), url,
-                                      args.text_concurrency, args.window)}
-        out["batch_sizes"] = {name: serve.get_deployment_handle(name, app_name="bench").batch_stats.remote().result()
-                              for name in ("VisionEncoder", "TextEncoder")}
+                                      args.text_concurrency, args.window, text)}
+        out["batch_sizes"] = {"VisionEncoder": merged_sizes(replica_batch_stats("VisionEncoder", vision)),
+                              "TextEncoder": merged_sizes(replica_batch_stats("TextEncoder", text))}
         return out
     finally:
         serve.shutdown()
         local_ray.stop(context)
 
 
-def guard(served: dict) -> list[str]:
+def guard(served: dict, gateways: int = 1) -> list[str]:
     """What the served graph failed to do itself: a sweep whose deployment embedded fewer items than
     requests were answered measured something else (a cache, a stub), and the cache-hit line must
-    not have reached the model beyond its first request."""
+    not have reached the model beyond its first request (the sweep's warm-up). With several
+    ``gateways`` (a cache each), a cold one may also miss what is in flight before its first
+    embedding returns: at most the sweep's concurrency, once per other gateway."""
     failures = [f"{name}: {s['answered']} requests answered but the deployment embedded {s['embedded']} items"
                 for name, s in served.items() if name in ("image", "text") and s["embedded"] < MIN_WORK * s["answered"]]
     hits = served["cache_hits"]
-    if hits["embedded"] > 1:
+    if hits["embedded"] > 1 + (gateways - 1) * int(max((p.load for p in hits.get("points", [])), default=1)):
         failures.append(f"cache_hits: the model embedded {hits['embedded']} items; the cache answered too few")
     return failures
 
@@ -232,8 +337,9 @@ def targets(best_raw: dict, naive: dict, served: dict, args) -> list[dict]:
     return out
 
 
-def report(grid: list[dict], best: dict, naive: dict, served: dict, goals: list[dict]) -> None:
+def report(grid: list[dict], best: dict, naive: dict, served: dict, goals: list[dict], layout: dict) -> None:
     print(f"\nmachine: {os.cpu_count()} cores; honest ceiling = best raw cell {best}")
+    print(f"served layout: {layout}; naive server's cores used: {naive['cores_used']}")
     rows = [("naive image", naive["image"]), ("served image", served["image"]["points"]),
             ("served image, cache hits", served["cache_hits"]["points"]),
             ("naive text", naive["text"]), ("served text", served["text"]["points"])]
@@ -263,7 +369,7 @@ def markdown(result: dict) -> str:
     lines = [f"Generated by `python -m benchmarks.image_throughput --readme README.md` on {result['cpu_count']} "
              f"cores (a shared machine: other sessions ran beside it). Served and raw encoders: vision "
              f"`{json.dumps(result['vision_model'])}`, text `{json.dumps(result['text_model'])}`; the naive server "
-             "runs fp32 torch.", "",
+             "runs fp32 torch." + layout_sentence(result), "",
              "| path | c | throughput | p50 ms | p99 ms |", "|---|---|---|---|---|"]
     lines += [row("naive torch server, image", p, "img/s") for p in result["naive"]]
     lines += [row("mmserve, image (distinct photos)", p, "img/s") for p in served["image"]["points"]]
@@ -280,6 +386,17 @@ def markdown(result: dict) -> str:
               for g in result["targets"]]
     lines += ["", where_the_time_goes(result)]
     return "\n".join(lines)
+
+
+def layout_sentence(result: dict) -> str:
+    """The served layout and the naive server's cores, for runs that recorded them."""
+    if "served_layout" not in result:
+        return ""
+    lay, naive = result["served_layout"], result["naive_cores_used"]
+    return (f" Served layout: {lay['gateway_replicas']:g} gateway replicas, {lay['vision_replicas']:g} VisionEncoder "
+            f"x {lay['vision_cpus']:g} CPUs, {lay['text_replicas']:g} TextEncoder x {lay['text_cpus']:g} CPUs; the "
+            f"naive server used {naive['image']:.1f} cores over its image sweep, {naive['text']:.1f} over its text "
+            "one.")
 
 
 def where_the_time_goes(result: dict) -> str:
@@ -325,13 +442,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grid-seconds", type=float, default=3.0, help="seconds per raw grid cell")
     parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 4, 16])
     parser.add_argument("--text-concurrency", type=int, nargs="*", default=[1, 32])
-    parser.add_argument("--vision-cpus", type=float, default=2.0,
-                        help="num_cpus of the VisionEncoder replica (Ray sets its intra-op threads from it)")
-    parser.add_argument("--text-cpus", type=float, default=2.0)
+    parser.add_argument("--grid-threads", type=int, nargs="*", help="raw grid threads (default: from the cores)")
+    parser.add_argument("--grid-workers", type=int, nargs="*", help="raw grid workers (default: from the cores)")
+    parser.add_argument("--grid-batches", type=int, nargs="*", default=list(GRID_BATCHES))
+    layout = "(default: served_layout of this machine's cores)"
+    parser.add_argument("--vision-cpus", type=float, help="num_cpus of each VisionEncoder replica (Ray sets its "
+                                                          f"intra-op threads from it) {layout}")
+    parser.add_argument("--text-cpus", type=float, help=f"num_cpus of each TextEncoder replica {layout}")
+    parser.add_argument("--gateway-replicas", type=int, help=layout)
+    parser.add_argument("--vision-replicas", type=int, help=layout)
+    parser.add_argument("--text-replicas", type=int, help=layout)
     parser.add_argument("--max-batch", type=int, default=16)
+    parser.add_argument("--object-store-gib", type=float, help="Ray's object store (default: Ray's share of the "
+                                                               "RAM; a VM with a small /dev/shm wants less)")
     parser.add_argument("--vision-model", default="{}", help="VisionModelSpec JSON for the served graph and the raw "
                                                             "grid (the naive server stays fp32 torch)")
-    parser.add_argument("--text-model", default="{}", help="TextModelSpec JSON for the served graph")
+    parser.add_argument("--text-model", default="{}", help="TextModelSpec JSON for the served graph (its path also "
+                                                          "for the naive server)")
+    parser.add_argument("--audio-model", default=AUDIO_MODEL, help="SpeechModelSpec JSON of the (idle) AudioModel")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/image_throughput"))
     parser.add_argument("--readme", type=Path, help="regenerate this README's image/text performance block")
     parser.add_argument("--from-json", type=Path, help="no run: regenerate the README block from this JSON")
@@ -342,19 +470,22 @@ def main(argv: list[str] | None = None) -> int:
     jpegs = distinct_photos(more_than_cache(GatewaySettings().embed_cache_size))
     texts = distinct_texts(20_000)
     models = AppArgs.model_validate(served_args(args))
-    grid = raw_grid(models, jpegs[:512], args.grid_seconds)
+    cells, layout = grid_cells(os.cpu_count(), args.grid_threads, args.grid_workers), layout_of(args)
+    grid = raw_grid(models, jpegs[:512], args.grid_seconds, cells, tuple(args.grid_batches))
     best = max(grid, key=lambda r: r["images_per_s"])
     naive = run_naive(jpegs, texts, args)
     served = run_served(jpegs, texts, args)
     goals = targets(best, naive, served, args)
-    report(grid, best, naive, served, goals)
-    failures = guard(served)
+    report(grid, best, naive, served, goals, layout)
+    failures = guard(served, int(layout["gateway_replicas"]))
     loadgen.write({"naive": naive["image"], "mmserve": served["image"]["points"]}, args.out, extra={
         "raw_grid": grid, "honest_ceiling": best, "naive_text": _plain(naive["text"]), "served": _plain(served),
+        "naive_cores_used": naive["cores_used"], "served_layout": layout, "command": " ".join(sys.argv),
         "targets": goals, "guard_failures": failures, "cpu_count": os.cpu_count(),
         "load_average_at_end": os.getloadavg(),
         "vision_model": models.vision.model.model_dump(exclude_defaults=True),
-        "text_model": models.text.model.model_dump(exclude_defaults=True)})
+        "text_model": models.text.model.model_dump(exclude_defaults=True),
+        "audio_model": models.audio.model.model_dump(exclude_defaults=True)})
     for failure in failures:
         print("GUARD FAILED:", failure)
     if args.readme and not failures:

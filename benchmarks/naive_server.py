@@ -5,6 +5,7 @@ proxy uses too), same models (ConSE over EfficientNet-Lite0; all-MiniLM-L6-v2 fo
 response shape.
 
     python -m benchmarks.naive_server --port 8100
+    python -m benchmarks.naive_server --text-path DIR   # a local MiniLM directory (the served graph's text.model.path)
 """
 from __future__ import annotations
 
@@ -48,9 +49,11 @@ def main() -> None:
     global embedder, text
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=8100)
+    parser.add_argument("--text-path", help="MiniLM directory for texts and ConSE's class names (default: packaged)")
     args = parser.parse_args()
-    embedder = load_embedder(VisionModelSpec(), TextModelSpec(), classifier=load_classifier(VisionModelSpec()))
-    text = load_text(TextModelSpec())
+    text_spec = TextModelSpec(path=args.text_path)
+    embedder = load_embedder(VisionModelSpec(), text_spec, classifier=load_classifier(VisionModelSpec()))
+    text = load_text(text_spec)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
 
 

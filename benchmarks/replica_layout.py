@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/replica_layout.json"))
     args = parser.parse_args(argv)
     base = argparse.Namespace(vision_cpus=1.0, text_cpus=0.1, max_batch=args.max_batch, vision_model="{}",
-                              text_model="{}")
+                              text_model="{}", audio_model=bench.AUDIO_MODEL, gateway_replicas=1, vision_replicas=1,
+                              text_replicas=1)
     jpegs = distinct_photos(more_than_cache(GatewaySettings().embed_cache_size))
     from ray import serve
 
@@ -49,12 +50,10 @@ def main(argv: list[str] | None = None) -> int:
             replicas, cpus = layout.split("x")
             serve.run(build_app(layout_args(base, int(replicas), float(cpus))), name="bench", route_prefix="/")
             sweep = bench.measured_sweep("VisionEncoder", loadgen.image_sender(bench.IMAGE_ROUTE, jpegs),
-                                         f"http://127.0.0.1:{port}", [args.concurrency], args.window)
+                                         f"http://127.0.0.1:{port}", [args.concurrency], args.window, int(replicas))
             point = sweep["points"][0]
             rows.append({"layout": layout, "images_per_s": round(point.throughput, 1), "p99_ms": round(point.p99_ms),
-                         "answered": sweep["answered"],
-                         # batch_stats reaches one replica: a total only when there is one
-                         "embedded": sweep["embedded"] if replicas == "1" else None,
+                         "answered": sweep["answered"], "embedded": sweep["embedded"],
                          "cores_used_by_process": sweep["cores_used_by_process"]})
             print(json.dumps(rows[-1]), flush=True)
     finally:

@@ -116,6 +116,11 @@ class ModelReplica:
     def batch_stats(self) -> dict:
         return self.stats.snapshot()
 
+    def replica_batch_stats(self) -> dict:
+        """This replica's batch statistics and its actor id: a caller that wants every replica's
+        (a handle reaches one replica per call) keeps calling until it has seen each id."""
+        return {"actor_id": ray.get_runtime_context().get_actor_id(), "sizes": self.stats.snapshot()}
+
     async def _run_batch(self, method: str, forward, items: list) -> list:
         """Run one batch's forward pass in a worker thread (the event loop stays free), recording
         its size."""

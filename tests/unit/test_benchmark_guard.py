@@ -37,3 +37,49 @@ def test_guard_fails_a_run_measured_on_something_else():
     assert len(failures) == 1 and failures[0].startswith("image:")
     assert guard(_served(100, 120, 1))[0].startswith("text:")
     assert guard(_served(100, 200, 40))[0].startswith("cache_hits:")  # the cache-hit line reached the model
+
+
+def test_guard_allows_each_extra_gateway_one_cold_burst_of_cache_misses():
+    from benchmarks.loadgen import Point
+
+    served = _served(100, 200, 17)
+    served["cache_hits"]["points"] = [Point(mode="closed", load=16, requests=500, errors=0, throughput=1.0, p50_ms=1,
+                                            p90_ms=1, p99_ms=1, p999_ms=1, windows=2)]
+    assert guard(served, gateways=2) == []  # the warm-up, then 16 in flight at the cold second gateway
+    served["cache_hits"]["embedded"] = 18
+    assert guard(served, gateways=2)[0].startswith("cache_hits:")
+    served["cache_hits"]["embedded"] = 2
+    assert guard(served)[0].startswith("cache_hits:")  # one gateway: its warm-up filled the only cache
+
+
+def test_raw_grid_spans_the_cores():
+    from benchmarks.image_throughput import grid_cells
+
+    assert grid_cells(2) == [(1, 1), (1, 2), (2, 1), (2, 2)]  # as ever on 2 cores
+    cells = grid_cells(16)
+    assert (16, 1) in cells and (1, 16) in cells and all(8 <= t * w <= 32 for t, w in cells)
+    assert grid_cells(16, [4], [1, 4]) == [(4, 1), (4, 4)]
+
+
+def test_served_layout_grows_with_the_cores():
+    from argparse import Namespace
+
+    from benchmarks.image_throughput import AUDIO_MODEL, ray_cpus, served_args, served_layout
+    from config.args import AppArgs
+
+    assert served_layout(2) == {"gateway_replicas": 1, "vision_replicas": 1, "vision_cpus": 2.0, "text_replicas": 1,
+                                "text_cpus": 2.0}
+    big = served_layout(16)
+    assert big["gateway_replicas"] == 4 and big["vision_replicas"] * big["vision_cpus"] == 8
+    args = Namespace(vision_cpus=None, text_cpus=None, gateway_replicas=3, vision_replicas=None, text_replicas=None,
+                     max_batch=16, vision_model="{}", text_model="{}", audio_model=AUDIO_MODEL)
+    app = AppArgs.model_validate(served_args(args))
+    assert app.gateway.autoscaling.max_replicas == 3 and app.gateway.autoscaling.min_replicas == 3
+    assert ray_cpus(app) >= sum(d.num_cpus * d.autoscaling.max_replicas for d in app.deployments().values())
+
+
+def test_batch_counters_of_replicas_add_up():
+    from benchmarks.image_throughput import merged_sizes
+
+    assert merged_sizes([{"embed": {"1": 3, "4": 1}}, {"embed": {"4": 2}, "classify": {"2": 1}}]) == \
+        {"embed": {"1": 3, "4": 3}, "classify": {"2": 1}}
