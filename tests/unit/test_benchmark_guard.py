@@ -4,7 +4,7 @@ import io
 
 from PIL import Image
 
-from benchmarks.image_throughput import guard
+from benchmarks.image_throughput import guard, transport_guard
 from benchmarks.inputs import Cycle, distinct_photos, distinct_texts, more_than_cache
 
 
@@ -37,3 +37,10 @@ def test_guard_fails_a_run_measured_on_something_else():
     assert len(failures) == 1 and failures[0].startswith("image:")
     assert guard(_served(100, 120, 1))[0].startswith("text:")
     assert guard(_served(100, 200, 40))[0].startswith("cache_hits:")  # the cache-hit line reached the model
+
+
+def test_transport_guard_names_the_sweep_the_model_did_not_do():
+    row = {"round": 1, "transport": "bytes", "concurrency": 16, "answered": 100}
+    assert transport_guard([{**row, "embedded": 100}]) == []
+    assert transport_guard([{**row, "embedded": 100}, {**row, "embedded": 10}]) == \
+        ["round 1 bytes c=16: 100 answered, 10 embedded"]
