@@ -236,7 +236,8 @@ def run_transports(jpegs: list[bytes], args) -> list[dict]:
                                  "errors": point.errors, "cpu_ms_per_image": cpu_ms_per_image(sweep),
                                  "load_average": [round(x, 2) for x in os.getloadavg()]})
                     r = rows[-1]
-                    print(f"round {rnd} {transport:6s} c={c:<3d} {r['images_per_s']:6.1f} img/s  p99 {r['p99_ms']:6.0f} ms"
+                    print(f"round {rnd} {transport:6s} c={c:<3d} {r['images_per_s']:6.1f} img/s  "
+                          f"p99 {r['p99_ms']:6.0f} ms"
                           f"  cpu ms/img {r['cpu_ms_per_image']}  load {r['load_average'][0]}", flush=True)
         return rows
     finally:
@@ -255,7 +256,8 @@ def transport_summary(rows: list[dict]) -> dict:
         rates, p99s = [r["images_per_s"] for r in mine], [r["p99_ms"] for r in mine]
         cpu = {name: round(statistics.median(r["cpu_ms_per_image"].get(name, 0.0) for r in mine), 1)
                for name in ("Gateway", "ray::ProxyActor", "VisionEncoder")}
-        out[f"{key[0]} c={key[1]}"] = {"images_per_s": statistics.median(rates), "images_per_s_range": [min(rates), max(rates)],
+        out[f"{key[0]} c={key[1]}"] = {"images_per_s": statistics.median(rates),
+                                       "images_per_s_range": [min(rates), max(rates)],
                                        "p99_ms": statistics.median(p99s), "p99_ms_range": [min(p99s), max(p99s)],
                                        "cpu_ms_per_image": cpu}
     return out
@@ -447,8 +449,9 @@ def transports_main(jpegs: list[bytes], args) -> int:
               f"{v['p99_ms_range']}  cpu ms/img {v['cpu_ms_per_image']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps({
-        "command": " ".join(sys.argv), "cpu_count": os.cpu_count(), "load_average_before": load_before,
-        "load_average_after": os.getloadavg(), "vision_model": json.loads(args.vision_model), "window_s": args.window,
+        "command": "python -m benchmarks.image_throughput " + " ".join(sys.argv[1:]), "cpu_count": os.cpu_count(),
+        "load_average_before": load_before, "load_average_after": os.getloadavg(),
+        "vision_model": json.loads(args.vision_model), "window_s": args.window,
         "photos": f"600 distinct crops of the test photos enlarged {args.enlarge}x",
         "summary": summary, "rows": rows, "guard_failures": failures}, indent=1))
     for failure in failures:

@@ -91,4 +91,5 @@ class VisionEncoder(ModelReplica):
         e = self.embedder
         return EncoderInfo(modality="image", model=e.model_id, space=e.space, dim=e.dim, token_dim=e.token_dim,
                            device=self.device, logit_scale=e.logit_scale, task_model=self.classifier.model_id,
-                           input_size=getattr(e, "input_size", None), placement=placement(), batch=self.batch_config.model_dump())
+                           input_size=getattr(e, "input_size", None), placement=placement(),
+                           batch=self.batch_config.model_dump())

@@ -86,6 +86,23 @@ def test_hostile_media(base_url, before, case):
         assert r.json()["error"]["param"] == field
 
 
+@pytest.mark.parametrize("case", [c for c in CASES if c.kind == "image"],
+                         ids=[f"embed-{c.name}" for c in CASES if c.kind == "image"])
+def test_hostile_image_to_embed(base_url, before, case):
+    """The embedding route sends images as ``gateway.settings.image_transport`` says (the replica may
+    decode them): the same status and error shape as classify, whose gateway decodes them."""
+    r = httpx.post(f"{base_url}/v1/embeddings/image", json={"images": [encode_media(case.data)]}, timeout=120)
+    expected = case.status if case.data else 400
+    assert r.status_code == expected, (case.name, r.status_code, r.text[:300])
+    if expected != 200:
+        _shape_ok(r.json())
+        gateway = httpx.post(f"{base_url}{IMAGE_ROUTE}", json={"image": encode_media(case.data)}, timeout=120).json()
+        error = r.json()["error"]
+        assert error["param"] == "images[0]"
+        assert (error["type"], error["message"].replace("'images[0]'", "'image'")) == \
+            (gateway["error"]["type"], gateway["error"]["message"])
+
+
 @pytest.mark.parametrize("name, route, raw, status, param", JSON_CASES, ids=[c[0] for c in JSON_CASES])
 def test_hostile_json(base_url, before, name, route, raw, status, param):
     r = httpx.post(f"{base_url}{route}", content=raw.encode(), headers={"content-type": "application/json"},
