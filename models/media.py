@@ -46,7 +46,7 @@ class MediaLimits:
     """Caps applied while decoding: checked from headers before full decoding wherever possible."""
 
     max_image_pixels: int = 40_000_000
-    max_image_side: int = 1024  # larger images are downscaled in the gateway, not in the replicas
+    max_image_side: int = 1024  # larger images are downscaled as they are decoded
     max_audio_seconds: float = 600.0
     max_bytes: int = 50 * 1024 * 1024
 
