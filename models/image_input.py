@@ -12,6 +12,10 @@ image_transport``), and what each side does to it. The choices, measured side by
 
 A model whose preprocess is not a short-side resize plus centre crop says nothing of its input
 (``InputSize`` None) and gets ``array``.
+
+On 2 CPU cores ``bytes`` was the fastest (the gateway's CPU per image, not the model's, bounds the
+served rate there; benchmarks/reference/image_transport_2core.json), so it is the default. Where
+the replica's CPU is the scarce one (a GPU replica with one CPU) the gateways should decode: ``draft``.
 """
 from __future__ import annotations
 
