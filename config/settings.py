@@ -42,8 +42,8 @@ class GatewaySettings(BaseModel):
         "how long /readyz waits for each deployment's ping; it answers 503 naming the slow ones, within 1 s"))
     tenants_file: str | None = Field(None, description="YAML tenants file; without one the service runs open")
     image_transport: Transport = Field("bytes", description=(
-        "how an image to embed crosses to VisionEncoder: bytes (header checked here, decoded there: the "
-        "fastest on CPU replicas, python -m benchmarks.image_throughput --transports), draft (decoded here to "
+        "how an image to embed crosses to VisionEncoder: bytes (header checked here, decoded there: the best "
+        "measured on 2 CPU cores, python -m benchmarks.image_throughput --transports), draft (decoded here to "
         "the size the model resizes to: spares a GPU replica's CPU), input (the model's crop), array "
         "(decoded whole); models/image_input.py"))
     embed_cache_size: int = Field(4096, ge=0, description="image/audio embeddings kept by content hash (0: off)")

@@ -13,8 +13,9 @@ image_transport``), and what each side does to it. The choices, measured side by
 A model whose preprocess is not a short-side resize plus centre crop says nothing of its input
 (``InputSize`` None) and gets ``array``.
 
-On 2 CPU cores ``bytes`` was the fastest (the gateway's CPU per image, not the model's, bounds the
-served rate there; benchmarks/reference/image_transport_2core.json), so it is the default. Where
+On 2 CPU cores ``bytes`` had the best median rate and the least gateway CPU per image (at c=16 the
+spreads of ``bytes``, ``draft`` and ``array`` overlap on small photos; on camera-sized ones ``array``
+is 2.3x slower than the rest: benchmarks/reference/image_transport_2core.json), so it is the default. Where
 the replica's CPU is the scarce one (a GPU replica with one CPU) the gateways should decode: ``draft``.
 """
 from __future__ import annotations
