@@ -176,14 +176,16 @@ def layout_of(args) -> dict[str, float]:
     return {k: v if getattr(args, k) is None else getattr(args, k) for k, v in served_layout(os.cpu_count()).items()}
 
 
-def served_args(args) -> dict:
+def served_args(args, transport: str | None = None) -> dict:
     layout = layout_of(args)
+    # --transports: the cache off (every transport sends the same photos), the transport chosen
+    settings = {} if transport is None else {"image_transport": transport, "embed_cache_size": 0}
 
     def fixed(replicas: float) -> dict:
         return {"min_replicas": int(replicas), "max_replicas": int(replicas)}
 
     return {"resource_guard": "off",
-            "gateway": {"num_cpus": 0, "autoscaling": fixed(layout["gateway_replicas"])},
+            "gateway": {"num_cpus": 0, "autoscaling": fixed(layout["gateway_replicas"]), "settings": settings},
             "vision": {"num_cpus": layout["vision_cpus"], "autoscaling": fixed(layout["vision_replicas"]),
                        "model": json.loads(args.vision_model),
                        "batch": {"max_batch_size": args.max_batch, "batch_wait_timeout_s": 0.01}},
@@ -298,6 +300,73 @@ def run_served(jpegs: list[bytes], texts: list[str], args) -> dict[str, dict]:
     finally:
         serve.shutdown()
         local_ray.stop(context)
+
+
+def cpu_ms_per_image(sweep: dict) -> dict[str, float]:
+    """CPU milliseconds per answered image of each process over a sweep (its cores over its rate)."""
+    rate = sweep["answered"] / sweep["seconds"]
+    return {k.replace("ray::ServeReplica:bench:", ""): round(1000 * v / rate, 2)
+            for k, v in sweep["cores_used_by_process"].items()}
+
+
+def run_transports(jpegs: list[bytes], args) -> list[dict]:
+    """``--transports``: the image sweep once per transport (GatewaySettings.image_transport), the
+    transports alternated round after round on one running graph (only the gateway is redeployed),
+    so a noisy neighbour hits them alike. One row per (round, transport, concurrency)."""
+    from ray import serve
+
+    from graphs import local_ray
+    from graphs.app import build_app
+
+    context = local_ray.start(num_cpus=8, log_to_driver=False)
+    port = free_port()
+    url, rows = f"http://127.0.0.1:{port}", []
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        for rnd in range(args.rounds):
+            for transport in args.transports:
+                serve.run(build_app(served_args(args, transport)), name="bench", route_prefix="/")
+                send = loadgen.image_sender(IMAGE_ROUTE, jpegs)
+                measured_sweep("VisionEncoder", send, url, [4], 1.0)  # warm the new gateway
+                for c in args.concurrency:
+                    sweep = measured_sweep("VisionEncoder", send, url, [c], args.window)
+                    point = sweep["points"][0]
+                    rows.append({"round": rnd, "transport": transport, "concurrency": c, "answered": sweep["answered"],
+                                 "embedded": sweep["embedded"], "images_per_s": round(point.throughput, 1),
+                                 "p50_ms": round(point.p50_ms, 1), "p99_ms": round(point.p99_ms, 1),
+                                 "errors": point.errors, "cpu_ms_per_image": cpu_ms_per_image(sweep),
+                                 "load_average": [round(x, 2) for x in os.getloadavg()]})
+                    r = rows[-1]
+                    print(f"round {rnd} {transport:6s} c={c:<3d} {r['images_per_s']:6.1f} img/s  "
+                          f"p99 {r['p99_ms']:6.0f} ms"
+                          f"  cpu ms/img {r['cpu_ms_per_image']}  load {r['load_average'][0]}", flush=True)
+        return rows
+    finally:
+        serve.shutdown()
+        local_ray.stop(context)
+
+
+def transport_summary(rows: list[dict]) -> dict:
+    """Per transport and concurrency: the median, min and max over rounds of img/s and p99, and the
+    median CPU ms per image of the gateway, the proxy and the model replica."""
+    import statistics
+
+    out: dict = {}
+    for key in sorted({(r["transport"], r["concurrency"]) for r in rows}, key=lambda k: (k[1], k[0])):
+        mine = [r for r in rows if (r["transport"], r["concurrency"]) == key]
+        rates, p99s = [r["images_per_s"] for r in mine], [r["p99_ms"] for r in mine]
+        cpu = {name: round(statistics.median(r["cpu_ms_per_image"].get(name, 0.0) for r in mine), 1)
+               for name in ("Gateway", "ray::ProxyActor", "VisionEncoder")}
+        out[f"{key[0]} c={key[1]}"] = {"images_per_s": statistics.median(rates),
+                                       "images_per_s_range": [min(rates), max(rates)],
+                                       "p99_ms": statistics.median(p99s), "p99_ms_range": [min(p99s), max(p99s)],
+                                       "cpu_ms_per_image": cpu}
+    return out
+
+
+def transport_guard(rows: list[dict]) -> list[str]:
+    return [f"round {r['round']} {r['transport']} c={r['concurrency']}: {r['answered']} answered, "
+            f"{r['embedded']} embedded" for r in rows if r["embedded"] < MIN_WORK * r["answered"]]
 
 
 def guard(served: dict, gateways: int = 1) -> list[str]:
@@ -460,6 +529,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--text-model", default="{}", help="TextModelSpec JSON for the served graph (its path also "
                                                           "for the naive server)")
     parser.add_argument("--audio-model", default=AUDIO_MODEL, help="SpeechModelSpec JSON of the (idle) AudioModel")
+    parser.add_argument("--transports", nargs="*", choices=["array", "draft", "input", "bytes"],
+                        help="instead of the whole benchmark: the served image sweep per image transport, "
+                             "alternated over --rounds (writes <out>.json)")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--enlarge", type=int, default=1, help="--transports: photos this many times their size")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/image_throughput"))
     parser.add_argument("--readme", type=Path, help="regenerate this README's image/text performance block")
     parser.add_argument("--from-json", type=Path, help="no run: regenerate the README block from this JSON")
@@ -467,6 +541,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json:
         write_readme(args.readme, markdown(json.loads(args.from_json.read_text())))
         return 0
+    if args.transports:  # the cache is off there: a few hundred photos are distinct enough
+        return transports_main(distinct_photos(600, enlarge=args.enlarge), args)
     jpegs = distinct_photos(more_than_cache(GatewaySettings().embed_cache_size))
     texts = distinct_texts(20_000)
     models = AppArgs.model_validate(served_args(args))
@@ -490,6 +566,25 @@ def main(argv: list[str] | None = None) -> int:
         print("GUARD FAILED:", failure)
     if args.readme and not failures:
         write_readme(args.readme, markdown(json.loads(args.out.with_suffix(".json").read_text())))
+    return 1 if failures else 0
+
+
+def transports_main(jpegs: list[bytes], args) -> int:
+    load_before = os.getloadavg()
+    rows = run_transports(jpegs, args)
+    summary, failures = transport_summary(rows), transport_guard(rows)
+    for name, v in summary.items():
+        print(f"{name:14s} {v['images_per_s']:6.1f} img/s {v['images_per_s_range']}  p99 {v['p99_ms']:6.0f} ms "
+              f"{v['p99_ms_range']}  cpu ms/img {v['cpu_ms_per_image']}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps({
+        "command": "python -m benchmarks.image_throughput " + " ".join(sys.argv[1:]), "cpu_count": os.cpu_count(),
+        "load_average_before": load_before, "load_average_after": os.getloadavg(),
+        "vision_model": json.loads(args.vision_model), "window_s": args.window,
+        "photos": f"600 distinct crops of the test photos enlarged {args.enlarge}x",
+        "summary": summary, "rows": rows, "guard_failures": failures}, indent=1))
+    for failure in failures:
+        print("GUARD FAILED:", failure)
     return 1 if failures else 0
 
 

@@ -16,18 +16,20 @@ SENTENCES = ("a tabby cat naps on the window sill", "a cup of espresso on a whit
              "a temple roof in the morning light", "a dahlia flower in full bloom")
 
 
-def _sources() -> list:
+def _sources(enlarge: int) -> list:
     from PIL import Image
 
     from tests.assets import photo
 
-    return [Image.open(io.BytesIO(photo(name))).convert("RGB") for name in PHOTOS]
+    images = [Image.open(io.BytesIO(photo(name))).convert("RGB") for name in PHOTOS]
+    return [i.resize((i.width * enlarge, i.height * enlarge), Image.LANCZOS) for i in images]
 
 
-def distinct_photos(n: int) -> list[bytes]:
-    """``n`` different JPEGs: the test photos cropped by a box that moves with the index and
-    re-encoded at a quality that cycles through 76..95 (the photos stay recognisable)."""
-    sources, out, seen = _sources(), [], set()
+def distinct_photos(n: int, enlarge: int = 1) -> list[bytes]:
+    """``n`` different JPEGs: the test photos (``enlarge`` times their size: 4 makes camera-sized
+    uploads of 1.8 to 2.6k px) cropped by a box that moves with the index and re-encoded at a
+    quality that cycles through 76..95 (the photos stay recognisable)."""
+    sources, out, seen = _sources(enlarge), [], set()
     for i in itertools.count():
         if len(out) == n:
             return out

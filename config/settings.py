@@ -5,6 +5,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from models.image_input import Transport
 from models.media import MediaLimits
 
 _MEDIA = MediaLimits()  # the media limits' defaults live in one place: models.media
@@ -40,6 +41,11 @@ class GatewaySettings(BaseModel):
     ready_timeout_s: float = Field(0.8, gt=0, le=1.0, description=(
         "how long /readyz waits for each deployment's ping; it answers 503 naming the slow ones, within 1 s"))
     tenants_file: str | None = Field(None, description="YAML tenants file; without one the service runs open")
+    image_transport: Transport = Field("bytes", description=(
+        "how an image to embed crosses to VisionEncoder: bytes (header checked here, decoded there: the best "
+        "measured on 2 CPU cores, python -m benchmarks.image_throughput --transports), draft (decoded here to "
+        "the size the model resizes to: spares a GPU replica's CPU), input (the model's crop), array "
+        "(decoded whole); models/image_input.py"))
     embed_cache_size: int = Field(4096, ge=0, description="image/audio embeddings kept by content hash (0: off)")
     allowed_root: str | None = Field(None, description="server-side folder that index items may name by path "
                                      "(open mode; with a tenants file each tenant names its own)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from models.image_input import InputSize
+
 
 @dataclass(frozen=True)
 class EncoderInfo:
@@ -15,6 +17,7 @@ class EncoderInfo:
     device: str
     logit_scale: float = 1.0  # zero-shot softmax temperature (image-text spaces)
     task_model: str | None = None  # the model of the deployment's other task: classifier or recogniser
+    input_size: InputSize | None = None  # what the embedder's preprocess makes of an image (image transports)
     placement: dict = field(default_factory=dict, compare=False)
     batch: dict = field(default_factory=dict, compare=False)
 

@@ -9,6 +9,7 @@ from ray import serve
 
 from deployments.info import EncoderInfo
 from deployments.common import BatchStats, ModelReplica, checkpoint_path, log, placement, replica_device
+from models.image_input import Cropped, Encoded
 from models.fusion_features import FeatureExtractor, ModalityFeatures
 from models.registry import TextModelSpec, VisionModelSpec, load_classifier, load_embedder
 
@@ -75,7 +76,11 @@ class VisionEncoder(ModelReplica):
         top = np.argsort(-probs)[:top_k]
         return [{"index": int(i), "label": self.classifier.labels[i], "score": float(probs[i])} for i in top]
 
-    async def embed(self, image: np.ndarray) -> np.ndarray:
+    async def embed(self, image: np.ndarray | Cropped | Encoded) -> np.ndarray:
+        """One image's embedding. An upload sent as bytes (``image_transport: bytes``) is decoded here,
+        off the event loop and before batching, so a corrupt one fails alone (400, as in the gateway)."""
+        if isinstance(image, Encoded):
+            image = await asyncio.to_thread(image.decode, getattr(self.embedder, "input_size", None))
         return await self._embed_batch(image)
 
     async def fusion_features(self, image: np.ndarray) -> ModalityFeatures:
@@ -86,4 +91,5 @@ class VisionEncoder(ModelReplica):
         e = self.embedder
         return EncoderInfo(modality="image", model=e.model_id, space=e.space, dim=e.dim, token_dim=e.token_dim,
                            device=self.device, logit_scale=e.logit_scale, task_model=self.classifier.model_id,
-                           placement=placement(), batch=self.batch_config.model_dump())
+                           input_size=getattr(e, "input_size", None), placement=placement(),
+                           batch=self.batch_config.model_dump())

@@ -46,7 +46,7 @@ class MediaLimits:
     """Caps applied while decoding: checked from headers before full decoding wherever possible."""
 
     max_image_pixels: int = 40_000_000
-    max_image_side: int = 1024  # larger images are downscaled in the gateway, not in the replicas
+    max_image_side: int = 1024  # larger images are downscaled as they are decoded
     max_audio_seconds: float = 600.0
     max_bytes: int = 50 * 1024 * 1024
 
@@ -114,25 +114,38 @@ def _undecodable(fmt: Format | None, want: str, param: str) -> MMServeError:
 
 
 # ----------------------------------------------------------------------------- images
-def decode_image(raw: bytes, *, limits: MediaLimits = MediaLimits(), param: str = "image") -> np.ndarray:
-    """Decode an image to RGB uint8, refusing decompression bombs from the header alone."""
+def open_image(raw: bytes, limits: MediaLimits = MediaLimits(), param: str = "image") -> Image.Image:
+    """The upload opened and its header checked (bytes, format, pixel cap); nothing decoded yet."""
     _check_size(raw, limits, param)
-    fmt = sniff(raw)
     # PIL's plugins raise OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError...
     # on malformed bytes: any exception from them is the input's fault, and its text is not for users.
     try:
         img = Image.open(io.BytesIO(raw))
         width, height = img.size  # read from the header, nothing decoded yet
     except Exception as exc:
-        raise _undecodable(fmt, "image", param) from exc
+        raise _undecodable(sniff(raw), "image", param) from exc
     _check_pixels(width, height, limits, param)
+    return img
+
+
+def decode_image(raw: bytes, *, limits: MediaLimits = MediaLimits(), param: str = "image",
+                 min_side: int | None = None) -> np.ndarray:
+    """Decode an image to RGB uint8, refusing decompression bombs from the header alone. With
+    ``min_side`` (what a model's preprocess resizes the short side to) no more is decoded or kept
+    than that: a JPEG is drafted to it and the short side shrunk to it, never enlarged."""
+    img = open_image(raw, limits, param)
+    largest = limits.max_image_side
+    side = min(min_side or largest, largest)
     try:
-        img.draft("RGB", (limits.max_image_side, limits.max_image_side))  # cheap JPEG downscale
+        img.draft("RGB", (side, side))  # cheap JPEG downscale (DCT domain), to no less than side x side
         img.load()  # the first frame of an animation
     except Exception as exc:
-        raise _undecodable(fmt, "image", param) from exc
+        raise _undecodable(sniff(raw), "image", param) from exc
     img = _to_rgb(img)
-    img.thumbnail((limits.max_image_side, limits.max_image_side), Image.BICUBIC)
+    if min_side and min(img.size) > min_side:
+        scale = min_side / min(img.size)
+        img = img.resize((round(img.width * scale), round(img.height * scale)), Image.BICUBIC)
+    img.thumbnail((largest, largest), Image.BICUBIC)
     return np.asarray(img, dtype=np.uint8)
 
 

@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from models import accel
+from models.image_input import Cropped, InputSize, resize_center_crop
 from models.runtime import Precision, autocast, effective_precision, l2_normalize
 from models.text import TextEmbedder, clip_space, prompt_embeddings
 
@@ -52,15 +53,6 @@ class ImageEmbedder(Protocol):
     def preprocess(self, image: np.ndarray) -> torch.Tensor: ...
 
     def embed(self, batch: torch.Tensor) -> np.ndarray: ...
-
-
-def resize_center_crop(image: np.ndarray, *, size: int, resize: int) -> np.ndarray:
-    """Short side to ``resize`` (bicubic), then a centred ``size`` x ``size`` crop."""
-    img = Image.fromarray(image)
-    scale = resize / min(img.size)
-    img = img.resize((max(size, round(img.width * scale)), max(size, round(img.height * scale))), Image.BICUBIC)
-    left, top = (img.width - size) // 2, (img.height - size) // 2
-    return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.float32)
 
 
 def trace_and_freeze(module: torch.nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
@@ -113,6 +105,7 @@ class EfficientNetLiteClassifier(_TorchVisionModel):
     """EfficientNet-Lite0 (ImageNet-1k), inputs scaled to [-1, 1] as in the TF-Lite release."""
 
     image_size = 224
+    input_size = InputSize(resize=256, crop=image_size)  # what preprocess makes of an image
 
     def __init__(self, *, model, labels: list[str], model_id: str, device: str, precision: Precision):
         super().__init__(model=model, model_id=model_id, device=device, precision=precision)
@@ -160,9 +153,16 @@ class EfficientNetLiteClassifier(_TorchVisionModel):
         self.model = lambda pixels: torch.from_numpy(net(pixels=pixels.contiguous().numpy()))
         self.runtime, self.compiled_precision = runtime, precision
 
-    def preprocess(self, image: np.ndarray) -> torch.Tensor:
-        pixels = resize_center_crop(image, size=self.image_size, resize=256)
-        return torch.from_numpy((pixels - 127.0) / 128.0).permute(2, 0, 1)
+    def preprocess(self, image: np.ndarray | Cropped) -> torch.Tensor:
+        """[3, 224, 224] in [-1, 1]; a ``Cropped`` image (the gateway did the resize and crop) is
+        only scaled."""
+        if isinstance(image, Cropped):
+            pixels = image.pixels
+            if pixels.shape != (self.image_size, self.image_size, 3):
+                raise ValueError(f"a cropped input must be {self.image_size}x{self.image_size} RGB, not {pixels.shape}")
+        else:
+            pixels = resize_center_crop(image, self.input_size)
+        return torch.from_numpy((pixels.astype(np.float32) - 127.0) / 128.0).permute(2, 0, 1)
 
     def probs(self, batch: torch.Tensor) -> np.ndarray:
         return self._run(batch, self.model).softmax(-1).cpu().numpy()
@@ -263,6 +263,7 @@ class ConSEEmbedder:
         self.classifier = classifier
         self.class_embeddings = torch.from_numpy(np.ascontiguousarray(class_embeddings, dtype=np.float32))
         self.model_id = f"conse-{classifier.model_id}"
+        self.input_size: InputSize | None = getattr(classifier, "input_size", None)
         self.space, self.dim, self.top_t = space, class_embeddings.shape[1], top_t
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:

@@ -33,7 +33,7 @@ def build_services(vision: DeploymentHandle, text: DeploymentHandle, audio: Depl
                    settings: GatewaySettings, *, search: DeploymentHandle | None = None,
                    fusion: DeploymentHandle | None = None, quota: DeploymentHandle | None = None,
                    vision_language: DeploymentHandle | None = None) -> Services:
-    media = Media(settings.limits())
+    media = Media(settings.limits(), settings.image_transport)
     encoders = Encoders({"image": vision, "text": text, "audio": audio}, media,
                         EmbedCache(capacity=settings.embed_cache_size))
     optional = {"SearchIndex": search, "FusionHead": fusion, "QuotaKeeper": quota, "VisionLanguage": vision_language}

@@ -23,6 +23,7 @@ from deployments.info import EncoderInfo
 from deployments.metrics import observe_cache
 from models.embed_cache import EmbedCache
 from models.errors import Forbidden, Incompatible, InvalidInput, Unavailable
+from models.image_input import Transport, for_replica
 from models.media import MediaLimits, decode_audio, decode_image
 
 MODALITIES = ("image", "text", "audio")
@@ -35,11 +36,21 @@ class Media:
     """Decoding of untrusted image and audio bytes, off the event loop, within the configured limits."""
 
     limits: MediaLimits
+    image_transport: Transport = "array"
 
     async def decode(self, modality: str, raw: bytes, param: str) -> np.ndarray:
         tenancy.current().require_modality(modality)
         decoder = decode_image if modality == "image" else decode_audio
         return await off_loop(decoder, raw, limits=self.limits, param=param)
+
+    async def for_encoder(self, modality: str, raw: bytes, param: str, info: EncoderInfo):
+        """What the embedding call carries: decoded audio, or an image as ``image_transport`` says
+        (models/image_input.py); the limits are checked here either way."""
+        if modality != "image":
+            return await self.decode(modality, raw, param)
+        tenancy.current().require_modality(modality)
+        return await off_loop(for_replica, raw, transport=self.image_transport, size=info.input_size,
+                              limits=self.limits, param=param)
 
 
 class Encoders:
@@ -80,7 +91,7 @@ class Encoders:
         observe_cache(modality, row is not None)
         if row is None:
             if decoded is None:
-                decoded = await self.media.decode(modality, raw, param)
+                decoded = await self.media.for_encoder(modality, raw, param, info)
             row = await call(self.use(modality).embed, decoded)
             self.cache.put(scope, key, row)
         return row

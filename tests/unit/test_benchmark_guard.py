@@ -4,7 +4,7 @@ import io
 
 from PIL import Image
 
-from benchmarks.image_throughput import guard
+from benchmarks.image_throughput import guard, transport_guard
 from benchmarks.inputs import Cycle, distinct_photos, distinct_texts, more_than_cache
 
 
@@ -83,3 +83,10 @@ def test_batch_counters_of_replicas_add_up():
 
     assert merged_sizes([{"embed": {"1": 3, "4": 1}}, {"embed": {"4": 2}, "classify": {"2": 1}}]) == \
         {"embed": {"1": 3, "4": 3}, "classify": {"2": 1}}
+
+
+def test_transport_guard_names_the_sweep_the_model_did_not_do():
+    row = {"round": 1, "transport": "bytes", "concurrency": 16, "answered": 100}
+    assert transport_guard([{**row, "embedded": 100}]) == []
+    assert transport_guard([{**row, "embedded": 100}, {**row, "embedded": 10}]) == \
+        ["round 1 bytes c=16: 100 answered, 10 embedded"]

@@ -9,6 +9,7 @@ from PIL import Image
 
 from models.errors import InvalidInput, MMServeError, PayloadTooLarge, UnsupportedMedia
 from models import media
+from models.image_input import Encoded, InputSize, for_replica
 from models.media import SAMPLE_RATE, MediaLimits, decode_audio, decode_image
 from tests import assets, hostile_media
 
@@ -198,3 +199,29 @@ def test_truncated_compressed_audio_keeps_what_was_decoded():
     whole, half = decode_audio(raw), decode_audio(raw[: len(raw) // 2])
     assert 0.3 * whole.size < half.size < 0.7 * whole.size
     np.testing.assert_allclose(half[:4000], whole[:4000], atol=1e-4)
+
+
+def _through(transport: str, raw: bytes, param: str):
+    """The gateway's side of ``transport``, then the replica's (``bytes`` decodes there)."""
+    size = InputSize(resize=256, crop=224)
+    sent = for_replica(raw, transport=transport, size=size, limits=MediaLimits(), param=param)
+    return sent.decode(size) if isinstance(sent, Encoded) else sent
+
+
+@pytest.mark.parametrize("transport", ["draft", "input", "bytes"])
+@pytest.mark.parametrize("case", [c for c in hostile_media.CASES if c.kind == "image"], ids=lambda c: c.name)
+def test_every_image_transport_refuses_alike(case, transport):
+    """Whichever side decodes, a bad image gets the error ``decode_image`` gives (the one error shape),
+    and ``bytes`` refuses what the header shows (pixel cap, unknown format) before it leaves the gateway."""
+    if case.expect == "ok":
+        assert _through(transport, case.data, "upload") is not None
+        return
+    with pytest.raises(MMServeError) as expected:
+        decode_image(case.data, param="upload")
+    with pytest.raises(MMServeError) as err:
+        _through(transport, case.data, "upload")
+    assert (type(err.value), err.value.message, err.value.param) == \
+        (type(expected.value), expected.value.message, expected.value.param)
+    if transport == "bytes" and case.expect in ("PayloadTooLarge", "UnsupportedMedia"):
+        with pytest.raises(type(expected.value)):
+            for_replica(case.data, transport="bytes", size=InputSize(256, 224), limits=MediaLimits(), param="upload")
