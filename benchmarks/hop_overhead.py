@@ -8,8 +8,12 @@ Transports, each in a fresh Ray (Serve reads these variables when it is imported
   servers (capped at ``RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH``, 4 MiB unless raised: set here to
   the largest message mmserve sends, see ``GRPC_MAX_MESSAGE``);
 - ``grpc_handle``: default environment, but every handle made ``.options(_by_reference=False)``;
-- ``throughput``: ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1`` (gRPC by value, direct ingress, router and
-  user code on the replica's main loop, GC frozen after start-up).
+- ``throughput``: ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1`` (Ray 2.60 serve/_private/constants.py: gRPC by
+  value, direct ingress (each ingress replica also serves HTTP on a port of its own, 30000-31000,
+  and drains for 30 s when stopped), handle routers on the caller's event loop, async user code on
+  the replica's main loop, GC frozen after start-up, request logs buffered 1000 lines, Serve logs
+  not copied to stderr). A handle's router then lives on the loop that first used it, so each mode
+  runs all its handle calls, shutdown included, in one event loop.
 
 In each: a driver calls (1) ``Echo`` through a handle: one hop; (2) ``Relay``, which calls ``Echo``
 through its own handle: two hops. The difference of the medians is one hop. Both with a small
@@ -91,11 +95,12 @@ class Relay:
 
 
 async def _median_ms_async(fn, calls: int) -> float:
-    """Median milliseconds of ``calls`` awaited calls ``fn(i)``, after 20 warm-up calls. Handle calls
-    are awaited in the driver's loop: throughput mode runs Serve's router on the caller's loop, so
-    a blocking ``.result()`` there has no loop to run on."""
+    """Median milliseconds of ``calls`` awaited calls ``fn(0..calls-1)``, after 20 warm-up calls
+    ``fn(calls..calls+19)`` (distinct inputs: the gateway caches embeddings). Handle calls are
+    awaited in the driver's loop: throughput mode runs Serve's router on the caller's loop, so a
+    blocking ``.result()`` there has no loop to run on."""
     for i in range(20):
-        await fn(i)
+        await fn(calls + i)
     times = []
     for i in range(calls):
         start = time.perf_counter()
@@ -104,12 +109,12 @@ async def _median_ms_async(fn, calls: int) -> float:
     return statistics.median(times)
 
 
-def _median_ms(fn, calls: int) -> float:
-    """``_median_ms_async`` for a blocking call (an HTTP request)."""
+def _blocking(fn):
+    """A blocking call ``fn(i)`` (an HTTP request) as the coroutine function ``_median_ms_async`` awaits."""
     async def call(i: int) -> None:
         fn(i)
 
-    return asyncio.run(_median_ms_async(call, calls))
+    return call
 
 
 def photo_arrays(count: int, seed: int = 0) -> list[np.ndarray]:
@@ -142,7 +147,7 @@ def bare_uvicorn_ms(calls: int) -> float:
                     break
                 except httpx.HTTPError:
                     time.sleep(0.2)
-            return _median_ms(lambda i: client.get("/noop"), calls)
+            return asyncio.run(_median_ms_async(_blocking(lambda i: client.get("/noop")), calls))
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -158,7 +163,7 @@ def graph_args() -> dict:
             "search": {"enabled": False}, "fusion": {"enabled": False}}
 
 
-def classify_ms(port: int, calls: int) -> tuple[float, int]:
+async def classify_ms(port: int, calls: int) -> tuple[float, int]:
     """Median latency of POST /v1/classify, one request at a time, a distinct JPEG each; and how
     many classify items VisionEncoder ran meanwhile."""
     from tools.demo_data import make_image
@@ -166,25 +171,14 @@ def classify_ms(port: int, calls: int) -> tuple[float, int]:
     rng = np.random.default_rng(1)
     jpegs = [make_image(rng, ("chelsea", "coffee", "astronaut", "rocket")[i % 4], hard=False)
              for i in range(calls + 20)]
-    before = _classified(asyncio.run(_encoder_stats()))
+    stats = serve.get_deployment_handle("VisionEncoder", app_name="graph").batch_stats
+    before = _classified(await stats.remote())
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-        def one(i: int) -> None:
-            response = client.post("/v1/classify", files={"image": ("photo.jpg", jpegs[i % len(jpegs)])})
-            response.raise_for_status()
+        async def one(i: int) -> None:
+            client.post("/v1/classify", files={"image": ("photo.jpg", jpegs[i % len(jpegs)])}).raise_for_status()
 
-        for i in range(20):
-            one(calls + i)
-        times = []
-        for i in range(calls):
-            start = time.perf_counter()
-            one(i)
-            times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times), _classified(asyncio.run(_encoder_stats())) - before
-
-
-async def _encoder_stats() -> dict:
-    """A handle made in this loop: in throughput mode a handle's router lives on the loop that first used it."""
-    return await serve.get_deployment_handle("VisionEncoder", app_name="graph").batch_stats.remote()
+        median = await _median_ms_async(one, calls)
+    return median, _classified(await stats.remote()) - before
 
 
 def _classified(stats: dict) -> int:
@@ -194,11 +188,26 @@ def _classified(stats: dict) -> int:
 def measure(mode: str, calls: int, graph_calls: int) -> dict:
     """One transport, in this process's fresh Ray (the caller set the environment)."""
     from graphs import local_ray
+
+    context = local_ray.start(num_cpus=2, log_to_driver=False)
+    try:
+        out = asyncio.run(_measure_in_one_loop(mode, calls, graph_calls))
+    finally:
+        local_ray.stop(context)
+    out["per_hop_ms"] = out["two_hops_ms"] - out["one_hop_ms"]
+    out["image_per_hop_ms"] = out["image_two_hops_ms"] - out["image_one_hop_ms"]
+    return out
+
+
+async def _measure_in_one_loop(mode: str, calls: int, graph_calls: int) -> dict:
+    """Every handle call, from first to shutdown, in one event loop: with
+    ``RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0`` (throughput mode) a handle's router lives on the
+    loop that first used it, and Serve caches handles across calls (``get_deployment_handle``,
+    shutdown), so a second ``asyncio.run`` finds that router's loop closed."""
     from graphs.app import build_app
 
     by_value = mode == "grpc_handle"
     images = photo_arrays(calls + 20)
-    context = local_ray.start(num_cpus=2, log_to_driver=False)
     port = free_port()
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -206,18 +215,16 @@ def measure(mode: str, calls: int, graph_calls: int) -> dict:
         echo = serve.get_deployment_handle("Echo", app_name="hops")
         if by_value:
             relay, echo = relay.options(_by_reference=False), echo.options(_by_reference=False)
-        out = asyncio.run(_handle_hops(echo, relay, images, calls))
+        out = await _handle_hops(echo, relay, images, calls)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
             client.get("/hops/noop").raise_for_status()
-            out["http_via_serve_proxy_ms"] = _median_ms(lambda i: client.get("/hops/noop"), calls)
+            noop = _blocking(lambda i: client.get("/hops/noop"))
+            out["http_via_serve_proxy_ms"] = await _median_ms_async(noop, calls)
         if mode != "grpc_handle":  # the gateway's own handles take the environment's transport
             serve.run(build_app(graph_args()), name="graph", route_prefix="/")
-            out["classify_ms"], out["classify_items_run"] = classify_ms(port, graph_calls)
+            out["classify_ms"], out["classify_items_run"] = await classify_ms(port, graph_calls)
     finally:
-        serve.shutdown()
-        local_ray.stop(context)
-    out["per_hop_ms"] = out["two_hops_ms"] - out["one_hop_ms"]
-    out["image_per_hop_ms"] = out["image_two_hops_ms"] - out["image_one_hop_ms"]
+        await serve.shutdown_async()
     return out
 
 
