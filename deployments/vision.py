@@ -15,6 +15,7 @@ from models.registry import TextModelSpec, VisionModelSpec, load_classifier, loa
 
 
 BLANK = np.zeros((224, 224, 3), dtype=np.uint8)
+DECODES = 2  # uploads decoded at once in a replica (image_transport: bytes); each up to max_image_pixels
 
 
 @serve.deployment(name="VisionEncoder")
@@ -29,6 +30,7 @@ class VisionEncoder(ModelReplica):
         self.classifier = load_classifier(self.spec, device=self.device)
         self.embedder = load_embedder(self.spec, self.text_spec, classifier=self.classifier, device=self.device)
         self.stats = BatchStats()
+        self._decodes = asyncio.Semaphore(DECODES)
         self.fusion_inputs = FeatureExtractor(image=self.embedder)
         self._probs([BLANK])
         self._warm(self.embedder, self.fusion_inputs)
@@ -78,9 +80,15 @@ class VisionEncoder(ModelReplica):
 
     async def embed(self, image: np.ndarray | Cropped | Encoded) -> np.ndarray:
         """One image's embedding. An upload sent as bytes (``image_transport: bytes``) is decoded here,
-        off the event loop and before batching, so a corrupt one fails alone (400, as in the gateway)."""
+        off the event loop and before batching, so a corrupt one fails alone (400, as in the gateway),
+        and at most ``DECODES`` at a time, so a burst of large uploads cannot hold many full-size
+        images in memory at once."""
+        size = getattr(self.embedder, "input_size", None)
         if isinstance(image, Encoded):
-            image = await asyncio.to_thread(image.decode, getattr(self.embedder, "input_size", None))
+            async with self._decodes:
+                image = await asyncio.to_thread(image.decode, size)
+        elif isinstance(image, Cropped) and (size is None or image.pixels.shape[:2] != (size.crop, size.crop)):
+            image = image.pixels  # cropped for a model swapped out since (the gateway's info lags): resize it
         return await self._embed_batch(image)
 
     async def fusion_features(self, image: np.ndarray) -> ModalityFeatures:

@@ -23,6 +23,7 @@ imported anywhere.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import secrets
@@ -150,27 +151,39 @@ def start(*, metrics_port: int | None = None, **init_kwargs: Any):
     if metrics_port is not None:
         _check_free(metrics_port, "metrics")
         init_kwargs["_metrics_export_port"] = metrics_port
-    runtime_env = dict(init_kwargs.get("runtime_env") or {})
-    runtime_env.setdefault("worker_process_setup_hook", loopback_grpc.HOOK)  # replica gRPC on 127.0.0.1
-    init_kwargs["runtime_env"] = runtime_env
-    before = ray_startup.sessions()
-    for attempt in (1, 2):
-        try:
-            context = _init_private(stop, include_dashboard=False, **init_kwargs)
-            ray_startup.remove_sessions(ray_startup.sessions() - before - {Path(context.address_info["session_dir"])})
-            return context
-        except Exception as exc:  # noqa: BLE001 - only Ray's node-start timeout is retried
-            if not ray_startup.is_start_timeout(exc):
-                raise
-            session = ray_startup.newest_session()
-            report = ray_startup.failure_report(session)
-            _undo_failed_start()
-            if attempt == 2:
-                ray_startup.remove_sessions(ray_startup.sessions() - before)
-                raise PrivateRayError(f"the local Ray node did not start, twice. What it left:\n{report}") from exc
-            logger.warning("the local Ray node did not start within Ray's 30 s; trying once more. "
-                           "What it left:\n%s", report)
-    raise AssertionError("unreachable")
+    init_kwargs["runtime_env"] = _with_loopback_hook(init_kwargs.get("runtime_env"))
+    failed: list[Path] = []
+    try:
+        for attempt in (1, 2):
+            try:
+                return _init_private(stop, include_dashboard=False, **init_kwargs)
+            except Exception as exc:  # noqa: BLE001 - only Ray's node-start timeout is retried
+                if not ray_startup.is_start_timeout(exc):
+                    raise
+                session, processes = ray_startup.own_node()
+                report = ray_startup.failure_report(session)
+                _undo_failed_start(processes)
+                failed += [session] if session else []
+                if attempt == 2:
+                    raise PrivateRayError(f"the local Ray node did not start, twice. What it left:\n{report}") from exc
+                logger.warning("the local Ray node did not start within Ray's 30 s; trying once more. "
+                               "What it left:\n%s", report)
+        raise AssertionError("unreachable")
+    finally:  # a killed node can write into its folder once more after it is gone: remove it last
+        for session in failed:
+            shutil.rmtree(session, ignore_errors=True)
+
+
+def _with_loopback_hook(runtime_env: dict | None) -> dict:
+    """``runtime_env`` (copied: Ray edits what it is given) with the hook that keeps replica gRPC
+    servers on loopback (graphs/loopback_grpc.py), unless it names a setup hook of its own."""
+    runtime_env = copy.deepcopy(runtime_env or {})
+    if runtime_env.get("worker_process_setup_hook", loopback_grpc.HOOK) != loopback_grpc.HOOK:
+        logger.warning("runtime_env names its own worker_process_setup_hook: Serve's replica gRPC servers "
+                       "will listen on every interface (token-guarded); call %s from your hook to keep them "
+                       "on loopback", loopback_grpc.HOOK)
+    runtime_env.setdefault("worker_process_setup_hook", loopback_grpc.HOOK)
+    return runtime_env
 
 
 def _check_free(port: int, what: str) -> None:
@@ -187,12 +200,12 @@ def _check_free(port: int, what: str) -> None:
                                   "choose another") from None
 
 
-def _undo_failed_start() -> None:
-    """Stop the processes a timed-out ``ray.init`` left."""
+def _undo_failed_start(processes: list) -> None:
+    """Stop what a timed-out ``ray.init`` left: the node's own processes."""
     import ray
 
     ray.shutdown()
-    ray_startup.stop_children()
+    ray_startup.stop(processes)
 
 
 def connect(address: str, **init_kwargs: Any):

@@ -4,7 +4,8 @@ Ray 2.60 gives a new node's raylet a fixed 30 s to register with the GCS, then r
 node timed out during startup" and leaves behind whatever it had started (the GCS, a raylet that may
 still be starting, agents). On a busy two-core machine that can happen once and not again. So
 :func:`graphs.local_ray.start` reads what the node logged (:func:`failure_report`), stops the
-processes the failed start left (:func:`stop_children`) and tries once more.
+processes the failed start left (:func:`stop`; only the node this process started, found by
+:func:`own_node`) and tries once more.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ TIMED_OUT = "timed out during startup"
 # raylet waits for.
 LOGS = ("raylet.err", "raylet.out", "gcs_server.err", "gcs_server.out", "dashboard_agent.err",
         "dashboard_agent.log", "runtime_env_agent.err", "runtime_env_agent.log")
-RAY_ROOT = Path("/tmp/ray")
+SESSION_ARG = re.compile(r"(/\S*/session_\d{4}-\d\d-\d\d_[^/\s]+)")
 ERROR_LINE = re.compile(r"check failed|error|fatal|in use|traceback", re.IGNORECASE)
 
 
@@ -27,20 +28,25 @@ def is_start_timeout(exc: BaseException) -> bool:
     return TIMED_OUT in str(exc)
 
 
-def sessions(root: Path | None = None) -> set[Path]:
-    root = root or RAY_ROOT
-    return set(root.glob("session_2*")) if root.is_dir() else set()
+def own_node(pid: int | None = None) -> tuple[Path | None, list]:
+    """The session folder of the node this process started, and that node's processes: the direct
+    children whose command line names a Ray session folder (Ray gives each process it starts
+    ``--session-dir=``, ``--session_dir=`` or ``--log-dir=<session>/logs``). A Ray started by a child
+    of ours (``graphs.launch`` in the tests) is not among them."""
+    import psutil
 
-
-def newest_session(root: Path | None = None) -> Path | None:
-    return max(sessions(root), key=lambda p: p.stat().st_mtime, default=None)
-
-
-def remove_sessions(paths: set[Path]) -> None:
-    """Delete the session folders of failed starts (a killed node can leave files behind after its
-    folder was first removed)."""
-    for path in paths:
-        shutil.rmtree(path, ignore_errors=True)
+    found: dict[Path, list] = {}
+    for child in psutil.Process(pid).children():
+        with contextlib.suppress(psutil.Error):
+            for part in child.cmdline():
+                match = SESSION_ARG.search(part)
+                if match:
+                    found.setdefault(Path(match.group(1)), []).append(child)
+                    break
+    if len(found) != 1:  # none, or more than one node of ours: name no folder rather than a wrong one
+        return None, [p for procs in found.values() for p in procs]
+    (session, procs), = found.items()
+    return session, procs
 
 
 def _excerpt(path: Path, lines: int) -> str:
@@ -73,22 +79,14 @@ def failure_report(session: Path | None, *, lines: int = 12) -> str:
     return "\n".join(parts)
 
 
-def _is_ray(process) -> bool:
+def stop(processes: list, timeout_s: float = 10) -> list[int]:
+    """Kill a failed node's processes (its GCS, raylet and agents; the raylet's workers go with it)."""
     import psutil
 
-    with contextlib.suppress(psutil.Error):
-        return "ray" in process.name() or any("/ray/" in part for part in process.cmdline())
-    return False
-
-
-def stop_children(timeout_s: float = 10) -> list[str]:
-    """Kill the Ray processes this one started (a failed ``ray.init`` leaves its node's GCS, raylet and
-    agents running); returns their pids."""
-    import psutil
-
-    children = [c for c in psutil.Process().children(recursive=True) if _is_ray(c)]
-    for child in children:
+    for process in processes:
         with contextlib.suppress(psutil.Error):
-            child.kill()
-    psutil.wait_procs(children, timeout=timeout_s)
-    return [f"{c.pid}" for c in children]
+            for child in process.children(recursive=True):
+                child.kill()
+            process.kill()
+    psutil.wait_procs(processes, timeout=timeout_s)
+    return [p.pid for p in processes]

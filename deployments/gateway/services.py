@@ -36,7 +36,7 @@ class Media:
     """Decoding of untrusted image and audio bytes, off the event loop, within the configured limits."""
 
     limits: MediaLimits
-    image_transport: Transport = "array"
+    image_transport: Transport
 
     async def decode(self, modality: str, raw: bytes, param: str) -> np.ndarray:
         tenancy.current().require_modality(modality)

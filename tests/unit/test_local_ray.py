@@ -1,7 +1,9 @@
 """The embedded Ray's token file and environment (graphs/local_ray.py), without starting Ray."""
+import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -86,27 +88,30 @@ TIMEOUT = Exception("The current node timed out during startup. This could happe
 
 @pytest.fixture
 def failing_starts(monkeypatch, tmp_path):
-    """local_ray.start with ray.init replaced: each call makes a Ray session folder under ``tmp_path``;
-    it raises the given errors in turn (its raylet log naming the cause), then succeeds. The undo step
-    is recorded instead of killing anything."""
+    """local_ray.start with ray.init replaced: each call makes a Ray session folder under ``tmp_path``
+    (and another Ray of this machine makes one of its own meanwhile); it raises the given errors in
+    turn, its raylet log naming the cause, then succeeds. The node found and what was undone are
+    recorded instead of killing anything."""
     calls, undone = [], []
-    monkeypatch.setattr(local_ray.ray_startup, "RAY_ROOT", tmp_path)
-    (tmp_path / "session_2000-01-01_00-00-00_000000_1").mkdir()  # someone else's: never touched
+    current = {}
 
     def arrange(*errors):
         queue = list(errors)
 
         def init(leave, **kwargs):
             calls.append(kwargs)
+            (tmp_path / f"session_2026-01-01_00-00-0{len(calls)}_000000_99").mkdir()  # not ours
             session = tmp_path / f"session_2026-01-01_00-00-0{len(calls)}_000000_1"
             (session / "logs").mkdir(parents=True)
+            current["session"] = session
             if queue:
                 (session / "logs" / "raylet.out").write_text("starting\nCheck failed: bind: Address already in use\n")
                 raise queue.pop(0)
             return SimpleNamespace(address_info={"session_dir": str(session)})
 
         monkeypatch.setattr(local_ray, "_init_private", init)
-        monkeypatch.setattr(local_ray, "_undo_failed_start", lambda: undone.append(len(calls)))
+        monkeypatch.setattr(local_ray.ray_startup, "own_node", lambda: (current["session"], [f"node {len(calls)}"]))
+        monkeypatch.setattr(local_ray, "_undo_failed_start", lambda processes: undone.extend(processes))
         return calls, undone
 
     return arrange, tmp_path
@@ -120,10 +125,12 @@ def test_a_node_that_times_out_once_is_reported_undone_and_started_again(failing
     arrange, root = failing_starts
     calls, undone = arrange(TIMEOUT)
     context = local_ray.start(num_cpus=1)
-    assert len(calls) == 2 and undone == [1]
+    assert len(calls) == 2 and undone == ["node 1"]
     assert "Address already in use" in caplog.text  # the raylet's own words reach the log
-    # the failed start's folder is gone; the live one and someone else's stay
-    assert _session_names(root) == ["session_2000-01-01_00-00-00_000000_1", Path(context.address_info["session_dir"]).name]
+    # the failed start's folder is gone; the live one and the other Ray's stay
+    assert _session_names(root) == ["session_2026-01-01_00-00-01_000000_99",
+                                    Path(context.address_info["session_dir"]).name,
+                                    "session_2026-01-01_00-00-02_000000_99"]
 
 
 def test_a_node_that_times_out_twice_fails_with_what_it_logged(failing_starts):
@@ -131,8 +138,34 @@ def test_a_node_that_times_out_twice_fails_with_what_it_logged(failing_starts):
     calls, undone = arrange(TIMEOUT, TIMEOUT)
     with pytest.raises(local_ray.PrivateRayError, match="Address already in use"):
         local_ray.start(num_cpus=1)
-    assert len(calls) == 2 and undone == [1, 2]
-    assert _session_names(root) == ["session_2000-01-01_00-00-00_000000_1"]
+    assert len(calls) == 2 and undone == ["node 1", "node 2"]
+    assert _session_names(root) == ["session_2026-01-01_00-00-01_000000_99", "session_2026-01-01_00-00-02_000000_99"]
+
+
+def test_the_failed_node_is_found_among_this_processs_children_only(tmp_path):
+    """own_node names the session of the node this process started (its direct children name it in
+    their command lines) and not one a grandchild runs, as a launcher subprocess's Ray would."""
+    import psutil
+
+    from graphs import ray_startup
+
+    ours, theirs = tmp_path / "session_2026-01-01_00-00-00_000000_1", tmp_path / "session_2026-01-01_00-00-00_000000_2"
+    sleep = "import time; time.sleep(60)"
+    node = subprocess.Popen([sys.executable, "-c", sleep, f"--session-dir={ours}"])
+    launcher = subprocess.Popen([sys.executable, "-c", "import os, subprocess, sys, time; subprocess.Popen([sys.executable, "
+                                 f"'-c', {sleep!r}, '--log-dir=' + os.environ['THEIRS']]); time.sleep(60)"],
+                                env={**os.environ, "THEIRS": f"{theirs}/logs"})  # the launcher's own args name none
+    try:
+        deadline = time.monotonic() + 10
+        while len(psutil.Process(launcher.pid).children()) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        session, processes = ray_startup.own_node()
+        assert session == ours and [p.pid for p in processes] == [node.pid]
+        assert ray_startup.stop(processes) == [node.pid] and node.wait(5) is not None
+        assert launcher.poll() is None  # not touched
+    finally:
+        for proc in (node, launcher):
+            proc.kill()
 
 
 def test_other_start_errors_are_not_retried(failing_starts):
@@ -160,3 +193,15 @@ def test_wildcard_grpc_binds_become_loopback_binds():
     assert loopback_address("[::]:0") == "127.0.0.1:0"
     assert loopback_address("0.0.0.0:5000") == "127.0.0.1:5000"
     assert loopback_address("10.0.0.7:5000") == "10.0.0.7:5000"  # a chosen address is left alone
+
+
+def test_the_embedded_ray_gets_the_loopback_hook_and_the_callers_runtime_env_is_left_alone(caplog):
+    from graphs import loopback_grpc
+
+    given = {"env_vars": {"A": "1"}}
+    env = local_ray._with_loopback_hook(given)
+    assert env == {"env_vars": {"A": "1"}, "worker_process_setup_hook": loopback_grpc.HOOK}
+    env["env_vars"]["B"] = "2"  # what Ray does to the dict it gets
+    assert given == {"env_vars": {"A": "1"}}
+    theirs = local_ray._with_loopback_hook({"worker_process_setup_hook": "mine.setup"})
+    assert theirs["worker_process_setup_hook"] == "mine.setup" and "every interface" in caplog.text
