@@ -155,12 +155,13 @@ def start(*, metrics_port: int | None = None, **init_kwargs: Any):
     failed: list[Path] = []
     try:
         for attempt in (1, 2):
+            children = ray_startup.child_pids()
             try:
                 return _init_private(stop, include_dashboard=False, **init_kwargs)
             except Exception as exc:  # noqa: BLE001 - only Ray's node-start timeout is retried
                 if not ray_startup.is_start_timeout(exc):
                     raise
-                session, processes = ray_startup.own_node()
+                session, processes = ray_startup.own_node(children)
                 report = ray_startup.failure_report(session)
                 _undo_failed_start(processes)
                 failed += [session] if session else []

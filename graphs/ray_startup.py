@@ -28,15 +28,22 @@ def is_start_timeout(exc: BaseException) -> bool:
     return TIMED_OUT in str(exc)
 
 
-def own_node(pid: int | None = None) -> tuple[Path | None, list]:
-    """The session folder of the node this process started, and that node's processes: the direct
-    children whose command line names a Ray session folder (Ray gives each process it starts
-    ``--session-dir=``, ``--session_dir=`` or ``--log-dir=<session>/logs``). A Ray started by a child
-    of ours (``graphs.launch`` in the tests) is not among them."""
+def child_pids() -> set[int]:
+    import psutil
+
+    return {c.pid for c in psutil.Process().children()}
+
+
+def own_node(before: set[int]) -> tuple[Path | None, list]:
+    """The session folder of the node this process started since ``before`` (its children then),
+    and that node's processes: the new direct children whose command line names a Ray session folder
+    (Ray gives each process it starts ``--session-dir=``, ``--session_dir=`` or
+    ``--log-dir=<session>/logs``). A Ray started by a child of ours (``graphs.launch`` in the tests),
+    or one this process ran before, is not among them."""
     import psutil
 
     found: dict[Path, list] = {}
-    for child in psutil.Process(pid).children():
+    for child in (c for c in psutil.Process().children() if c.pid not in before):
         with contextlib.suppress(psutil.Error):
             for part in child.cmdline():
                 match = SESSION_ARG.search(part)

@@ -110,7 +110,7 @@ def failing_starts(monkeypatch, tmp_path):
             return SimpleNamespace(address_info={"session_dir": str(session)})
 
         monkeypatch.setattr(local_ray, "_init_private", init)
-        monkeypatch.setattr(local_ray.ray_startup, "own_node", lambda: (current["session"], [f"node {len(calls)}"]))
+        monkeypatch.setattr(local_ray.ray_startup, "own_node", lambda before: (current["session"], [f"node {len(calls)}"]))
         monkeypatch.setattr(local_ray, "_undo_failed_start", lambda processes: undone.extend(processes))
         return calls, undone
 
@@ -143,14 +143,16 @@ def test_a_node_that_times_out_twice_fails_with_what_it_logged(failing_starts):
 
 
 def test_the_failed_node_is_found_among_this_processs_children_only(tmp_path):
-    """own_node names the session of the node this process started (its direct children name it in
-    their command lines) and not one a grandchild runs, as a launcher subprocess's Ray would."""
+    """own_node names the session of the node this process started (its new direct children name it
+    in their command lines), not one a grandchild runs, as a launcher subprocess's Ray would, nor one
+    this process ran before."""
     import psutil
 
     from graphs import ray_startup
 
     ours, theirs = tmp_path / "session_2026-01-01_00-00-00_000000_1", tmp_path / "session_2026-01-01_00-00-00_000000_2"
     sleep = "import time; time.sleep(60)"
+    before = ray_startup.child_pids()  # e.g. the session's own Ray when the whole suite runs
     node = subprocess.Popen([sys.executable, "-c", sleep, f"--session-dir={ours}"])
     launcher = subprocess.Popen([sys.executable, "-c", "import os, subprocess, sys, time; subprocess.Popen([sys.executable, "
                                  f"'-c', {sleep!r}, '--log-dir=' + os.environ['THEIRS']]); time.sleep(60)"],
@@ -159,7 +161,7 @@ def test_the_failed_node_is_found_among_this_processs_children_only(tmp_path):
         deadline = time.monotonic() + 10
         while len(psutil.Process(launcher.pid).children()) < 1 and time.monotonic() < deadline:
             time.sleep(0.05)
-        session, processes = ray_startup.own_node()
+        session, processes = ray_startup.own_node(before)
         assert session == ours and [p.pid for p in processes] == [node.pid]
         assert ray_startup.stop(processes) == [node.pid] and node.wait(5) is not None
         assert launcher.poll() is None  # not touched
