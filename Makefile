@@ -28,9 +28,12 @@ test-deps:
 serve: setup
 	$(BIN)/python -m graphs.launch serve_config.yaml
 
-# lint-imports checks the layer contracts in pyproject.toml before the suite runs. tests/cluster
-# (several Ray nodes) runs in a pytest process of its own, so the rest starts its Ray in a fresh one.
+# The first line of the log names the CPU and the features that change code paths (AVX-512, bf16,
+# AMX, VNNI): CI machines differ, and so do the kernels the numeric gates measure. lint-imports
+# checks the layer contracts in pyproject.toml before the suite runs. tests/cluster (several Ray nodes)
+# runs in a pytest process of its own, so the rest starts its Ray in a fresh one.
 test: setup test-deps
+	@$(BIN)/python -m tests.cpu_line
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest tests/cluster
 	$(BIN)/python -m pytest --ignore=tests/cluster

@@ -30,6 +30,13 @@ TEST_ARGS = {
 }
 
 
+def pytest_report_header(config) -> str:
+    """The CPU and its code-path features (the numeric gates depend on them; see tests/cpu_line.py)."""
+    from tests.cpu_line import line
+
+    return line()
+
+
 def pytest_collection_modifyitems(session, config, items):
     """tests/cluster first: each of its modules starts (and stops) its own multi-node Ray, which
     cannot share this process with the session's single-node ``ray_cluster`` once that has started
