@@ -241,7 +241,10 @@ class VisionLanguageArgs(_ModelDeploymentArgs):
 
 class GatewayArgs(DeploymentArgs):
     num_cpus: float = Field(0.1, ge=0)
-    max_ongoing_requests: int = Field(64, ge=1)
+    # Serve hands a request to a gateway replica as soon as its headers are in, and the proxy queues
+    # what does not fit: a body still arriving holds one of these. Well above max_inflight, so slow
+    # bodies (cut by min_body_rate) and refusals never wait in the proxy behind admitted work.
+    max_ongoing_requests: int = Field(256, ge=1)
     settings: GatewaySettings = GatewaySettings()
 
     @model_validator(mode="after")

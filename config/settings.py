@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from models.image_input import Transport
 from models.media import MediaLimits
@@ -52,6 +52,13 @@ class GatewaySettings(BaseModel):
     # Enforced while the request is read (deployments/gateway/limits.py):
     max_body_bytes: int = Field(80 * 1024 * 1024, ge=1024, description="largest request body, checked while reading")
     body_timeout_s: float = Field(30.0, gt=0, description="the whole body must arrive within this time (else 408)")
+    min_body_rate: int = Field(1024, ge=1, description=(
+        "bytes/s a body must keep up after its first body_grace_s (else 408): a slow body cannot hold a "
+        "connection for body_timeout_s"))
+    body_grace_s: float = Field(1.0, gt=0, description="time a body's first bytes may take before min_body_rate applies")
+    max_buffered_bytes: int = Field(512 * 1024 * 1024, ge=1024, description=(
+        "request-body bytes one gateway replica buffers at once, reserved from Content-Length before reading "
+        "(503 + Retry-After beyond it)"))
     max_header_bytes: int = Field(32 * 1024, ge=1024, description="largest total size of the request headers (431)")
     max_requests_per_client: int = Field(32, ge=1, description="concurrent requests per client address and "
                                          "gateway replica (probes exempt)")
@@ -72,6 +79,13 @@ class GatewaySettings(BaseModel):
             raise ValueError("inflight_budgets: every budget must be >= 1")
         return {**INFLIGHT_BUDGETS, **budgets}
 
+    @model_validator(mode="after")
+    def _one_body_fits(self):
+        if self.max_buffered_bytes < self.max_body_bytes:
+            raise ValueError(f"max_buffered_bytes ({self.max_buffered_bytes}) must be at least max_body_bytes "
+                             f"({self.max_body_bytes}): a body of the largest size could never be read")
+        return self
+
     @field_validator("tenants_file", "allowed_root")
     @classmethod
     def _absolute(cls, path: str | None) -> str | None:
@@ -79,7 +93,9 @@ class GatewaySettings(BaseModel):
 
     def request_limits(self) -> dict:
         return {"max_body_bytes": self.max_body_bytes, "body_timeout_s": self.body_timeout_s,
-                "max_header_bytes": self.max_header_bytes, "max_requests_per_client": self.max_requests_per_client}
+                "max_header_bytes": self.max_header_bytes, "max_requests_per_client": self.max_requests_per_client,
+                "min_body_rate": self.min_body_rate, "body_grace_s": self.body_grace_s,
+                "max_buffered_bytes": self.max_buffered_bytes}
 
     def limits(self) -> MediaLimits:
         return MediaLimits(max_image_pixels=self.max_image_pixels, max_image_side=self.max_image_side,

@@ -101,3 +101,77 @@ def test_a_declared_length_over_the_cap_is_refused_before_reading(port):
         sock.sendall(b"POST /v1/embeddings/text HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                      b"Content-Length: 209715200\r\n\r\n{")
         assert sock.recv(64).startswith(b"HTTP/1.1 413")
+
+
+# ---- slow bodies from many addresses ----------------------------------------------------------------
+SLOW_ADDRESSES = [f"127.0.{1 + i // 250}.{1 + i % 250}" for i in range(150)]
+SLOW_LENGTH = 200_000
+
+
+def _slow_body(port: int, address: str) -> socket.socket:
+    """Headers that promise a 200 kB body, and its first byte: the rest comes at 1 byte/s."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(address, 0))
+    sock.sendall(f"POST /v1/embeddings/text HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {SLOW_LENGTH}\r\n\r\n{{".encode())
+    sock.setblocking(False)
+    return sock
+
+
+class SlowBodies:
+    """One slow body per address, a byte a second each, for ``seconds``; a body the server answers
+    (or drops) is sent again from the same address at once, so the pressure never lets up. Every
+    answer's status is kept."""
+
+    def __init__(self, port: int, seconds: float) -> None:
+        self.port, self.until = port, time.monotonic() + seconds
+        self.answers: list[bytes] = []
+        self.socks = {address: _slow_body(port, address) for address in SLOW_ADDRESSES}
+
+    def run(self) -> None:
+        while time.monotonic() < self.until:
+            for address, sock in list(self.socks.items()):
+                self._tick(address, sock)
+            time.sleep(1.0)
+        for sock in self.socks.values():
+            sock.close()
+
+    def _tick(self, address: str, sock: socket.socket) -> None:
+        try:
+            answer = sock.recv(64) if select.select([sock], [], [], 0)[0] else None
+            if answer is None:
+                sock.send(b" ")
+                return
+        except OSError:
+            answer = b""
+        self.answers.append(answer.split(b"\r\n", 1)[0])
+        sock.close()
+        self.socks[address] = _slow_body(self.port, address)
+
+
+def test_slow_bodies_from_many_addresses_do_not_hold_the_gateway(base_url, port):
+    """150 addresses, each always sending a body at 1 byte/s (issue 22: this stalled /healthz for
+    30 s): probes and normal requests from another address still answer within 1 s, and the slow
+    bodies are cut with 408 soon after the grace period, not at the body deadline."""
+    import threading
+
+    attack = SlowBodies(port, seconds=10.0)
+    thread = threading.Thread(target=attack.run, daemon=True)
+    thread.start()
+    try:
+        time.sleep(2.0)  # every address holds a slow body now, and the first ones have been cut
+        timings = {"healthz": [], "readyz": [], "embed": []}
+        transport = httpx.HTTPTransport(local_address="127.0.0.3")
+        with httpx.Client(transport=transport, timeout=10) as honest:
+            for n in range(5):
+                timings["healthz"].append(_timed(lambda: honest.get(f"{base_url}/healthz"), 200))
+                timings["readyz"].append(_timed(lambda: honest.get(f"{base_url}/readyz"), 200))
+                timings["embed"].append(_timed(lambda: honest.post(f"{base_url}/v1/embeddings/text",
+                                                                   json={"texts": [f"an honest request {n}"]}), 200))
+    finally:
+        thread.join()
+    print("\nSLOW BODIES", {k: [round(t, 3) for t in v] for k, v in timings.items()}, len(attack.answers))
+    for name, seconds in timings.items():
+        assert sorted(seconds)[2] < 1.0 and max(seconds) < 3.0, (name, seconds)
+    # each address's bodies were cut with 408 (rate) and sent again: many more answers than addresses
+    assert len(attack.answers) >= len(SLOW_ADDRESSES), len(attack.answers)
+    assert {a.split(b" ")[1] for a in attack.answers} == {b"408"}, set(attack.answers)
