@@ -17,7 +17,7 @@ local_ray.prepare()
 TEST_ARGS = {
     "gateway": {"num_cpus": 0, "autoscaling": {"min_replicas": 1, "max_replicas": 1},
                 "settings": {"max_audio_seconds": 20, "max_image_pixels": 20_000_000,
-                             "body_timeout_s": 3.0, "max_body_bytes": 8 * 1024 * 1024}},
+                             "body_timeout_s": 3.0, "body_grace_s": 1.0, "max_body_bytes": 8 * 1024 * 1024}},
     "vision": {"num_cpus": 0.25, "autoscaling": {"min_replicas": 1, "max_replicas": 1}},
     "text": {"num_cpus": 0.25, "autoscaling": {"min_replicas": 1, "max_replicas": 1},
              "batch": {"max_batch_size": 16, "batch_wait_timeout_s": 0.05}},

@@ -32,7 +32,7 @@ class Limits:
     max_header_bytes: int
     max_requests_per_client: int
     min_body_rate: int = 1024  # bytes/s a body must keep up, counted from the end of the grace
-    body_grace_s: float = 1.0
+    body_grace_s: float = 5.0
     max_buffered_bytes: int = 512 * 1024 * 1024
 
 

@@ -137,13 +137,13 @@ class SlowBodies:
 
     def _tick(self, address: str, sock: socket.socket) -> None:
         try:
-            answer = sock.recv(64) if select.select([sock], [], [], 0)[0] else None
+            answer = sock.recv(4096) if select.select([sock], [], [], 0)[0] else None
             if answer is None:
                 sock.send(b" ")
                 return
         except OSError:
             answer = b""
-        self.answers.append(answer.split(b"\r\n", 1)[0])
+        self.answers.append(answer)
         sock.close()
         self.socks[address] = _slow_body(self.port, address)
 
@@ -151,14 +151,15 @@ class SlowBodies:
 def test_slow_bodies_from_many_addresses_do_not_hold_the_gateway(base_url, port):
     """150 addresses, each always sending a body at 1 byte/s (issue 22: this stalled /healthz for
     30 s): probes and normal requests from another address still answer within 1 s, and the slow
-    bodies are cut with 408 soon after the grace period, not at the body deadline."""
+    bodies are cut with 408 by the minimum rate once the grace period (1 s here) is over, before the
+    body deadline (3 s here)."""
     import threading
 
     attack = SlowBodies(port, seconds=10.0)
     thread = threading.Thread(target=attack.run, daemon=True)
     thread.start()
     try:
-        time.sleep(2.0)  # every address holds a slow body now, and the first ones have been cut
+        time.sleep(2.0)  # every address holds a slow body now, and the first ones have been cut by the rate
         timings = {"healthz": [], "readyz": [], "embed": []}
         transport = httpx.HTTPTransport(local_address="127.0.0.3")
         with httpx.Client(transport=transport, timeout=10) as honest:
@@ -174,4 +175,5 @@ def test_slow_bodies_from_many_addresses_do_not_hold_the_gateway(base_url, port)
         assert sorted(seconds)[2] < 1.0 and max(seconds) < 3.0, (name, seconds)
     # each address's bodies were cut with 408 (rate) and sent again: many more answers than addresses
     assert len(attack.answers) >= len(SLOW_ADDRESSES), len(attack.answers)
-    assert {a.split(b" ")[1] for a in attack.answers} == {b"408"}, set(attack.answers)
+    assert {a[9:12] for a in attack.answers} == {b"408"}, {a[:64] for a in attack.answers}
+    assert all(b"slower than" in a for a in attack.answers), {a[-120:] for a in attack.answers}
