@@ -9,7 +9,7 @@ from __future__ import annotations
 from api import schemas as s
 from config.settings import GatewaySettings
 from deployments.gateway import errors, openapi, routing, webui
-from deployments.gateway.admission import admit_and_measure
+from deployments.gateway.admission import AdmitAndMeasure
 from deployments.gateway.budgets import Budgets
 from deployments.gateway.limits import Limits, RequestLimits
 from deployments.gateway.routes import ROUTERS
@@ -26,7 +26,7 @@ def create_app(services: Services | None = None) -> errors.GatewayApp:
     for router in ROUTERS:
         app.include_router(router)
     webui.install(app)  # the playground at /ui/ and the docs, with local assets
-    app.middleware("http")(admit_and_measure)
+    app.add_middleware(AdmitAndMeasure)
     settings = services.settings if services is not None else GatewaySettings()
     app.add_middleware(RequestLimits, limits=Limits(**settings.request_limits()))  # outermost: runs first
     openapi.install(app, [s.ErrorResponse, *routing.BODY_SCHEMAS.values()])

@@ -24,13 +24,18 @@ class Budgets:
         return Overloaded(f"the service is at capacity ({why}); retry after {self.retry_after_s:g}s",
                           retry_after=self.retry_after_s)
 
-    def enter(self, modality: str) -> None:
-        """Take a slot for one request of ``modality``, or raise ``Overloaded``."""
+    def check(self, modality: str) -> None:
+        """Raise ``Overloaded`` if a request of ``modality`` would be refused now, taking nothing: the
+        admission middleware asks before it reads a body, so a refusal costs no body read."""
         limit = self.per_modality.get(modality)
         if limit is not None and self.inflight[modality] >= limit:
             raise self._refuse(modality, f"{limit} {modality} requests in flight")
         if sum(self.inflight.values()) >= self.total:
             raise self._refuse(modality, f"{self.total} requests in flight")
+
+    def enter(self, modality: str) -> None:
+        """Take a slot for one request of ``modality``, or raise ``Overloaded``."""
+        self.check(modality)
         self.inflight[modality] += 1
 
     def leave(self, modality: str) -> None:

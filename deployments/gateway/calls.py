@@ -39,6 +39,7 @@ from typing import Any
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.serve.exceptions import RayServeException
 
+from deployments.gateway import liveness
 from models.errors import DeadlineExceeded, InvalidInput
 
 log = logging.getLogger("ray.serve")
@@ -96,7 +97,9 @@ async def _once(method, args: tuple, kwargs: dict) -> Any:
     check_deadline()
     response = method.remote(*args, **kwargs)
     try:
-        return await asyncio.wait_for(_await(response), remaining())
+        result = await asyncio.wait_for(_await(response), remaining())
+        liveness.answered(getattr(method, "deployment_name", "?"))
+        return result
     except TimeoutError:
         # Ours when the deadline is (all but) reached: the loop's timer may fire a hair early.
         if (remaining() or 0.0) > DEADLINE_SLACK_S:  # a TimeoutError of the call itself

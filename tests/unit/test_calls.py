@@ -106,3 +106,15 @@ def test_the_caller_may_shorten_the_deadline_never_extend_it():
     for bad in ("soon", "-1", "0", "nan", "inf"):
         with pytest.raises(InvalidInput):
             calls.request_timeout(bad, 60)
+
+
+async def test_a_call_that_returned_marks_its_deployment_as_answering():
+    """What /readyz reads (deployments/gateway/liveness.py): only a call that returned counts."""
+    from deployments.gateway import liveness
+
+    good, lost = _Method(_ok), _Method(_died, _died)
+    good.deployment_name, lost.deployment_name = "AnsweringEncoder", "LostEncoder"
+    assert await calls.call(good) == "ok"
+    with pytest.raises(ActorDiedError):
+        await calls.call(lost)
+    assert liveness.recently("AnsweringEncoder") and not liveness.recently("LostEncoder")

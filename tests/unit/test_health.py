@@ -36,3 +36,46 @@ async def test_check_health_fails_a_replica_whose_batch_never_finishes():
         replica.release.set()
     assert await running == [1]
     replica.check_health()  # progress again: healthy
+
+
+class _Busy:
+    """A handle whose ping waits behind work that fills every replica slot (it never answers here)."""
+
+    def __init__(self, name: str) -> None:
+        self.deployment_name, self.pinged = name, 0
+
+    @property
+    def ping(self):
+        return self
+
+    def remote(self):
+        self.pinged += 1
+        return _Never()
+
+
+class _Never:
+    def __await__(self):
+        return asyncio.get_running_loop().create_future().__await__()
+
+    def cancel(self) -> None:
+        pass
+
+
+async def test_readyz_counts_a_deployment_that_answered_lately_as_ready_without_pinging_it():
+    """Under load a ping queues behind real work; a call that returned within liveness.RECENT_S
+    proves the deployment is serving (issue 22: /readyz said 503 for every model under load)."""
+    import json
+    from types import SimpleNamespace
+
+    from deployments.gateway import liveness
+    from deployments.gateway.routes.service import readyz
+
+    busy, idle = _Busy("BusyEncoder"), _Busy("IdleEncoder")
+    svc = SimpleNamespace(deployments=lambda: {"VisionEncoder": busy, "TextEncoder": idle},
+                          settings=SimpleNamespace(ready_timeout_s=0.2))
+    liveness.answered("BusyEncoder")
+    answer = await readyz(svc)
+    states = json.loads(answer.body)["deployments"]
+    assert busy.pinged == 0 and states["VisionEncoder"] == "ok", states
+    assert idle.pinged == 1 and states["TextEncoder"].startswith("not ready"), states
+    assert answer.status_code == 503

@@ -94,6 +94,31 @@ async def test_over_budget_requests_are_refused_at_once_in_the_error_shape(block
     assert [r.status_code for r in done] == [200, 200, 200]
 
 
+async def test_a_full_modality_refuses_without_waiting_for_the_body(blocking_app):
+    """The refusal comes before the body is read: a body that never arrives is still refused at once
+    (reading it first would wait for the body deadline)."""
+    app, release = blocking_app
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        held = [asyncio.create_task(http.get("/t/audio")) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        sent = []
+
+        async def receive():
+            sent.append("asked for the body")
+            await asyncio.sleep(3600)  # a client that never sends it
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/t/audio", "raw_path": b"/t/audio", "root_path": "",
+                 "query_string": b"", "headers": [(b"content-length", b"10")], "client": ("127.0.0.1", 1),
+                 "server": ("t", 80), "scheme": "http", "http_version": "1.1"}
+        await asyncio.wait_for(app(scope, receive, send), 1)
+        release.set()
+        await asyncio.gather(*held)
+    assert "asked for the body" not in sent and sent[0]["status"] == 503, sent
+
+
 async def test_serve_backpressure_keeps_our_shape_after_serve_adds_its_handler():
     """Serve's replica registers a plain-text handler for BackPressureError on the built app
     (replica.py, _initialize_asgi_callable); the gateway's answer must stay the one error shape."""

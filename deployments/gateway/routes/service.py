@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 
 from api import schemas as s
 from deployments import tenancy
-from deployments.gateway import deps, routing
+from deployments.gateway import deps, liveness, routing
 from deployments.gateway.calls import call
 from deployments.gateway.services import audio_encoder_id
 
@@ -22,12 +22,14 @@ async def healthz() -> s.Health:
 
 @routing.get(router, "/readyz", open=True, response_model=s.Health, responses={503: {"model": s.Health}})
 async def readyz(svc: deps.Services):
-    """Pings every deployment at once, each for at most ``ready_timeout_s`` (< 1 s): a deployment with
-    no replica answering in time is named in a 503, rather than the probe hanging."""
-    named = svc.deployments()
+    """Pings every deployment that has not answered a call lately (``liveness``) at once, each for at
+    most ``ready_timeout_s`` (< 1 s): a deployment with no replica answering in time is named in a
+    503, rather than the probe hanging."""
+    named = {n: h for n, h in svc.deployments().items() if not liveness.recently(h.deployment_name)}
     results = await asyncio.gather(*(_ping(h, svc.settings.ready_timeout_s) for h in named.values()),
                                    return_exceptions=True)
-    states = {n: ("ok" if r == "ok" else f"not ready: {_why(r)}") for n, r in zip(named, results)}
+    states = {n: "ok" for n in svc.deployments()}
+    states.update({n: ("ok" if r == "ok" else f"not ready: {_why(r)}") for n, r in zip(named, results)})
     ready = all(v == "ok" for v in states.values())
     body = s.Health(status="ready" if ready else "not_ready", deployments=states)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
