@@ -61,6 +61,14 @@ def test_prepare_shortens_the_proxy_health_check_unless_the_user_set_it(tmp_path
     assert env["RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S"] == "7"
 
 
+def test_prepare_names_the_proxy_callback_that_exists():
+    from deployments.gateway import proxy_errors
+
+    env = {"RAY_AUTH_TOKEN": "given"}
+    local_ray.prepare(env)
+    assert env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] == proxy_errors.CALLBACK
+
+
 def test_prepare_uses_a_token_given_in_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     env = {"RAY_AUTH_TOKEN": "given"}
