@@ -32,6 +32,18 @@ class BatchConfig(BaseModel):
 INFLIGHT_BUDGETS = {"image": 24, "text": 32, "audio": 8, "image+text": 12, "any": 12, "none": 16}
 
 
+class FailedAuthLimits(BaseModel):
+    """Failed authentications one gateway replica answers 401 within ``window_s``; past a limit it
+    answers 429 + Retry-After (deployments/tenancy.py ``FailedLogins``). Valid keys are never
+    throttled, so these can be tight."""
+
+    model_config = ConfigDict(extra="forbid")
+    per_address: int = Field(20, ge=1, description="from one client address (a NAT or proxy is one address)")
+    per_key_id: int = Field(20, ge=1, description="against one key id (mms_<id>_...), from any address")
+    ceiling: int = Field(1000, ge=1, description="from all addresses together; also bounds the state kept")
+    window_s: float = Field(60.0, gt=0)
+
+
 class GatewaySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_image_pixels: int = Field(_MEDIA.max_image_pixels, ge=1)
@@ -70,6 +82,7 @@ class GatewaySettings(BaseModel):
     inflight_budgets: dict[str, int] = Field(default_factory=lambda: dict(INFLIGHT_BUDGETS), description=(
         "in-flight requests per route modality (image, text, audio, image+text, any, none); beyond it: 503"))
     retry_after_s: float = Field(1.0, gt=0, description="the Retry-After of an overload refusal")
+    failed_auth: FailedAuthLimits = Field(default_factory=FailedAuthLimits)
 
     @field_validator("inflight_budgets")
     @classmethod

@@ -54,32 +54,93 @@ class Directory:
         return tenant
 
 
+# A key id longer than this is no key id of ours (they are 8 hex characters): it is throttled by
+# address only, so an attacker cannot fill the per-key-id state with 30 KB header values.
+MAX_KEY_ID = 64
+EVERYONE = "*"
+
+
+def throttle_key_id(key: str | None) -> str | None:
+    """The key id that failed attempts with ``key`` count against, or None (the address alone) for a
+    key that does not parse. It does not depend on whether the key id exists: counting unknown ids
+    like known ones is what keeps the throttle from telling an attacker which ids are real."""
+    parts = _split_key(key) if key else None
+    return parts[0] if parts and len(parts[0]) <= MAX_KEY_ID else None
+
+
+class SlidingWindow:
+    """Failure times per name (an address, a key id) in a sliding window of ``window_s``.
+
+    Memory is bounded twice: a name keeps at most ``limit`` times (the oldest of the last ``limit``
+    is all the limit needs), and at most ``max_names`` names are kept, the one that failed least
+    recently forgotten first. Names whose last failure left the window are forgotten as others fail."""
+
+    def __init__(self, *, limit: int, window_s: float, max_names: int) -> None:
+        self.limit, self.window_s, self.max_names = limit, window_s, max_names
+        self.times: collections.OrderedDict[str, collections.deque] = collections.OrderedDict()
+
+    def wait(self, name: str, now: float) -> float:
+        """Seconds until ``name`` is under its limit again; 0 when it is under it now."""
+        times = self.times.get(name)
+        if times is None or len(times) < self.limit:
+            return 0.0
+        return max(0.0, times[0] + self.window_s - now)
+
+    def add(self, name: str, now: float) -> None:
+        times = self.times.get(name)
+        if times is None:
+            times = self.times[name] = collections.deque(maxlen=self.limit)
+        else:
+            self.times.move_to_end(name)  # most recent failure last: the stalest name is always first
+        times.append(now)
+        self._forget(now)
+
+    def _forget(self, now: float) -> None:
+        while self.times:
+            _, oldest = next(iter(self.times.items()))
+            if len(self.times) <= self.max_names and oldest[-1] > now - self.window_s:
+                return
+            self.times.popitem(last=False)
+
+
 class FailedLogins:
-    """Failed authentications per client address in a sliding window: past ``limit`` of them, the
-    address is refused with 429 until the window has moved on (guessing keys becomes slow)."""
+    """Throttles failed authentications only: a request with a valid key is never refused here, so a
+    guesser behind the same NAT, proxy or key id as real users cannot lock them out.
 
-    def __init__(self, *, limit: int = 20, window_s: float = 60.0, clock=time.monotonic) -> None:
-        self.limit, self.window_s, self.clock = limit, window_s, clock
-        self.recent: dict[str, collections.deque] = {}
+    A failure is counted per client address, per key id (the middle of ``mms_<id>_<secret>``; a key
+    that does not parse counts against its address only) and across the whole gateway replica. Past
+    any of the three limits within ``window_s``, a failure is answered 429 with Retry-After instead
+    of 401 and is not counted (so a refused flood neither extends the wait nor grows the state).
+    Counted failures in a window are at most ``ceiling``, so keeping ``ceiling`` names per kind never
+    forgets one still inside its window: the state stays bounded however many addresses take part.
 
-    def _window(self, address: str) -> collections.deque:
-        stamps, now = self.recent.setdefault(address, collections.deque()), self.clock()
-        while stamps and stamps[0] <= now - self.window_s:
-            stamps.popleft()
-        return stamps
+    This does not make guessing a secret slower: a right guess is let through at any rate. What keeps
+    keys safe is their 256 random bits; this keeps floods of bad keys cheap and visible (429), and
+    gives an address, a key id and the service each a ceiling on the 401s they can draw."""
 
-    def check(self, address: str) -> None:
-        stamps = self._window(address)
-        if len(stamps) >= self.limit:
-            wait = stamps[0] + self.window_s - self.clock()
-            raise Throttled(f"too many failed authentications from {address}; retry after {wait:.0f}s",
+    def __init__(self, *, per_address: int = 20, per_key_id: int = 20, ceiling: int = 1000,
+                 window_s: float = 60.0, clock=time.monotonic) -> None:
+        self.clock = clock
+        self.by_address = SlidingWindow(limit=per_address, window_s=window_s, max_names=ceiling)
+        self.by_key_id = SlidingWindow(limit=per_key_id, window_s=window_s, max_names=ceiling)
+        self.overall = SlidingWindow(limit=ceiling, window_s=window_s, max_names=1)
+
+    def failed(self, address: str, key_id: str | None) -> None:
+        """One failed authentication: Throttled (not counted) when the address, the key id or the
+        replica as a whole is over its limit; otherwise counted, and the caller answers 401."""
+        now = self.clock()
+        waits = {"from this address": self.by_address.wait(address, now),
+                 "for this key id": self.by_key_id.wait(key_id, now) if key_id is not None else 0.0,
+                 "on this gateway": self.overall.wait(EVERYONE, now)}
+        over = {what: wait for what, wait in waits.items() if wait > 0}
+        if over:
+            wait = max(over.values())
+            raise Throttled(f"too many failed authentications {' and '.join(over)}; retry after {wait:.0f}s",
                             retry_after=wait)
-
-    def record(self, address: str) -> None:
-        self._window(address).append(self.clock())
-        if len(self.recent) > 10_000:  # forget the quietest addresses rather than grow without bound
-            for stale in [a for a, s in self.recent.items() if not s][:5_000]:
-                del self.recent[stale]
+        self.by_address.add(address, now)
+        if key_id is not None:
+            self.by_key_id.add(key_id, now)
+        self.overall.add(EVERYONE, now)
 
 
 def key_from_headers(headers) -> str | None:

@@ -18,6 +18,9 @@ benchmarks use, so that:
   of the same user find it and no process environment carries the token itself. A
   ``RAY_AUTH_TOKEN`` already set is used as is.
 
+Ray's system temp folder (``RAY_TMPDIR``: session folders, logs, sockets) is ``/tmp/mmserve-ray-<uid>``,
+mode 0700 (:func:`private_tmp_dir`): Ray makes its own folders 0777 and its logs world-readable.
+
 Nothing here imports Ray at module import, so callers can run :func:`prepare` before Ray is
 imported anywhere.
 """
@@ -47,7 +50,18 @@ SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 # Serve's controller replaces a dead HTTP proxy only after three failed health checks; Ray's 10 s
 # period left the port closed for about 24 s after a proxy died. A 1 s period (one tiny actor call
 # a second) brings it back in a few seconds, inside the client's retry window. Set it to override.
-SERVE_DEFAULTS = {"RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S": "1"}
+# Serve's proxy answers a request whose gateway replica died under it with uvicorn's plain-text 500;
+# this callback (Serve's supported hook) wraps the proxy's app in a middleware that answers 503 +
+# Retry-After in the error shape instead (deployments/gateway/proxy_errors.py).
+SERVE_DEFAULTS = {"RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S": "1",
+                  "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "deployments.gateway.proxy_errors:middlewares"}
+# Ray's system temp folder (its default is $TMPDIR or /tmp). Ray makes its own folder in it and every
+# session folder below 0777, and writes world-readable logs there; the embedded Ray's goes in a
+# folder of its user's, mode 0700, so none of it is reachable by other users whatever modes Ray gives.
+TMPDIR_ENV = "RAY_TMPDIR"
+# Ray's unix sockets live at <tmp>/ray/session_<date>_<time>_<pid>/sockets/plasma_store: about 75
+# bytes below the temp folder, and Linux allows 107 in all.
+MAX_TMPDIR_BYTES = 32
 
 
 class PrivateRayError(RuntimeError):
@@ -85,6 +99,45 @@ def ensure_token(path: Path) -> Path:
     return path
 
 
+def private_dir_name() -> str:
+    return f"mmserve-ray-{os.getuid()}"
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """``path`` as a folder of this user's that no one else may enter (0700): created if missing,
+    tightened if it is ours but open to others; refused when it is a link, not a folder, or another
+    user's (in a shared /tmp they could have made it first, to read what Ray writes)."""
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        raise PrivateRayError(f"{path} is not a folder (a link?): remove it, or set {TMPDIR_ENV} to a private folder")
+    if info.st_uid != os.getuid():
+        raise PrivateRayError(f"{path} belongs to uid {info.st_uid}, who could read the Ray session kept in it: "
+                              f"remove it, or set {TMPDIR_ENV} to a folder of your own")
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o077:
+        path.chmod(0o700)
+        logger.warning("%s was mode %o; made it 0700 (Ray's session logs and sockets live in it)", path, mode)
+    return path
+
+
+def private_tmp_dir(environ: MutableMapping[str, str] = os.environ) -> Path:
+    """The embedded Ray's system temp folder: ``mmserve-ray-<uid>`` (0700) in ``RAY_TMPDIR`` if set,
+    else in /tmp; a ``RAY_TMPDIR`` that already names such a folder (an earlier :func:`prepare`) is
+    kept. Refuses a base too long for Ray's unix socket paths below it."""
+    given = environ.get(TMPDIR_ENV)
+    if given and Path(given).name == private_dir_name():
+        return ensure_private_dir(Path(given))
+    folder = Path(given or "/tmp") / private_dir_name()
+    if len(str(folder).encode()) > MAX_TMPDIR_BYTES:
+        raise PrivateRayError(f"{folder} is too long: Ray's unix sockets below it would pass Linux's 107 bytes; "
+                              f"set {TMPDIR_ENV} to a shorter folder")
+    return ensure_private_dir(folder)
+
+
 def read_token(environ: MutableMapping[str, str] = os.environ) -> str:
     """The token a client of this machine's Ray must present."""
     return environ.get(TOKEN_ENV) or token_path(environ).read_text().strip()
@@ -112,6 +165,7 @@ def prepare(environ: MutableMapping[str, str] = os.environ) -> None:
     environ[SINGLE_MACHINE_ENV] = "0"
     for name, value in SERVE_DEFAULTS.items():
         environ.setdefault(name, value)
+    environ[TMPDIR_ENV] = str(private_tmp_dir(environ))
     if not environ.get(TOKEN_ENV):
         environ[TOKEN_PATH_ENV] = str(ensure_token(token_path(environ)))
 
@@ -241,7 +295,7 @@ def _disconnect(_context) -> None:
 
 
 def stop(context) -> None:
-    """Shut the local Ray down and delete its session dir (logs, sockets) in /tmp/ray."""
+    """Shut the local Ray down and delete its session dir (logs, sockets) in the private temp folder."""
     import ray
 
     ray.shutdown()

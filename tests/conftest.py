@@ -66,9 +66,10 @@ def ray_cluster():
     metrics_port = context.address_info["metrics_export_port"]
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    yield {"port": port, "metrics_port": metrics_port, "gcs_address": context.address_info["gcs_address"]}
+    yield {"port": port, "metrics_port": metrics_port, "gcs_address": context.address_info["gcs_address"],
+           "session_dir": context.address_info["session_dir"]}
     serve.shutdown()
-    local_ray.stop(context)  # also leaves no Ray session data behind in /tmp/ray
+    local_ray.stop(context)  # also leaves no Ray session data behind
 
 
 def served_args(data_dir) -> dict:

@@ -32,8 +32,9 @@ class Admission:
     """Who is calling (API key -> tenant) and whether their quota admits one more request.
 
     Concurrency leases are short-lived in the QuotaKeeper and renewed here while their requests
-    run, so a gateway replica that dies frees its tenants' slots within seconds. Addresses that
-    keep failing authentication are throttled (429) before their keys are even checked."""
+    run, so a gateway replica that dies frees its tenants' slots within seconds. Failed
+    authentications are throttled (``tenancy.FailedLogins``: 429 instead of 401 past a limit); a
+    valid key never is."""
 
     def __init__(self, directory: tenancy.Directory | None, quota: DeploymentHandle | None, *,
                  failures: tenancy.FailedLogins | None = None) -> None:
@@ -43,13 +44,17 @@ class Admission:
         self._renewing: asyncio.Task | None = None
 
     def authenticate(self, headers, address: str) -> Tenant:
+        """The caller's tenant. The key is checked first (one salted SHA-256, constant time) and only
+        a failure meets the throttle, so a valid key passes even from an address, for a key id or at
+        a moment that others' failures have throttled. A failure past a limit is Throttled (429),
+        any other Unauthorized (401)."""
         if self.directory is None:
             return OPEN
-        self.failures.check(address)
+        key = tenancy.key_from_headers(headers)
         try:
-            return self.directory.authenticate(tenancy.key_from_headers(headers))
+            return self.directory.authenticate(key)
         except Unauthorized:
-            self.failures.record(address)
+            self.failures.failed(address, tenancy.throttle_key_id(key))
             raise
 
     async def acquire(self, tenant: Tenant) -> str | None:

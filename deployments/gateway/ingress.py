@@ -29,6 +29,11 @@ def _directory(settings: GatewaySettings) -> tenancy.Directory | None:
     return tenancy.Directory.build(tenants)
 
 
+def _admission(settings: GatewaySettings, quota: DeploymentHandle | None) -> Admission:
+    return Admission(_directory(settings), quota,
+                     failures=tenancy.FailedLogins(**settings.failed_auth.model_dump()))
+
+
 def build_services(vision: DeploymentHandle, text: DeploymentHandle, audio: DeploymentHandle,
                    settings: GatewaySettings, *, search: DeploymentHandle | None = None,
                    fusion: DeploymentHandle | None = None, quota: DeploymentHandle | None = None,
@@ -39,7 +44,7 @@ def build_services(vision: DeploymentHandle, text: DeploymentHandle, audio: Depl
     optional = {"SearchIndex": search, "FusionHead": fusion, "QuotaKeeper": quota, "VisionLanguage": vision_language}
     shared_root = settings.allowed_root if settings.tenants_file is None else None  # tenants name their own
     return Services(settings=settings, encoders=encoders, search=Search(search, encoders, shared_root),
-                    fusion=Fusion(fusion, encoders), admission=Admission(_directory(settings), quota),
+                    fusion=Fusion(fusion, encoders), admission=_admission(settings, quota),
                     vision_language=VisionLanguage(vision_language, media),
                     optional={name: h for name, h in optional.items() if h is not None})
 

@@ -311,3 +311,40 @@ def test_expired_and_abandoned_requests_stop_costing_model_time(slow_audio):
     assert all(r.json()["error"]["type"] == "deadline_exceeded" for r, _ in timed)
     assert all(0.15 < s < 0.6 for _, s in timed), timed
     assert ran == 1, f"{ran} transcription batches ran; only the request that was waited for should have"
+
+
+# ---- the gateway replica dies under a request, for a client without retries ------------------------
+def _first_success_after(url: str, since: float, limit_s: float = 60) -> float:
+    """Seconds from ``since`` until a plain GET of the gateway answers 200 again."""
+    while True:
+        try:
+            if httpx.get(f"{url}/v1/models", timeout=5).status_code == 200:
+                return time.monotonic() - since
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() - since < limit_s, f"the gateway did not answer within {limit_s}s"
+        time.sleep(0.1)
+
+
+def test_a_gateway_replica_dying_mid_request_answers_503_in_the_error_shape(slow_audio):
+    """A plain httpx client (no retries) whose request's only gateway replica is killed while the
+    request runs gets 503 + Retry-After in the error shape from Serve's proxy (through
+    deployments/gateway/proxy_errors.py), not uvicorn's plain-text 500."""
+    url, _ = slow_audio
+    out: list = []
+    call = threading.Thread(target=lambda: out.append(_transcribe(url, timeout=30)))
+    call.start()
+    time.sleep(0.5)  # the 1 s transcription is running in the gateway's handle call
+    victim = replica_pids("deadline", "DeadlineGateway")[0]
+    os.kill(victim, signal.SIGKILL)
+    killed_at = time.monotonic()
+    call.join()
+    (response, _), = out
+    back_s = _first_success_after(url, killed_at)
+    _report("gateway replica killed mid-request, plain client",
+            {"status": response.status_code, "body": response.text[:200], "retry_after": response.headers.get("retry-after"),
+             "gateway_answers_again_after_s": round(back_s, 1)})
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "1" and response.headers.get("x-request-id")
+    assert response.json()["error"]["type"] == "overloaded"
+    _wait_replaced("deadline", "DeadlineGateway", victim, want=1)

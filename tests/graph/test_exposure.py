@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ import psutil
 import pytest
 import yaml
 
-from graphs import local_ray
+from graphs import local_ray, ray_startup
 from tests.assets import free_port
 
 pytestmark = pytest.mark.slow
@@ -208,3 +209,39 @@ def test_the_tests_ray_is_private_too(ray_cluster, served, tmp_path):  # served:
     assert ray_cluster["gcs_address"] == gcs_address(found)
     assert_replica_grpc_wants_the_token(found)
     assert_token_guards(ray_cluster["gcs_address"], tmp_path)
+
+
+def closed_to_others(path: Path) -> Path | None:
+    """The folder on the way to ``path`` (itself included) that keeps other users out: ours, and
+    neither group nor others may enter or read it. None when every folder on the way lets them in."""
+    for folder in [path, *path.parents]:
+        info = folder.stat()
+        if info.st_uid == os.getuid() and not stat.S_IMODE(info.st_mode) & 0o077:
+            return folder
+    return None
+
+
+def assert_session_private(session: Path) -> None:
+    logs = session / "logs"
+    assert logs.is_dir() and any(logs.iterdir()), session  # not vacuous: Ray's logs are in there
+    assert stat.S_IMODE(session.stat().st_mode) & 0o007, "Ray no longer makes its folders 0777: simplify"
+    guard = closed_to_others(session)
+    assert guard is not None, f"{session}: every folder on the way is open to other users"
+    assert guard != session and guard.name == local_ray.private_dir_name(), guard
+
+
+def launched_session(pid: int) -> Path:
+    """The session folder the launcher's Ray names in its processes' command lines."""
+    for proc in tree(psutil.Process(pid)):
+        match = ray_startup.SESSION_ARG.search(_name(proc) + " " + " ".join(proc.cmdline()))
+        if match:
+            return Path(match.group(1))
+    raise AssertionError("no Ray process of the launcher names its session folder")
+
+
+def test_the_tests_ray_session_is_private_to_its_user(ray_cluster):
+    assert_session_private(Path(ray_cluster["session_dir"]))
+
+
+def test_make_serve_keeps_its_ray_session_private(launched):
+    assert_session_private(launched_session(launched["pid"]))

@@ -21,6 +21,7 @@ from tests.assets import photo, scrape_metrics
 from tests.stub_backends import DIM, stub_models
 
 RATE, BURST = 4.0, 4
+CEILING = 100  # failed authentications per gateway replica and minute, all addresses together
 
 
 def _tenants(path: Path) -> dict[str, str]:
@@ -55,7 +56,8 @@ def tenant_app(ray_cluster, tmp_path_factory):
     (data / "shared" / "cat.jpg").write_bytes(photo("chelsea"))
     models = stub_models("Stub")
     gateway = Gateway.options(name="TenantGateway", num_replicas=2, ray_actor_options={"num_cpus": 0}).bind(
-        *models, {"tenants_file": str(data / "tenants.yaml"), "allowed_root": str(data / "shared")},
+        *models, {"tenants_file": str(data / "tenants.yaml"), "allowed_root": str(data / "shared"),
+                  "failed_auth": {"per_address": 20, "per_key_id": 20, "ceiling": CEILING}},
         search=SearchIndex.options(ray_actor_options={"num_cpus": 0}).bind(str(data / "search.db")),
         fusion=FusionHead.options(ray_actor_options={"num_cpus": 0}).bind(str(data / "heads"), 2),
         quota=QuotaKeeper.bind())
@@ -243,15 +245,63 @@ def test_service_statistics_are_for_operators(tenant_app):
         assert _status(globex.stats) == 403
 
 
-def test_failed_authentication_is_throttled_per_address(tenant_app):
-    """Runs last in this module: afterwards 127.0.0.2 stays throttled for a minute."""
+def _from(address: str) -> httpx.Client:
+    """A client whose connections come from ``address`` (any 127.x.y.z is this machine on Linux)."""
+    return httpx.Client(transport=httpx.HTTPTransport(local_address=address), timeout=10)
+
+
+def _models_status(url: str, key: str, address: str) -> httpx.Response:
+    with _from(address) as http:
+        return http.get(f"{url}/v1/models", headers={"authorization": f"Bearer {key}"})
+
+
+# The three tests below run last in this module, in this order: they leave addresses, key ids and
+# finally both gateway replicas throttled for bad keys for a minute.
+def test_failed_authentication_is_throttled_per_address_but_never_a_valid_key(tenant_app):
+    """A guesser behind the same NAT or proxy as real users: its 429s do not lock them out."""
     url, statuses = f"{tenant_app['url']}/v1/models", []
-    transport = httpx.HTTPTransport(local_address="127.0.0.2")  # an address of its own on loopback
-    with httpx.Client(transport=transport, timeout=10) as guesser:
-        for n in range(60):  # two gateway replicas, 20 failures each per minute
+    with _from("127.0.0.2") as guesser:
+        for n in range(80):  # two gateway replicas, 20 failures each per minute (80: both get 20, whatever the routing)
             statuses.append(guesser.get(url, headers={"authorization": f"Bearer mms_{n:08x}_guess"}).status_code)
-    assert statuses[0] == 401 and statuses[-1] == 429, statuses
+    assert statuses[0] == 401 and statuses[-5:] == [429] * 5, statuses
     assert statuses.count(401) <= 40, statuses
+    with _from("127.0.0.2") as guesser:
+        throttled = guesser.get(url, headers={"authorization": "Bearer mms_ffffffff_guess"})
+        assert throttled.status_code == 429 and int(throttled.headers["retry-after"]) >= 1
+        assert throttled.json()["error"]["type"] == "rate_limit_error"
+        for _ in range(4):  # both replicas, whichever the proxy picks: the valid key gets in
+            assert guesser.get(url, headers={"authorization": f"Bearer {tenant_app['keys']['acme']}"}).status_code == 200
     with _client(tenant_app, "acme") as acme:  # other addresses are untouched
         assert acme.models().data
 
+
+def _wrong_secret(key: str) -> str:
+    return key[:-4] + ("aaaa" if not key.endswith("aaaa") else "bbbb")
+
+
+def test_guessing_one_key_id_from_many_addresses_is_throttled_like_an_unknown_id(tenant_app):
+    """Per key id, from 100 addresses each: a real id with wrong secrets and an id that does not exist
+    get the same answers (the throttle does not tell which ids exist), and the id's owner gets in."""
+    url, key = tenant_app["url"], tenant_app["keys"]["globex"]
+    real = [_models_status(url, _wrong_secret(key), f"127.0.1.{n}").status_code for n in range(100)]
+    unknown = [_models_status(url, "mms_0000beef_guess", f"127.0.2.{n}").status_code for n in range(100)]
+    for statuses in (real, unknown):
+        assert statuses[0] == 401 and statuses[-5:] == [429] * 5, statuses
+        assert statuses.count(401) <= 40 and set(statuses) == {401, 429}, statuses
+    refused = _models_status(url, _wrong_secret(key), "127.0.1.200")
+    assert refused.status_code == 429 and "for this key id" in refused.json()["error"]["message"]
+    assert all(_models_status(url, key, "127.0.1.0").status_code == 200 for _ in range(4))
+
+
+def test_failed_authentication_has_a_ceiling_across_addresses(tenant_app):
+    """Guesses from 300 addresses with 300 key ids: past CEILING per gateway replica, every bad key
+    is refused 429, from addresses never seen before too; valid keys still get in."""
+    url = tenant_app["url"]
+    statuses = [_models_status(url, f"mms_{n:08x}_spray", f"127.0.{3 + n // 250}.{n % 250}").status_code
+                for n in range(300)]
+    assert 401 in statuses and statuses[-10:] == [429] * 10, statuses
+    assert statuses.count(401) <= 2 * CEILING, statuses
+    fresh = _models_status(url, "mms_12345678_spray", "127.0.5.1")
+    assert fresh.status_code == 429 and "on this gateway" in fresh.json()["error"]["message"]
+    assert int(fresh.headers["retry-after"]) >= 1
+    assert all(_models_status(url, tenant_app["keys"]["acme"], "127.0.5.1").status_code == 200 for _ in range(4))

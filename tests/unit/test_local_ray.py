@@ -61,6 +61,14 @@ def test_prepare_shortens_the_proxy_health_check_unless_the_user_set_it(tmp_path
     assert env["RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S"] == "7"
 
 
+def test_prepare_names_the_proxy_callback_that_exists():
+    from deployments.gateway import proxy_errors
+
+    env = {"RAY_AUTH_TOKEN": "given"}
+    local_ray.prepare(env)
+    assert env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] == proxy_errors.CALLBACK
+
+
 def test_prepare_uses_a_token_given_in_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     env = {"RAY_AUTH_TOKEN": "given"}
@@ -207,3 +215,51 @@ def test_the_embedded_ray_gets_the_loopback_hook_and_the_callers_runtime_env_is_
     assert given == {"env_vars": {"A": "1"}}
     theirs = local_ray._with_loopback_hook({"worker_process_setup_hook": "mine.setup"})
     assert theirs["worker_process_setup_hook"] == "mine.setup" and "every interface" in caplog.text
+
+
+@pytest.fixture
+def short_tmp():
+    """A folder short enough for Ray's socket paths below it (pytest's tmp_path is not)."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="mr", dir="/tmp"))
+    yield path
+    shutil.rmtree(path)
+
+
+def test_the_embedded_rays_temp_folder_is_its_users_alone(short_tmp, tmp_path):
+    """Ray makes its folders 0777 and its logs world-readable: they live in a 0700 folder of ours."""
+    env = {"RAY_AUTH_TOKEN_PATH": str(tmp_path / "tok"), "RAY_TMPDIR": str(short_tmp)}
+    local_ray.prepare(env)
+    folder = Path(env["RAY_TMPDIR"])
+    assert folder == short_tmp / f"mmserve-ray-{os.getuid()}"
+    assert mode(folder) == 0o700 and folder.stat().st_uid == os.getuid()
+    local_ray.prepare(env)  # the conftest, then start(): the same folder, not one inside it
+    assert env["RAY_TMPDIR"] == str(folder)
+
+
+def test_an_open_temp_folder_is_closed_and_a_foreign_one_refused(short_tmp):
+    tmp_path = short_tmp
+    folder = tmp_path / f"mmserve-ray-{os.getuid()}"
+    folder.mkdir(mode=0o777)
+    folder.chmod(0o777)
+    local_ray.private_tmp_dir({"RAY_TMPDIR": str(tmp_path)})
+    assert mode(folder) == 0o700
+    folder.rmdir()
+    folder.symlink_to(tmp_path / "elsewhere", target_is_directory=True)  # someone's link in a shared /tmp
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(local_ray.PrivateRayError, match="not a folder"):
+        local_ray.private_tmp_dir({"RAY_TMPDIR": str(tmp_path)})
+    if os.getuid() == 0:  # made first by another user
+        folder.unlink()
+        folder.mkdir(mode=0o700)
+        os.chown(folder, 4242, 4242)
+        with pytest.raises(local_ray.PrivateRayError, match="belongs to uid 4242"):
+            local_ray.private_tmp_dir({"RAY_TMPDIR": str(tmp_path)})
+
+
+def test_a_temp_folder_too_long_for_rays_sockets_is_refused(tmp_path):
+    with pytest.raises(local_ray.PrivateRayError, match="107 bytes"):
+        local_ray.private_tmp_dir({"RAY_TMPDIR": "/tmp/" + "x" * 40})
+    assert not Path("/tmp/" + "x" * 40).exists()

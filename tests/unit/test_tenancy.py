@@ -107,18 +107,118 @@ def test_renewed_leases_outlive_lease_s_and_unrenewed_ones_expire():
     assert dead not in buckets.buckets["a"].leases
 
 
+def _fail(failures, address, key_id=None) -> int:
+    """The status a failed authentication gets: 401 when counted, 429 when throttled."""
+    try:
+        failures.failed(address, key_id)
+        return 401
+    except Throttled:
+        return 429
+
+
 def test_failed_logins_throttle_an_address_then_forgive_it():
     clock = Clock()
-    failures = tenancy.FailedLogins(limit=3, window_s=60, clock=clock)
-    for _ in range(3):
-        failures.check("10.0.0.9")
-        failures.record("10.0.0.9")
-    with pytest.raises(Throttled) as err:
-        failures.check("10.0.0.9")
+    failures = tenancy.FailedLogins(per_address=3, window_s=60, clock=clock)
+    assert [_fail(failures, "10.0.0.9") for _ in range(4)] == [401, 401, 401, 429]
+    with pytest.raises(Throttled, match="from this address") as err:
+        failures.failed("10.0.0.9", None)
     assert err.value.retry_after == pytest.approx(60)
-    failures.check("10.0.0.8")  # other addresses are not affected
+    assert _fail(failures, "10.0.0.8") == 401  # other addresses are not affected
+    clock.now += 30
+    assert [_fail(failures, "10.0.0.9") for _ in range(3)] == [429] * 3  # refused: not counted, no longer wait
+    clock.now += 31
+    assert _fail(failures, "10.0.0.9") == 401
+
+
+def _admission(tenants_file, **limits):
+    from deployments.gateway.admission import Admission
+
+    path, key_a, _ = tenants_file
+    clock = Clock()
+    failures = tenancy.FailedLogins(clock=clock, **limits)
+    return Admission(tenancy.Directory.build(tenants.load_tenants(path)), None, failures=failures), key_a, clock
+
+
+def _wrong_secret(key: str) -> str:
+    return key[:-4] + ("aaaa" if not key.endswith("aaaa") else "bbbb")
+
+
+def _status(admission, key, address) -> int:
+    try:
+        admission.authenticate({"authorization": f"Bearer {key}"}, address)
+        return 200
+    except Unauthorized:
+        return 401
+    except Throttled:
+        return 429
+
+
+def test_a_valid_key_passes_from_an_address_that_others_got_throttled(tenants_file):
+    """One guesser behind a NAT or reverse proxy must not lock out the valid keys behind it."""
+    admission, key, _ = _admission(tenants_file, per_address=20)
+    statuses = [_status(admission, f"mms_{n:08x}_guess", "192.0.2.1") for n in range(25)]
+    assert statuses[:20] == [401] * 20 and statuses[20:] == [429] * 5
+    assert _status(admission, key, "192.0.2.1") == 200
+    assert _status(admission, "not-a-key", "192.0.2.1") == 429  # the address stays throttled for bad keys
+
+
+def test_guessing_one_key_id_from_many_addresses_is_throttled_like_an_unknown_id(tenants_file):
+    """Per key id, whichever addresses the guesses come from; an id that exists and one that does not
+    get the same answers, so the throttle does not tell which ids are real."""
+    admission, key, _ = _admission(tenants_file, per_key_id=5)
+    real = [_status(admission, _wrong_secret(key), f"198.51.100.{n}") for n in range(8)]
+    unknown = [_status(admission, "mms_0000beef_guess", f"203.0.113.{n}") for n in range(8)]
+    assert real == unknown == [401] * 5 + [429] * 3
+    assert _status(admission, key, "198.51.100.99") == 200  # the owner still gets in
+    assert _status(admission, "mms_1111beef_guess", "198.51.100.99") == 401  # other ids are not affected
+
+
+def test_keys_that_do_not_parse_count_against_the_address_only():
+    failures = tenancy.FailedLogins(per_address=100, per_key_id=2, clock=Clock())
+    for key in ("nonsense", None, "mms__x", "mms_" + "a" * 65 + "_x"):  # no id, or one longer than any of ours
+        assert tenancy.throttle_key_id(key) is None
+    assert tenancy.throttle_key_id("mms_0a1b2c3d_secret_with_underscores") == "0a1b2c3d"
+    assert [_fail(failures, f"10.0.1.{n}", tenancy.throttle_key_id("nonsense")) for n in range(5)] == [401] * 5
+    assert failures.by_key_id.times == {}
+
+
+def test_the_ceiling_across_addresses_refuses_bad_keys_but_not_valid_ones(tenants_file):
+    admission, key, clock = _admission(tenants_file, per_address=5, per_key_id=5, ceiling=50, window_s=60)
+    statuses = [_status(admission, f"mms_{n:08x}_guess", f"10.1.{n // 250}.{n % 250}") for n in range(60)]
+    assert statuses == [401] * 50 + [429] * 10
+    with pytest.raises(Throttled, match="on this gateway"):
+        admission.authenticate({"x-api-key": "mms_ffffffff_guess"}, "10.9.9.9")  # a fresh address too
+    assert _status(admission, key, "10.9.9.9") == 200
     clock.now += 61
-    failures.check("10.0.0.9")
+    assert _status(admission, "mms_ffffffff_guess", "10.9.9.9") == 401
+
+
+def test_the_state_stays_bounded_however_many_addresses_fail():
+    """Counted failures per window are at most the ceiling, so keeping that many names suffices and
+    never forgets one still inside its window."""
+    clock = Clock()
+    failures = tenancy.FailedLogins(per_address=3, per_key_id=3, ceiling=100, window_s=10, clock=clock)
+    for n in range(5_000):
+        clock.now += 0.01  # 50 s of failures from 5,000 addresses and 5,000 key ids
+        _fail(failures, f"10.2.{n // 250}.{n % 250}", f"{n:08x}")
+    assert len(failures.by_address.times) <= 100 and len(failures.by_key_id.times) <= 100
+    assert sum(map(len, failures.by_address.times.values())) <= 100
+    kept = [times[-1] for times in failures.by_address.times.values()]
+    assert min(kept) > max(kept) - 10  # what is kept is one window's failures
+
+
+def test_a_throttled_address_keeps_its_throttle_while_others_fail():
+    """Forgetting the least recent names must not free a throttled address early."""
+    clock = Clock()
+    failures = tenancy.FailedLogins(per_address=3, ceiling=20, window_s=60, clock=clock)
+    for _ in range(3):
+        failures.failed("10.3.0.1", None)
+    for n in range(100):  # others fail up to the ceiling; those past it are refused and not kept
+        clock.now += 0.1
+        _fail(failures, f"10.3.1.{n}", None)
+    assert len(failures.by_address.times) == 1 + 17  # 3 failures of its own, 17 of others: the ceiling
+    with pytest.raises(Throttled, match="from this address"):
+        failures.failed("10.3.0.1", None)
 
 
 def test_domain_errors_keep_param_and_retry_after_across_pickling():

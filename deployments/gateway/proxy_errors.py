@@ -1,0 +1,67 @@
+"""Serve's HTTP proxy, answering in the one error shape when the gateway replica under a request dies.
+
+Ray Serve 2.60's proxy (``serve/_private/proxy.py``, ``send_request_to_replica``) turns the
+``RayActorError`` of an ingress replica that died mid-request into status 500 and sends nothing
+(``http_util.send_http_response_on_exception`` answers only 408, 429 and 503); uvicorn then finds
+the proxy's ASGI app returned without a response and writes its own plain-text
+``500 Internal Server Error`` with ``Connection: close``. A client without retries sees that.
+
+Serve runs the Starlette middlewares that the callable named by
+``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH`` returns around the proxy's app (``http_util.
+configure_http_middlewares``), in the proxy's own process. :func:`middlewares` is that callable
+for the embedded Ray (``graphs/local_ray.py`` sets the variable); on a cluster, set it on every
+node. It must stay importable in the proxy: a callback that fails to import keeps the proxy from
+starting.
+"""
+from __future__ import annotations
+
+from starlette.middleware import Middleware
+
+CALLBACK = "deployments.gateway.proxy_errors:middlewares"
+REQUEST_ID = "x-request-id"
+
+
+def _request_id(scope) -> str | None:
+    """Serve's own middleware (inside this one) put the request's id into the scope's headers."""
+    return next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == REQUEST_ID.encode()), None)
+
+
+class AnswerLostRequests:
+    """Pure ASGI middleware around Serve's proxy: an HTTP request the proxy let go unanswered (its
+    ingress replica died under it, or the request failed inside Ray before a response began) gets
+    503 ``overloaded`` with Retry-After in the error shape instead of uvicorn's plain-text 500, so a
+    client knows it may come back; the X-Request-ID Serve gave it is kept."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watching(message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        await self.app(scope, receive, watching)
+        if not started:
+            await _lost_response(_request_id(scope))(scope, receive, send)
+
+
+def _lost_response(request_id: str | None):
+    from deployments.gateway.errors import domain_response
+    from models.errors import Overloaded
+
+    response = domain_response(Overloaded("the gateway replica serving this request was lost before it answered; "
+                                          "retry shortly"))
+    if request_id:
+        response.headers["X-Request-ID"] = request_id
+    return response
+
+
+def middlewares() -> list[Middleware]:
+    """Serve's HTTP proxy callback: the middlewares it wraps its ASGI app in."""
+    return [Middleware(AnswerLostRequests)]
