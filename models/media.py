@@ -25,7 +25,8 @@ are read as 0..1 when no value exceeds 1, else as 0..255, with NaN as 0; transpa
 composited onto white (what a viewer shows, and what keeps dark text on a transparent logo legible).
 Animated and multi-page images (GIF, APNG, WebP, TIFF, AVIF sequences, MPO) give their first frame; the
 pixel cap is checked on it before it is decoded (a GIF frame larger than its screen grows the size
-that is checked), and later frames are never read, whatever size they claim.
+that is checked), and later frames are never read, whatever size they claim. EXIF orientation is
+applied, so a model sees the picture upright (as a viewer shows it).
 
 Sample conventions: float audio that exceeds full scale (|x| > 1, e.g. integer-scaled floats) is
 scaled down so that its peak is 1.0, which keeps its waveform (clipping would square it off);
@@ -202,7 +203,7 @@ def open_image(raw: bytes, limits: MediaLimits = MediaLimits(), param: str = "im
 
 def decode_image(raw: bytes, *, limits: MediaLimits = MediaLimits(), param: str = "image",
                  min_side: int | None = None) -> np.ndarray:
-    """Decode an image to RGB uint8, refusing decompression bombs from the header alone. With
+    """Decode an image to upright RGB uint8, refusing decompression bombs from the header alone. With
     ``min_side`` (what a model's preprocess resizes the short side to) no more is decoded or kept
     than that: a JPEG is drafted to it and the short side shrunk to it, never enlarged."""
     img = open_image(raw, limits, param)
@@ -213,12 +214,36 @@ def decode_image(raw: bytes, *, limits: MediaLimits = MediaLimits(), param: str 
         img.load()  # the first frame of an animation
     except Exception as exc:
         raise _corrupt(sniff(raw), param) from exc
+    orientation = _orientation(img)
     img = _to_rgb(img)
     if min_side and min(img.size) > min_side:
         scale = min_side / min(img.size)
         img = img.resize((round(img.width * scale), round(img.height * scale)), Image.BICUBIC)
     img.thumbnail((largest, largest), Image.BICUBIC)
-    return np.asarray(img, dtype=np.uint8)
+    return np.asarray(_upright(img, orientation), dtype=np.uint8)
+
+
+_EXIF_ORIENTATION = 0x0112
+# EXIF orientation -> the transpose that shows the picture as a viewer does (as ImageOps.exif_transpose)
+_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_90}
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation tag of a loaded image (1, upright, when absent or unreadable: a broken EXIF
+    block should not cost the caller a picture whose pixels are fine)."""
+    try:
+        return int(img.getexif().get(_EXIF_ORIENTATION, 1))
+    except Exception:
+        return 1
+
+
+def _upright(img: Image.Image, orientation: int) -> Image.Image:
+    """``img`` turned as its EXIF orientation says. Applied last, to the shrunk RGB picture (the cheapest
+    to turn): the resizes before it bound the short and the long side, which a quarter turn keeps."""
+    method = _TRANSPOSE.get(orientation)
+    return img if method is None else img.transpose(method)
 
 
 def _check_pixels(width: int, height: int, limits: MediaLimits, param: str) -> None:

@@ -357,3 +357,51 @@ def test_avif_with_the_generic_major_brand_is_avif():
 def struct_ftyp(major: bytes, *compatible: bytes) -> bytes:
     body = b"ftyp" + major + b"\x00\x00\x00\x00" + b"".join(compatible)
     return (4 + len(body)).to_bytes(4, "big") + body
+
+
+# ----------------------------------------------------------------------- EXIF orientation
+def _sideways(orientation: int, fmt: str = "PNG") -> tuple[bytes, np.ndarray]:
+    """A 64 x 32 picture (red in its left quarter) stored with an EXIF orientation tag, and the stored
+    pixels: a camera held sideways stores it turned and says how to turn it back."""
+    pixels = hostile_media.gradient()
+    pixels[:, :16] = (255, 0, 0)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format=fmt, exif=exif, **({"quality": 95} if fmt == "JPEG" else {}))
+    return buf.getvalue(), pixels
+
+
+@pytest.mark.parametrize("orientation, turns", [(6, -1), (8, 1)])  # 6: turn clockwise to view, 8: counter-clockwise
+def test_exif_orientation_is_applied(orientation, turns):
+    raw, stored = _sideways(orientation)
+    assert np.array_equal(decode_image(raw), np.rot90(stored, k=turns))
+    jpeg, _ = _sideways(orientation, "JPEG")
+    upright = decode_image(jpeg)
+    assert upright.shape == (64, 32, 3)
+    red_rows = slice(0, 12) if orientation == 6 else slice(52, 64)  # the left quarter turned to top or bottom
+    assert (upright[red_rows, :, 0] > 200).all() and (upright[red_rows, :, 1] < 60).all()
+
+
+def _sent(raw: bytes, transport: str) -> np.ndarray:
+    """What the model gets for ``raw`` over ``transport`` (``bytes``: as the replica decodes it)."""
+    size = InputSize(resize=24, crop=16)
+    sent = for_replica(raw, transport=transport, size=size, limits=MediaLimits(), param="image")
+    return (sent.decode(size) if isinstance(sent, Encoded) else getattr(sent, "pixels", sent)).astype(int)
+
+
+@pytest.mark.parametrize("transport", ["array", "draft", "input", "bytes"])
+def test_exif_orientation_applied_on_every_transport(transport):
+    """The model sees the upright picture whichever side decodes it (``bytes``: the replica): what it
+    gets for the sideways photo is what it gets for the same photo stored upright."""
+    raw, stored = _sideways(8)
+    upright, turned_away = (_encode(Image.fromarray(np.rot90(stored, k=k).copy())) for k in (1, -1))
+    got = _sent(raw, transport)
+    assert got.shape == _sent(upright, transport).shape
+    assert np.abs(got - _sent(upright, transport)).mean() < 2
+    assert np.abs(got - _sent(turned_away, transport)).mean() > 20
+
+
+def test_upright_images_are_not_turned():
+    raw, stored = _sideways(1)
+    assert np.array_equal(decode_image(raw), stored)
