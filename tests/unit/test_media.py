@@ -1,3 +1,4 @@
+import base64
 import gc
 import io
 import re
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from api.schemas import MediaError, media_bytes
 from config.settings import GatewaySettings
 from models.errors import InvalidInput, MMServeError, PayloadTooLarge, UnsupportedMedia
 from models import media
@@ -405,3 +407,39 @@ def test_exif_orientation_applied_on_every_transport(transport):
 def test_upright_images_are_not_turned():
     raw, stored = _sideways(1)
     assert np.array_equal(decode_image(raw), stored)
+
+
+# ----------------------------------------------------------------------- base64 in JSON bodies
+_WRAPPED_RAW = bytes(range(256)) * 7
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+@pytest.mark.parametrize("width", [76, 64])
+def test_mime_wrapped_base64_accepted(newline, width):
+    flat = base64.b64encode(_WRAPPED_RAW).decode()
+    wrapped = newline.join(flat[i:i + width] for i in range(0, len(flat), width)) + newline
+    assert media_bytes(wrapped) == _WRAPPED_RAW
+    assert media_bytes("data:image/png;base64," + wrapped) == _WRAPPED_RAW
+    assert base64.encodebytes(_WRAPPED_RAW).decode().split("\n")[0].__len__() == 76  # what `base64` prints
+    assert media_bytes(base64.encodebytes(_WRAPPED_RAW).decode()) == _WRAPPED_RAW
+
+
+def _bad_wrappings() -> list[str]:
+    good = base64.encodebytes(_WRAPPED_RAW).decode()
+    return [
+        good.replace("\n", " \n"),  # trailing spaces
+        good.replace("\n", "\t"),  # tabs instead of line breaks
+        good.replace("\n", "\r"),  # bare carriage returns
+        good[:100] + "\n" + good[100:],  # a break at an uneven place
+        good.replace("\n", "\n\n"),  # blank lines
+        good.replace("\n", "\r\n", 1),  # mixed line endings
+        good[:10] + "!" + good[11:],  # a character outside the alphabet
+        good[:77] + "*" * 76 + good[153:],  # a garbage line of the right width
+        "aGk=\naGk=aGk=",  # a last line longer than the others
+    ]
+
+
+@pytest.mark.parametrize("bad", _bad_wrappings())
+def test_other_whitespace_and_garbage_in_base64_refused(bad):
+    with pytest.raises(MediaError, match="not valid base64"):
+        media_bytes(bad)
