@@ -23,12 +23,12 @@ class MediaError(ValueError):
 
 
 def media_bytes(value: object) -> bytes:
-    """Bytes of a media value: raw bytes, base64 or a data URL (raises MediaError)."""
+    """Bytes of a media value: raw bytes, base64 (also MIME-wrapped) or a data URL (raises MediaError)."""
     if isinstance(value, (bytes, bytearray)):
         raw = bytes(value)
     elif isinstance(value, str):
         try:
-            raw = base64.b64decode(_DATA_URL.sub("", value.strip(), count=1), validate=True)
+            raw = base64.b64decode(_unwrapped(_DATA_URL.sub("", value.strip(), count=1)), validate=True)
         except (binascii.Error, ValueError) as exc:
             raise MediaError(f"not valid base64 or a data URL ({exc})") from None
     else:
@@ -36,6 +36,24 @@ def media_bytes(value: object) -> bytes:
     if not raw:
         raise MediaError("empty media")
     return raw
+
+
+def _unwrapped(text: str) -> str:
+    r"""Base64 without the line breaks of MIME-style wrapping (``base64`` prints 76 columns, PEM and
+    ``openssl`` 64): ``\n`` or ``\r\n`` after every line of one width, the last line no longer. Any other
+    whitespace, or breaks at uneven places, stays for the strict decoder to refuse or is refused here.
+    Unwrapped input (what clients send) costs one scan for a line feed; wrapped input is checked with
+    strided slices and unwrapped with one replace, no per-line Python objects."""
+    first = text.find("\n")
+    if first < 0:
+        return text
+    brk = "\r\n" if text[first - 1:first] == "\r" else "\n"
+    width = first + 1 - len(brk)
+    stride, count = width + len(brk), text.count("\n")
+    last = len(text) - count * stride
+    if width <= 0 or not 0 < last <= width or any(text[width + i::stride] != ch * count for i, ch in enumerate(brk)):
+        raise ValueError("line breaks in base64 must wrap it at a fixed width, as MIME does")
+    return text.replace(brk, "")
 
 
 Media = Annotated[

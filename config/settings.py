@@ -6,7 +6,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from models.image_input import Transport
-from models.media import MediaLimits
+from models.media import MediaLimits, allowed_formats
 
 _MEDIA = MediaLimits()  # the media limits' defaults live in one place: models.media
 
@@ -50,6 +50,12 @@ class GatewaySettings(BaseModel):
     max_image_side: int = Field(_MEDIA.max_image_side, ge=64)
     max_audio_seconds: float = Field(_MEDIA.max_audio_seconds, gt=0)
     max_upload_bytes: int = Field(_MEDIA.max_bytes, ge=1024)
+    image_formats: list[str] = Field(default_factory=lambda: list(_MEDIA.image_formats), description=(
+        "the image formats decoded at all, identified from their magic bytes (others: 415 naming these); "
+        "a subset of JPEG, PNG, WebP, AVIF, GIF, BMP, TIFF"))
+    audio_formats: list[str] = Field(default_factory=lambda: list(_MEDIA.audio_formats), description=(
+        "the audio formats decoded at all, identified from their magic bytes (others: 415 naming these); "
+        "a subset of WAV, FLAC, Ogg, MP3, M4A, WebM, AAC (ADTS), AIFF"))
     ready_timeout_s: float = Field(0.8, gt=0, le=1.0, description=(
         "how long /readyz waits for each deployment's ping; it answers 503 naming the slow ones, within 1 s"))
     tenants_file: str | None = Field(None, description="YAML tenants file; without one the service runs open")
@@ -101,6 +107,11 @@ class GatewaySettings(BaseModel):
                              f"({self.max_body_bytes}): a body of the largest size could never be read")
         return self
 
+    @field_validator("image_formats", "audio_formats")
+    @classmethod
+    def _known_formats(cls, names: list[str], info) -> list[str]:
+        return list(allowed_formats(names, kind=info.field_name.split("_")[0]))
+
     @field_validator("tenants_file", "allowed_root")
     @classmethod
     def _absolute(cls, path: str | None) -> str | None:
@@ -114,4 +125,5 @@ class GatewaySettings(BaseModel):
 
     def limits(self) -> MediaLimits:
         return MediaLimits(max_image_pixels=self.max_image_pixels, max_image_side=self.max_image_side,
-                           max_audio_seconds=self.max_audio_seconds, max_bytes=self.max_upload_bytes)
+                           max_audio_seconds=self.max_audio_seconds, max_bytes=self.max_upload_bytes,
+                           image_formats=tuple(self.image_formats), audio_formats=tuple(self.audio_formats))
