@@ -36,8 +36,10 @@ quarantine (``quarantine.py``; TTL ``gateway.settings.poison_quarantine_s``, bou
 - a call whose replica died marks its input (a content hash of the method and its arguments,
   computed only then: the normal path hashes nothing) *suspect*, and is retried once;
 - retries after a death go one at a time per method, so a poison's retry dies alone;
-- a retry that succeeds clears the suspicion; a second replica death with the same input (in the
-  retry, or in a later request) *holds* it: the caller gets 422 ``poison_request``;
+- a retry that succeeds clears the suspicion; a replica death under a call of a suspect input sent
+  after it became suspect (its retry, or a later request), on another replica, *holds* it: the
+  caller gets 422 ``poison_request`` (a copy that was already in flight is not held for dying: it
+  may be an innocent bystander on the replica a poison's retry killed);
 - while any input of a method is held, that method's calls are hashed before they are sent, and a
   held input is refused at once with 422, never sent.
 
@@ -151,6 +153,7 @@ class _Call:
         self.method, self.args, self.kwargs = method, args, kwargs
         self.name = _name(method)
         self._fingerprint: str | None = None
+        self.sent_at = 0.0  # when the attempt now running was sent (the quarantine's clock)
 
     async def fingerprint(self) -> str:
         if self._fingerprint is None:
@@ -166,12 +169,16 @@ class _Call:
 
     async def lost(self, exc: BaseException) -> None:
         """Record the replica death under this call; raises PoisonRequest when that holds its input."""
-        held = QUARANTINE.died(self.name, await self.fingerprint(), dead_replica(exc))
+        held = QUARANTINE.died(self.name, await self.fingerprint(), dead_replica(exc), sent_at=self.sent_at)
         observe_poison(self.name, "held" if held else "suspect")
         log.warning("replica %s lost under %s (%s); its input %s is %s", dead_replica(exc), self.name,
                     type(exc).__name__, self._fingerprint, "held: 422 until it expires" if held else "suspect")
         if held:
             raise self.poison() from exc
+
+    async def attempt(self) -> Any:
+        self.sent_at = QUARANTINE.clock()
+        return await _once(self.method, self.args, self.kwargs)
 
     def poison(self) -> PoisonRequest:
         return PoisonRequest(f"model replicas died twice with this input in flight ({self.name}); it is refused "
@@ -186,7 +193,7 @@ async def call(method, *args, retry: bool = True, **kwargs) -> Any:
     if QUARANTINE.watching(this.name):
         await this.refuse_if_held()
     try:
-        return await _once(method, args, kwargs)
+        return await this.attempt()
     except Exception as exc:
         if not replica_lost(exc):
             raise
@@ -206,7 +213,7 @@ async def _retry(this: _Call) -> Any:
         raise DeadlineExceeded("the request's deadline passed while its retry waited its turn") from None
     try:
         await this.refuse_if_held()
-        result = await _once(this.method, this.args, this.kwargs)
+        result = await this.attempt()
     except Exception as exc:
         if replica_lost(exc):
             await this.lost(exc)

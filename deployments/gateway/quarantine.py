@@ -7,7 +7,8 @@ arguments, computed only when a replica died under a call or while the method ha
 the ordinary call path never hashes anything.
 
 Deaths are counted per distinct replica: two identical requests that were on the same replica when
-it died are one death, not two (they must not quarantine an innocent input). Entries expire after
+it died are one death, not two (they must not quarantine an innocent input); and only a call sent
+after its input became suspect can hold it (``Quarantine.died``). Entries expire after
 ``ttl_s``; at most ``capacity`` per method are kept (the oldest goes first), so an attacker sending
 ever new crashing inputs costs bounded memory.
 """
@@ -19,36 +20,50 @@ import dataclasses
 import hashlib
 import pickle
 import time
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
-DEATHS_TO_HOLD = 2  # replicas that died with the input in flight: the first may be bad luck, the second is not
+@dataclass
+class _Suspicion:
+    since: float  # when the first replica died with the input in flight
+    replicas: set[str] = field(default_factory=set)  # the replicas that died with it
 
 
 class _Expiring:
-    """fingerprint -> value, oldest first, each dropped ``ttl_s`` after it was last set; at most ``capacity``."""
+    """fingerprint -> suspicion, oldest first, each dropped ``ttl_s`` after it was last set; at most
+    ``capacity`` of them."""
 
     def __init__(self, quarantine: "Quarantine") -> None:
         self.q = quarantine
-        self.items: collections.OrderedDict[str, tuple[float, set[str]]] = collections.OrderedDict()
+        self.items: collections.OrderedDict[str, tuple[float, _Suspicion]] = collections.OrderedDict()
 
-    def live(self) -> collections.OrderedDict[str, tuple[float, set[str]]]:
+    def live(self) -> collections.OrderedDict[str, tuple[float, _Suspicion]]:
         now = self.q.clock()
         while self.items and next(iter(self.items.values()))[0] <= now:
             self.items.popitem(last=False)
         return self.items
 
-    def put(self, fingerprint: str, replicas: set[str]) -> None:
+    def get(self, fingerprint: str) -> _Suspicion | None:
+        found = self.live().get(fingerprint)
+        return None if found is None else found[1]
+
+    def put(self, fingerprint: str, suspicion: _Suspicion) -> None:
         self.items.pop(fingerprint, None)
-        self.items[fingerprint] = (self.q.clock() + self.q.ttl_s, replicas)
+        self.items[fingerprint] = (self.q.clock() + self.q.ttl_s, suspicion)
         while len(self.items) > self.q.capacity:
             self.items.popitem(last=False)
 
 
 class Quarantine:
-    """Suspect inputs (one replica died with them in flight) and held ones (two or more) per method
-    (``Deployment.method``), each with a TTL and a size bound."""
+    """Suspect inputs (a replica died with them in flight) and held ones per method
+    (``Deployment.method``), each with a TTL and a size bound.
+
+    An input is held when a replica dies under a call of it that was *sent while it was already
+    suspect* (its own retry, or a later request), and that replica is not one that died with it
+    before. A call already in flight when its input became suspect is not held for dying: it may be
+    an innocent copy on the replica that a poison's retry killed a moment later."""
 
     def __init__(self, *, ttl_s: float = 600.0, capacity: int = 1024,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -67,19 +82,25 @@ class Quarantine:
         return held is not None and bool(held.items) and bool(held.live())
 
     def held(self, method: str, fingerprint: str) -> bool:
-        return method in self._held and fingerprint in self._held[method].live()
+        return method in self._held and self._held[method].get(fingerprint) is not None
 
-    def died(self, method: str, fingerprint: str, replica: str) -> bool:
-        """Record that ``replica`` died with this input in flight; True when the input is held now."""
-        if self.held(method, fingerprint):
-            self._held[method].put(fingerprint, self._held[method].items[fingerprint][1] | {replica})
+    def died(self, method: str, fingerprint: str, replica: str, *, sent_at: float) -> bool:
+        """Record that ``replica`` died under a call of this input sent at ``sent_at`` (this
+        quarantine's clock); True when the input is held now."""
+        held = self._held[method].get(fingerprint) if method in self._held else None
+        if held is not None:
+            held.replicas.add(replica)
+            self._held[method].put(fingerprint, held)
             return True
-        suspects = self._suspects[method].live()
-        replicas = (suspects.pop(fingerprint, None) or (0.0, set()))[1] | {replica}
-        if len(replicas) >= DEATHS_TO_HOLD:
-            self._held[method].put(fingerprint, replicas)
+        suspicion = self._suspects[method].get(fingerprint)
+        if suspicion is not None and sent_at >= suspicion.since and replica not in suspicion.replicas:
+            suspicion.replicas.add(replica)
+            self._suspects[method].live().pop(fingerprint, None)
+            self._held[method].put(fingerprint, suspicion)
             return True
-        self._suspects[method].put(fingerprint, replicas)
+        suspicion = suspicion or _Suspicion(since=self.clock())
+        suspicion.replicas.add(replica)
+        self._suspects[method].put(fingerprint, suspicion)
         return False
 
     def cleared(self, method: str, fingerprint: str) -> None:
@@ -89,7 +110,7 @@ class Quarantine:
 
     def retry_slot(self, method: str) -> asyncio.Lock:
         """Retries after a replica death go one at a time per method: when a poison's retry kills a
-        second replica, no innocent retry dies beside it (and so is never held for its second death)."""
+        second replica, no innocent retry dies beside it (and is held for what was not its doing)."""
         return self._retry_slots[method]
 
 

@@ -156,7 +156,7 @@ async def test_a_suspect_that_kills_again_in_a_later_request_is_held_without_a_r
     calls.start_deadline(5)
     with pytest.raises(ActorDiedError):
         await calls.call(_Named(_death_on("A")), b"poison", retry=False)  # suspect after one death
-    later = _Named(_death_on("B"), _ok)
+    later = _Named(_death_on("B"), _ok)  # sent after it became suspect
     with pytest.raises(PoisonRequest):
         await calls.call(later, b"poison")
     assert len(later.responses) == 1  # the second death holds it: no retry to spread it
@@ -175,6 +175,25 @@ async def test_copies_of_one_input_on_the_replica_that_died_are_one_death_not_tw
     both = await asyncio.gather(calls.call(_Named(_death_on("A"), _ok), b"same"),
                                 calls.call(_Named(_death_on("A"), _ok), b"same"))
     assert both == ["ok", "ok"]
+
+
+async def test_a_copy_already_in_flight_when_its_input_became_suspect_is_not_held_for_dying(fresh_quarantine):
+    """The bystander: one copy of an innocent input dies with a poison on replica A (suspect); another
+    copy, sent before that, dies on B when the poison's retry kills B. It is retried, not held."""
+    calls.start_deadline(5)
+    release = asyncio.Event()
+
+    async def dies_on_b_later():
+        await release.wait()
+        await _death_on("B")()
+
+    bystander = asyncio.ensure_future(calls.call(_Named(dies_on_b_later, _ok), b"cat"))
+    await asyncio.sleep(0.01)  # sent now
+    fresh_quarantine[0] += 1
+    with pytest.raises(ActorDiedError):
+        await calls.call(_Named(_death_on("A")), b"cat", retry=False)  # the input becomes suspect
+    release.set()
+    assert await bystander == "ok"
 
 
 async def test_retries_after_a_death_run_one_at_a_time_per_method():
@@ -230,6 +249,6 @@ def test_fingerprints_tell_inputs_and_methods_apart_and_take_surrogates():
 def test_the_quarantine_is_bounded_per_method():
     q = quarantine.Quarantine(ttl_s=60, capacity=3)
     for n in range(10):
-        q.died("m", f"fp{n}", "A")
-        q.died("m", f"fp{n}", "B")
+        q.died("m", f"fp{n}", "A", sent_at=0.0)
+        q.died("m", f"fp{n}", "B", sent_at=q.clock())
     assert [q.held("m", f"fp{n}") for n in range(10)] == [False] * 7 + [True] * 3
