@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import itertools
 import logging
 import math
 import time
@@ -72,6 +73,7 @@ _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("mmserv
 
 
 DEADLINE_SLACK_S = 0.05
+_UNNAMED = itertools.count()
 QUARANTINE = Quarantine()  # this gateway replica's (``configure_quarantine`` applies the settings)
 
 
@@ -143,7 +145,7 @@ def dead_replica(exc: BaseException) -> str:
         actor = getattr(candidate, "actor_id", None)
         if actor:
             return str(actor)
-    return f"unknown-{id(exc)}"
+    return f"unknown-{next(_UNNAMED)}"  # never id(exc): a collected exception's id comes back
 
 
 class _Call:
