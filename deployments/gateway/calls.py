@@ -171,9 +171,10 @@ class _Call:
 
     async def lost(self, exc: BaseException) -> None:
         """Record the replica death under this call; raises PoisonRequest when that holds its input."""
-        held = QUARANTINE.died(self.name, await self.fingerprint(), dead_replica(exc), sent_at=self.sent_at)
+        replica = dead_replica(exc)
+        held = QUARANTINE.died(self.name, await self.fingerprint(), replica, sent_at=self.sent_at)
         observe_poison(self.name, "held" if held else "suspect")
-        log.warning("replica %s lost under %s (%s); its input %s is %s", dead_replica(exc), self.name,
+        log.warning("replica %s lost under %s (%s); its input %s is %s", replica, self.name,
                     type(exc).__name__, self._fingerprint, "held: 422 until it expires" if held else "suspect")
         if held:
             raise self.poison() from exc

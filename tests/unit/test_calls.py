@@ -170,11 +170,19 @@ async def test_an_innocent_input_caught_in_a_replica_death_is_retried_and_cleare
     assert await calls.call(_Named(_death_on("B"), _ok), b"cat") == "ok"
 
 
-async def test_copies_of_one_input_on_the_replica_that_died_are_one_death_not_two():
-    calls.start_deadline(5)
-    both = await asyncio.gather(calls.call(_Named(_death_on("A"), _ok), b"same"),
-                                calls.call(_Named(_death_on("A"), _ok), b"same"))
-    assert both == ["ok", "ok"]
+def test_copies_of_one_input_on_the_replica_that_died_are_one_death_not_two():
+    q = quarantine.Quarantine(ttl_s=60, clock=lambda: 5.0)
+    assert not q.died("m", "fp", "A", sent_at=5.0)
+    assert not q.died("m", "fp", "A", sent_at=5.0)  # a second copy on A, sent at that moment: not held
+    assert q.died("m", "fp", "B", sent_at=5.0)
+
+
+def test_deaths_are_named_by_the_replica_ray_reports():
+    named = ActorDiedError()
+    named.actor_id = "abc123"
+    assert calls.dead_replica(named) == "abc123"
+    unnamed = [calls.dead_replica(ActorDiedError()) for _ in range(3)]
+    assert len(set(unnamed)) == 3  # each its own: never taken for the same replica
 
 
 async def test_a_copy_already_in_flight_when_its_input_became_suspect_is_not_held_for_dying(fresh_quarantine):
