@@ -4,8 +4,8 @@ lets it cost at most the replica it killed and the one its single retry reached,
 ``poison_request``, refuses every later copy at once without sending it, and normal traffic to the
 same deployment all succeeds.
 
-Prove it can fail: make ``Quarantine.died`` return False (nothing is ever held) and the poison
-answers 503 every time while the text replicas keep dying."""
+Prove it can fail: make ``Quarantine.died`` never hold an input and the poison answers 503 every
+time, each repeat takes seconds (it kills replicas), and normal traffic gets 503s."""
 from __future__ import annotations
 
 import threading
@@ -88,6 +88,30 @@ class _Traffic:
             t.join(120)
 
 
+class _Census:
+    """Every name the crashing deployment's replicas had while the test ran, sampled every 0.1 s (a
+    replacement takes seconds to start, so none goes unseen): those not alive at the end died."""
+
+    def __init__(self) -> None:
+        self.seen, self.stop = set(_text_replicas()), threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self.stop.wait(0.1):
+            self.seen |= _text_replicas()
+
+    def __enter__(self) -> "_Census":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(5)
+
+    def died(self) -> set[str]:
+        return self.seen - _text_replicas()
+
+
 def _poison(url: str) -> tuple[httpx.Response, float]:
     started = time.perf_counter()
     r = httpx.post(f"{url}/v1/embeddings/text", json={"texts": [POISON_TEXT]}, timeout=90)
@@ -95,14 +119,14 @@ def _poison(url: str) -> tuple[httpx.Response, float]:
 
 
 def test_a_poison_request_is_quarantined_and_normal_traffic_is_unaffected(poison_url):
-    first_replicas = _wait_replicas(2)
-    with _Traffic(poison_url) as traffic:
+    _wait_replicas(2)
+    with _Census() as census, _Traffic(poison_url) as traffic:
         time.sleep(1.0)
         first, first_s = _poison(poison_url)
         after_first = _wait_replicas(2)  # replaced: the deaths the first one cost are all counted
         repeats = [_poison(poison_url) for _ in range(5)]
         time.sleep(2.0)
-    died = first_replicas - _text_replicas()
+    died = census.died()
     row = {"first": [first.status_code, round(first_s, 2)],
            "repeats": [[r.status_code, round(s, 3)] for r, s in repeats], "replicas_died": len(died),
            "normal": len(traffic.answers), "normal_not_200": [a for a in traffic.answers if a[1] != 200][:5]}
