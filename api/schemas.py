@@ -10,9 +10,10 @@ import base64
 import binascii
 import hashlib
 import re
+import string
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 _DATA_URL = re.compile(r"^data:[\w.+/-]*(;[\w=.-]+)*;base64,", re.IGNORECASE)
 MAX_ITEMS = 64
@@ -65,6 +66,46 @@ Media = Annotated[
 MAX_TEXT_CHARS = 10_000  # one text input, on every route that takes text
 NonEmptyText = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
 EmbeddingInput = Annotated[str, Field(min_length=1, max_length=70_000_000)]  # base64 of a 50 MiB upload fits
+
+
+def _not_a_bool(value: object) -> object:
+    """Numbers are numbers: pydantic's lax mode would take ``true`` for 1 (``top_k: true`` answered
+    200). Strings still convert, as multipart form fields need ("5")."""
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not a boolean")
+    return value
+
+
+NO_BOOL = BeforeValidator(_not_a_bool)
+Int = Annotated[int, NO_BOOL]  # constraints go on the field (Field(ge=...)) or before NO_BOOL, not around Int
+Float = Annotated[float, NO_BOOL]
+
+
+class TemplateError(ValueError):
+    """A zero-shot prompt template that is not text with exactly one ``{}`` (answered 400, like media)."""
+
+
+MAX_TEMPLATE_CHARS = 256
+MAX_LABEL_CHARS = MAX_TEXT_CHARS - MAX_TEMPLATE_CHARS  # so template.format(label) is one text within the cap
+
+
+def check_template(template: str) -> str:
+    """Exactly one ``{}`` and no other format field: a template is formatted once per label in the
+    gateway, and a field such as ``{0:.>1000000}`` or ``{0.attr}`` would pad a label to megabytes or
+    read attributes (``{{`` and ``}}`` stay literal braces)."""
+    try:
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise TemplateError(f"not a valid template ({exc}); write '{{{{' or '}}}}' for a literal brace") from None
+    if fields != [("", "", None)]:
+        raise TemplateError("a template has exactly one '{}' where the label goes and no other '{...}' field "
+                            "(write '{{' or '}}' for a literal brace)")
+    return template
+
+
+Template = Annotated[str, Field(min_length=2, max_length=MAX_TEMPLATE_CHARS), AfterValidator(check_template)]
+Label = Annotated[str, Field(min_length=1, max_length=MAX_LABEL_CHARS)]
+DEFAULT_TEMPLATE = "a photo of a {}"
 
 
 def content_id(raw: bytes) -> str:
@@ -133,7 +174,7 @@ class OpenAIEmbeddingRequest(BaseModel):
     model: str
     encoding_format: Literal["float", "base64"] = "float"
     modality: Literal["text", "image", "audio"] | None = None
-    dimensions: int | None = Field(None, description="must equal the model's dimension when given")
+    dimensions: Int | None = Field(None, description="must equal the model's dimension when given")
 
     def inputs(self) -> list[str]:
         return [self.input] if isinstance(self.input, str) else list(self.input)
@@ -162,8 +203,9 @@ class OpenAIEmbeddingResponse(_Response):
 # ---- vision -------------------------------------------------------------------------------
 class ZeroShotRequest(_Request):
     image: Media
-    labels: list[NonEmptyText] = Field(min_length=1, max_length=1000)
-    template: str = Field("a photo of a {}", description="prompt template; '{}' is replaced by each label")
+    labels: list[Label] = Field(min_length=1, max_length=1000)
+    template: Template = Field(DEFAULT_TEMPLATE, description=(
+        "prompt template: exactly one '{}', replaced by each label ('{{' and '}}' are literal braces)"))
 
 
 class LabelScore(_Response):
@@ -178,7 +220,7 @@ class ZeroShotResponse(_Response):
 
 class ClassifyRequest(_Request):
     image: Media
-    top_k: int = Field(5, ge=1, le=100)
+    top_k: Int = Field(5, ge=1, le=100)
 
 
 class Prediction(_Response):
@@ -195,7 +237,7 @@ class ClassifyResponse(_Response):
 class RetrievalRequest(_Request):
     images: list[Media] = Field(min_length=1, max_length=MAX_ITEMS)
     texts: list[NonEmptyText] = Field(min_length=1, max_length=MAX_ITEMS * 4)
-    top_k: int = Field(5, ge=1, le=MAX_ITEMS * 4)
+    top_k: Int = Field(5, ge=1, le=MAX_ITEMS * 4)
 
 
 class Match(_Response):
@@ -220,7 +262,7 @@ class TranscriptionRequest(_Request):
     language: str | None = Field(None, description="ISO-639-1 code; detected when absent")
     prompt: str | None = Field(None, max_length=2000)
     response_format: ResponseFormat = "json"
-    temperature: float = Field(0.0, ge=0.0, le=1.0)
+    temperature: Float = Field(0.0, ge=0.0, le=1.0)
     timestamp_granularities: list[Literal["word", "segment"]] = Field(
         default_factory=lambda: ["segment"], max_length=2,
         description="with 'word', verbose_json carries word timestamps (multipart: 'timestamp_granularities[]')")
@@ -234,7 +276,7 @@ class TranslationRequest(_Request):
     model: str | None = None
     prompt: str | None = Field(None, max_length=2000)
     response_format: ResponseFormat = "json"
-    temperature: float = Field(0.0, ge=0.0, le=1.0)
+    temperature: Float = Field(0.0, ge=0.0, le=1.0)
 
 
 class TranscriptSegment(_Response):
@@ -290,9 +332,10 @@ class FeaturesResponse(_Response):
 # ---- vision-language ------------------------------------------------------------------------
 MAX_VL_TEXT = 4096  # characters of a caption prompt or a question (the model also bounds its tokens)
 VLText = Annotated[str, Field(min_length=1, max_length=MAX_VL_TEXT)]
-MaxTokens = Annotated[int, Field(ge=1, le=256, description="most tokens to generate; the model's default when absent")]
-NumBeams = Annotated[int, Field(ge=1, le=8, description="beam search width; 1 = greedy")]
-TopK = Annotated[int, Field(ge=1, le=20, description="answers returned by classifying models (ViLT)")]
+MaxTokens = Annotated[int, Field(ge=1, le=256, description="most tokens to generate; the model's default when absent"),
+                      NO_BOOL]
+NumBeams = Annotated[int, Field(ge=1, le=8, description="beam search width; 1 = greedy"), NO_BOOL]
+TopK = Annotated[int, Field(ge=1, le=20, description="answers returned by classifying models (ViLT)"), NO_BOOL]
 
 
 class TokenUsage(_Response):
@@ -388,15 +431,15 @@ class ChatCompletionRequest(_OpenAI):
     messages: list[ChatMessage] = Field(min_length=1, max_length=64)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(None, ge=1, description="an upper bound: the model's own limit applies when lower")
-    max_completion_tokens: int | None = Field(None, ge=1, description="as max_tokens")
-    temperature: float | None = Field(None, description="accepted; decoding is deterministic (greedy or beam)")
-    n: int | None = Field(None, description="only 1")
+    max_tokens: Annotated[int, Field(ge=1), NO_BOOL] | None = Field(None, description="an upper bound: the model's own limit applies when lower")
+    max_completion_tokens: Annotated[int, Field(ge=1), NO_BOOL] | None = Field(None, description="as max_tokens")
+    temperature: Float | None = Field(None, description="accepted; decoding is deterministic (greedy or beam)")
+    n: Int | None = Field(None, description="only 1")
     tools: list[dict] | None = Field(None, description="not supported: 400")
     tool_choice: str | dict | None = Field(None, description="not supported: 400")
     functions: list[dict] | None = Field(None, description="not supported: 400")
     logprobs: bool | None = Field(None, description="not supported: 400 when true")
-    top_logprobs: int | None = Field(None, description="not supported: 400")
+    top_logprobs: Int | None = Field(None, description="not supported: 400")
 
 
 class ChatResponseMessage(_Response):
@@ -515,7 +558,7 @@ class QueryRequest(_Request):
     text: NonEmptyText | None = None
     image: Media | None = None
     audio: Media | None = Field(None, description="spoken query: transcribed, then embedded as text")
-    top_k: int = Field(5, ge=1, le=100)
+    top_k: Int = Field(5, ge=1, le=100)
     where: dict[str, MetaValue] = Field(default_factory=dict, description="metadata equality filter")
 
 
@@ -583,26 +626,26 @@ class EmbedTask(_Task):
 
 class ClassifyTask(_Task):
     type: Literal["classify"]
-    top_k: int = Field(5, ge=1, le=100)
+    top_k: Int = Field(5, ge=1, le=100)
 
 
 class ZeroShotTask(_Task):
     type: Literal["zero_shot"]
-    labels: list[NonEmptyText] = Field(min_length=1, max_length=1000)
-    template: str = "a photo of a {}"
+    labels: list[Label] = Field(min_length=1, max_length=1000)
+    template: Template = DEFAULT_TEMPLATE
 
 
 class TranscribeTask(_Task):
     type: Literal["transcribe"]
     language: str | None = None
     prompt: str | None = Field(None, max_length=2000)
-    temperature: float = Field(0.0, ge=0.0, le=1.0)
+    temperature: Float = Field(0.0, ge=0.0, le=1.0)
 
 
 class TranslateTask(_Task):
     type: Literal["translate"]
     prompt: str | None = Field(None, max_length=2000)
-    temperature: float = Field(0.0, ge=0.0, le=1.0)
+    temperature: Float = Field(0.0, ge=0.0, le=1.0)
 
 
 class LanguageTask(_Task):
@@ -623,7 +666,7 @@ class SearchTask(_Task):
     type: Literal["search"]
     index: IndexName
     query: Modality = Field("text", description="which input is the query; audio is transcribed first")
-    top_k: int = Field(5, ge=1, le=100)
+    top_k: Int = Field(5, ge=1, le=100)
     where: dict[str, MetaValue] = Field(default_factory=dict)
 
 

@@ -89,6 +89,10 @@ class GatewaySettings(BaseModel):
         "in-flight requests per route modality (image, text, audio, image+text, any, none); beyond it: 503"))
     retry_after_s: float = Field(1.0, gt=0, description="the Retry-After of an overload refusal")
     failed_auth: FailedAuthLimits = Field(default_factory=FailedAuthLimits)
+    poison_quarantine_s: float = Field(600.0, gt=0, description=(
+        "how long an input that was in flight when two model replicas died is refused with 422 poison_request "
+        "(and a suspect, after one death, remembered); deployments/gateway/calls.py"))
+    poison_quarantine_size: int = Field(1024, ge=1, description="suspect and held inputs kept per model method")
 
     @field_validator("inflight_budgets")
     @classmethod

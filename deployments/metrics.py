@@ -43,6 +43,18 @@ def _counters():
     )
 
 
+@functools.cache
+def _poison_counter():
+    from ray.serve import metrics
+
+    return metrics.Counter("mmserve_poison_total", "inputs in flight when a model replica died: suspect (retried), "
+                           "held (422 poison_request) or refused (held, not sent)", tag_keys=("method", "outcome"))
+
+
+def observe_poison(method: str, outcome: str) -> None:
+    _poison_counter().inc(1, tags={"method": method, "outcome": outcome})
+
+
 def observe_throttled(tenant: str) -> None:
     _counters()[0].inc(1, tags={"tenant": tenant})
 

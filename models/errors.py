@@ -2,6 +2,11 @@
 
 They carry a stable ``error_type`` and the request parameter at fault; the gateway maps each
 class to an HTTP status in exactly one place (``deployments/gateway/errors.py``).
+
+Messages and params are made encodable as UTF-8 when the error is built (a lone surrogate such as
+``"\\ud800"`` becomes the six characters ``\\ud800``): a message often quotes the caller's input,
+and a Ray worker that cannot encode an exception's text dies instead of returning it (issue 22: one
+``language`` of ``"\\ud800"`` killed every AudioModel replica it reached).
 """
 from __future__ import annotations
 
@@ -12,14 +17,23 @@ class MMServeError(Exception):
     error_type = "invalid_request_error"
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
+        message = safe_text(message)
         super().__init__(message)
         self.message = message
-        self.param = param
+        self.param = None if param is None else safe_text(param)
 
     def __reduce__(self):
         """Keep keyword-only ``param`` across Ray's pickling; other attributes a subclass sets
         (e.g. ``retry_after``) travel as the instance state."""
         return (_rebuild, (type(self), self.message, self.param), self.__dict__)
+
+
+def safe_text(text: object) -> str:
+    """``text`` as a string that encodes as UTF-8: what cannot (lone surrogates) is backslash-escaped."""
+    text = str(text)
+    if text.isascii():  # O(1) for str: nearly every message
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _rebuild(cls: type[MMServeError], message: str, param: str | None) -> MMServeError:
@@ -104,3 +118,11 @@ class RequestTimeout(MMServeError):
     """The request (its body, or its work) did not complete within its time limit."""
 
     error_type = "timeout_error"
+
+
+class PoisonRequest(MMServeError):
+    """A poison request: two model replicas died with this input in flight, so it is refused.
+
+    It is not sent again while quarantined (``gateway.settings.poison_quarantine_s``)."""
+
+    error_type = "poison_request"

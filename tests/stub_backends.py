@@ -132,3 +132,35 @@ def stub_gateway(vision, text, audio, args: GatewayArgs, *, name: str, **optiona
     """The real Gateway, run with the real ``GatewayArgs``, over stand-in models."""
     return Gateway.options(name=name, **args.serve_options()).bind(vision, text, audio, args.settings.model_dump(),
                                                                   **optional)
+
+
+POISON_TEXT = "poison 22: this text makes CrashOnPoison's process exit"
+
+
+class CrashOnPoison:
+    """A text encoder stand-in that dies (``os._exit(1)``: no exception, no reply, the process gone, as
+    when Ray's worker died encoding an error in issue 22) on ``POISON_TEXT``, and embeds anything else.
+    Deployed with ``serve.deployment(CrashOnPoison, name=...)`` (see ``crash_on_poison``)."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+
+    def info(self) -> EncoderInfo:
+        return stub_info("text")
+
+    def batch_stats(self) -> dict:
+        return {}
+
+    def ping(self) -> str:
+        return "ok"
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        if POISON_TEXT in texts:
+            os._exit(1)
+        await asyncio.sleep(self.delay_s)
+        return np.stack([_unit(len(t)) for t in texts])
+
+
+def crash_on_poison(*, name: str, replicas: int, delay_s: float = 0.02):
+    return serve.deployment(CrashOnPoison, name=name).options(
+        num_replicas=replicas, max_ongoing_requests=16, ray_actor_options={"num_cpus": 0}).bind(delay_s)

@@ -26,11 +26,33 @@ its replacement), when it is safe to run it twice:
 
 Errors Serve raises before any replica ran the call (``BackPressureError``: a full queue;
 ``DeploymentUnavailableError``) are not retried here: the caller is told to come back (503).
+
+Poison requests. A model call is retried because its replica's death is assumed to be bad luck (a
+node lost, a replica killed). An input that itself kills the replica (issue 22: a lone surrogate
+in ``language`` made Ray's worker die while encoding the error that quoted it) would be spread by
+that retry, and by every repeat of the request, to every replica. So each gateway replica keeps a
+quarantine (``quarantine.py``; TTL ``gateway.settings.poison_quarantine_s``, bounded size):
+
+- a call whose replica died marks its input (a content hash of the method and its arguments,
+  computed only then: the normal path hashes nothing) *suspect*, and is retried once;
+- retries after a death go one at a time per method, so a poison's retry dies alone;
+- a retry that succeeds clears the suspicion; a replica death under a call of a suspect input sent
+  after it became suspect (its retry, or a later request), on another replica, *holds* it: the
+  caller gets 422 ``poison_request`` (a copy that was already in flight is not held for dying: it
+  may be an innocent bystander on the replica a poison's retry killed);
+- while any input of a method is held, that method's calls are hashed before they are sent, and a
+  held input is refused at once with 422, never sent.
+
+So one crashing input costs at most two replica deaths per gateway replica per TTL, however often
+it is sent; an innocent input caught in a random replica death is retried as before. Deaths are
+counted per distinct replica (two copies of one input on the replica that died are one death), and
+logged and counted (``mmserve_poison_total``, by method and outcome: suspect, held, refused).
 """
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import itertools
 import logging
 import math
 import time
@@ -40,7 +62,10 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.serve.exceptions import RayServeException
 
 from deployments.gateway import liveness
-from models.errors import DeadlineExceeded, InvalidInput
+from deployments.gateway.parsing import off_loop
+from deployments.gateway.quarantine import Quarantine, fingerprint
+from deployments.metrics import observe_poison
+from models.errors import DeadlineExceeded, InvalidInput, PoisonRequest
 
 log = logging.getLogger("ray.serve")
 
@@ -49,6 +74,12 @@ _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("mmserv
 
 
 DEADLINE_SLACK_S = 0.05
+_UNNAMED = itertools.count()
+QUARANTINE = Quarantine()  # this gateway replica's (``configure_quarantine`` applies the settings)
+
+
+def configure_quarantine(*, ttl_s: float, capacity: int) -> None:
+    QUARANTINE.configure(ttl_s=ttl_s, capacity=capacity)
 
 
 def request_timeout(header: str | None, server_s: float) -> float:
@@ -111,16 +142,92 @@ async def _once(method, args: tuple, kwargs: dict) -> Any:
         raise
 
 
+def dead_replica(exc: BaseException) -> str:
+    """The id of the replica (actor) whose death ``exc`` reports; a unique stand-in when Ray gave none."""
+    for candidate in (exc, getattr(exc, "cause", None), exc.__cause__):
+        actor = getattr(candidate, "actor_id", None)
+        if actor:
+            return str(actor)
+    return f"unknown-{next(_UNNAMED)}"  # never id(exc): a collected exception's id comes back
+
+
+class _Call:
+    """One handle call and, once needed, its input's fingerprint (hashed off the event loop)."""
+
+    def __init__(self, method, args: tuple, kwargs: dict) -> None:
+        self.method, self.args, self.kwargs = method, args, kwargs
+        self.name = _name(method)
+        self._fingerprint: str | None = None
+        self.sent_at = 0.0  # when the attempt now running was sent (the quarantine's clock)
+
+    async def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = await off_loop(fingerprint, self.name, self.args, self.kwargs)
+        return self._fingerprint
+
+    async def refuse_if_held(self) -> None:
+        if QUARANTINE.held(self.name, await self.fingerprint()):
+            observe_poison(self.name, "refused")
+            log.warning("refused a held input of %s without sending it (fingerprint %s)", self.name,
+                        self._fingerprint)
+            raise self.poison()
+
+    async def lost(self, exc: BaseException) -> None:
+        """Record the replica death under this call; raises PoisonRequest when that holds its input."""
+        replica = dead_replica(exc)
+        held = QUARANTINE.died(self.name, await self.fingerprint(), replica, sent_at=self.sent_at)
+        observe_poison(self.name, "held" if held else "suspect")
+        log.warning("replica %s lost under %s (%s); its input %s is %s", replica, self.name,
+                    type(exc).__name__, self._fingerprint, "held: 422 until it expires" if held else "suspect")
+        if held:
+            raise self.poison() from exc
+
+    async def attempt(self) -> Any:
+        self.sent_at = QUARANTINE.clock()
+        return await _once(self.method, self.args, self.kwargs)
+
+    def poison(self) -> PoisonRequest:
+        return PoisonRequest(f"model replicas died twice with this input in flight ({self.name}); it is refused "
+                             f"for {QUARANTINE.ttl_s:g} s, not sent again")
+
+
 async def call(method, *args, retry: bool = True, **kwargs) -> Any:
     """``method.remote(*args, **kwargs)`` awaited within the request's deadline; retried once when
-    its replica died under it and ``retry`` (see the module docstring for which calls may)."""
+    its replica died under it and ``retry`` (see the module docstring for which calls may), unless
+    its input is held as a poison request (422)."""
+    this = _Call(method, args, kwargs)
+    if QUARANTINE.watching(this.name):
+        await this.refuse_if_held()
     try:
-        return await _once(method, args, kwargs)
+        return await this.attempt()
     except Exception as exc:
-        if not (retry and replica_lost(exc)):
+        if not replica_lost(exc):
             raise
-        log.warning("replica lost under %s (%s); retrying once", _name(method), type(exc).__name__)
-    return await _once(method, args, kwargs)
+        await this.lost(exc)
+        if not retry:
+            raise
+    return await _retry(this)
+
+
+async def _retry(this: _Call) -> Any:
+    """The one retry after a replica death: alone among its method's retries, and not when the input
+    was held meanwhile (a copy of it in another request died again)."""
+    slot = QUARANTINE.retry_slot(this.name)
+    try:
+        await asyncio.wait_for(slot.acquire(), remaining())
+    except TimeoutError:
+        raise DeadlineExceeded("the request's deadline passed while its retry waited its turn") from None
+    try:
+        await this.refuse_if_held()
+        result = await this.attempt()
+    except Exception as exc:
+        if replica_lost(exc):
+            await this.lost(exc)
+        raise
+    finally:
+        slot.release()
+    QUARANTINE.cleared(this.name, await this.fingerprint())
+    return result
 
 
 def _name(method) -> str:

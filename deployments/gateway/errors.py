@@ -10,9 +10,10 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.schemas import MediaError
+from api.schemas import MediaError, TemplateError
 from models.errors import (DeadlineExceeded, Forbidden, Incompatible, InvalidInput, MMServeError, NotFound, Overloaded,
-                           PayloadTooLarge, RequestTimeout, Throttled, Unauthorized, Unavailable, UnsupportedMedia)
+                           PayloadTooLarge, PoisonRequest, RequestTimeout, Throttled, Unauthorized, Unavailable,
+                           UnsupportedMedia, safe_text)
 
 log = logging.getLogger("ray.serve")
 
@@ -25,6 +26,7 @@ STATUS: dict[type[MMServeError], int] = {
     RequestTimeout: 408,
     PayloadTooLarge: 413,
     UnsupportedMedia: 415,
+    PoisonRequest: 422,
     Throttled: 429,
     Overloaded: 503,
     Unavailable: 503,
@@ -45,7 +47,11 @@ def documented_errors() -> dict[str, str]:
 
 def error_response(status: int, error_type: str, message: str, param: str | None = None,
                    headers: dict | None = None) -> JSONResponse:
-    body = {"error": {"type": error_type, "message": message, "param": param}}
+    """The one error body. Message and param are made encodable (they may quote the caller's input,
+    e.g. a dict key in a validation error's location): an unencodable one would turn the answer into
+    a plain-text 500."""
+    body = {"error": {"type": error_type, "message": safe_text(message),
+                      "param": None if param is None else safe_text(param)}}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -71,24 +77,26 @@ def _validation_message(errors: list[dict]) -> str:
                      for e in errors[:5])
 
 
-def media_invalid(param: str, exc: MediaError) -> InvalidInput:
-    """The one error for undecodable base64 / data URLs, whichever route or field carried them."""
+def media_invalid(param: str, exc: ValueError) -> InvalidInput:
+    """The one error for undecodable base64 / data URLs (and bad templates), whichever route or field
+    carried them."""
     return InvalidInput(f"'{param}': {exc}", param=param)
 
 
-def _media_error(errors: list[dict]) -> InvalidInput | None:
+def _content_error(errors: list[dict]) -> InvalidInput | None:
+    """Unusable content the schema found (undecodable media, a bad prompt template): 400, not 422."""
     for error in errors:
         cause = (error.get("ctx") or {}).get("error")
-        if isinstance(cause, MediaError):
+        if isinstance(cause, (MediaError, TemplateError)):
             return media_invalid(_validation_param([error]) or "body", cause)
     return None
 
 
 async def _on_validation(_: Request, exc: Exception) -> JSONResponse:
     errors = exc.errors()
-    media = _media_error(errors)
-    if media is not None:
-        return domain_response(media)
+    content = _content_error(errors)
+    if content is not None:
+        return domain_response(content)
     return error_response(SCHEMA_VIOLATION, "invalid_request_error", _validation_message(errors),
                           _validation_param(errors))
 

@@ -11,6 +11,7 @@ from ray.serve.handle import DeploymentHandle
 from config.settings import GatewaySettings
 from config.tenants import OPEN_TENANT, load_tenants
 from deployments import tenancy
+from deployments.gateway import calls
 from deployments.gateway.app import create_app
 from deployments.gateway.admission import Admission
 from deployments.gateway.services import Encoders, Fusion, Media, Search, Services
@@ -38,6 +39,7 @@ def build_services(vision: DeploymentHandle, text: DeploymentHandle, audio: Depl
                    settings: GatewaySettings, *, search: DeploymentHandle | None = None,
                    fusion: DeploymentHandle | None = None, quota: DeploymentHandle | None = None,
                    vision_language: DeploymentHandle | None = None) -> Services:
+    calls.configure_quarantine(ttl_s=settings.poison_quarantine_s, capacity=settings.poison_quarantine_size)
     media = Media(settings.limits(), settings.image_transport)
     encoders = Encoders({"image": vision, "text": text, "audio": audio}, media,
                         EmbedCache(capacity=settings.embed_cache_size))

@@ -1,10 +1,23 @@
 """Request bodies: JSON (media as base64) or multipart/form-data (media as file parts), validated
 by the same pydantic schema either way. Parsing and validation (base64 decoding included) run in a
-worker thread, so a large body never stalls the gateway's event loop."""
+worker thread, so a large body never stalls the gateway's event loop.
+
+Before the schema sees a body, the decoded structure is checked as a whole (``check_decoded``), so
+no route, field or nesting level can miss it (400 ``invalid_request_error`` naming the field):
+
+- every string (dict keys included) must be encodable as UTF-8. JSON's ``"\\ud800"`` escapes (and a
+  multipart body with ``charset=utf-7`` or ``unicode_escape``) produce lone surrogates, which Python
+  holds but cannot encode: one in ``language`` killed the AudioModel replica that quoted it in an
+  error, and the retry killed the next one (issue 22);
+- every JSON integer must fit in 64 bits. Longer literals would reach Python's 4300-digit limit
+  (a ValueError, once a 500) or a vector store that takes int64 only; ``json.loads`` hands each
+  literal to ``_json_int`` first, so one is never converted at all.
+"""
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import types
 import typing
 from typing import Callable, TypeVar
@@ -13,11 +26,13 @@ from pydantic import BaseModel
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 
-from models.errors import InvalidInput, UnsupportedMedia
+from models.errors import InvalidInput, UnsupportedMedia, safe_text
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 async def off_loop(fn: Callable[..., T], /, *args, **kwargs) -> T:
@@ -30,7 +45,7 @@ async def parse_body(request: Request, schema: type[M]) -> M:
     if content_type == "application/json":
         return await off_loop(_validate_json, await request.body(), schema)
     if content_type in FORM_TYPES:
-        return await off_loop(schema.model_validate, await _form(await request.form(), schema))
+        return await off_loop(_validate_form, await _form(await request.form(), schema), schema)
     raise UnsupportedMedia(
         (f"content type '{content_type}' is not accepted" if content_type else "the request has no content type")
         + "; send application/json or multipart/form-data",
@@ -38,19 +53,75 @@ async def parse_body(request: Request, schema: type[M]) -> M:
     )
 
 
+class _OutOfRange:
+    """What ``json.loads`` puts where an integer literal does not fit in 64 bits (reported with its
+    path by ``check_decoded``)."""
+
+    __slots__ = ("digits",)
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+
+def _json_int(literal: str) -> int | _OutOfRange:
+    """``parse_int`` of ``json.loads``: the literal as an int, unless it is over 64 bits (never
+    converted when longer than any int64, so no digit limit is reached)."""
+    if len(literal) < 19:  # the fast path: fits in any case
+        return int(literal)
+    value = int(literal) if len(literal) <= 20 else None
+    if value is None or not INT64_MIN <= value <= INT64_MAX:
+        return _OutOfRange(len(literal.lstrip("-")))
+    return value
+
+
+def _child(path: str, key: object) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _check_string(text: str, path: str, *, what: str = "") -> None:
+    if not text.isascii() and _SURROGATE.search(text):  # isascii() is O(1): base64 media costs nothing
+        raise InvalidInput(f"{what}'{safe_text(path) or 'body'}' holds text that cannot be encoded as UTF-8 (a lone "
+                           "surrogate such as \\ud800); send valid Unicode", param=path or None)
+
+
+def check_decoded(data: object) -> None:
+    """Every string of a decoded body encodable, every integer within 64 bits (raises InvalidInput with
+    the field's path, e.g. ``items.0.metadata.title``). Iterative: depth costs no recursion."""
+    stack: list[tuple[object, str]] = [(data, "")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str):
+            _check_string(value, path)
+        elif isinstance(value, _OutOfRange):
+            raise InvalidInput(f"'{path or 'body'}' is an integer of {value.digits} digits; integers must fit in "
+                               f"64 bits ({INT64_MIN} to {INT64_MAX})", param=path or None)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                _check_string(key, path, what="a key of ")  # reported at its dict: the key has no name to give
+                stack.append((item, _child(path, key)))
+        elif isinstance(value, list):
+            stack.extend((item, _child(path, n)) for n, item in enumerate(value))
+
+
 def _validate_json(raw: bytes, schema: type[M]) -> M:
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_int=_json_int)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"the body is not valid JSON: {exc}") from exc
     except RecursionError:
         raise InvalidInput("the JSON body is nested too deeply") from None
     if not isinstance(data, dict):
         raise InvalidInput("the JSON body must be an object")
+    check_decoded(data)
     try:
         return schema.model_validate(data)
     except RecursionError:
         raise InvalidInput("the JSON body is nested too deeply") from None
+
+
+def _validate_form(data: dict, schema: type[M]) -> M:
+    check_decoded(data)  # file parts are bytes (skipped); field parts are text in the part's charset
+    return schema.model_validate(data)
 
 
 def _is_list(schema: type[BaseModel], name: str) -> bool:

@@ -110,8 +110,8 @@ class Encoders:
         return np.stack(await asyncio.gather(*(one(r, n) for r, n in zip(raws, names))))
 
     async def label_embeddings(self, labels: list[str], template: str) -> np.ndarray:
-        if "{}" not in template:
-            raise InvalidInput("template must contain '{}' where the label goes", param="template")
+        """One prompt per label. The schema (``api.schemas.Template``) let through only templates with
+        one bare ``{}`` and bounded its length and the labels', so each prompt is within the text cap."""
         return await self.embed_texts([template.format(label) for label in labels])
 
     async def shared_space(self) -> EncoderInfo:

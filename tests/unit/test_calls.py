@@ -1,16 +1,28 @@
 """The handle-call wrapper without Ray: deadlines cancel the call (504), a replica lost under a call
-is retried once, cancellation reaches the call and is never swallowed."""
+is retried once, cancellation reaches the call and is never swallowed, and an input that was in
+flight when two replicas died is held (422 poison_request) and then refused without being sent."""
 from __future__ import annotations
 
 import asyncio
 import time
 
+import numpy as np
+
 import pytest
 from ray.exceptions import ActorDiedError
 from ray.serve.exceptions import BackPressureError
 
-from deployments.gateway import calls
-from models.errors import DeadlineExceeded, InvalidInput
+from deployments.gateway import calls, quarantine
+from models.errors import DeadlineExceeded, InvalidInput, PoisonRequest
+
+
+@pytest.fixture(autouse=True)
+def fresh_quarantine(monkeypatch):
+    """Each test its own quarantine (the module's is per gateway process) and a clock it can move."""
+    clock = [1000.0]
+    held = quarantine.Quarantine(ttl_s=60, capacity=8, clock=lambda: clock[0])
+    monkeypatch.setattr(calls, "QUARANTINE", held)
+    return clock
 
 
 class _Response:
@@ -73,8 +85,10 @@ async def test_no_call_starts_once_the_deadline_passed():
 async def test_a_replica_lost_under_a_call_is_retried_once():
     calls.start_deadline(5)
     assert await calls.call(_Method(_died, _ok)) == "ok"
-    with pytest.raises(ActorDiedError):
-        await calls.call(_Method(_died, _died))  # once, not forever
+    twice = _Method(_died, _died)
+    with pytest.raises(PoisonRequest):  # two replicas died with it: held, not retried a second time
+        await calls.call(twice)
+    assert len(twice.responses) == 2
 
 
 async def test_calls_that_may_not_run_twice_and_refusals_are_not_retried():
@@ -112,9 +126,149 @@ async def test_a_call_that_returned_marks_its_deployment_as_answering():
     """What /readyz reads (deployments/gateway/liveness.py): only a call that returned counts."""
     from deployments.gateway import liveness
 
-    good, lost = _Method(_ok), _Method(_died, _died)
+    good, lost = _Method(_ok), _Method(_died)
     good.deployment_name, lost.deployment_name = "AnsweringEncoder", "LostEncoder"
     assert await calls.call(good) == "ok"
     with pytest.raises(ActorDiedError):
-        await calls.call(lost)
+        await calls.call(lost, retry=False)
     assert liveness.recently("AnsweringEncoder") and not liveness.recently("LostEncoder")
+
+
+# ---- poison-request quarantine -------------------------------------------------------------------
+def _death_on(replica: str):
+    """A behaviour: the call's replica ``replica`` dies under it."""
+
+    async def die():
+        exc = ActorDiedError()
+        exc.actor_id = replica
+        raise exc
+
+    return die
+
+
+class _Named(_Method):
+    deployment_name, method_name = "AudioModel", "transcribe"
+
+
+async def test_an_input_that_kills_two_replicas_is_held_then_refused_without_being_sent():
+    calls.start_deadline(5)
+    first = _Named(_death_on("A"), _death_on("B"))
+    with pytest.raises(PoisonRequest) as caught:
+        await calls.call(first, b"poison", {"language": "x"})
+    assert caught.value.error_type == "poison_request" and len(first.responses) == 2
+    again = _Named(_ok)
+    with pytest.raises(PoisonRequest):
+        await calls.call(again, b"poison", {"language": "x"})
+    assert again.responses == []  # refused at once: never reached a replica
+    other = _Named(_ok)
+    assert await calls.call(other, b"innocent", {"language": "x"}) == "ok"  # only that input is held
+
+
+async def test_a_suspect_that_kills_again_in_a_later_request_is_held_without_a_retry():
+    calls.start_deadline(5)
+    with pytest.raises(ActorDiedError):
+        await calls.call(_Named(_death_on("A")), b"poison", retry=False)  # suspect after one death
+    later = _Named(_death_on("B"), _ok)  # sent after it became suspect
+    with pytest.raises(PoisonRequest):
+        await calls.call(later, b"poison")
+    assert len(later.responses) == 1  # the second death holds it: no retry to spread it
+
+
+async def test_an_innocent_input_caught_in_a_replica_death_is_retried_and_cleared():
+    calls.start_deadline(5)
+    assert await calls.call(_Named(_death_on("A"), _ok), b"cat") == "ok"
+    assert not calls.QUARANTINE.watching("AudioModel.transcribe")
+    # cleared: a later death with the same input is a first death again (retried), not a second one
+    assert await calls.call(_Named(_death_on("B"), _ok), b"cat") == "ok"
+
+
+def test_copies_of_one_input_on_the_replica_that_died_are_one_death_not_two():
+    q = quarantine.Quarantine(ttl_s=60, clock=lambda: 5.0)
+    assert not q.died("m", "fp", "A", sent_at=5.0)
+    assert not q.died("m", "fp", "A", sent_at=5.0)  # a second copy on A, sent at that moment: not held
+    assert q.died("m", "fp", "B", sent_at=5.0)
+
+
+def test_deaths_are_named_by_the_replica_ray_reports():
+    named = ActorDiedError()
+    named.actor_id = "abc123"
+    assert calls.dead_replica(named) == "abc123"
+    unnamed = [calls.dead_replica(ActorDiedError()) for _ in range(3)]
+    assert len(set(unnamed)) == 3  # each its own: never taken for the same replica
+
+
+async def test_a_copy_already_in_flight_when_its_input_became_suspect_is_not_held_for_dying(fresh_quarantine):
+    """The bystander: one copy of an innocent input dies with a poison on replica A (suspect); another
+    copy, sent before that, dies on B when the poison's retry kills B. It is retried, not held."""
+    calls.start_deadline(5)
+    release = asyncio.Event()
+
+    async def dies_on_b_later():
+        await release.wait()
+        await _death_on("B")()
+
+    bystander = asyncio.ensure_future(calls.call(_Named(dies_on_b_later, _ok), b"cat"))
+    await asyncio.sleep(0.01)  # sent now
+    fresh_quarantine[0] += 1
+    with pytest.raises(ActorDiedError):
+        await calls.call(_Named(_death_on("A")), b"cat", retry=False)  # the input becomes suspect
+    release.set()
+    assert await bystander == "ok"
+
+
+async def test_retries_after_a_death_run_one_at_a_time_per_method():
+    """A poison's retry kills a second replica: an innocent retry must not be on it at that moment
+    (it would see its own second death and be held)."""
+    calls.start_deadline(5)
+    running, most = [0], [0]
+
+    async def tracked():
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        await asyncio.sleep(0.05)
+        running[0] -= 1
+        return "ok"
+
+    results = await asyncio.gather(*(calls.call(_Named(_death_on("A"), tracked), f"victim {i}") for i in range(4)))
+    assert results == ["ok"] * 4 and most[0] == 1
+
+
+async def test_a_held_input_is_sent_again_after_the_ttl(fresh_quarantine):
+    calls.start_deadline(5)
+    with pytest.raises(PoisonRequest):
+        await calls.call(_Named(_death_on("A"), _death_on("B")), b"poison")
+    fresh_quarantine[0] += 61
+    assert await calls.call(_Named(_ok), b"poison") == "ok"
+
+
+async def test_the_normal_path_hashes_nothing(monkeypatch):
+    hashed = []
+    monkeypatch.setattr(calls, "fingerprint", lambda *a: hashed.append(a) or "fp")
+    calls.start_deadline(5)
+    assert await calls.call(_Named(_ok), b"x" * 1000) == "ok"
+    assert hashed == []
+    assert await calls.call(_Named(_death_on("A"), _ok), b"y") == "ok"
+    assert len(hashed) == 1  # only once a replica died under it
+
+
+def test_fingerprints_tell_inputs_and_methods_apart_and_take_surrogates():
+    audio = np.zeros(16000, np.float32)
+    base = quarantine.fingerprint("AudioModel.transcribe", (audio, {"language": "\ud800"}), {})
+    assert base == quarantine.fingerprint("AudioModel.transcribe", (audio.copy(), {"language": "\ud800"}), {})
+    louder = audio.copy()
+    louder[0] = 1.0
+    for other in [quarantine.fingerprint("AudioModel.features", (audio, {"language": "\ud800"}), {}),
+                  quarantine.fingerprint("AudioModel.transcribe", (louder, {"language": "\ud800"}), {}),
+                  quarantine.fingerprint("AudioModel.transcribe", (audio, {"language": "en"}), {}),
+                  quarantine.fingerprint("AudioModel.transcribe", ([b"ab"], {}), {}),
+                  quarantine.fingerprint("AudioModel.transcribe", ([b"a", b"b"], {}), {})]:
+        assert other != base
+    assert quarantine.fingerprint("m", ([b"ab"],), {}) != quarantine.fingerprint("m", ([b"a", b"b"],), {})
+
+
+def test_the_quarantine_is_bounded_per_method():
+    q = quarantine.Quarantine(ttl_s=60, capacity=3)
+    for n in range(10):
+        q.died("m", f"fp{n}", "A", sent_at=0.0)
+        q.died("m", f"fp{n}", "B", sent_at=q.clock())
+    assert [q.held("m", f"fp{n}") for n in range(10)] == [False] * 7 + [True] * 3
