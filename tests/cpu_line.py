@@ -33,7 +33,10 @@ def _cpuinfo() -> tuple[str, set[str]]:
         return platform.processor(), set()
     fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
     fields = {k.strip(): v.strip() for k, v in fields.items()}
-    return fields.get("model name", platform.processor()), set(fields.get("flags", "").split())
+    name = fields.get("model name", platform.processor())
+    if "cpu family" in fields:  # names can be as bare as "AMD EPYC": family and model say which generation
+        name += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
+    return name, set(fields.get("flags", "").split())
 
 
 def native_bf16() -> dict[str, bool]:
