@@ -53,8 +53,9 @@ SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 # Serve's proxy answers a request whose gateway replica died under it with uvicorn's plain-text 500;
 # this callback (Serve's supported hook) wraps the proxy's app in a middleware that answers 503 +
 # Retry-After in the error shape instead (deployments/gateway/proxy_errors.py).
+PROXY_CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
 SERVE_DEFAULTS = {"RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S": "1",
-                  "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "deployments.gateway.proxy_errors:middlewares"}
+                  PROXY_CALLBACK_ENV: "deployments.gateway.proxy_errors:middlewares"}
 # Ray's system temp folder (its default is $TMPDIR or /tmp). Ray makes its own folder in it and every
 # session folder below 0777, and writes world-readable logs there; the embedded Ray's goes in a
 # folder of its user's, mode 0700, so none of it is reachable by other users whatever modes Ray gives.

@@ -81,7 +81,11 @@ class RayNodes:
         self.python, self.workdir = python, workdir
         self.temp_dir = Path(tempfile.mkdtemp(prefix="mmray-", dir="/tmp"))  # short: Unix socket paths
         self.gcs_port, self.dashboard_port = free_port(), free_port()
-        self.env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RAY_ADDRESS")}
+        # The embedded default's proxy callback (local_ray.SERVE_DEFAULTS) names mmserve code that the
+        # proxy imports from its node's own Python when it starts: these nodes cannot import mmserve
+        # (only the working_dir zip ships it), like a cluster whose image lacks it (docs/faults.md).
+        dropped = ("PYTHONPATH", "RAY_ADDRESS", local_ray.PROXY_CALLBACK_ENV)
+        self.env = {k: v for k, v in os.environ.items() if k not in dropped}
         self.env.update(local_ray.client_env(), RAY_USAGE_STATS_ENABLED="0")
         self.procs: list[subprocess.Popen] = []
 
