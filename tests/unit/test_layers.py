@@ -7,7 +7,7 @@ import pytest
 
 
 @pytest.mark.parametrize("module", ["tools.cli", "tools.train_fusion", "tools.demo_data", "tools.demo_captions",
-                                    "tools.finetune", "config.tenants", "clients.client"])
+                                    "tools.finetune", "tools.config_reference", "config.tenants", "clients.client"])
 def test_offline_modules_do_not_load_the_server(module):
     code = (f"import sys, {module}; "
             f"print(sorted(m for m in sys.modules if m.split('.')[0] in {{'fastapi','deployments','graphs'}} "
