@@ -1,7 +1,8 @@
 """The generated pages of the docs site say what their sources say: the configuration reference what
-the pydantic models of config/ declare."""
+the pydantic models of config/ declare, the performance page what benchmarks/reference/*.json holds."""
 from pathlib import Path
 
+from benchmarks import performance_page
 from tools import config_reference
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,3 +24,14 @@ def test_configuration_reference_lists_every_field():
         for name in model.model_fields:
             assert f"| `{name}` |" in page, f"{model.__name__}.{name}"
 
+
+def test_performance_page_matches_the_reference_results():
+    committed = (ROOT / "docs" / "performance.md").read_text(encoding="utf-8")
+    assert committed == performance_page.render(), \
+        "run `python -m benchmarks.performance_page` and commit docs/performance.md"
+
+
+def test_every_reference_result_is_described():
+    files = {p.name for p in (ROOT / "benchmarks" / "reference").glob("*.json")}
+    assert files == set(performance_page.REFERENCES), \
+        "describe each file of benchmarks/reference/ in performance_page.REFERENCES"
