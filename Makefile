@@ -30,16 +30,18 @@ serve: setup
 
 # The first line of the log names the CPU and the features that change code paths (AVX-512, bf16,
 # AMX, VNNI): CI machines differ, and so do the kernels the numeric gates measure. lint-imports
-# checks the layer contracts in pyproject.toml before the suite runs. tests/cluster (several Ray nodes)
+# checks the layer contracts in pyproject.toml before the suite runs, and `mkdocs build --strict` the docs
+# site (mkdocs.yml: a broken link or anchor, or a page left out of the nav, fails it). tests/cluster (several Ray nodes)
 # runs in a pytest process of its own, so the rest starts its Ray in a fresh one.
 test: setup test-deps
 	@$(BIN)/python -m tests.cpu_line
 	$(BIN)/lint-imports
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 	$(BIN)/python -m pytest tests/cluster
 	$(BIN)/python -m pytest --ignore=tests/cluster
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache site
 
 # Regenerate the committed OpenAPI spec after changing routes or schemas (a test compares them).
 openapi: setup

@@ -4,7 +4,7 @@ password ``Milvus``). Clients reach it at ``http://127.0.0.1:<port>``; note that
 gRPC ports on every interface (it has no bind-address setting), for as long as a test runs.
 
 It is an old Milvus (January 2024) in one process, not the distributed Milvus that the Helm chart
-installs; what that leaves unproven is in README "Visual search (Milvus)"."""
+installs; what that leaves unproven is in docs/search.md (Visual search)."""
 from __future__ import annotations
 
 import contextlib

@@ -1,4 +1,4 @@
-"""The production path, as README "Run on a Ray cluster" gives it: ``ray start --head`` plus a second
+"""The production path, as docs/cluster.md "Run on a Ray cluster" gives it: ``ray start --head`` plus a second
 raylet (tests/cluster/raylet.py: ``ray start --address`` cannot join on loopback in Ray 2.60), both
 on 127.0.0.1 with token auth; ``serve deploy`` of a config
 derived from ``serve_config.yaml`` (the real packaged models, small CPU shares) whose ``runtime_env``

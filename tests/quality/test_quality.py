@@ -1,4 +1,4 @@
-"""Real packaged weights on real inputs, without Ray: the accuracy claims the README makes."""
+"""Real packaged weights on real inputs, without Ray: the accuracy claims the README and docs/ make."""
 import numpy as np
 import torch
 import pytest
