@@ -130,7 +130,10 @@ def constraints(field) -> str:
 
 
 def _cell(text: str) -> str:
-    return " ".join(text.split()).replace("|", "\\|") if text else ""
+    """Prose for a table cell: one line, ``|`` escaped, and ``<``/``>`` as entities (``<store>`` is text,
+    not an HTML tag)."""
+    text = " ".join(text.split()).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("|", "\\|")
 
 
 def model_section(model: type[BaseModel], where: list[str]) -> str:
@@ -138,11 +141,11 @@ def model_section(model: type[BaseModel], where: list[str]) -> str:
     lines += ["At " + ", ".join(f"`{w}`" for w in where) + "." if where else "The tenants file itself (YAML).", ""]
     doc = inspect.getdoc(model)
     if doc and model.__doc__ and model.__doc__ is not BaseModel.__doc__ and "__doc__" in vars(model):
-        lines += [" ".join(doc.split()), ""]
+        lines += [_cell(doc), ""]
     lines += ["| field | type | default | constraints | description |", "|---|---|---|---|---|"]
     for name, field in model.model_fields.items():
         lines.append(f"| `{name}` | {type_name(field.annotation)} | {default_text(field)} | "
-                     f"{_cell(constraints(field))} | {_cell(field.description or '')} |")
+                     f"{constraints(field)} | {_cell(field.description or '')} |")
     return "\n".join(lines)
 
 
