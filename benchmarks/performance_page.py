@@ -13,11 +13,12 @@ each be described in ``REFERENCES`` (``tests/unit/test_docs_pages.py`` fails on 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
 from pathlib import Path
+
+from tools import generated_page
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "benchmarks" / "performance_template.md"
@@ -148,18 +149,7 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="exit 1 if the committed page is stale")
-    parser.add_argument("--out", type=Path, default=PAGE)
-    args = parser.parse_args(argv)
-    text = render()
-    if args.check:
-        if args.out.read_text(encoding="utf-8") != text:
-            print(f"{args.out} is stale: run `python -m benchmarks.performance_page`", file=sys.stderr)
-            return 1
-        return 0
-    args.out.write_text(text, encoding="utf-8")
-    return 0
+    return generated_page.main(render=render, page=PAGE, command="python -m benchmarks.performance_page", description=__doc__, argv=argv)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ Imports only ``config`` (and, through it, ``models``): no Ray Serve, no web stac
 """
 from __future__ import annotations
 
-import argparse
 import inspect
 import json
 import sys
@@ -26,6 +25,7 @@ from pydantic_core import PydanticUndefined
 
 from config.args import AppArgs
 from config.tenants import TenantsFile
+from tools import generated_page
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
@@ -178,18 +178,7 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="exit 1 if the committed page is stale")
-    parser.add_argument("--out", type=Path, default=PAGE)
-    args = parser.parse_args(argv)
-    text = render()
-    if args.check:
-        if args.out.read_text(encoding="utf-8") != text:
-            print(f"{args.out} is stale: run `python -m tools.config_reference`", file=sys.stderr)
-            return 1
-        return 0
-    args.out.write_text(text, encoding="utf-8")
-    return 0
+    return generated_page.main(render=render, page=PAGE, command="python -m tools.config_reference", description=__doc__, argv=argv)
 
 
 if __name__ == "__main__":
