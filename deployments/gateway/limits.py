@@ -31,9 +31,9 @@ class Limits:
     body_timeout_s: float
     max_header_bytes: int
     max_requests_per_client: int
-    min_body_rate: int = 1024  # bytes/s a body must keep up, counted from the end of the grace
-    body_grace_s: float = 5.0
-    max_buffered_bytes: int = 512 * 1024 * 1024
+    min_body_rate: int  # bytes/s a body must keep up, counted from the end of the grace
+    body_grace_s: float
+    max_buffered_bytes: int
 
 
 class Refused(Exception):
@@ -51,8 +51,8 @@ def _header(scope: Scope, name: bytes) -> list[bytes]:
     return [v for k, v in scope["headers"] if k.lower() == name]
 
 
-def check_framing(scope: Scope, limits: Limits) -> None:
-    """Header size and Content-Length, from the headers alone."""
+def check_framing(scope: Scope, limits: Limits) -> int:
+    """Header size and Content-Length, from the headers alone; the declared length (0 without one)."""
     size = sum(len(k) + len(v) for k, v in scope["headers"])
     if size > limits.max_header_bytes:
         raise Refused(431, "invalid_request_error",
@@ -62,9 +62,10 @@ def check_framing(scope: Scope, limits: Limits) -> None:
         raise Refused(400, "invalid_request_error", "send either Content-Length or Transfer-Encoding, not both")
     if len(set(lengths)) > 1 or (lengths and not lengths[0].strip().isdigit()):
         raise Refused(400, "invalid_request_error", "Content-Length must be one non-negative integer")
-    if lengths and int(lengths[0]) > limits.max_body_bytes:
-        raise Refused(413, "payload_too_large",
-                      f"the body is {int(lengths[0])} bytes; the limit is {limits.max_body_bytes}")
+    declared = int(lengths[0]) if lengths else 0
+    if declared > limits.max_body_bytes:
+        raise Refused(413, "payload_too_large", f"the body is {declared} bytes; the limit is {limits.max_body_bytes}")
+    return declared
 
 
 class BufferedBytes:
@@ -182,8 +183,7 @@ class RequestLimits:
         address = (scope.get("client") or ("unknown", 0))[0]
         probe = scope["path"].removeprefix(scope.get("root_path", "")) in PROBES
         try:
-            check_framing(scope, self.limits)
-            reservation = self.buffered.reserve(_declared_length(scope))
+            reservation = self.buffered.reserve(check_framing(scope, self.limits))
         except Refused as refused:
             return await refused.response()(scope, receive, send)
         except Overloaded as overloaded:
@@ -205,8 +205,3 @@ class RequestLimits:
             if not probe:
                 self.slots.give(address)
 
-
-def _declared_length(scope: Scope) -> int:
-    """The Content-Length (check_framing has made sure it is one non-negative integer), or 0."""
-    lengths = _header(scope, b"content-length")
-    return int(lengths[0]) if lengths else 0
