@@ -4,6 +4,7 @@ Media fields accept base64 or a ``data:<mime>;base64,`` URL in JSON bodies, and 
 multipart bodies; either way the validated value is ``bytes``. Media that is none of these raises
 ``MediaError``, which the gateway answers with 400 on every route.
 """
+
 from __future__ import annotations
 
 import base64
@@ -48,11 +49,15 @@ def _unwrapped(text: str) -> str:
     first = text.find("\n")
     if first < 0:
         return text
-    brk = "\r\n" if text[first - 1:first] == "\r" else "\n"
+    brk = "\r\n" if text[first - 1 : first] == "\r" else "\n"
     width = first + 1 - len(brk)
     stride, count = width + len(brk), text.count("\n")
     last = len(text) - count * stride
-    if width <= 0 or not 0 < last <= width or any(text[width + i::stride] != ch * count for i, ch in enumerate(brk)):
+    if (
+        width <= 0
+        or not 0 < last <= width
+        or any(text[width + i :: stride] != ch * count for i, ch in enumerate(brk))
+    ):
         raise ValueError("line breaks in base64 must wrap it at a fixed width, as MIME does")
     return text.replace(brk, "")
 
@@ -60,8 +65,13 @@ def _unwrapped(text: str) -> str:
 Media = Annotated[
     bytes,
     BeforeValidator(media_bytes),
-    WithJsonSchema({"type": "string", "contentEncoding": "base64",
-                    "description": "base64 or data URL (JSON), or a file part (multipart)"}),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "contentEncoding": "base64",
+            "description": "base64 or data URL (JSON), or a file part (multipart)",
+        }
+    ),
 ]
 MAX_TEXT_CHARS = 10_000  # one text input, on every route that takes text
 NonEmptyText = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
@@ -94,12 +104,20 @@ def check_template(template: str) -> str:
     gateway, and a field such as ``{0:.>1000000}`` or ``{0.attr}`` would pad a label to megabytes or
     read attributes (``{{`` and ``}}`` stay literal braces)."""
     try:
-        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
+        fields = [
+            (name, spec, conv)
+            for _, name, spec, conv in string.Formatter().parse(template)
+            if name is not None
+        ]
     except ValueError as exc:
-        raise TemplateError(f"not a valid template ({exc}); write '{{{{' or '}}}}' for a literal brace") from None
+        raise TemplateError(
+            f"not a valid template ({exc}); write '{{{{' or '}}}}' for a literal brace"
+        ) from None
     if fields != [("", "", None)]:
-        raise TemplateError("a template has exactly one '{}' where the label goes and no other '{...}' field "
-                            "(write '{{' or '}}' for a literal brace)")
+        raise TemplateError(
+            "a template has exactly one '{}' where the label goes and no other '{...}' field "
+            "(write '{{' or '}}' for a literal brace)"
+        )
     return template
 
 
@@ -169,8 +187,11 @@ class OpenAIEmbeddingRequest(BaseModel):
     or data URLs."""
 
     model_config = ConfigDict(extra="ignore")  # OpenAI clients may send fields we do not use (user, ...)
-    input: EmbeddingInput | Annotated[list[EmbeddingInput], Field(min_length=1, max_length=MAX_ITEMS * 4)] = Field(
-        description="one input or a list (at most 256): texts, or base64 / data URLs of images or audio")
+    input: EmbeddingInput | Annotated[list[EmbeddingInput], Field(min_length=1, max_length=MAX_ITEMS * 4)] = (
+        Field(
+            description="one input or a list (at most 256): texts, or base64 / data URLs of images or audio"
+        )
+    )
     model: str
     encoding_format: Literal["float", "base64"] = "float"
     modality: Literal["text", "image", "audio"] | None = None
@@ -204,8 +225,12 @@ class OpenAIEmbeddingResponse(_Response):
 class ZeroShotRequest(_Request):
     image: Media
     labels: list[Label] = Field(min_length=1, max_length=1000)
-    template: Template = Field(DEFAULT_TEMPLATE, description=(
-        "prompt template: exactly one '{}', replaced by each label ('{{' and '}}' are literal braces)"))
+    template: Template = Field(
+        DEFAULT_TEMPLATE,
+        description=(
+            "prompt template: exactly one '{}', replaced by each label ('{{' and '}}' are literal braces)"
+        ),
+    )
 
 
 class LabelScore(_Response):
@@ -247,7 +272,9 @@ class Match(_Response):
 
 class RetrievalResponse(_Response):
     model: str
-    similarity: list[list[float]] = Field(description="cosine similarity, one row per image, one column per text")
+    similarity: list[list[float]] = Field(
+        description="cosine similarity, one row per image, one column per text"
+    )
     image_to_text: list[list[Match]]
     text_to_image: list[list[Match]]
 
@@ -264,8 +291,10 @@ class TranscriptionRequest(_Request):
     response_format: ResponseFormat = "json"
     temperature: Float = Field(0.0, ge=0.0, le=1.0)
     timestamp_granularities: list[Literal["word", "segment"]] = Field(
-        default_factory=lambda: ["segment"], max_length=2,
-        description="with 'word', verbose_json carries word timestamps (multipart: 'timestamp_granularities[]')")
+        default_factory=lambda: ["segment"],
+        max_length=2,
+        description="with 'word', verbose_json carries word timestamps (multipart: 'timestamp_granularities[]')",
+    )
 
     def word_timestamps(self) -> bool:
         return "word" in self.timestamp_granularities and self.response_format == "verbose_json"
@@ -332,10 +361,13 @@ class FeaturesResponse(_Response):
 # ---- vision-language ------------------------------------------------------------------------
 MAX_VL_TEXT = 4096  # characters of a caption prompt or a question (the model also bounds its tokens)
 VLText = Annotated[str, Field(min_length=1, max_length=MAX_VL_TEXT)]
-MaxTokens = Annotated[int, Field(ge=1, le=256, description="most tokens to generate; the model's default when absent"),
-                      NO_BOOL]
+MaxTokens = Annotated[
+    int, Field(ge=1, le=256, description="most tokens to generate; the model's default when absent"), NO_BOOL
+]
 NumBeams = Annotated[int, Field(ge=1, le=8, description="beam search width; 1 = greedy"), NO_BOOL]
-TopK = Annotated[int, Field(ge=1, le=20, description="answers returned by classifying models (ViLT)"), NO_BOOL]
+TopK = Annotated[
+    int, Field(ge=1, le=20, description="answers returned by classifying models (ViLT)"), NO_BOOL
+]
 
 
 class TokenUsage(_Response):
@@ -349,10 +381,14 @@ class CaptionRequest(_Request):
 
     image: Media | None = None
     images: list[Media] | None = Field(None, min_length=1, max_length=MAX_ITEMS)
-    prompt: VLText | None = Field(None, description="the text each caption starts with (conditional captioning)")
+    prompt: VLText | None = Field(
+        None, description="the text each caption starts with (conditional captioning)"
+    )
     max_tokens: MaxTokens | None = None
     num_beams: NumBeams | None = None
-    model: str | None = Field(None, description="a caption model id from /v1/models; the first one when absent")
+    model: str | None = Field(
+        None, description="a caption model id from /v1/models; the first one when absent"
+    )
 
 
 class Caption(_Response):
@@ -389,7 +425,9 @@ class VQAAnswer(_Response):
     question: str
     answer: str
     tokens: int
-    answers: list[ScoredAnswer] = Field(default_factory=list, description="ViLT: the top_k answers, best first")
+    answers: list[ScoredAnswer] = Field(
+        default_factory=list, description="ViLT: the top_k answers, best first"
+    )
 
 
 class VQAResponse(_Response):
@@ -431,9 +469,15 @@ class ChatCompletionRequest(_OpenAI):
     messages: list[ChatMessage] = Field(min_length=1, max_length=64)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    max_tokens: Annotated[int, Field(ge=1), NO_BOOL] | None = Field(None, description="an upper bound: the model's own limit applies when lower")
-    max_completion_tokens: Annotated[int, Field(ge=1), NO_BOOL] | None = Field(None, description="as max_tokens")
-    temperature: Float | None = Field(None, description="accepted; decoding is deterministic (greedy or beam)")
+    max_tokens: Annotated[int, Field(ge=1), NO_BOOL] | None = Field(
+        None, description="an upper bound: the model's own limit applies when lower"
+    )
+    max_completion_tokens: Annotated[int, Field(ge=1), NO_BOOL] | None = Field(
+        None, description="as max_tokens"
+    )
+    temperature: Float | None = Field(
+        None, description="accepted; decoding is deterministic (greedy or beam)"
+    )
     n: Int | None = Field(None, description="only 1")
     tools: list[dict] | None = Field(None, description="not supported: 400")
     tool_choice: str | dict | None = Field(None, description="not supported: 400")
@@ -511,7 +555,9 @@ class Health(_Response):
 
 
 # ---- search indexes -----------------------------------------------------------------------
-IndexName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,47}$", description="lowercase letters, digits, '_', '-'")]
+IndexName = Annotated[
+    str, Field(pattern=r"^[a-z][a-z0-9_-]{0,47}$", description="lowercase letters, digits, '_', '-'")
+]
 MetaValue = str | int | float | bool
 
 
@@ -539,9 +585,13 @@ MAX_THUMBNAIL_CHARS = 12_000  # its longest data URL (other metadata strings: 10
 class IndexItem(_Request):
     image: Media | None = None
     path: str | None = Field(None, description="a server-side file under the configured search.allowed_root")
-    metadata: dict[str, MetaValue] = Field(default_factory=dict, description=(
-        "up to 32 keys of strings (<= 1024 chars), numbers or booleans; 'thumbnail' may hold a "
-        f"data:image/jpeg|png|webp;base64 URL of up to {MAX_THUMBNAIL_CHARS} chars"))
+    metadata: dict[str, MetaValue] = Field(
+        default_factory=dict,
+        description=(
+            "up to 32 keys of strings (<= 1024 chars), numbers or booleans; 'thumbnail' may hold a "
+            f"data:image/jpeg|png|webp;base64 URL of up to {MAX_THUMBNAIL_CHARS} chars"
+        ),
+    )
 
 
 class AddItemsRequest(_Request):
@@ -616,7 +666,9 @@ TaskId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 
 
 class _Task(_Request):
-    id: TaskId | None = Field(None, description="the key of this task's result; defaults to '<type>' or '<type>-<n>'")
+    id: TaskId | None = Field(
+        None, description="the key of this task's result; defaults to '<type>' or '<type>-<n>'"
+    )
 
 
 class EmbedTask(_Task):
@@ -687,8 +739,20 @@ class VQATask(_Task):
     model: str | None = Field(None, description="a vqa model id; the first one when absent")
 
 
-ComposeTask = Annotated[EmbedTask | ClassifyTask | ZeroShotTask | TranscribeTask | TranslateTask | LanguageTask
-                        | FeaturesTask | FuseTask | SearchTask | CaptionTask | VQATask, Field(discriminator="type")]
+ComposeTask = Annotated[
+    EmbedTask
+    | ClassifyTask
+    | ZeroShotTask
+    | TranscribeTask
+    | TranslateTask
+    | LanguageTask
+    | FeaturesTask
+    | FuseTask
+    | SearchTask
+    | CaptionTask
+    | VQATask,
+    Field(discriminator="type"),
+]
 
 
 class ComposeInputs(_Request):
@@ -765,8 +829,18 @@ class VQAResult(_Response):
 
 
 # What each compose task type answers (the required fields tell them apart).
-ComposeResult = (EmbedResult | ClassifyResponse | ZeroShotResponse | VerboseTranscriptionResponse | FeaturesResponse
-                 | QueryResponse | FusionResult | LanguageResult | CaptionResult | VQAResult)
+ComposeResult = (
+    EmbedResult
+    | ClassifyResponse
+    | ZeroShotResponse
+    | VerboseTranscriptionResponse
+    | FeaturesResponse
+    | QueryResponse
+    | FusionResult
+    | LanguageResult
+    | CaptionResult
+    | VQAResult
+)
 
 
 class ComposeResponse(_Response):

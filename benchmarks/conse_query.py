@@ -12,6 +12,7 @@ none (``tools.demo_captions``), then reports for each variant:
 Variants: the image side with the single class prompt or the prompt ensemble; the text side raw
 (ConSE as shipped) or query-side ConSE over a small grid of top-T, softmax temperature and mix.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tools import demo_captions
 from models.media import decode_image
 from models.registry import TextModelSpec, VisionModelSpec, load_classifier, load_text
 from models.text import ConSEQueryEncoder, prompt_embeddings
 from models.vision import CLASS_PROMPT, ENSEMBLE_PROMPTS, ConSEEmbedder, class_name_embeddings
+from tools import demo_captions
 
 GRID = {"top_t": (5, 10, 20), "temperature": (0.02, 0.05, 0.1), "mix": (0.0, 0.25, 0.5)}
 
@@ -62,11 +63,14 @@ class Bench:
         self.photo_probs = self._probs([demo_captions.caption_photo(p) for p in self.photos])
         self.class_embeddings = {
             "single": class_name_embeddings(self.text, self.classifier.labels),
-            "ensemble": class_name_embeddings(self.text, self.classifier.labels, templates=ENSEMBLE_PROMPTS)}
+            "ensemble": class_name_embeddings(self.text, self.classifier.labels, templates=ENSEMBLE_PROMPTS),
+        }
         self.splits = {s: split_arrays(self.rows, s) for s in ("val", "test")}
         self.raw = {s: self.text.embed(caps) for s, (_, caps, _) in self.splits.items()}
-        self.label_prompts = {"single": prompt_embeddings(self.text, self.labels, (CLASS_PROMPT,)),
-                              "ensemble": prompt_embeddings(self.text, self.labels, ENSEMBLE_PROMPTS)}
+        self.label_prompts = {
+            "single": prompt_embeddings(self.text, self.labels, (CLASS_PROMPT,)),
+            "ensemble": prompt_embeddings(self.text, self.labels, ENSEMBLE_PROMPTS),
+        }
 
     def _probs(self, images: list[np.ndarray]) -> np.ndarray:
         batch = np.stack([self.classifier.preprocess(i).numpy() for i in images])
@@ -77,11 +81,16 @@ class Bench:
     def measure(self, *, image_prompts: str, label_prompts: str, query: dict | None) -> dict:
         classes = self.class_embeddings[image_prompts]
         conse = ConSEEmbedder(classifier=self.classifier, class_embeddings=classes, space="bench")
-        project = (ConSEQueryEncoder(base=self.text, class_embeddings=classes, **query).project if query
-                   else (lambda x: x))
+        project = (
+            ConSEQueryEncoder(base=self.text, class_embeddings=classes, **query).project
+            if query
+            else (lambda x: x)
+        )
         out = {"image_prompts": image_prompts, "label_prompts": label_prompts, "query_conse": query}
         photo_vecs = conse.embed_from_probs(self.photo_probs)
-        zero_shot = (photo_vecs @ project(self.label_prompts[label_prompts]).T).argmax(1) == np.arange(len(self.photos))
+        zero_shot = (photo_vecs @ project(self.label_prompts[label_prompts]).T).argmax(1) == np.arange(
+            len(self.photos)
+        )
         test_idx = [self.photos.index(p) for p in demo_captions.TEST_PHOTOS]
         out["zero_shot_top1_test_photos"] = float(zero_shot[test_idx].mean())
         out["zero_shot_top1_all_photos"] = float(zero_shot.mean())
@@ -94,26 +103,36 @@ class Bench:
 def run(data: Path) -> dict:
     bench = Bench(data)
     baseline = bench.measure(image_prompts="single", label_prompts="single", query=None)
-    results = [bench.measure(image_prompts=i, label_prompts=l, query=None)
-               for i, l in itertools.product(("single", "ensemble"), repeat=2)]
+    results = [
+        bench.measure(image_prompts=img, label_prompts=lab, query=None)
+        for img, lab in itertools.product(("single", "ensemble"), repeat=2)
+    ]
     for image_prompts, values in itertools.product(("single", "ensemble"), itertools.product(*GRID.values())):
         query = dict(zip(GRID, values))
         results.append(bench.measure(image_prompts=image_prompts, label_prompts=image_prompts, query=query))
     # choose on val (then zero-shot over all photos), never on test
     best = max(results[4:], key=lambda r: (r["t2i_r1_val"], r["zero_shot_top1_all_photos"]))
-    return {"baseline": baseline, "best_on_val": best, "all": results,
-            "sizes": {s: {"images": len(a[0]), "captions": len(a[1])} for s, a in bench.splits.items()}}
+    return {
+        "baseline": baseline,
+        "best_on_val": best,
+        "all": results,
+        "sizes": {s: {"images": len(a[0]), "captions": len(a[1])} for s, a in bench.splits.items()},
+    }
 
 
 def _row(r: dict) -> str:
     q = r["query_conse"]
     query = f"top{q['top_t']} T={q['temperature']} mix={q['mix']}" if q else "raw"
-    return (f"{r['image_prompts']:>8} {r['label_prompts']:>8} {query:>24} | zs test {r['zero_shot_top1_test_photos']:.2f}"
-            f"  zs all {r['zero_shot_top1_all_photos']:.2f} | t2i R@1 val {r['t2i_r1_val']:.2f}  test {r['t2i_r1_test']:.2f}")
+    return (
+        f"{r['image_prompts']:>8} {r['label_prompts']:>8} {query:>24} | zs test {r['zero_shot_top1_test_photos']:.2f}"
+        f"  zs all {r['zero_shot_top1_all_photos']:.2f} | t2i R@1 val {r['t2i_r1_val']:.2f}  test {r['t2i_r1_test']:.2f}"
+    )
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.conse_query", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.conse_query", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--data", type=Path, default=Path("/tmp/mmserve-demo-captions"))
     parser.add_argument("--json", type=Path, help="write every variant's figures here")
     args = parser.parse_args(argv)

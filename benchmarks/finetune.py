@@ -10,6 +10,7 @@ over epochs after the first of (pairs stepped by all workers) / (epoch wall time
 features are not recomputed. Figures on a 2-core machine shared with other work say little about
 scaling; they say what one run costs here.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,22 +40,36 @@ def prepare(data: Path) -> Path:
         return encoders[0]
 
     for split in adapter.SPLITS:
-        adapter.cached_features(pairs, split, encoders_fn=load, cache_dir=data / "cache", fingerprint=FINGERPRINT)
+        adapter.cached_features(
+            pairs, split, encoders_fn=load, cache_dir=data / "cache", fingerprint=FINGERPRINT
+        )
     return manifest
 
 
 def one_run(manifest: Path, data: Path, workers: int, epochs: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="mmserve-ft-bench-") as tmp:
         started = time.perf_counter()
-        meta = finetune(manifest, Path(tmp) / f"ckpt-{workers}w", workers=workers, cache_dir=data / "cache",
-                        storage=Path(tmp) / "runs", train=adapter.TrainConfig(epochs=epochs),
-                        encoders_fn=_no_encoders, log=lambda _: None)
+        meta = finetune(
+            manifest,
+            Path(tmp) / f"ckpt-{workers}w",
+            workers=workers,
+            cache_dir=data / "cache",
+            storage=Path(tmp) / "runs",
+            train=adapter.TrainConfig(epochs=epochs),
+            encoders_fn=_no_encoders,
+            log=lambda _: None,
+        )
         wall = time.perf_counter() - started
     rates = [r["samples"] / r["epoch_s"] for r in meta["history"][1:] if r["epoch_s"] > 0]
-    return {"workers": workers, "epochs": epochs, "wall_s": round(wall, 1),
-            "samples_per_epoch": meta["history"][-1]["samples"],
-            "samples_per_s": round(statistics.median(rates), 1) if rates else None,
-            "final_loss": round(meta["history"][-1]["loss"], 4), "metrics": meta["metrics"]}
+    return {
+        "workers": workers,
+        "epochs": epochs,
+        "wall_s": round(wall, 1),
+        "samples_per_epoch": meta["history"][-1]["samples"],
+        "samples_per_s": round(statistics.median(rates), 1) if rates else None,
+        "final_loss": round(meta["history"][-1]["loss"], 4),
+        "metrics": meta["metrics"],
+    }
 
 
 def _no_encoders():
@@ -66,7 +81,9 @@ def _fmt(m: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.finetune", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.finetune", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--data", type=Path, default=Path("/tmp/mmserve-demo-captions"))
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
@@ -77,8 +94,9 @@ def main(argv=None) -> int:
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    context = ray.init(num_cpus=args.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
-                       log_to_driver=False)
+    context = ray.init(
+        num_cpus=args.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False
+    )
     try:
         runs = [one_run(manifest, args.data, w, args.epochs) for w in args.workers]
     finally:
@@ -87,8 +105,10 @@ def main(argv=None) -> int:
 
         shutil.rmtree(context.address_info.get("session_dir") or "/nonexistent", ignore_errors=True)
     for r in runs:
-        print(f"{r['workers']} worker(s): {r['samples_per_s']} samples/s ({r['samples_per_epoch']} pairs/epoch, "
-              f"{r['epochs']} epochs, {r['wall_s']} s wall incl. Ray Train start), final loss {r['final_loss']}")
+        print(
+            f"{r['workers']} worker(s): {r['samples_per_s']} samples/s ({r['samples_per_epoch']} pairs/epoch, "
+            f"{r['epochs']} epochs, {r['wall_s']} s wall incl. Ray Train start), final loss {r['final_loss']}"
+        )
         for split, m in r["metrics"].items():
             print(f"  {split:>4} before (ConSE): {_fmt(m['before'])}")
             print(f"  {split:>4} after (adapter): {_fmt(m['after'])}")

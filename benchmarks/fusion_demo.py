@@ -7,6 +7,7 @@ Builds the demo dataset (clients/demo_data.py), extracts features once with the 
 held-out test accuracy side by side with a linear probe on each modality alone. Results go to
 benchmarks/results/fusion_demo.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,7 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tools import demo_data, train_fusion as train
+from tools import demo_data
+from tools import train_fusion as train
 
 KINDS = ("early", "late", "attention")
 
@@ -28,22 +30,36 @@ def run(per_class: int, seeds: list[int], config: Path) -> dict:
         started = time.perf_counter()
         data = train.load_examples(manifest, cfg)
         extract_s = time.perf_counter() - started
-        runs = [train.train_and_save(data, kind=kind, head_id=f"{kind}-{seed}", store=Path(tmp) / "heads",
-                                     seed=seed, progress=False) for seed in seeds for kind in KINDS]
+        runs = [
+            train.train_and_save(
+                data,
+                kind=kind,
+                head_id=f"{kind}-{seed}",
+                store=Path(tmp) / "heads",
+                seed=seed,
+                progress=False,
+            )
+            for seed in seeds
+            for kind in KINDS
+        ]
     return {"rows": len(data.examples), "feature_extraction_s": round(extract_s, 1), "runs": runs}
 
 
 def summary(result: dict) -> list[str]:
-    lines = [f"{result['rows']} rows, features in {result['feature_extraction_s']} s",
-             f"{'head':10s} {'test acc (mean over seeds)':>28s}  best single modality  ratio"]
+    lines = [
+        f"{result['rows']} rows, features in {result['feature_extraction_s']} s",
+        f"{'head':10s} {'test acc (mean over seeds)':>28s}  best single modality  ratio",
+    ]
     for kind in KINDS:
         runs = [r for r in result["runs"] if r["kind"] == kind]
         acc = statistics.mean(r["test_accuracy"] for r in runs)
         best = statistics.mean(max(r["single_modality_test_accuracy"].values()) for r in runs)
         lines.append(f"{kind:10s} {acc:28.3f}  {best:20.3f}  {acc / best:5.2f}")
     singles = result["runs"][0]["single_modality_test_accuracy"]
-    lines.append("single modalities (seed 0, rows that carry them): "
-                 + ", ".join(f"{m} {a:.3f}" for m, a in singles.items()))
+    lines.append(
+        "single modalities (seed 0, rows that carry them): "
+        + ", ".join(f"{m} {a:.3f}" for m, a in singles.items())
+    )
     return lines
 
 

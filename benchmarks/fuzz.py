@@ -7,6 +7,7 @@ It drives schemathesis over the served OpenAPI spec with every phase, stateful l
 fails on any 5xx, any response that breaks its documented schema, or any status the spec does not
 list. Only loopback URLs are accepted: fuzzing is aimed at a server you run yourself.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,10 +19,22 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def command(url: str, *, max_examples: int, seed: int | None, api_key: str | None) -> list[str]:
-    cmd = [sys.executable, "-m", "schemathesis.cli", "run", f"{url}/openapi.json", "--checks",
-           "not_a_server_error,response_schema_conformance,status_code_conformance", "--max-examples",
-           str(max_examples), "--phases", "examples,coverage,fuzzing,stateful", "--request-timeout", "120",
-           "--no-color"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "run",
+        f"{url}/openapi.json",
+        "--checks",
+        "not_a_server_error,response_schema_conformance,status_code_conformance",
+        "--max-examples",
+        str(max_examples),
+        "--phases",
+        "examples,coverage,fuzzing,stateful",
+        "--request-timeout",
+        "120",
+        "--no-color",
+    ]
     if seed is not None:
         cmd += ["--seed", str(seed)]
     if api_key:
@@ -38,8 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if urlparse(args.url).hostname not in LOOPBACK:
         parser.error("fuzz only a server on this machine (a loopback URL)")
-    return subprocess.run(command(args.url, max_examples=args.max_examples, seed=args.seed,
-                                  api_key=args.api_key)).returncode
+    return subprocess.run(
+        command(args.url, max_examples=args.max_examples, seed=args.seed, api_key=args.api_key)
+    ).returncode
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ process under a time box (a stage that fails or overruns records its error and t
   torch.compile, + CUDA graphs) as a fraction of the bf16 peak: the datasheet's dense figure and an
   8192^3 bf16 matmul measured on the machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,11 +52,18 @@ def build_checkpoints(tmp: Path, smoke: bool, whisper_tokenizer: Path | None) ->
     from benchmarks.gpu_bench import _clip_dir
     from tests.checkpoints import WHISPER_BASE, WhisperDims, whisper_checkpoint
 
-    vit = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                    num_labels=10) if smoke else ViTConfig(num_labels=1000)
+    vit = (
+        ViTConfig(
+            hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, num_labels=10
+        )
+        if smoke
+        else ViTConfig(num_labels=1000)
+    )
     ViTForImageClassification(vit).save_pretrained(tmp / "vit")
     ViTImageProcessor().save_pretrained(tmp / "vit")
-    whisper_checkpoint(tmp / "whisper", WhisperDims() if smoke else WHISPER_BASE, tokenizer_json=whisper_tokenizer)
+    whisper_checkpoint(
+        tmp / "whisper", WhisperDims() if smoke else WHISPER_BASE, tokenizer_json=whisper_tokenizer
+    )
     return {"clip": str(_clip_dir(tmp, smoke)), "vit": str(tmp / "vit"), "whisper": str(tmp / "whisper")}
 
 
@@ -64,33 +72,64 @@ def graph_args(paths: dict[str, str], smoke: bool, precision: str) -> dict:
     """The graph: vision, text and audio on one GPU by fractions; search, fusion, vision-language off."""
     fixed = {"min_replicas": 1, "max_replicas": 1}
     big = 8 if smoke else 256
-    wide = {"max_inflight": 1000, "max_requests_per_client": 1024, "embed_cache_size": 0,
-            "inflight_budgets": {"image": 1024, "text": 256, "audio": 32}}
+    wide = {
+        "max_inflight": 1000,
+        "max_requests_per_client": 1024,
+        "embed_cache_size": 0,
+        "inflight_budgets": {"image": 1024, "text": 256, "audio": 32},
+    }
     return {
         "resource_guard": "strict",
-        "gateway": {"num_cpus": 1 if smoke else 2, "max_ongoing_requests": 1024,
-                    "autoscaling": {"min_replicas": 1, "max_replicas": 1 if smoke else 2} | {"target_ongoing_requests": 512},
-                    "settings": wide},
-        "vision": {"num_cpus": 0.25 if smoke else 4, "num_gpus": GPU_SHARES["vision"], "autoscaling": fixed,
-                   "max_ongoing_requests": 2 * big,
-                   "model": {"classifier": "vit", "classifier_path": paths["vit"], "embedder": "clip",
-                             "embedder_path": paths["clip"], "precision": precision},
-                   "batch": {"max_batch_size": big, "batch_wait_timeout_s": 0.02}},
-        "text": {"num_cpus": 0.25 if smoke else 2, "num_gpus": GPU_SHARES["text"], "autoscaling": fixed,
-                 "max_ongoing_requests": 128,
-                 "model": {"kind": "clip", "path": paths["clip"], "precision": precision},
-                 "batch": {"max_batch_size": 64, "batch_wait_timeout_s": 0.005}},
-        "audio": {"num_cpus": 0.25 if smoke else 2, "num_gpus": GPU_SHARES["audio"], "autoscaling": fixed,
-                  "model": {"engine": "transformers", "model": paths["whisper"]}},
-        "search": {"enabled": False}, "fusion": {"enabled": False}, "vision_language": {"enabled": False},
+        "gateway": {
+            "num_cpus": 1 if smoke else 2,
+            "max_ongoing_requests": 1024,
+            "autoscaling": {"min_replicas": 1, "max_replicas": 1 if smoke else 2}
+            | {"target_ongoing_requests": 512},
+            "settings": wide,
+        },
+        "vision": {
+            "num_cpus": 0.25 if smoke else 4,
+            "num_gpus": GPU_SHARES["vision"],
+            "autoscaling": fixed,
+            "max_ongoing_requests": 2 * big,
+            "model": {
+                "classifier": "vit",
+                "classifier_path": paths["vit"],
+                "embedder": "clip",
+                "embedder_path": paths["clip"],
+                "precision": precision,
+            },
+            "batch": {"max_batch_size": big, "batch_wait_timeout_s": 0.02},
+        },
+        "text": {
+            "num_cpus": 0.25 if smoke else 2,
+            "num_gpus": GPU_SHARES["text"],
+            "autoscaling": fixed,
+            "max_ongoing_requests": 128,
+            "model": {"kind": "clip", "path": paths["clip"], "precision": precision},
+            "batch": {"max_batch_size": 64, "batch_wait_timeout_s": 0.005},
+        },
+        "audio": {
+            "num_cpus": 0.25 if smoke else 2,
+            "num_gpus": GPU_SHARES["audio"],
+            "autoscaling": fixed,
+            "model": {"engine": "transformers", "model": paths["whisper"]},
+        },
+        "search": {"enabled": False},
+        "fusion": {"enabled": False},
+        "vision_language": {"enabled": False},
     }
 
 
 def gpu_processes() -> dict[int, int]:
     """pid -> MiB of GPU memory, of every process nvidia-smi shows on the GPU ({} without nvidia-smi)."""
     try:
-        out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=20).stdout
+        out = subprocess.run(
+            ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return {}
     rows = [line.split(",") for line in out.strip().splitlines() if line.strip()]
@@ -107,9 +146,14 @@ def placement_report() -> dict:
     for name in ("VisionEncoder", "TextEncoder", "AudioModel"):
         info = serve.get_deployment_handle(name, app_name=APP).info.remote().result()
         pids = replica_pids(APP, name)
-        report[name] = {"pids": pids, "on_gpu": [p in on_gpu for p in pids],
-                        "gpu_mib": [on_gpu.get(p) for p in pids], "device": info.device,
-                        "gpu_ids": info.placement["gpu_ids"], "resources": info.placement["resources"]}
+        report[name] = {
+            "pids": pids,
+            "on_gpu": [p in on_gpu for p in pids],
+            "gpu_mib": [on_gpu.get(p) for p in pids],
+            "device": info.device,
+            "gpu_ids": info.placement["gpu_ids"],
+            "resources": info.placement["resources"],
+        }
     report["nvidia_smi"] = on_gpu
     return report
 
@@ -121,18 +165,25 @@ def transcription_pass(url: str, clips: list[bytes], concurrency: int) -> dict:
     async def run() -> list[tuple[int, float]]:
         gate = asyncio.Semaphore(concurrency)
         async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+
             async def one(wav: bytes) -> tuple[int, float]:
                 async with gate:
                     start = time.perf_counter()
-                    r = await client.post("/v1/audio/transcriptions", files={"file": ("x.wav", wav)},
-                                          data={"language": "en"})
+                    r = await client.post(
+                        "/v1/audio/transcriptions", files={"file": ("x.wav", wav)}, data={"language": "en"}
+                    )
                     return r.status_code, time.perf_counter() - start
+
             return await asyncio.gather(*(one(w) for w in clips))
 
     start = time.perf_counter()
     results = asyncio.run(run())
-    return {"statuses": [s for s, _ in results], "seconds": [round(t, 3) for _, t in results],
-            "wall_s": round(time.perf_counter() - start, 3), "concurrency": concurrency}
+    return {
+        "statuses": [s for s, _ in results],
+        "seconds": [round(t, 3) for _, t in results],
+        "wall_s": round(time.perf_counter() - start, 3),
+        "concurrency": concurrency,
+    }
 
 
 def stage_served(paths: dict[str, str], opts, out: dict) -> None:
@@ -161,12 +212,19 @@ def stage_served(paths: dict[str, str], opts, out: dict) -> None:
         out["deploy_s"] = round(time.perf_counter() - started, 1)
         out["placement"] = placement_report()
         window, conc = (1.0, SMOKE_CONCURRENCY) if opts.smoke else (opts.window, IMAGE_CONCURRENCY)
-        out["image"] = measured_sweep("VisionEncoder", loadgen.image_sender(IMAGE_ROUTE, jpegs), url, conc, window)
+        out["image"] = measured_sweep(
+            "VisionEncoder", loadgen.image_sender(IMAGE_ROUTE, jpegs), url, conc, window
+        )
         out["text"] = measured_sweep("TextEncoder", loadgen.text_sender(TEXT_ROUTE, texts), url, [32], window)
-        out["cache_hits"] = {"answered": 0, "embedded": 0}  # the cache is off: image_throughput.guard reads this
+        out["cache_hits"] = {
+            "answered": 0,
+            "embedded": 0,
+        }  # the cache is off: image_throughput.guard reads this
         out["audio"] = transcription_pass(url, clips, concurrency=2)
-        out["batch_sizes"] = {name: serve.get_deployment_handle(name, app_name=APP).batch_stats.remote().result()
-                              for name in ("VisionEncoder", "TextEncoder", "AudioModel")}
+        out["batch_sizes"] = {
+            name: serve.get_deployment_handle(name, app_name=APP).batch_stats.remote().result()
+            for name in ("VisionEncoder", "TextEncoder", "AudioModel")
+        }
         out["guard_failures"] = guard(out)
         out["placement_after_load"] = placement_report()
     finally:
@@ -184,18 +242,24 @@ def stage_raw(paths: dict[str, str], opts, out: dict) -> None:
     from models.vision import CLIPImageEmbedder
 
     device = _device(opts)
-    embedder = CLIPImageEmbedder.load(paths["clip"], model_id="clip-vit-b32-random", device=device,
-                                      precision=opts.precision)
+    embedder = CLIPImageEmbedder.load(
+        paths["clip"], model_id="clip-vit-b32-random", device=device, precision=opts.precision
+    )
     jpegs = distinct_photos(64 if opts.smoke else 512)
     seconds, rows = (0.5 if opts.smoke else 3.0), []
     out["precision"] = opts.precision
     pixels = torch.stack([embedder.preprocess(_decoded(j)) for j in jpegs[:8]])
     for batch in SMOKE_BATCHES if opts.smoke else RAW_BATCHES:
         x = pixels.repeat(batch // 8 + 1, 1, 1, 1)[:batch].to(device)
-        rows.append({"batch": batch, "model_only_images_per_s": round(_rate(lambda: embedder.embed(x), batch, device,
-                                                                             seconds), 1),
-                     "decode_preprocess_model_images_per_s": round(raw_cell(embedder, jpegs, batch=batch, workers=1,
-                                                                            seconds=seconds), 1)})
+        rows.append(
+            {
+                "batch": batch,
+                "model_only_images_per_s": round(_rate(lambda: embedder.embed(x), batch, device, seconds), 1),
+                "decode_preprocess_model_images_per_s": round(
+                    raw_cell(embedder, jpegs, batch=batch, workers=1, seconds=seconds), 1
+                ),
+            }
+        )
         out["rows"] = rows
         print("raw", rows[-1], flush=True)
 
@@ -214,7 +278,7 @@ def matmul_tflops(device: str, n: int) -> float:
     from benchmarks.gpu_bench import _rate
 
     a, b = (torch.randn(n, n, device=device, dtype=torch.bfloat16) for _ in range(2))
-    return _rate(lambda: a @ b, 1, device, 1.0) * 2 * n ** 3 / 1e12
+    return _rate(lambda: a @ b, 1, device, 1.0) * 2 * n**3 / 1e12
 
 
 def tower_variants(path: str, device: str) -> dict:
@@ -234,16 +298,20 @@ def tower_variants(path: str, device: str) -> dict:
         def forward():
             with torch.inference_mode():
                 return m(pixel_values=x).image_embeds
+
         return forward
 
     def compiled(mode: str | None):
         return lambda x: plain(torch.compile(model("sdpa"), mode=mode), x)
 
-    return {"eager attention": eager("eager"), "sdpa": eager("sdpa"),
-            "sdpa + CUDA graph (captured by hand)": lambda x: cuda_graph(plain(model("sdpa"), x)),
-            "sdpa + torch.compile": compiled(None),
-            "sdpa + torch.compile reduce-overhead (CUDA graphs)": compiled("reduce-overhead"),
-            "sdpa + torch.compile max-autotune-no-cudagraphs": compiled("max-autotune-no-cudagraphs")}
+    return {
+        "eager attention": eager("eager"),
+        "sdpa": eager("sdpa"),
+        "sdpa + CUDA graph (captured by hand)": lambda x: cuda_graph(plain(model("sdpa"), x)),
+        "sdpa + torch.compile": compiled(None),
+        "sdpa + torch.compile reduce-overhead (CUDA graphs)": compiled("reduce-overhead"),
+        "sdpa + torch.compile max-autotune-no-cudagraphs": compiled("max-autotune-no-cudagraphs"),
+    }
 
 
 def cuda_graph(forward):
@@ -265,6 +333,7 @@ def cuda_graph(forward):
     def replay():
         graph.replay()
         return out
+
     return replay
 
 
@@ -277,8 +346,12 @@ def stage_tower(paths: dict[str, str], opts, out: dict) -> None:
     batch, seconds = (4, 0.3) if opts.smoke else (TOWER_BATCH, 2.0)
     measured_peak = matmul_tflops(device, 256 if opts.smoke else 8192)
     x = torch.randn(batch, 3, 224, 224, device=device, dtype=torch.bfloat16)
-    out.update(batch=batch, datasheet_bf16_dense_tflops=H100_BF16_DENSE_TFLOPS,
-               measured_matmul_bf16_tflops=round(measured_peak, 1), variants=[])
+    out.update(
+        batch=batch,
+        datasheet_bf16_dense_tflops=H100_BF16_DENSE_TFLOPS,
+        measured_matmul_bf16_tflops=round(measured_peak, 1),
+        variants=[],
+    )
     per_image = None
     for name, build in tower_variants(paths["clip"], device).items():
         if time_left(opts) < (10 if name in ("eager attention", "sdpa") else 45):
@@ -292,10 +365,16 @@ def stage_tower(paths: dict[str, str], opts, out: dict) -> None:
             per_image = per_image or _flops(forward) / batch
             rate = _rate(forward, batch, device, seconds)
             tflops = rate * per_image / 1e12
-            out["variants"].append({"variant": name, "images_per_s": round(rate, 1), "first_call_s": round(first_s, 1),
-                                    "tflops": round(tflops, 2),
-                                    "fraction_of_datasheet_peak": round(tflops / H100_BF16_DENSE_TFLOPS, 4),
-                                    "fraction_of_measured_matmul": round(tflops / measured_peak, 4)})
+            out["variants"].append(
+                {
+                    "variant": name,
+                    "images_per_s": round(rate, 1),
+                    "first_call_s": round(first_s, 1),
+                    "tflops": round(tflops, 2),
+                    "fraction_of_datasheet_peak": round(tflops / H100_BF16_DENSE_TFLOPS, 4),
+                    "fraction_of_measured_matmul": round(tflops / measured_peak, 4),
+                }
+            )
         except Exception as exc:  # one variant failing (a compile error) must not end the stage
             out["variants"].append({"variant": name, "error": f"{type(exc).__name__}: {exc}"[:2000]})
         print("tower", out["variants"][-1], flush=True)
@@ -346,9 +425,23 @@ def time_left(opts) -> float:
 def spawn(stage: str, paths: dict, opts, box_s: float, tmp: Path) -> dict:
     """Run ``stage`` in a child process for at most ``box_s`` seconds (SIGTERM, then SIGKILL)."""
     part = tmp / f"{stage}.json"
-    argv = [sys.executable, "-m", "benchmarks.gpu_graph", "--stage", stage, "--part", str(part), "--paths",
-            json.dumps(paths), "--precision", opts.precision, "--window", str(opts.window),
-            "--deadline", str(time.monotonic() + box_s)] + (["--smoke"] if opts.smoke else [])
+    argv = [
+        sys.executable,
+        "-m",
+        "benchmarks.gpu_graph",
+        "--stage",
+        stage,
+        "--part",
+        str(part),
+        "--paths",
+        json.dumps(paths),
+        "--precision",
+        opts.precision,
+        "--window",
+        str(opts.window),
+        "--deadline",
+        str(time.monotonic() + box_s),
+    ] + (["--smoke"] if opts.smoke else [])
     print(f"== stage {stage} (time box {box_s:.0f} s)", flush=True)
     child, cut = subprocess.Popen(argv), False
     try:
@@ -373,8 +466,13 @@ def machine() -> dict:
     import torch
     import transformers
 
-    info = {"python": sys.version.split()[0], "torch": torch.__version__, "transformers": transformers.__version__,
-            "cpu_count": os.cpu_count(), "cuda": torch.cuda.is_available()}
+    info = {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "cpu_count": os.cpu_count(),
+        "cuda": torch.cuda.is_available(),
+    }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     try:
@@ -392,10 +490,14 @@ def summary(result: dict) -> None:
     if served.get("ok"):
         for name, p in served["placement"].items():
             if name != "nvidia_smi":
-                print(f"{name:14s} pids {p['pids']} on GPU {p['on_gpu']} MiB {p['gpu_mib']} device {p['device']}")
+                print(
+                    f"{name:14s} pids {p['pids']} on GPU {p['on_gpu']} MiB {p['gpu_mib']} device {p['device']}"
+                )
         for p in served["image"]["points"]:
-            print(f"served image c={p['load']:<4g} {p['throughput']:8.1f} img/s  p50 {p['p50_ms']:7.1f}  "
-                  f"p99 {p['p99_ms']:7.1f} ms  errors {p['errors']}")
+            print(
+                f"served image c={p['load']:<4g} {p['throughput']:8.1f} img/s  p50 {p['p50_ms']:7.1f}  "
+                f"p99 {p['p99_ms']:7.1f} ms  errors {p['errors']}"
+            )
         print("image batches:", served["batch_sizes"]["VisionEncoder"].get("embed"))
         for p in served["text"]["points"]:
             print(f"served text  c={p['load']:<4g} {p['throughput']:8.1f} texts/s p99 {p['p99_ms']:.1f} ms")
@@ -403,12 +505,16 @@ def summary(result: dict) -> None:
         print("guard failures:", served["guard_failures"] or "none")
     raw = result.get("raw", {})
     for row in raw.get("rows", []):
-        print(f"raw batch {row['batch']:4d}  model only {row['model_only_images_per_s']:9.1f} img/s  "
-              f"decode+preprocess+model {row['decode_preprocess_model_images_per_s']:8.1f} img/s")
+        print(
+            f"raw batch {row['batch']:4d}  model only {row['model_only_images_per_s']:9.1f} img/s  "
+            f"decode+preprocess+model {row['decode_preprocess_model_images_per_s']:8.1f} img/s"
+        )
     tower = result.get("tower", {})
     if tower.get("variants") is not None:
-        print(f"tower batch {tower['batch']}: matmul ceiling {tower['measured_matmul_bf16_tflops']} TFLOP/s, "
-              f"datasheet {tower['datasheet_bf16_dense_tflops']}")
+        print(
+            f"tower batch {tower['batch']}: matmul ceiling {tower['measured_matmul_bf16_tflops']} TFLOP/s, "
+            f"datasheet {tower['datasheet_bf16_dense_tflops']}"
+        )
         for v in tower["variants"]:
             print("  ", v)
     if "served_over_raw" in result:
@@ -424,10 +530,13 @@ def served_over_raw(result: dict) -> dict:
     if not points or not rows:
         return {}
     served = max(p["throughput"] for p in points)
-    return {"served_best_images_per_s": round(served, 1),
-            "over_raw_model_only": round(served / max(r["model_only_images_per_s"] for r in rows), 4),
-            "over_raw_decode_preprocess_model": round(
-                served / max(r["decode_preprocess_model_images_per_s"] for r in rows), 4)}
+    return {
+        "served_best_images_per_s": round(served, 1),
+        "over_raw_model_only": round(served / max(r["model_only_images_per_s"] for r in rows), 4),
+        "over_raw_decode_preprocess_model": round(
+            served / max(r["decode_preprocess_model_images_per_s"] for r in rows), 4
+        ),
+    }
 
 
 def save(result: dict, out: Path | None) -> None:
@@ -436,14 +545,20 @@ def save(result: dict, out: Path | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny models on CPU with a logical GPU")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--window", type=float, default=2.5, help="seconds per load-generator window")
-    parser.add_argument("--whisper-tokenizer", type=Path, help="Whisper's tokenizer.json (default: the packaged one)")
+    parser.add_argument(
+        "--whisper-tokenizer", type=Path, help="Whisper's tokenizer.json (default: the packaged one)"
+    )
     parser.add_argument("--stages", nargs="*", default=list(STAGES), choices=list(STAGES))
-    parser.add_argument("--stage", choices=list(STAGES), help=argparse.SUPPRESS)  # internal: one stage, one child
+    parser.add_argument(
+        "--stage", choices=list(STAGES), help=argparse.SUPPRESS
+    )  # internal: one stage, one child
     parser.add_argument("--part", help=argparse.SUPPRESS)
     parser.add_argument("--paths", help=argparse.SUPPRESS)
     parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
@@ -458,8 +573,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             paths = build_checkpoints(Path(tmp), opts.smoke, opts.whisper_tokenizer)
         except Exception as exc:  # noqa: BLE001 -- nothing else can run; record why
-            result["checkpoints"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}",
-                                     "traceback": traceback.format_exc()[-4000:]}
+            result["checkpoints"] = {
+                "ok": False,
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc()[-4000:],
+            }
             paths = None
         result["checkpoints_s"] = round(time.perf_counter() - started, 1)
         for stage in opts.stages if paths else []:

@@ -23,6 +23,7 @@ VisionEncoder). (3) A no-op over HTTP through Serve's proxy. (4) The real graph 
 one at a time (proxy -> Gateway -> VisionEncoder). Guards: Echo counts its calls, Relay reports the transport its handle used, and
 VisionEncoder's batch counters must show every classify request.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,13 +49,21 @@ TARGET_PER_HOP_MS = 3.0
 GRPC_MAX_MESSAGE = 64 * 1024 * 1024
 MODES = {
     "default": {},
-    "grpc": {"RAY_SERVE_USE_GRPC_BY_DEFAULT": "1", "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(GRPC_MAX_MESSAGE)},
+    "grpc": {
+        "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
+        "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(GRPC_MAX_MESSAGE),
+    },
     "grpc_handle": {"RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(GRPC_MAX_MESSAGE)},
-    "throughput": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-                   "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(GRPC_MAX_MESSAGE)},
+    "throughput": {
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(GRPC_MAX_MESSAGE),
+    },
 }
-MODE_SWITCHES = ("RAY_SERVE_USE_GRPC_BY_DEFAULT", "RAY_SERVE_THROUGHPUT_OPTIMIZED",
-                 "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH")
+MODE_SWITCHES = (
+    "RAY_SERVE_USE_GRPC_BY_DEFAULT",
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED",
+    "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH",
+)
 IMAGE_SIDE = 376  # 376 x 376 x 3 uint8 = 424 KB, a decoded photo as the gateway ships it
 
 app = FastAPI()
@@ -91,7 +100,9 @@ class Relay:
         return await response
 
     def transport(self) -> str:
-        return {None: "unused", True: "by reference (actor call)", False: "by value (gRPC)"}[self.by_reference]
+        return {None: "unused", True: "by reference (actor call)", False: "by value (gRPC)"}[
+            self.by_reference
+        ]
 
 
 async def _median_ms_async(fn, calls: int) -> float:
@@ -111,6 +122,7 @@ async def _median_ms_async(fn, calls: int) -> float:
 
 def _blocking(fn):
     """A blocking call ``fn(i)`` (an HTTP request) as the coroutine function ``_median_ms_async`` awaits."""
+
     async def call(i: int) -> None:
         fn(i)
 
@@ -156,11 +168,14 @@ def bare_uvicorn_ms(calls: int) -> float:
 def graph_args() -> dict:
     """The served graph, one replica each, search and fusion off (they are not on the classify path)."""
     fixed = {"min_replicas": 1, "max_replicas": 1}
-    return {"gateway": {"num_cpus": 0, "autoscaling": fixed},
-            "vision": {"num_cpus": 1, "autoscaling": fixed},
-            "text": {"num_cpus": 0.1, "autoscaling": fixed},
-            "audio": {"num_cpus": 0.1, "autoscaling": fixed, "model": {"model": "whisper-tiny.en"}},
-            "search": {"enabled": False}, "fusion": {"enabled": False}}
+    return {
+        "gateway": {"num_cpus": 0, "autoscaling": fixed},
+        "vision": {"num_cpus": 1, "autoscaling": fixed},
+        "text": {"num_cpus": 0.1, "autoscaling": fixed},
+        "audio": {"num_cpus": 0.1, "autoscaling": fixed, "model": {"model": "whisper-tiny.en"}},
+        "search": {"enabled": False},
+        "fusion": {"enabled": False},
+    }
 
 
 async def classify_ms(port: int, calls: int) -> tuple[float, int]:
@@ -169,13 +184,18 @@ async def classify_ms(port: int, calls: int) -> tuple[float, int]:
     from tools.demo_data import make_image
 
     rng = np.random.default_rng(1)
-    jpegs = [make_image(rng, ("chelsea", "coffee", "astronaut", "rocket")[i % 4], hard=False)
-             for i in range(calls + 20)]
+    jpegs = [
+        make_image(rng, ("chelsea", "coffee", "astronaut", "rocket")[i % 4], hard=False)
+        for i in range(calls + 20)
+    ]
     stats = serve.get_deployment_handle("VisionEncoder", app_name="graph").batch_stats
     before = _classified(await stats.remote())
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+
         async def one(i: int) -> None:
-            client.post("/v1/classify", files={"image": ("photo.jpg", jpegs[i % len(jpegs)])}).raise_for_status()
+            client.post(
+                "/v1/classify", files={"image": ("photo.jpg", jpegs[i % len(jpegs)])}
+            ).raise_for_status()
 
         median = await _median_ms_async(one, calls)
     return median, _classified(await stats.remote()) - before
@@ -229,10 +249,12 @@ async def _measure_in_one_loop(mode: str, calls: int, graph_calls: int) -> dict:
 
 
 async def _handle_hops(echo, relay, images: list[np.ndarray], calls: int) -> dict:
-    out = {"one_hop_ms": await _median_ms_async(lambda i: echo.ping.remote(i), calls),
-           "two_hops_ms": await _median_ms_async(lambda i: relay.ping.remote(i), calls),
-           "image_one_hop_ms": await _median_ms_async(lambda i: echo.ping.remote(images[i]), calls),
-           "image_two_hops_ms": await _median_ms_async(lambda i: relay.ping.remote(images[i]), calls)}
+    out = {
+        "one_hop_ms": await _median_ms_async(lambda i: echo.ping.remote(i), calls),
+        "two_hops_ms": await _median_ms_async(lambda i: relay.ping.remote(i), calls),
+        "image_one_hop_ms": await _median_ms_async(lambda i: echo.ping.remote(images[i]), calls),
+        "image_two_hops_ms": await _median_ms_async(lambda i: relay.ping.remote(images[i]), calls),
+    }
     out["echo_calls"] = await echo.calls.remote()
     out["relay_transport"] = await relay.transport.remote()
     return out
@@ -248,14 +270,25 @@ def guard(mode: str, out: dict, calls: int, graph_calls: int) -> list[str]:
     if out["relay_transport"] != ("by value (gRPC)" if by_value else "by reference (actor call)"):
         problems.append(f"Relay's handle went {out['relay_transport']}")
     if "classify_ms" in out and out["classify_items_run"] < graph_calls:
-        problems.append(f"VisionEncoder classified {out['classify_items_run']} images for {graph_calls} requests")
+        problems.append(
+            f"VisionEncoder classified {out['classify_items_run']} images for {graph_calls} requests"
+        )
     return problems
 
 
 def run_mode(mode: str, calls: int, graph_calls: int) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in MODE_SWITCHES} | MODES[mode]
-    command = [sys.executable, "-m", "benchmarks.hop_overhead", "--one-mode", mode, "--calls", str(calls),
-               "--graph-calls", str(graph_calls)]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.hop_overhead",
+        "--one-mode",
+        mode,
+        "--calls",
+        str(calls),
+        "--graph-calls",
+        str(graph_calls),
+    ]
     proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-5:]}
@@ -269,9 +302,11 @@ def verdicts(results: dict, bare_http_ms: float) -> list[str]:
             lines.append(f"{mode}: failed: {out['error']}")
             continue
         met = "met" if out["per_hop_ms"] <= TARGET_PER_HOP_MS else "missed"
-        parts = [f"{mode}: per hop {out['per_hop_ms']:.2f} ms (target <= {TARGET_PER_HOP_MS} ms: {met})",
-                 f"with a 424 KB image {out['image_per_hop_ms']:.2f} ms",
-                 f"proxy adds {out['http_via_serve_proxy_ms'] - bare_http_ms:.2f} ms over bare uvicorn"]
+        parts = [
+            f"{mode}: per hop {out['per_hop_ms']:.2f} ms (target <= {TARGET_PER_HOP_MS} ms: {met})",
+            f"with a 424 KB image {out['image_per_hop_ms']:.2f} ms",
+            f"proxy adds {out['http_via_serve_proxy_ms'] - bare_http_ms:.2f} ms over bare uvicorn",
+        ]
         if "classify_ms" in out:
             parts.append(f"classify through the graph {out['classify_ms']:.1f} ms")
         if out["guard"]:
@@ -281,7 +316,9 @@ def verdicts(results: dict, bare_http_ms: float) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--graph-calls", type=int, default=100)
     parser.add_argument("--modes", nargs="*", default=list(MODES), choices=list(MODES))
@@ -299,8 +336,14 @@ def main() -> None:
             out["guard"] = guard(mode, out, args.calls, args.graph_calls)
         results[mode] = out
     bare = bare_uvicorn_ms(args.calls)
-    report = {"cores": os.cpu_count(), "calls": args.calls, "graph_calls": args.graph_calls,
-              "target_per_hop_ms": TARGET_PER_HOP_MS, "http_bare_uvicorn_ms": round(bare, 3), "modes": results}
+    report = {
+        "cores": os.cpu_count(),
+        "calls": args.calls,
+        "graph_calls": args.graph_calls,
+        "target_per_hop_ms": TARGET_PER_HOP_MS,
+        "http_bare_uvicorn_ms": round(bare, 3),
+        "modes": results,
+    }
     report["verdicts"] = verdicts(results, bare)
     print(json.dumps(report, indent=2))
     if args.out:

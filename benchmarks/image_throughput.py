@@ -24,6 +24,7 @@ deployment measured did not embed as many items as requests were answered, read 
 counters. Prints the grid, each sweep, the cores each process used, and the targets of the
 performance issue with met / missed; writes JSON plus a PNG.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,8 +72,10 @@ def raw_cell(embedder, jpegs: list[bytes], *, batch: int, workers: int, seconds:
     sum of their rates; each counts whole batches over its own clock)."""
     _raw_worker(embedder, jpegs, batch, 0.0, [])  # one warm-up batch
     rates: list[float] = []
-    threads = [threading.Thread(target=_raw_worker, args=(embedder, jpegs[w::workers], batch, seconds, rates))
-               for w in range(workers)]
+    threads = [
+        threading.Thread(target=_raw_worker, args=(embedder, jpegs[w::workers], batch, seconds, rates))
+        for w in range(workers)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -82,11 +85,12 @@ def raw_cell(embedder, jpegs: list[bytes], *, batch: int, workers: int, seconds:
 
 def powers_of_two(cores: int) -> tuple[int, ...]:
     """1, 2, 4, ... up to ``cores`` (at least 1, 2)."""
-    return tuple(2 ** k for k in range(max(cores, 2).bit_length()) if 2 ** k <= max(cores, 2))
+    return tuple(2**k for k in range(max(cores, 2).bit_length()) if 2**k <= max(cores, 2))
 
 
-def grid_cells(cores: int, threads: list[int] | None = None,
-               workers: list[int] | None = None) -> list[tuple[int, int]]:
+def grid_cells(
+    cores: int, threads: list[int] | None = None, workers: list[int] | None = None
+) -> list[tuple[int, int]]:
     """(threads, workers) pairs of the raw grid: those given, every pair of them; else the powers of
     two up to ``cores`` in the pairs that use from half to twice the cores (all four on 2 cores)."""
     if threads or workers:
@@ -95,8 +99,13 @@ def grid_cells(cores: int, threads: list[int] | None = None,
     return [(t, w) for t in axis for w in axis if cores / 2 <= t * w <= 2 * cores]
 
 
-def raw_grid(models: AppArgs, jpegs: list[bytes], seconds: float, cells: list[tuple[int, int]],
-             batches: tuple[int, ...] = GRID_BATCHES) -> list[dict]:
+def raw_grid(
+    models: AppArgs,
+    jpegs: list[bytes],
+    seconds: float,
+    cells: list[tuple[int, int]],
+    batches: tuple[int, ...] = GRID_BATCHES,
+) -> list[dict]:
     """The grid on the served graph's runtime, one row per (threads, workers) cell and batch; the
     model is loaded once per thread count (a compiled runtime fixes its threads when it loads)."""
     from models.registry import load_classifier, load_embedder
@@ -108,9 +117,13 @@ def raw_grid(models: AppArgs, jpegs: list[bytes], seconds: float, cells: list[tu
         for batch in batches:
             for workers in sorted(w for t, w in cells if t == threads):
                 rate = raw_cell(embedder, jpegs, batch=batch, workers=workers, seconds=seconds)
-                rows.append({"batch": batch, "threads": threads, "workers": workers, "images_per_s": round(rate, 1)})
-                print(f"raw  batch {batch:2d}  threads {threads:2d}  workers {workers:2d}  {rate:7.1f} img/s",
-                      flush=True)
+                rows.append(
+                    {"batch": batch, "threads": threads, "workers": workers, "images_per_s": round(rate, 1)}
+                )
+                print(
+                    f"raw  batch {batch:2d}  threads {threads:2d}  workers {workers:2d}  {rate:7.1f} img/s",
+                    flush=True,
+                )
     return rows
 
 
@@ -133,7 +146,9 @@ def pid_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def naive_sweep(pid: int, send: loadgen.Send, url: str, concurrency: list[int], window: float) -> tuple[list, float]:
+def naive_sweep(
+    pid: int, send: loadgen.Send, url: str, concurrency: list[int], window: float
+) -> tuple[list, float]:
     """A sweep of the naive server and the cores its process used during it."""
     before, started = pid_cpu_seconds(pid), time.perf_counter()
     points = asyncio.run(loadgen.sweep(send, url, concurrency=concurrency, rates=[], window_s=window))
@@ -143,16 +158,27 @@ def naive_sweep(pid: int, send: loadgen.Send, url: str, concurrency: list[int], 
 def run_naive(jpegs: list[bytes], texts: list[str], args) -> dict:
     port = free_port()
     text_path = json.loads(args.text_model).get("path")
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.naive_server", "--port", str(port),
-                             *(["--text-path", text_path] if text_path else [])],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.naive_server",
+            "--port",
+            str(port),
+            *(["--text-path", text_path] if text_path else []),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(f"{url}/healthz")
-        image, image_cores = naive_sweep(proc.pid, loadgen.image_sender(IMAGE_ROUTE, jpegs), url, args.concurrency,
-                                         args.window)
-        text, text_cores = naive_sweep(proc.pid, loadgen.text_sender(TEXT_ROUTE, texts), url, args.text_concurrency,
-                                       args.window)
+        image, image_cores = naive_sweep(
+            proc.pid, loadgen.image_sender(IMAGE_ROUTE, jpegs), url, args.concurrency, args.window
+        )
+        text, text_cores = naive_sweep(
+            proc.pid, loadgen.text_sender(TEXT_ROUTE, texts), url, args.text_concurrency, args.window
+        )
         return {"image": image, "text": text, "cores_used": {"image": image_cores, "text": text_cores}}
     finally:
         proc.terminate()
@@ -165,15 +191,29 @@ def served_layout(cores: int) -> dict[str, float]:
     2 CPUs, up to 3 cores (the 2-core layout ``benchmarks.replica_layout`` measured); beyond, one
     gateway replica per 4 cores and one encoder replica of 4 CPUs per 8 cores."""
     if cores <= 3:
-        return {"gateway_replicas": 1, "vision_replicas": 1, "vision_cpus": 2.0, "text_replicas": 1, "text_cpus": 2.0}
+        return {
+            "gateway_replicas": 1,
+            "vision_replicas": 1,
+            "vision_cpus": 2.0,
+            "text_replicas": 1,
+            "text_cpus": 2.0,
+        }
     encoders = max(1, cores // 8)
-    return {"gateway_replicas": max(1, cores // 4), "vision_replicas": encoders, "vision_cpus": 4.0,
-            "text_replicas": encoders, "text_cpus": 4.0}
+    return {
+        "gateway_replicas": max(1, cores // 4),
+        "vision_replicas": encoders,
+        "vision_cpus": 4.0,
+        "text_replicas": encoders,
+        "text_cpus": 4.0,
+    }
 
 
 def layout_of(args) -> dict[str, float]:
     """``served_layout`` of this machine, with what the command line set instead."""
-    return {k: v if getattr(args, k) is None else getattr(args, k) for k, v in served_layout(os.cpu_count()).items()}
+    return {
+        k: v if getattr(args, k) is None else getattr(args, k)
+        for k, v in served_layout(os.cpu_count()).items()
+    }
 
 
 def served_args(args, transport: str | None = None) -> dict:
@@ -184,16 +224,25 @@ def served_args(args, transport: str | None = None) -> dict:
     def fixed(replicas: float) -> dict:
         return {"min_replicas": int(replicas), "max_replicas": int(replicas)}
 
-    return {"resource_guard": "off",
-            "gateway": {"num_cpus": 0, "autoscaling": fixed(layout["gateway_replicas"]), "settings": settings},
-            "vision": {"num_cpus": layout["vision_cpus"], "autoscaling": fixed(layout["vision_replicas"]),
-                       "model": json.loads(args.vision_model),
-                       "batch": {"max_batch_size": args.max_batch, "batch_wait_timeout_s": 0.01}},
-            "text": {"num_cpus": layout["text_cpus"], "autoscaling": fixed(layout["text_replicas"]),
-                     "model": json.loads(args.text_model),
-                     "batch": {"max_batch_size": 32, "batch_wait_timeout_s": 0.005}},
-            "audio": {"num_cpus": 0.1, "autoscaling": fixed(1), "model": json.loads(args.audio_model)},
-            "search": {"enabled": False}, "fusion": {"enabled": False}}
+    return {
+        "resource_guard": "off",
+        "gateway": {"num_cpus": 0, "autoscaling": fixed(layout["gateway_replicas"]), "settings": settings},
+        "vision": {
+            "num_cpus": layout["vision_cpus"],
+            "autoscaling": fixed(layout["vision_replicas"]),
+            "model": json.loads(args.vision_model),
+            "batch": {"max_batch_size": args.max_batch, "batch_wait_timeout_s": 0.01},
+        },
+        "text": {
+            "num_cpus": layout["text_cpus"],
+            "autoscaling": fixed(layout["text_replicas"]),
+            "model": json.loads(args.text_model),
+            "batch": {"max_batch_size": 32, "batch_wait_timeout_s": 0.005},
+        },
+        "audio": {"num_cpus": 0.1, "autoscaling": fixed(1), "model": json.loads(args.audio_model)},
+        "search": {"enabled": False},
+        "fusion": {"enabled": False},
+    }
 
 
 def ray_cpus(app: AppArgs) -> int:
@@ -260,16 +309,22 @@ def embedded_items(deployment: str, replicas: int = 1) -> int:
     return sum(int(size) * count for size, count in sizes.items())
 
 
-def measured_sweep(deployment: str, send: loadgen.Send, url: str, concurrency: list[int], window: float,
-                   replicas: int = 1) -> dict:
+def measured_sweep(
+    deployment: str, send: loadgen.Send, url: str, concurrency: list[int], window: float, replicas: int = 1
+) -> dict:
     """A sweep, the cores each process used during it, and how many items ``deployment``'s
     ``replicas`` replicas embedded against how many requests were answered."""
     tally, before_items = loadgen.Tally(send), embedded_items(deployment, replicas)
     before, started = process_cpu_seconds(), time.perf_counter()
     points = asyncio.run(loadgen.sweep(tally, url, concurrency=concurrency, rates=[], window_s=window))
     seconds = time.perf_counter() - started
-    return {"points": points, "answered": tally.ok, "embedded": embedded_items(deployment, replicas) - before_items,
-            "seconds": round(seconds, 2), "cores_used_by_process": cpu_profile(before, process_cpu_seconds(), seconds)}
+    return {
+        "points": points,
+        "answered": tally.ok,
+        "embedded": embedded_items(deployment, replicas) - before_items,
+        "seconds": round(seconds, 2),
+        "cores_used_by_process": cpu_profile(before, process_cpu_seconds(), seconds),
+    }
 
 
 def run_served(jpegs: list[bytes], texts: list[str], args) -> dict[str, dict]:
@@ -278,9 +333,12 @@ def run_served(jpegs: list[bytes], texts: list[str], args) -> dict[str, dict]:
     from graphs import local_ray
     from graphs.app import build_app
 
-    memory = {} if args.object_store_gib is None else {"object_store_memory": int(args.object_store_gib * 2**30)}
-    context = local_ray.start(num_cpus=ray_cpus(AppArgs.model_validate(served_args(args))), log_to_driver=False,
-                              **memory)
+    memory = (
+        {} if args.object_store_gib is None else {"object_store_memory": int(args.object_store_gib * 2**30)}
+    )
+    context = local_ray.start(
+        num_cpus=ray_cpus(AppArgs.model_validate(served_args(args))), log_to_driver=False, **memory
+    )
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     try:
@@ -288,14 +346,36 @@ def run_served(jpegs: list[bytes], texts: list[str], args) -> dict[str, dict]:
         serve.run(build_app(served_args(args)), name="bench", route_prefix="/")
         layout = layout_of(args)
         vision, text = int(layout["vision_replicas"]), int(layout["text_replicas"])
-        out = {"image": measured_sweep("VisionEncoder", loadgen.image_sender(IMAGE_ROUTE, jpegs), url,
-                                       args.concurrency, args.window, vision),
-               "cache_hits": measured_sweep("VisionEncoder", loadgen.image_sender(IMAGE_ROUTE, [photo("chelsea")]),
-                                            url, [max(args.concurrency)], args.window, vision),
-               "text": measured_sweep("TextEncoder", loadgen.text_sender(TEXT_ROUTE, texts), url,
-                                      args.text_concurrency, args.window, text)}
-        out["batch_sizes"] = {"VisionEncoder": merged_sizes(replica_batch_stats("VisionEncoder", vision)),
-                              "TextEncoder": merged_sizes(replica_batch_stats("TextEncoder", text))}
+        out = {
+            "image": measured_sweep(
+                "VisionEncoder",
+                loadgen.image_sender(IMAGE_ROUTE, jpegs),
+                url,
+                args.concurrency,
+                args.window,
+                vision,
+            ),
+            "cache_hits": measured_sweep(
+                "VisionEncoder",
+                loadgen.image_sender(IMAGE_ROUTE, [photo("chelsea")]),
+                url,
+                [max(args.concurrency)],
+                args.window,
+                vision,
+            ),
+            "text": measured_sweep(
+                "TextEncoder",
+                loadgen.text_sender(TEXT_ROUTE, texts),
+                url,
+                args.text_concurrency,
+                args.window,
+                text,
+            ),
+        }
+        out["batch_sizes"] = {
+            "VisionEncoder": merged_sizes(replica_batch_stats("VisionEncoder", vision)),
+            "TextEncoder": merged_sizes(replica_batch_stats("TextEncoder", text)),
+        }
         return out
     finally:
         serve.shutdown()
@@ -305,8 +385,10 @@ def run_served(jpegs: list[bytes], texts: list[str], args) -> dict[str, dict]:
 def cpu_ms_per_image(sweep: dict) -> dict[str, float]:
     """CPU milliseconds per answered image of each process over a sweep (its cores over its rate)."""
     rate = sweep["answered"] / sweep["seconds"]
-    return {k.replace("ray::ServeReplica:bench:", ""): round(1000 * v / rate, 2)
-            for k, v in sweep["cores_used_by_process"].items()}
+    return {
+        k.replace("ray::ServeReplica:bench:", ""): round(1000 * v / rate, 2)
+        for k, v in sweep["cores_used_by_process"].items()
+    }
 
 
 def run_transports(jpegs: list[bytes], args) -> list[dict]:
@@ -331,15 +413,28 @@ def run_transports(jpegs: list[bytes], args) -> list[dict]:
                 for c in args.concurrency:
                     sweep = measured_sweep("VisionEncoder", send, url, [c], args.window)
                     point = sweep["points"][0]
-                    rows.append({"round": rnd, "transport": transport, "concurrency": c, "answered": sweep["answered"],
-                                 "embedded": sweep["embedded"], "images_per_s": round(point.throughput, 1),
-                                 "p50_ms": round(point.p50_ms, 1), "p99_ms": round(point.p99_ms, 1),
-                                 "errors": point.errors, "cpu_ms_per_image": cpu_ms_per_image(sweep),
-                                 "load_average": [round(x, 2) for x in os.getloadavg()]})
+                    rows.append(
+                        {
+                            "round": rnd,
+                            "transport": transport,
+                            "concurrency": c,
+                            "answered": sweep["answered"],
+                            "embedded": sweep["embedded"],
+                            "images_per_s": round(point.throughput, 1),
+                            "p50_ms": round(point.p50_ms, 1),
+                            "p99_ms": round(point.p99_ms, 1),
+                            "errors": point.errors,
+                            "cpu_ms_per_image": cpu_ms_per_image(sweep),
+                            "load_average": [round(x, 2) for x in os.getloadavg()],
+                        }
+                    )
                     r = rows[-1]
-                    print(f"round {rnd} {transport:6s} c={c:<3d} {r['images_per_s']:6.1f} img/s  "
-                          f"p99 {r['p99_ms']:6.0f} ms"
-                          f"  cpu ms/img {r['cpu_ms_per_image']}  load {r['load_average'][0]}", flush=True)
+                    print(
+                        f"round {rnd} {transport:6s} c={c:<3d} {r['images_per_s']:6.1f} img/s  "
+                        f"p99 {r['p99_ms']:6.0f} ms"
+                        f"  cpu ms/img {r['cpu_ms_per_image']}  load {r['load_average'][0]}",
+                        flush=True,
+                    )
         return rows
     finally:
         serve.shutdown()
@@ -355,18 +450,27 @@ def transport_summary(rows: list[dict]) -> dict:
     for key in sorted({(r["transport"], r["concurrency"]) for r in rows}, key=lambda k: (k[1], k[0])):
         mine = [r for r in rows if (r["transport"], r["concurrency"]) == key]
         rates, p99s = [r["images_per_s"] for r in mine], [r["p99_ms"] for r in mine]
-        cpu = {name: round(statistics.median(r["cpu_ms_per_image"].get(name, 0.0) for r in mine), 1)
-               for name in ("Gateway", "ray::ProxyActor", "VisionEncoder")}
-        out[f"{key[0]} c={key[1]}"] = {"images_per_s": statistics.median(rates),
-                                       "images_per_s_range": [min(rates), max(rates)],
-                                       "p99_ms": statistics.median(p99s), "p99_ms_range": [min(p99s), max(p99s)],
-                                       "cpu_ms_per_image": cpu}
+        cpu = {
+            name: round(statistics.median(r["cpu_ms_per_image"].get(name, 0.0) for r in mine), 1)
+            for name in ("Gateway", "ray::ProxyActor", "VisionEncoder")
+        }
+        out[f"{key[0]} c={key[1]}"] = {
+            "images_per_s": statistics.median(rates),
+            "images_per_s_range": [min(rates), max(rates)],
+            "p99_ms": statistics.median(p99s),
+            "p99_ms_range": [min(p99s), max(p99s)],
+            "cpu_ms_per_image": cpu,
+        }
     return out
 
 
 def transport_guard(rows: list[dict]) -> list[str]:
-    return [f"round {r['round']} {r['transport']} c={r['concurrency']}: {r['answered']} answered, "
-            f"{r['embedded']} embedded" for r in rows if r["embedded"] < MIN_WORK * r["answered"]]
+    return [
+        f"round {r['round']} {r['transport']} c={r['concurrency']}: {r['answered']} answered, "
+        f"{r['embedded']} embedded"
+        for r in rows
+        if r["embedded"] < MIN_WORK * r["answered"]
+    ]
 
 
 def guard(served: dict, gateways: int = 1) -> list[str]:
@@ -375,11 +479,16 @@ def guard(served: dict, gateways: int = 1) -> list[str]:
     not have reached the model beyond its first request (the sweep's warm-up). With several
     ``gateways`` (a cache each), a cold one may also miss what is in flight before its first
     embedding returns: at most the sweep's concurrency, once per other gateway."""
-    failures = [f"{name}: {s['answered']} requests answered but the deployment embedded {s['embedded']} items"
-                for name, s in served.items() if name in ("image", "text") and s["embedded"] < MIN_WORK * s["answered"]]
+    failures = [
+        f"{name}: {s['answered']} requests answered but the deployment embedded {s['embedded']} items"
+        for name, s in served.items()
+        if name in ("image", "text") and s["embedded"] < MIN_WORK * s["answered"]
+    ]
     hits = served["cache_hits"]
     if hits["embedded"] > 1 + (gateways - 1) * int(max((p.load for p in hits.get("points", [])), default=1)):
-        failures.append(f"cache_hits: the model embedded {hits['embedded']} items; the cache answered too few")
+        failures.append(
+            f"cache_hits: the model embedded {hits['embedded']} items; the cache answered too few"
+        )
     return failures
 
 
@@ -401,55 +510,85 @@ def targets(best_raw: dict, naive: dict, served: dict, args) -> list[dict]:
     out = []
     for name, value, goal in rows:
         met = value <= 1.0 if goal is None else value >= goal
-        out.append({"target": name, "value": round(value, 3), "goal": "<= 1.0" if goal is None else f">= {goal}",
-                    "met": met})
+        out.append(
+            {
+                "target": name,
+                "value": round(value, 3),
+                "goal": "<= 1.0" if goal is None else f">= {goal}",
+                "met": met,
+            }
+        )
     return out
 
 
 def report(grid: list[dict], best: dict, naive: dict, served: dict, goals: list[dict], layout: dict) -> None:
     print(f"\nmachine: {os.cpu_count()} cores; honest ceiling = best raw cell {best}")
     print(f"served layout: {layout}; naive server's cores used: {naive['cores_used']}")
-    rows = [("naive image", naive["image"]), ("served image", served["image"]["points"]),
-            ("served image, cache hits", served["cache_hits"]["points"]),
-            ("naive text", naive["text"]), ("served text", served["text"]["points"])]
+    rows = [
+        ("naive image", naive["image"]),
+        ("served image", served["image"]["points"]),
+        ("served image, cache hits", served["cache_hits"]["points"]),
+        ("naive text", naive["text"]),
+        ("served text", served["text"]["points"]),
+    ]
     for name, points in rows:
         for p in points:
             unit = "texts/s" if "text" in name else "img/s"
-            print(f"{name:26s} c={p.load:<4g} {p.throughput:7.1f} {unit:7s} p50 {p.p50_ms:7.1f}  p99 {p.p99_ms:7.1f} ms"
-                  f"  errors {p.error_rate:.1%}")
+            print(
+                f"{name:26s} c={p.load:<4g} {p.throughput:7.1f} {unit:7s} p50 {p.p50_ms:7.1f}  p99 {p.p99_ms:7.1f} ms"
+                f"  errors {p.error_rate:.1%}"
+            )
     for name in ("image", "cache_hits", "text"):
         s = served[name]
-        print(f"{name}: answered {s['answered']}, embedded by the deployment {s['embedded']}; cores used: "
-              f"{s['cores_used_by_process']}")
+        print(
+            f"{name}: answered {s['answered']}, embedded by the deployment {s['embedded']}; cores used: "
+            f"{s['cores_used_by_process']}"
+        )
     print("batch sizes:", {k: v.get("embed") for k, v in served["batch_sizes"].items()})
     for g in goals:
-        print(f"target {g['target']:50s} {g['value']:6.2f} (goal {g['goal']}): {'met' if g['met'] else 'missed'}")
+        print(
+            f"target {g['target']:50s} {g['value']:6.2f} (goal {g['goal']}): {'met' if g['met'] else 'missed'}"
+        )
 
 
 def markdown(result: dict) -> str:
     """The image/text block of docs/performance.md, from one run's JSON (benchmarks/performance_page.py)."""
+
     def row(name: str, p: dict, unit: str) -> str:
         return f"| {name} | {p['load']:g} | {p['throughput']:.1f} {unit} | {p['p50_ms']:.0f} | {p['p99_ms']:.0f} |"
 
     served = result["served"]
-    lines = [f"Measured on {result['cpu_count']} "
-             f"cores (a shared machine: other sessions ran beside it). Served and raw encoders: vision "
-             f"`{json.dumps(result['vision_model'])}`, text `{json.dumps(result['text_model'])}`; the naive server "
-             "runs fp32 torch." + layout_sentence(result), "",
-             "| path | c | throughput | p50 ms | p99 ms |", "|---|---|---|---|---|"]
+    lines = [
+        f"Measured on {result['cpu_count']} "
+        f"cores (a shared machine: other sessions ran beside it). Served and raw encoders: vision "
+        f"`{json.dumps(result['vision_model'])}`, text `{json.dumps(result['text_model'])}`; the naive server "
+        "runs fp32 torch." + layout_sentence(result),
+        "",
+        "| path | c | throughput | p50 ms | p99 ms |",
+        "|---|---|---|---|---|",
+    ]
     lines += [row("naive torch server, image", p, "img/s") for p in result["naive"]]
     lines += [row("mmserve, image (distinct photos)", p, "img/s") for p in served["image"]["points"]]
     lines += [row("mmserve, image (cache hits)", p, "img/s") for p in served["cache_hits"]["points"]]
     lines += [row("naive torch server, text", p, "texts/s") for p in result["naive_text"]]
     lines += [row("mmserve, text (distinct)", p, "texts/s") for p in served["text"]["points"]]
-    cells = ", ".join(f"b{r['batch']}/t{r['threads']}/w{r['workers']} {r['images_per_s']:.1f}" for r in result["raw_grid"])
+    cells = ", ".join(
+        f"b{r['batch']}/t{r['threads']}/w{r['workers']} {r['images_per_s']:.1f}" for r in result["raw_grid"]
+    )
     best = result["honest_ceiling"]
-    lines += ["", f"Honest ceiling (in-process, decode + preprocess included, batch/threads/workers -> img/s): {cells}; "
-              f"best: batch {best['batch']}, {best['threads']} threads, {best['workers']} workers, "
-              f"{best['images_per_s']:.1f} img/s.", "",
-              "| target | measured | goal | |", "|---|---|---|---|"]
-    lines += [f"| {g['target']} | {g['value']:.2f} | {g['goal']} | {'met' if g['met'] else 'missed'} |"
-              for g in result["targets"]]
+    lines += [
+        "",
+        f"Honest ceiling (in-process, decode + preprocess included, batch/threads/workers -> img/s): {cells}; "
+        f"best: batch {best['batch']}, {best['threads']} threads, {best['workers']} workers, "
+        f"{best['images_per_s']:.1f} img/s.",
+        "",
+        "| target | measured | goal | |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {g['target']} | {g['value']:.2f} | {g['goal']} | {'met' if g['met'] else 'missed'} |"
+        for g in result["targets"]
+    ]
     lines += ["", where_the_time_goes(result)]
     return "\n".join(lines)
 
@@ -459,10 +598,12 @@ def layout_sentence(result: dict) -> str:
     if "served_layout" not in result:
         return ""
     lay, naive = result["served_layout"], result["naive_cores_used"]
-    return (f" Served layout: {lay['gateway_replicas']:g} gateway replicas, {lay['vision_replicas']:g} VisionEncoder "
-            f"x {lay['vision_cpus']:g} CPUs, {lay['text_replicas']:g} TextEncoder x {lay['text_cpus']:g} CPUs; the "
-            f"naive server used {naive['image']:.1f} cores over its image sweep, {naive['text']:.1f} over its text "
-            "one.")
+    return (
+        f" Served layout: {lay['gateway_replicas']:g} gateway replicas, {lay['vision_replicas']:g} VisionEncoder "
+        f"x {lay['vision_cpus']:g} CPUs, {lay['text_replicas']:g} TextEncoder x {lay['text_cpus']:g} CPUs; the "
+        f"naive server used {naive['image']:.1f} cores over its image sweep, {naive['text']:.1f} over its text "
+        "one."
+    )
 
 
 def where_the_time_goes(result: dict) -> str:
@@ -475,12 +616,14 @@ def where_the_time_goes(result: dict) -> str:
     outside = sum(ms.values()) - model
     ceiling_ms = 1000 * cores / result["honest_ceiling"]["images_per_s"]
     used = sum(served["cores_used_by_process"].values())
-    return (f"Where the time goes (CPU ms per image over the served image sweep, {used:.2f} of {cores} cores busy): "
-            + ", ".join(f"{k.replace('ray::ServeReplica:bench:', '')} {v:.1f}" for k, v in ms.items() if v >= 0.1)
-            + f". The model replica spends {model:.1f} ms per image, everything outside it {outside:.1f} ms; the "
-            f"in-process ceiling spends {ceiling_ms:.1f} ms in all. Even were every core busy, "
-            f"{cores} cores / {model + outside:.1f} ms caps this path at {1000 * cores / (model + outside):.0f} img/s, "
-            f"{ceiling_ms / (model + outside):.2f}x the ceiling.")
+    return (
+        f"Where the time goes (CPU ms per image over the served image sweep, {used:.2f} of {cores} cores busy): "
+        + ", ".join(f"{k.replace('ray::ServeReplica:bench:', '')} {v:.1f}" for k, v in ms.items() if v >= 0.1)
+        + f". The model replica spends {model:.1f} ms per image, everything outside it {outside:.1f} ms; the "
+        f"in-process ceiling spends {ceiling_ms:.1f} ms in all. Even were every core busy, "
+        f"{cores} cores / {model + outside:.1f} ms caps this path at {1000 * cores / (model + outside):.0f} img/s, "
+        f"{ceiling_ms / (model + outside):.2f}x the ceiling."
+    )
 
 
 def _plain(value):
@@ -495,38 +638,68 @@ def _plain(value):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--window", type=float, default=3.0)
     parser.add_argument("--grid-seconds", type=float, default=3.0, help="seconds per raw grid cell")
     parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 4, 16])
     parser.add_argument("--text-concurrency", type=int, nargs="*", default=[1, 32])
-    parser.add_argument("--grid-threads", type=int, nargs="*", help="raw grid threads (default: from the cores)")
-    parser.add_argument("--grid-workers", type=int, nargs="*", help="raw grid workers (default: from the cores)")
+    parser.add_argument(
+        "--grid-threads", type=int, nargs="*", help="raw grid threads (default: from the cores)"
+    )
+    parser.add_argument(
+        "--grid-workers", type=int, nargs="*", help="raw grid workers (default: from the cores)"
+    )
     parser.add_argument("--grid-batches", type=int, nargs="*", default=list(GRID_BATCHES))
     layout = "(default: served_layout of this machine's cores)"
-    parser.add_argument("--vision-cpus", type=float, help="num_cpus of each VisionEncoder replica (Ray sets its "
-                                                          f"intra-op threads from it) {layout}")
+    parser.add_argument(
+        "--vision-cpus",
+        type=float,
+        help=f"num_cpus of each VisionEncoder replica (Ray sets its intra-op threads from it) {layout}",
+    )
     parser.add_argument("--text-cpus", type=float, help=f"num_cpus of each TextEncoder replica {layout}")
     parser.add_argument("--gateway-replicas", type=int, help=layout)
     parser.add_argument("--vision-replicas", type=int, help=layout)
     parser.add_argument("--text-replicas", type=int, help=layout)
     parser.add_argument("--max-batch", type=int, default=16)
-    parser.add_argument("--object-store-gib", type=float, help="Ray's object store (default: Ray's share of the "
-                                                               "RAM; a VM with a small /dev/shm wants less)")
-    parser.add_argument("--vision-model", default="{}", help="VisionModelSpec JSON for the served graph and the raw "
-                                                            "grid (the naive server stays fp32 torch)")
-    parser.add_argument("--text-model", default="{}", help="TextModelSpec JSON for the served graph (its path also "
-                                                          "for the naive server)")
-    parser.add_argument("--audio-model", default=AUDIO_MODEL, help="SpeechModelSpec JSON of the (idle) AudioModel")
-    parser.add_argument("--transports", nargs="*", choices=["array", "draft", "input", "bytes"],
-                        help="instead of the whole benchmark: the served image sweep per image transport, "
-                             "alternated over --rounds (writes <out>.json)")
+    parser.add_argument(
+        "--object-store-gib",
+        type=float,
+        help="Ray's object store (default: Ray's share of the RAM; a VM with a small /dev/shm wants less)",
+    )
+    parser.add_argument(
+        "--vision-model",
+        default="{}",
+        help="VisionModelSpec JSON for the served graph and the raw grid (the naive server stays fp32 torch)",
+    )
+    parser.add_argument(
+        "--text-model",
+        default="{}",
+        help="TextModelSpec JSON for the served graph (its path also for the naive server)",
+    )
+    parser.add_argument(
+        "--audio-model", default=AUDIO_MODEL, help="SpeechModelSpec JSON of the (idle) AudioModel"
+    )
+    parser.add_argument(
+        "--transports",
+        nargs="*",
+        choices=["array", "draft", "input", "bytes"],
+        help="instead of the whole benchmark: the served image sweep per image transport, "
+        "alternated over --rounds (writes <out>.json)",
+    )
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--enlarge", type=int, default=1, help="--transports: photos this many times their size")
+    parser.add_argument(
+        "--enlarge", type=int, default=1, help="--transports: photos this many times their size"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/image_throughput"))
-    parser.add_argument("--docs", action="store_true", help="after a run that passes its guard, regenerate "
-                        "docs/performance.md (python -m benchmarks.performance_page), which renders "
-                        "benchmarks/reference/image_throughput_*.json: give --out benchmarks/reference/<name>")
+    parser.add_argument(
+        "--docs",
+        action="store_true",
+        help="after a run that passes its guard, regenerate "
+        "docs/performance.md (python -m benchmarks.performance_page), which renders "
+        "benchmarks/reference/image_throughput_*.json: give --out benchmarks/reference/<name>",
+    )
     args = parser.parse_args(argv)
     if args.transports:  # the cache is off there: a few hundred photos are distinct enough
         return transports_main(distinct_photos(600, enlarge=args.enlarge), args)
@@ -541,14 +714,26 @@ def main(argv: list[str] | None = None) -> int:
     goals = targets(best, naive, served, args)
     report(grid, best, naive, served, goals, layout)
     failures = guard(served, int(layout["gateway_replicas"]))
-    loadgen.write({"naive": naive["image"], "mmserve": served["image"]["points"]}, args.out, extra={
-        "raw_grid": grid, "honest_ceiling": best, "naive_text": _plain(naive["text"]), "served": _plain(served),
-        "naive_cores_used": naive["cores_used"], "served_layout": layout, "command": " ".join(sys.argv),
-        "targets": goals, "guard_failures": failures, "cpu_count": os.cpu_count(),
-        "load_average_at_end": os.getloadavg(),
-        "vision_model": models.vision.model.model_dump(exclude_defaults=True),
-        "text_model": models.text.model.model_dump(exclude_defaults=True),
-        "audio_model": models.audio.model.model_dump(exclude_defaults=True)})
+    loadgen.write(
+        {"naive": naive["image"], "mmserve": served["image"]["points"]},
+        args.out,
+        extra={
+            "raw_grid": grid,
+            "honest_ceiling": best,
+            "naive_text": _plain(naive["text"]),
+            "served": _plain(served),
+            "naive_cores_used": naive["cores_used"],
+            "served_layout": layout,
+            "command": " ".join(sys.argv),
+            "targets": goals,
+            "guard_failures": failures,
+            "cpu_count": os.cpu_count(),
+            "load_average_at_end": os.getloadavg(),
+            "vision_model": models.vision.model.model_dump(exclude_defaults=True),
+            "text_model": models.text.model.model_dump(exclude_defaults=True),
+            "audio_model": models.audio.model.model_dump(exclude_defaults=True),
+        },
+    )
     for failure in failures:
         print("GUARD FAILED:", failure)
     if args.docs and not failures:
@@ -563,15 +748,28 @@ def transports_main(jpegs: list[bytes], args) -> int:
     rows = run_transports(jpegs, args)
     summary, failures = transport_summary(rows), transport_guard(rows)
     for name, v in summary.items():
-        print(f"{name:14s} {v['images_per_s']:6.1f} img/s {v['images_per_s_range']}  p99 {v['p99_ms']:6.0f} ms "
-              f"{v['p99_ms_range']}  cpu ms/img {v['cpu_ms_per_image']}")
+        print(
+            f"{name:14s} {v['images_per_s']:6.1f} img/s {v['images_per_s_range']}  p99 {v['p99_ms']:6.0f} ms "
+            f"{v['p99_ms_range']}  cpu ms/img {v['cpu_ms_per_image']}"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps({
-        "command": "python -m benchmarks.image_throughput " + " ".join(sys.argv[1:]), "cpu_count": os.cpu_count(),
-        "load_average_before": load_before, "load_average_after": os.getloadavg(),
-        "vision_model": json.loads(args.vision_model), "window_s": args.window,
-        "photos": f"600 distinct crops of the test photos enlarged {args.enlarge}x",
-        "summary": summary, "rows": rows, "guard_failures": failures}, indent=1))
+    args.out.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "command": "python -m benchmarks.image_throughput " + " ".join(sys.argv[1:]),
+                "cpu_count": os.cpu_count(),
+                "load_average_before": load_before,
+                "load_average_after": os.getloadavg(),
+                "vision_model": json.loads(args.vision_model),
+                "window_s": args.window,
+                "photos": f"600 distinct crops of the test photos enlarged {args.enlarge}x",
+                "summary": summary,
+                "rows": rows,
+                "guard_failures": failures,
+            },
+            indent=1,
+        )
+    )
     for failure in failures:
         print("GUARD FAILED:", failure)
     return 1 if failures else 0

@@ -4,6 +4,7 @@ photos, numbered sentences. Shared by the throughput benchmarks and the soak.
 Every item differs from every other (checked), and a benchmark that wants to beat the gateway's
 embedding cache asks for more items than the cache holds (``more_than_cache``).
 """
+
 from __future__ import annotations
 
 import io
@@ -11,9 +12,14 @@ import itertools
 
 # the colour photos of tests/assets.py (scikit-image and scikit-learn ship them)
 PHOTOS = ("chelsea", "coffee", "rocket", "astronaut", "china", "flower")
-SENTENCES = ("a tabby cat naps on the window sill", "a cup of espresso on a white saucer",
-             "the rocket waits on its launch pad", "an astronaut smiles in front of the flag",
-             "a temple roof in the morning light", "a dahlia flower in full bloom")
+SENTENCES = (
+    "a tabby cat naps on the window sill",
+    "a cup of espresso on a white saucer",
+    "the rocket waits on its launch pad",
+    "an astronaut smiles in front of the flag",
+    "a temple roof in the morning light",
+    "a dahlia flower in full bloom",
+)
 
 
 def _sources(enlarge: int) -> list:

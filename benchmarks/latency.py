@@ -4,6 +4,7 @@
 
 Prints the median and p90 per route, and the memory (PSS) of the Ray processes on this host.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,7 +26,9 @@ def _requests() -> dict[str, dict]:
         "/v1/embeddings/text": {"json": {"texts": ["a photo of a cat"]}},
         "/v1/embeddings/image": {"files": {"images": ("cat.jpg", cat)}},
         "/v1/embeddings/audio": {"files": {"audio": ("s.wav", wav)}},
-        "/v1/retrieval": {"files": [("images", ("cat.jpg", cat)), ("texts", (None, "a cat")), ("texts", (None, "a car"))]},
+        "/v1/retrieval": {
+            "files": [("images", ("cat.jpg", cat)), ("texts", (None, "a cat")), ("texts", (None, "a car"))]
+        },
         "/v1/audio/transcriptions": {"files": {"file": ("s.wav", wav)}},
         "/v1/audio/features": {"files": {"audio": ("s.wav", wav)}},
     }
@@ -52,12 +55,16 @@ def ray_memory_mib() -> float:
             rollup = (proc / "smaps_rollup").read_text()
         except (OSError, ValueError):
             continue
-        total_kib += next((int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss:")), 0)
+        total_kib += next(
+            (int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss:")), 0
+        )
     return total_kib / 1024
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--repeat", type=int, default=10)
     args = parser.parse_args()
@@ -66,7 +73,9 @@ def main() -> None:
         for path, kwargs in _requests().items():
             times = sorted(measure(client, path, kwargs, args.repeat))
             p90 = times[min(len(times) - 1, int(0.9 * len(times)))]
-            print(f"{path:28s} median {statistics.median(times):8.1f} ms   p90 {p90:8.1f} ms   (n={len(times)})")
+            print(
+                f"{path:28s} median {statistics.median(times):8.1f} ms   p90 {p90:8.1f} ms   (n={len(times)})"
+            )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Each point repeats measurement windows until two consecutive windows' throughput
     python -m benchmarks.loadgen --url http://127.0.0.1:8000 --route /v1/embeddings/image \
         --concurrency 1 4 16 --rates 5 10 --out results/image    # writes image.json and image.png
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,9 +14,9 @@ import asyncio
 import json
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Awaitable, Callable
 
 import httpx
 import numpy as np
@@ -91,8 +92,16 @@ def _percentiles(latencies: list[float]) -> list[float]:
     return [float(np.percentile(latencies, q)) for q in (50, 90, 99, 99.9)]
 
 
-async def stable_point(send: Send, client: httpx.AsyncClient, *, mode: str, load: float, window_s: float,
-                       tolerance: float = 0.10, max_windows: int = 6) -> Point:
+async def stable_point(
+    send: Send,
+    client: httpx.AsyncClient,
+    *,
+    mode: str,
+    load: float,
+    window_s: float,
+    tolerance: float = 0.10,
+    max_windows: int = 6,
+) -> Point:
     """Repeat windows until the last two throughputs agree within ``tolerance``; pool their samples."""
     history: list[tuple[list, list, float]] = []
     for n in range(max_windows):
@@ -108,16 +117,30 @@ async def stable_point(send: Send, client: httpx.AsyncClient, *, mode: str, load
     errors = sum(len(err) for _, err, _ in last)
     seconds = sum(dur for _, _, dur in last)
     p50, p90, p99, p999 = _percentiles(latencies)
-    return Point(mode=mode, load=load, requests=len(latencies) + errors, errors=errors,
-                 throughput=len(latencies) / seconds, p50_ms=p50, p90_ms=p90, p99_ms=p99, p999_ms=p999,
-                 windows=len(history), window_throughputs=[round(r, 2) for r in rates])
+    return Point(
+        mode=mode,
+        load=load,
+        requests=len(latencies) + errors,
+        errors=errors,
+        throughput=len(latencies) / seconds,
+        p50_ms=p50,
+        p90_ms=p90,
+        p99_ms=p99,
+        p999_ms=p999,
+        windows=len(history),
+        window_throughputs=[round(r, 2) for r in rates],
+    )
 
 
-async def sweep(send: Send, base_url: str, *, concurrency: list[int], rates: list[float], window_s: float) -> list[Point]:
+async def sweep(
+    send: Send, base_url: str, *, concurrency: list[int], rates: list[float], window_s: float
+) -> list[Point]:
     limits = httpx.Limits(max_connections=max(concurrency + [64]), max_keepalive_connections=64)
     async with httpx.AsyncClient(base_url=base_url, timeout=300, limits=limits) as client:
         await send(client)  # warm-up
-        points = [await stable_point(send, client, mode="closed", load=c, window_s=window_s) for c in concurrency]
+        points = [
+            await stable_point(send, client, mode="closed", load=c, window_s=window_s) for c in concurrency
+        ]
         points += [await stable_point(send, client, mode="open", load=r, window_s=window_s) for r in rates]
     return points
 
@@ -147,7 +170,9 @@ def plot(series: dict[str, list[Point]], path: Path) -> None:
 
 def write(series: dict[str, list[Point]], out: Path, extra: dict | None = None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    body = {name: [asdict(p) | {"error_rate": p.error_rate} for p in points] for name, points in series.items()}
+    body = {
+        name: [asdict(p) | {"error_rate": p.error_rate} for p in points] for name, points in series.items()
+    }
     out.with_suffix(".json").write_text(json.dumps(body | (extra or {}), indent=2))
     plot(series, out.with_suffix(".png"))
 
@@ -177,22 +202,37 @@ class Tally:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--route", default="/v1/embeddings/image", help="an image route (multipart upload)")
     parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 4, 16])
     parser.add_argument("--rates", type=float, nargs="*", default=[])
     parser.add_argument("--window", type=float, default=5.0)
-    parser.add_argument("--distinct", type=int, default=more_than_cache(GatewaySettings().embed_cache_size),
-                        help="distinct photos sent in turn (default: more than the gateway's embedding cache holds)")
+    parser.add_argument(
+        "--distinct",
+        type=int,
+        default=more_than_cache(GatewaySettings().embed_cache_size),
+        help="distinct photos sent in turn (default: more than the gateway's embedding cache holds)",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/loadgen"))
     args = parser.parse_args()
     images = distinct_photos(args.distinct)
-    points = asyncio.run(sweep(image_sender(args.route, images), args.url, concurrency=args.concurrency, rates=args.rates,
-                               window_s=args.window))
+    points = asyncio.run(
+        sweep(
+            image_sender(args.route, images),
+            args.url,
+            concurrency=args.concurrency,
+            rates=args.rates,
+            window_s=args.window,
+        )
+    )
     for p in points:
-        print(f"{p.mode:6s} load={p.load:<6g} {p.throughput:7.1f} req/s  p50 {p.p50_ms:7.1f}  p99 {p.p99_ms:7.1f} ms"
-              f"  errors {p.error_rate:.1%}  windows {p.windows}")
+        print(
+            f"{p.mode:6s} load={p.load:<6g} {p.throughput:7.1f} req/s  p50 {p.p50_ms:7.1f}  p99 {p.p99_ms:7.1f} ms"
+            f"  errors {p.error_rate:.1%}  windows {p.windows}"
+        )
     write({args.route: points}, args.out)
 
 

@@ -7,6 +7,7 @@ response shape.
     python -m benchmarks.naive_server --port 8100
     python -m benchmarks.naive_server --text-path DIR   # a local MiniLM directory (the served graph's text.model.path)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,22 +35,32 @@ def healthz() -> dict:
 @app.post("/v1/embeddings/image")
 def embed_image(images: list[UploadFile] = File(...)) -> dict:
     rows = [embedder.embed(embedder.preprocess(decode_image(f.file.read()))[None])[0] for f in images]
-    return {"model": embedder.model_id, "space": embedder.space, "dim": embedder.dim,
-            "data": [{"index": i, "embedding": row.tolist()} for i, row in enumerate(rows)]}
+    return {
+        "model": embedder.model_id,
+        "space": embedder.space,
+        "dim": embedder.dim,
+        "data": [{"index": i, "embedding": row.tolist()} for i, row in enumerate(rows)],
+    }
 
 
 @app.post("/v1/embeddings/text")
 def embed_text(body: Texts) -> dict:
     rows = [text.embed([t])[0] for t in body.texts]
-    return {"model": text.model_id, "space": text.space, "dim": text.dim,
-            "data": [{"index": i, "embedding": row.tolist()} for i, row in enumerate(rows)]}
+    return {
+        "model": text.model_id,
+        "space": text.space,
+        "dim": text.dim,
+        "data": [{"index": i, "embedding": row.tolist()} for i, row in enumerate(rows)],
+    }
 
 
 def main() -> None:
     global embedder, text
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=8100)
-    parser.add_argument("--text-path", help="MiniLM directory for texts and ConSE's class names (default: packaged)")
+    parser.add_argument(
+        "--text-path", help="MiniLM directory for texts and ConSE's class names (default: packaged)"
+    )
     args = parser.parse_args()
     text_spec = TextModelSpec(path=args.text_path)
     embedder = load_embedder(VisionModelSpec(), text_spec, classifier=load_classifier(VisionModelSpec()))

@@ -9,6 +9,7 @@ Vision: ConSE over EfficientNet-Lite0, batches of 16 preprocessed photos (forwar
 Text: all-MiniLM-L6-v2, batches of 32 distinct sentences (tokenise + forward + pooling). Prints one
 row per runtime and precision, and the fastest that passes the gates per modality.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,15 @@ from models.registry import TextModelSpec, VisionModelSpec, load_classifier, loa
 from models.sample_photos import COLOUR_PHOTOS
 from tests.assets import photo
 
-CHOICES = [("torch", "fp32"), ("torch", "bf16"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"),
-           ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8")]
+CHOICES = [
+    ("torch", "fp32"),
+    ("torch", "bf16"),
+    ("onnxruntime", "fp32"),
+    ("onnxruntime", "int8"),
+    ("openvino", "fp32"),
+    ("openvino", "bf16"),
+    ("openvino", "int8"),
+]
 GATE_COSINE = 0.99
 
 
@@ -34,7 +42,9 @@ def _vision(runtime: str, precision: str):
     spec = VisionModelSpec(runtime=runtime, precision=precision)
     classifier = load_classifier(spec)
     # the class-name embeddings come from the fp32 torch text encoder, so only the image path varies
-    return classifier, load_embedder(spec, TextModelSpec(runtime="torch", precision="fp32"), classifier=classifier)
+    return classifier, load_embedder(
+        spec, TextModelSpec(runtime="torch", precision="fp32"), classifier=classifier
+    )
 
 
 def measure(runtime: str, precision: str, seconds: float, reference: dict | None) -> dict:
@@ -48,7 +58,9 @@ def measure(runtime: str, precision: str, seconds: float, reference: dict | None
     batch = torch.stack([embedder.preprocess(p) for p in photos])
     out = {"top1": classifier.probs(batch).argmax(1), "image": embedder.embed(batch)}
     sixteen = torch.cat([batch, batch, batch])[:16]
-    row["vision_images_per_s"] = round(throughput(lambda: embedder.embed(sixteen), 16, seconds, warmups=3)[0], 1)
+    row["vision_images_per_s"] = round(
+        throughput(lambda: embedder.embed(sixteen), 16, seconds, warmups=3)[0], 1
+    )
     try:
         text = load_text(TextModelSpec(runtime=runtime, precision=precision))
         out["text"] = text.embed(texts)
@@ -67,7 +79,9 @@ def measure(runtime: str, precision: str, seconds: float, reference: dict | None
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads of every runtime")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/runtime_compare.json"))
@@ -76,19 +90,36 @@ def main(argv: list[str] | None = None) -> int:
     reference = measure("torch", "fp32", args.seconds, None)
     outputs = reference.pop("_outputs")
     print(json.dumps(reference), flush=True)
-    rows = [reference | {"top1_same": True, "image_cosine_min": 1.0, "vision_passes": True,
-                         "text_cosine_min": 1.0, "text_passes": True}]
+    rows = [
+        reference
+        | {
+            "top1_same": True,
+            "image_cosine_min": 1.0,
+            "vision_passes": True,
+            "text_cosine_min": 1.0,
+            "text_passes": True,
+        }
+    ]
     for runtime, precision in CHOICES[1:]:
         rows.append(measure(runtime, precision, args.seconds, outputs))
         print(json.dumps(rows[-1]), flush=True)
-    best = {m: max((r for r in rows if r.get(f"{m}_passes")), key=lambda r: r[key])
-            for m, key in (("vision", "vision_images_per_s"), ("text", "text_per_s"))}
+    best = {
+        m: max((r for r in rows if r.get(f"{m}_passes")), key=lambda r: r[key])
+        for m, key in (("vision", "vision_images_per_s"), ("text", "text_per_s"))
+    }
     for m, r in best.items():
         print(f"fastest {m} runtime passing the gates: {r['runtime']} {r['precision']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"threads": args.threads, "rows": rows,
-                                    "fastest_passing": {m: [r["runtime"], r["precision"]] for m, r in best.items()}},
-                                   indent=2))
+    args.out.write_text(
+        json.dumps(
+            {
+                "threads": args.threads,
+                "rows": rows,
+                "fastest_passing": {m: [r["runtime"], r["precision"]] for m, r in best.items()},
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

@@ -7,6 +7,7 @@ Builds an index of ``n`` random unit vectors in a temp dir, then times ``queries
 ``argpartition`` brute force. Prints median / p95 of both and their ratio, the recall of the
 store's top-k against numpy's, and writes benchmarks/results/search_latency.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +16,8 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -37,7 +38,9 @@ def numpy_top_k(matrix: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
     return top[np.argsort(-sims[top])]
 
 
-def timed(fn: Callable[[np.ndarray], object], queries: np.ndarray, warmups: int = 5) -> tuple[list[float], list]:
+def timed(
+    fn: Callable[[np.ndarray], object], queries: np.ndarray, warmups: int = 5
+) -> tuple[list[float], list]:
     """Per-query milliseconds of ``fn`` over ``queries`` (after warm-ups) and its results."""
     for query in queries[:warmups]:
         fn(query)
@@ -51,8 +54,10 @@ def timed(fn: Callable[[np.ndarray], object], queries: np.ndarray, warmups: int 
 
 def summary(times: list[float]) -> dict:
     ordered = sorted(times)
-    return {"median_ms": round(statistics.median(ordered), 3),
-            "p95_ms": round(ordered[int(0.95 * (len(ordered) - 1))], 3)}
+    return {
+        "median_ms": round(statistics.median(ordered), 3),
+        "p95_ms": round(ordered[int(0.95 * (len(ordered) - 1))], 3),
+    }
 
 
 def build(store: VectorStore, matrix: np.ndarray, batch: int) -> float:
@@ -60,8 +65,10 @@ def build(store: VectorStore, matrix: np.ndarray, batch: int) -> float:
     store.create("bench", "latency", encoder="random", space="random", dim=matrix.shape[1])
     start = time.perf_counter()
     for lo in range(0, len(matrix), batch):
-        rows = [Item(id=f"v{i}", vector=matrix[i], metadata={"shard": i % 10})
-                for i in range(lo, min(lo + batch, len(matrix)))]
+        rows = [
+            Item(id=f"v{i}", vector=matrix[i], metadata={"shard": i % 10})
+            for i in range(lo, min(lo + batch, len(matrix)))
+        ]
         store.add("bench", "latency", rows, encoder="random")
     return time.perf_counter() - start
 
@@ -72,26 +79,50 @@ def run(*, n: int, dim: int, queries: int, top_k: int, batch: int) -> dict:
         store = VectorStore(uri=str(Path(tmp) / "bench.db"))
         try:
             build_s = build(store, matrix, batch)
-            milvus_ms, hits = timed(lambda q: store.search("bench", "latency", q, space="random", top_k=top_k), probes)
-            filtered_ms, _ = timed(lambda q: store.search("bench", "latency", q, space="random", top_k=top_k,
-                                                          where={"shard": 3}), probes[: max(queries // 4, 1)])
+            milvus_ms, hits = timed(
+                lambda q: store.search("bench", "latency", q, space="random", top_k=top_k), probes
+            )
+            filtered_ms, _ = timed(
+                lambda q: store.search(
+                    "bench", "latency", q, space="random", top_k=top_k, where={"shard": 3}
+                ),
+                probes[: max(queries // 4, 1)],
+            )
         finally:
             store.close(release_file=True)
     numpy_ms, tops = timed(lambda q: numpy_top_k(matrix, q, top_k), probes)
-    recall = np.mean([len({h.id for h in hit} & {f"v{i}" for i in top}) / top_k for hit, top in zip(hits, tops)])
+    recall = np.mean(
+        [len({h.id for h in hit} & {f"v{i}" for i in top}) / top_k for hit, top in zip(hits, tops)]
+    )
     milvus, brute = summary(milvus_ms), summary(numpy_ms)
-    return {"n": n, "dim": dim, "queries": queries, "top_k": top_k, "build_s": round(build_s, 2),
-            "milvus_lite": milvus, "milvus_lite_filtered": summary(filtered_ms), "numpy": brute,
-            "ratio_median": round(milvus["median_ms"] / brute["median_ms"], 1),
-            "recall_at_k": round(float(recall), 4), "machine": platform.machine(), "python": platform.python_version()}
+    return {
+        "n": n,
+        "dim": dim,
+        "queries": queries,
+        "top_k": top_k,
+        "build_s": round(build_s, 2),
+        "milvus_lite": milvus,
+        "milvus_lite_filtered": summary(filtered_ms),
+        "numpy": brute,
+        "ratio_median": round(milvus["median_ms"] / brute["median_ms"], 1),
+        "recall_at_k": round(float(recall), 4),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+    }
 
 
 def report(result: dict) -> None:
-    print(f"{result['n']} x {result['dim']}-d, top {result['top_k']}, {result['queries']} queries "
-          f"(index built in {result['build_s']} s)")
+    print(
+        f"{result['n']} x {result['dim']}-d, top {result['top_k']}, {result['queries']} queries "
+        f"(index built in {result['build_s']} s)"
+    )
     for label in ("milvus_lite", "milvus_lite_filtered", "numpy"):
-        print(f"  {label:22s} median {result[label]['median_ms']:8.2f} ms   p95 {result[label]['p95_ms']:8.2f} ms")
-    print(f"  milvus_lite / numpy (median): {result['ratio_median']}x   recall@{result['top_k']}: {result['recall_at_k']}")
+        print(
+            f"  {label:22s} median {result[label]['median_ms']:8.2f} ms   p95 {result[label]['p95_ms']:8.2f} ms"
+        )
+    print(
+        f"  milvus_lite / numpy (median): {result['ratio_median']}x   recall@{result['top_k']}: {result['recall_at_k']}"
+    )
 
 
 def main() -> None:

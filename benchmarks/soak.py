@@ -14,6 +14,7 @@ every serving process sampled as it goes. Not a CI test.
 Inputs are distinct per request (crops of the test photos, numbered texts, espeak sentences), so
 no cache answers them. Traffic goes to loopback only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,6 +41,7 @@ SAMPLE_EVERY_S = 10.0
 def counted(send: Send, statuses: Counter) -> Send:
     """``send``, with each answer's status (or transport error) counted, so refusals (429/503 in the
     error shape) are told apart from failures."""
+
     async def wrapped(client: httpx.AsyncClient) -> httpx.Response:
         try:
             response = await send(client)
@@ -48,14 +50,19 @@ def counted(send: Send, statuses: Counter) -> Send:
             raise
         statuses[str(response.status_code)] += 1
         return response
+
     return wrapped
 
 
 def outcome(statuses: Counter) -> dict:
     refused = sum(n for code, n in statuses.items() if code in REFUSED)
     ok = sum(n for code, n in statuses.items() if code.isdigit() and int(code) < 400)
-    return {"succeeded": ok, "refused": refused, "failed": sum(statuses.values()) - ok - refused,
-            "statuses": dict(statuses)}
+    return {
+        "succeeded": ok,
+        "refused": refused,
+        "failed": sum(statuses.values()) - ok - refused,
+        "statuses": dict(statuses),
+    }
 
 
 def senders() -> dict[str, Send]:
@@ -66,7 +73,9 @@ def senders() -> dict[str, Send]:
     clips = Cycle([speech(f"soak test number {i}, the weather is fine") for i in range(8)])
     return {
         "classify": lambda c: c.post("/v1/classify", files={"image": ("x.jpg", images.next())}),
-        "embed_text": lambda c: c.post("/v1/embeddings/text", json={"texts": [f"soak sentence {time.perf_counter_ns()}"]}),
+        "embed_text": lambda c: c.post(
+            "/v1/embeddings/text", json={"texts": [f"soak sentence {time.perf_counter_ns()}"]}
+        ),
         "transcribe": lambda c: c.post("/v1/audio/transcriptions", files={"file": ("x.wav", clips.next())}),
     }
 
@@ -107,9 +116,13 @@ class Memory:
             t, mb = np.array(points).T
             half = len(t) // 2
             out[f"{self.names[pid]} ({pid})"] = {
-                "first_mb": round(float(mb[0]), 1), "last_mb": round(float(mb[-1]), 1),
-                "slope_mb_per_min": _slope(t, mb), "second_half_slope_mb_per_min": _slope(t[half:], mb[half:]),
-                "samples": len(points), "whole_soak": len(points) >= 0.9 * longest}
+                "first_mb": round(float(mb[0]), 1),
+                "last_mb": round(float(mb[-1]), 1),
+                "slope_mb_per_min": _slope(t, mb),
+                "second_half_slope_mb_per_min": _slope(t[half:], mb[half:]),
+                "samples": len(points),
+                "whole_soak": len(points) >= 0.9 * longest,
+            }
         return out
 
 
@@ -142,16 +155,26 @@ async def soak(url: str, *, minutes: float, load: float, window_s: float) -> dic
             counter.clear()  # the capacity probes are not part of the soak
         memory, started = Memory(), time.perf_counter()
         sampler = asyncio.create_task(_sample_forever(memory, started))
-        runs = await asyncio.gather(*(open_window(kinds[k], client, rates[k], minutes * 60, seed=i)
-                                      for i, k in enumerate(kinds)))
+        runs = await asyncio.gather(
+            *(open_window(kinds[k], client, rates[k], minutes * 60, seed=i) for i, k in enumerate(kinds))
+        )
         sampler.cancel()
         memory.sample(time.perf_counter() - started)
-    outcomes = {k: {"sent": len(lat) + len(err), **outcome(statuses[k]), "p50_ms": _p(lat, 50),
-                    "p99_ms": _p(lat, 99)} for k, (lat, err, _) in zip(kinds, runs)}
-    return {"minutes": minutes, "load": load, "capacity_rps": caps, "rates_rps": rates, "requests": outcomes,
-            "failed": sum(o["failed"] for o in outcomes.values()),
-            "refused": sum(o["refused"] for o in outcomes.values()), "memory": memory.slopes(),
-            "cores": psutil.cpu_count()}
+    outcomes = {
+        k: {"sent": len(lat) + len(err), **outcome(statuses[k]), "p50_ms": _p(lat, 50), "p99_ms": _p(lat, 99)}
+        for k, (lat, err, _) in zip(kinds, runs)
+    }
+    return {
+        "minutes": minutes,
+        "load": load,
+        "capacity_rps": caps,
+        "rates_rps": rates,
+        "requests": outcomes,
+        "failed": sum(o["failed"] for o in outcomes.values()),
+        "refused": sum(o["refused"] for o in outcomes.values()),
+        "memory": memory.slopes(),
+        "cores": psutil.cpu_count(),
+    }
 
 
 def _p(latencies: list[float], q: float) -> float:
@@ -171,8 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     result = asyncio.run(soak(args.url, minutes=args.minutes, load=args.load, window_s=args.window))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
-    print(json.dumps({k: result[k] for k in ("capacity_rps", "rates_rps", "requests", "failed", "refused")},
-                     indent=2))
+    print(
+        json.dumps(
+            {k: result[k] for k in ("capacity_rps", "rates_rps", "requests", "failed", "refused")}, indent=2
+        )
+    )
     whole = {k: v for k, v in result["memory"].items() if v["whole_soak"]}
     worst = max(whole.items(), key=lambda kv: kv[1]["slope_mb_per_min"], default=None)
     print(f"memory: {len(whole)} processes lived through the soak; steepest slope {worst}")

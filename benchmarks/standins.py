@@ -10,6 +10,7 @@ call carries at most 64 MiB), for speed runs only: speed does not depend on weig
 
 prints the ``--text-model`` and ``--audio-model`` JSON for ``benchmarks.image_throughput``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,9 @@ def minilm_files(target: Path) -> Path:
     """Copy the packaged MiniLM's files but its weights to ``target`` (what travels)."""
     from models import packaged
 
-    shutil.copytree(packaged.minilm_dir(), target, ignore=shutil.ignore_patterns(WEIGHTS, "README.md"),
-                    dirs_exist_ok=True)
+    shutil.copytree(
+        packaged.minilm_dir(), target, ignore=shutil.ignore_patterns(WEIGHTS, "README.md"), dirs_exist_ok=True
+    )
     return target
 
 
@@ -41,9 +43,13 @@ def random_minilm(files: Path, out: Path, *, seed: int = 0) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--minilm-files", type=Path, required=True, help="MiniLM's config + tokenizer files")
-    parser.add_argument("--whisper-tokenizer", type=Path, help="Whisper's tokenizer.json (default: the packaged one)")
+    parser.add_argument(
+        "--whisper-tokenizer", type=Path, help="Whisper's tokenizer.json (default: the packaged one)"
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     from tests.checkpoints import whisper_checkpoint

@@ -16,6 +16,7 @@ and measure speed.
 (greedy, ``--max-tokens`` new tokens), each measured for S seconds; the model's own call counter
 confirms one generate call per batch of 8.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,16 +24,16 @@ import itertools
 import json
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 
 from benchmarks.timing import throughput
-from tools.demo_data import source_photo
 from models.registry import VisionLanguageModelSpec, load_vision_language
 from models.vision_language import VisionLanguageModel, run_batch
+from tools.demo_data import source_photo
 
 PHOTOS = ("chelsea", "coffee", "rocket", "astronaut", "flower", "china", "horse", "camera")
 SUBJECTS = {  # words a right caption of the photo contains (any one)
@@ -76,8 +77,14 @@ def spec_for(path: str, *, max_tokens: int, num_beams: int) -> VisionLanguageMod
     if not found:
         raise SystemExit(f"{path}: architectures {architectures} are none of {', '.join(ARCHITECTURES)}")
     task, engine = found[0]
-    return VisionLanguageModelSpec(id=Path(path).name or path, task=task, engine=engine, path=path,
-                                   max_tokens=max_tokens, num_beams=1 if engine == "vilt" else num_beams)
+    return VisionLanguageModelSpec(
+        id=Path(path).name or path,
+        task=task,
+        engine=engine,
+        path=path,
+        max_tokens=max_tokens,
+        num_beams=1 if engine == "vilt" else num_beams,
+    )
 
 
 def caption_report(model: VisionLanguageModel) -> dict:
@@ -88,8 +95,9 @@ def caption_report(model: VisionLanguageModel) -> dict:
     rows = []
     for name, a, b in zip(PHOTOS, plain, prompted):
         hit = any(word in f"{a.text} {b.text}".lower().split() for word in SUBJECTS[name])
-        rows.append({"photo": name, "caption": a.text, "tokens": a.tokens, "prompted": b.text,
-                     "names_subject": hit})
+        rows.append(
+            {"photo": name, "caption": a.text, "tokens": a.tokens, "prompted": b.text, "names_subject": hit}
+        )
     return {"captions": rows, "subject_named": sum(r["names_subject"] for r in rows) / len(rows)}
 
 
@@ -98,7 +106,12 @@ def vqa_report(model: VisionLanguageModel) -> dict:
     outs = run_batch(model, items, model.settings())
     rows = []
     for (photo, question, accepted), out in zip(QUESTIONS, outs):
-        row = {"photo": photo, "question": question, "answer": out.text, "correct": out.text.lower() in accepted}
+        row = {
+            "photo": photo,
+            "question": question,
+            "answer": out.text,
+            "correct": out.text.lower() in accepted,
+        }
         if out.answers:
             row["top"] = [[a.answer, a.probability] for a in out.answers]
         rows.append(row)
@@ -121,7 +134,11 @@ def speed(model: VisionLanguageModel, *, seconds: float, max_tokens: int) -> dic
         rate, ms = throughput(fn, size, seconds)
         ran_calls, ran_items = model.stats.calls - calls, model.stats.items - items
         assert ran_items == ran_calls * size, "every batch must be one generate call over all its items"
-        out[f"batch_{size}"] = {"items_per_s": round(rate, 2), "ms_per_call": round(ms, 1), "calls": ran_calls}
+        out[f"batch_{size}"] = {
+            "items_per_s": round(rate, 2),
+            "ms_per_call": round(ms, 1),
+            "calls": ran_calls,
+        }
     out["tokens_per_item"] = float(np.mean([o.tokens for o in model.generate(inputs, settings)]))
     out["torch_threads"] = torch.get_num_threads()
     return out
@@ -130,9 +147,12 @@ def speed(model: VisionLanguageModel, *, seconds: float, max_tokens: int) -> dic
 def tiny_dirs(root: Path) -> list[str]:
     from tests import checkpoints
 
-    builders = {"tiny-blip-caption": lambda p: checkpoints.blip_checkpoint(p, "caption"),
-                "tiny-blip-vqa": lambda p: checkpoints.blip_checkpoint(p, "vqa"),
-                "tiny-vilt-vqa": checkpoints.vilt_checkpoint, "tiny-git-caption": checkpoints.git_checkpoint}
+    builders = {
+        "tiny-blip-caption": lambda p: checkpoints.blip_checkpoint(p, "caption"),
+        "tiny-blip-vqa": lambda p: checkpoints.blip_checkpoint(p, "vqa"),
+        "tiny-vilt-vqa": checkpoints.vilt_checkpoint,
+        "tiny-git-caption": checkpoints.git_checkpoint,
+    }
     for name, build in builders.items():
         build(root / name)
     return [str(root / name) for name in builders]
@@ -141,8 +161,13 @@ def tiny_dirs(root: Path) -> list[str]:
 def report(path: str, args) -> dict:
     spec = spec_for(path, max_tokens=args.max_tokens, num_beams=args.num_beams)
     model = load_vision_language(spec, device=args.device)
-    out = {"model": spec.id, "path": path, "task": spec.task, "engine": spec.engine,
-           "settings": vars(model.defaults)}
+    out = {
+        "model": spec.id,
+        "path": path,
+        "task": spec.task,
+        "engine": spec.engine,
+        "settings": vars(model.defaults),
+    }
     out.update(caption_report(model) if spec.task == "caption" else vqa_report(model))
     if args.speed:
         out["speed"] = speed(model, seconds=args.speed, max_tokens=args.speed_tokens)
@@ -152,7 +177,9 @@ def report(path: str, args) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model_dirs", nargs="*", metavar="MODEL_DIR")
-    parser.add_argument("--tiny", action="store_true", help="also run the test suite's tiny random checkpoints")
+    parser.add_argument(
+        "--tiny", action="store_true", help="also run the test suite's tiny random checkpoints"
+    )
     parser.add_argument("--max-tokens", type=int, default=30)
     parser.add_argument("--num-beams", type=int, default=3)
     parser.add_argument("--speed", type=float, default=0.0, help="seconds per speed measurement (0: none)")
@@ -168,8 +195,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not dirs:
             parser.error("give MODEL_DIR(s) or --tiny")
         results = [report(path, args) for path in dirs]
-    text = json.dumps({"results": results, "numpy": np.__version__, "torch": torch.__version__}, indent=1,
-                      ensure_ascii=False)
+    text = json.dumps(
+        {"results": results, "numpy": np.__version__, "torch": torch.__version__},
+        indent=1,
+        ensure_ascii=False,
+    )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n", encoding="utf-8")

@@ -25,6 +25,7 @@ Audio: distinct espeak-ng sentences (``tests/speech_corpus.py``), no clip used t
   the same architecture, forced to decode exactly as many tokens per clip as faster-whisper did
   (speed does not depend on weight values).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,7 +69,9 @@ def _errors(reference: str, hypothesis: str) -> tuple[int, int]:
 
 # ----------------------------------------------------------------------------------------- long audio
 def long_audio(voices: list[str]) -> dict:
-    engine = load_speech(SpeechModelSpec(model="whisper-base", cpu_threads=2, long_audio_batch_size=LONG_BATCH))
+    engine = load_speech(
+        SpeechModelSpec(model="whisper-base", cpu_threads=2, long_audio_batch_size=LONG_BATCH)
+    )
     engine.transcribe(speech_corpus.clip(speech_corpus.SENTENCES[0]), LONG_OPTIONS)  # warm-up
     rows = []
     for voice in voices:
@@ -79,8 +82,12 @@ def long_audio(voices: list[str]) -> dict:
                 calls = engine.long_audio_calls
                 seconds, result = _timed(lambda: engine.transcribe(rec.audio, LONG_OPTIONS))
                 errors, words = _errors(rec.reference, result.text)
-                row[path] = {"seconds": round(seconds, 3), "rtf": round(seconds / rec.seconds, 4), "errors": errors,
-                             "batched_calls": engine.long_audio_calls - calls}
+                row[path] = {
+                    "seconds": round(seconds, 3),
+                    "rtf": round(seconds / rec.seconds, 4),
+                    "errors": errors,
+                    "batched_calls": engine.long_audio_calls - calls,
+                }
             rows.append(row)
     return _long_summary(rows)
 
@@ -89,11 +96,16 @@ def _long_summary(rows: list[dict]) -> dict:
     words = sum(r["words"] for r in rows)
     out = {"recordings": rows, "words": words}
     for path in ("sequential", "batched"):
-        out[path] = {"mean_rtf": round(statistics.mean(r[path]["rtf"] for r in rows), 4),
-                     "wer": round(sum(r[path]["errors"] for r in rows) / words, 4)}
+        out[path] = {
+            "mean_rtf": round(statistics.mean(r[path]["rtf"] for r in rows), 4),
+            "wer": round(sum(r[path]["errors"] for r in rows) / words, 4),
+        }
     out["speedup"] = round(out["sequential"]["mean_rtf"] / out["batched"]["mean_rtf"], 2)
-    out["guard"] = [] if (all(r["batched"]["batched_calls"] == 1 and r["sequential"]["batched_calls"] == 0
-                              for r in rows)) else ["the batched long-audio path did not run exactly once per recording"]
+    out["guard"] = (
+        []
+        if (all(r["batched"]["batched_calls"] == 1 and r["sequential"]["batched_calls"] == 0 for r in rows))
+        else ["the batched long-audio path did not run exactly once per recording"]
+    )
     return out
 
 
@@ -121,8 +133,9 @@ def short_clips(concurrency: list[int], batch_sizes: list[int], minimum: int) ->
     try:
         for batch in batch_sizes:
             config = {"max_batch_size": batch, "batch_wait_timeout_s": 0.05 if batch > 1 else 0.0}
-            deployment = AudioModel.options(user_config=config, max_ongoing_requests=16,
-                                            ray_actor_options={"num_cpus": 1})
+            deployment = AudioModel.options(
+                user_config=config, max_ongoing_requests=16, ray_actor_options={"num_cpus": 1}
+            )
             handle = serve.run(deployment.bind(spec), name="whisper", route_prefix=None)
             for c in concurrency:
                 n = _requests(c, minimum)
@@ -156,10 +169,16 @@ async def _drive(handle, clips: list[tuple[str, np.ndarray]], concurrency: int) 
     after = await handle.batch_stats.remote()
     sizes = _batch_delta(before.get("transcribe", {}), after.get("transcribe", {}))
     ran = sum(size * n for size, n in sizes.items())
-    return {"requests": len(clips), "rtf_per_clip_median": round(statistics.median(latencies), 4),
-            "throughput_rtf": round(wall / (sum(c.size for _, c in clips) / SAMPLE_RATE), 4),
-            "wer": round(errors / words, 4), "batch_sizes": sizes,
-            "guard": [] if ran == len(clips) else [f"the replica's batches held {ran} clips for {len(clips)} requests"]}
+    return {
+        "requests": len(clips),
+        "rtf_per_clip_median": round(statistics.median(latencies), 4),
+        "throughput_rtf": round(wall / (sum(c.size for _, c in clips) / SAMPLE_RATE), 4),
+        "wer": round(errors / words, 4),
+        "batch_sizes": sizes,
+        "guard": []
+        if ran == len(clips)
+        else [f"the replica's batches held {ran} clips for {len(clips)} requests"],
+    }
 
 
 def _batch_delta(before: dict, after: dict) -> dict[int, int]:
@@ -176,8 +195,12 @@ def encoder_compute_types(repeats: int = 5) -> dict:
 
     path = packaged.whisper_dir(packaged.WHISPER_BASE, Path(SpeechModelSpec().cache_dir).expanduser())
     clip = speech_corpus.clip(speech_corpus.SENTENCES[-1])
-    out = {"cpu_build_offers": sorted(ctranslate2.get_supported_compute_types("cpu")),
-           "cpu_flags": sorted(f for f in _cpu_flags() if f in ("avx512_bf16", "amx_bf16", "avx512_vnni", "amx_int8"))}
+    out = {
+        "cpu_build_offers": sorted(ctranslate2.get_supported_compute_types("cpu")),
+        "cpu_flags": sorted(
+            f for f in _cpu_flags() if f in ("avx512_bf16", "amx_bf16", "avx512_vnni", "amx_int8")
+        ),
+    }
     for asked in ("int8", "int8_float32", "float32", "int8_bfloat16", "bfloat16"):
         try:
             model = WhisperModel(str(path), device="cpu", compute_type=asked, cpu_threads=2)
@@ -189,7 +212,7 @@ def encoder_compute_types(repeats: int = 5) -> dict:
         for batch in (1, 4):
             storage = get_ctranslate2_storage(np.stack([features] * batch))
             model.model.encode(storage, to_cpu=True)  # warm-up
-            times = [_timed(lambda: model.model.encode(storage, to_cpu=True))[0] for _ in range(repeats)]
+            times = [_timed(lambda m=model, s=storage: m.model.encode(s, to_cpu=True))[0] for _ in range(repeats)]
             row[f"batch{batch}_ms_per_window"] = round(statistics.median(times) / batch * 1000, 1)
         out[asked] = row
         del model
@@ -227,10 +250,14 @@ def engines() -> dict:
             hf.transcribe(clip, options)  # warm-up
         hf_seconds += _timed(lambda: hf.transcribe(clip, options))[0]
     wer = statistics.mean(assets.wer(s, r.text) for s, r in zip(ENGINE_SENTENCES, results))
-    return {"clips": len(audio), "audio_seconds": round(seconds_of_audio, 2),
-            "faster_whisper_int8_rtf": round(fw_seconds / seconds_of_audio, 4), "faster_whisper_mean_wer": round(wer, 4),
-            "transformers_fp32_rtf": round(hf_seconds / seconds_of_audio, 4),
-            "transformers_slower_by": round(hf_seconds / fw_seconds, 2)}
+    return {
+        "clips": len(audio),
+        "audio_seconds": round(seconds_of_audio, 2),
+        "faster_whisper_int8_rtf": round(fw_seconds / seconds_of_audio, 4),
+        "faster_whisper_mean_wer": round(wer, 4),
+        "transformers_fp32_rtf": round(hf_seconds / seconds_of_audio, 4),
+        "transformers_slower_by": round(hf_seconds / fw_seconds, 2),
+    }
 
 
 # ----------------------------------------------------------------------------------------------- main
@@ -239,19 +266,27 @@ def verdicts(result: dict) -> list[str]:
     if "long" in result:
         long = result["long"]
         b, s = long["batched"], long["sequential"]
-        lines.append(f"long audio (~60 s x {len(long['recordings'])}): batched RTF {b['mean_rtf']} "
-                     f"(target <= {TARGET_RTF}: {'met' if b['mean_rtf'] <= TARGET_RTF else 'missed'}); "
-                     f"sequential RTF {s['mean_rtf']}; {long['speedup']}x")
-        lines.append(f"long audio WER: batched {b['wer']} vs sequential {s['wer']} over {long['words']} words "
-                     f"(no worse: {'met' if b['wer'] <= s['wer'] else 'missed'})")
+        lines.append(
+            f"long audio (~60 s x {len(long['recordings'])}): batched RTF {b['mean_rtf']} "
+            f"(target <= {TARGET_RTF}: {'met' if b['mean_rtf'] <= TARGET_RTF else 'missed'}); "
+            f"sequential RTF {s['mean_rtf']}; {long['speedup']}x"
+        )
+        lines.append(
+            f"long audio WER: batched {b['wer']} vs sequential {s['wer']} over {long['words']} words "
+            f"(no worse: {'met' if b['wer'] <= s['wer'] else 'missed'})"
+        )
     for key, row in result.get("short", {}).items():
-        lines.append(f"short clips {key}: RTF per clip {row['rtf_per_clip_median']} "
-                     f"(target <= {TARGET_RTF}: {'met' if row['rtf_per_clip_median'] <= TARGET_RTF else 'missed'}), "
-                     f"throughput RTF {row['throughput_rtf']}, batches {row['batch_sizes']}")
+        lines.append(
+            f"short clips {key}: RTF per clip {row['rtf_per_clip_median']} "
+            f"(target <= {TARGET_RTF}: {'met' if row['rtf_per_clip_median'] <= TARGET_RTF else 'missed'}), "
+            f"throughput RTF {row['throughput_rtf']}, batches {row['batch_sizes']}"
+        )
     for asked, row in result.get("encoder", {}).items():
         if isinstance(row, dict) and "ran_as" in row:
-            lines.append(f"encoder {asked} (ran as {row['ran_as']}): {row['batch1_ms_per_window']} ms per 30 s "
-                         f"window at batch 1, {row['batch4_ms_per_window']} at batch 4")
+            lines.append(
+                f"encoder {asked} (ran as {row['ran_as']}): {row['batch1_ms_per_window']} ms per 30 s "
+                f"window at batch 1, {row['batch4_ms_per_window']} at batch 4"
+            )
     return lines
 
 
@@ -263,13 +298,21 @@ def guards(result: dict) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--parts", nargs="*", choices=PARTS, default=list(PARTS))
-    parser.add_argument("--voices", nargs="*", default=["en-us", "en-gb"], help="long part: 3 recordings per voice")
+    parser.add_argument(
+        "--voices", nargs="*", default=["en-us", "en-gb"], help="long part: 3 recordings per voice"
+    )
     parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 4, 8])
     parser.add_argument("--batch-sizes", type=int, nargs="*", default=[1, 8])
-    parser.add_argument("--requests", type=int, default=6, help="short part: at least this many per concurrency "
-                                                                    "(and two rounds)")
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=6,
+        help="short part: at least this many per concurrency (and two rounds)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     result: dict = {"cores": os.cpu_count(), "target_rtf": TARGET_RTF}

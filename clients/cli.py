@@ -3,6 +3,7 @@
 Human-readable output by default, ``--json`` for scripts; a progress bar (stderr) when a command
 works through several files.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,7 +62,9 @@ def parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
 
 
 def _generation_args(p) -> None:
-    p.add_argument("--model", default=None, help="a model id from `mmserve models` (default: the first of its task)")
+    p.add_argument(
+        "--model", default=None, help="a model id from `mmserve models` (default: the first of its task)"
+    )
     p.add_argument("--max-tokens", type=int, default=None)
     p.add_argument("--num-beams", type=int, default=None)
 
@@ -69,18 +72,31 @@ def _generation_args(p) -> None:
 def _index_parser(sub) -> None:
     idx = sub.add_parser("index", help="visual search indexes").add_subparsers(dest="action", required=True)
     idx.add_parser("list", help="your indexes")
-    for action, text in (("create", "create an index"), ("info", "describe an index (encoder, dim, count)"),
-                         ("drop", "delete an index and its items")):
+    for action, text in (
+        ("create", "create an index"),
+        ("info", "describe an index (encoder, dim, count)"),
+        ("drop", "delete an index and its items"),
+    ):
         idx.add_parser(action, help=text).add_argument("name")
     add = idx.add_parser("add", help="index every image under a folder (resumable)")
     add.add_argument("name")
     add.add_argument("folder", type=Path)
     add.add_argument("--batch-size", type=int, default=16)
-    add.add_argument("--caption", nargs="?", const="", default=None, metavar="MODEL",
-                     help="store each image's generated caption in its metadata (a captioning model id, or the "
-                          "server's default); needs vision-language models on the server")
-    add.add_argument("--no-thumbnails", dest="thumbnails", action="store_false",
-                     help="do not store a 128-pixel thumbnail of each image in its metadata (stored by default)")
+    add.add_argument(
+        "--caption",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="MODEL",
+        help="store each image's generated caption in its metadata (a captioning model id, or the "
+        "server's default); needs vision-language models on the server",
+    )
+    add.add_argument(
+        "--no-thumbnails",
+        dest="thumbnails",
+        action="store_false",
+        help="do not store a 128-pixel thumbnail of each image in its metadata (stored by default)",
+    )
     q = idx.add_parser("query", help="search by text, image or speech")
     q.add_argument("name")
     group = q.add_mutually_exclusive_group(required=True)
@@ -109,16 +125,24 @@ def _per_image(args, label: str, call, scores) -> list:
 
 
 def _classify(client: Client, args) -> list:
-    return _per_image(args, "classify", lambda p: client.classify(p, top_k=args.top_k), lambda r: r.predictions)
+    return _per_image(
+        args, "classify", lambda p: client.classify(p, top_k=args.top_k), lambda r: r.predictions
+    )
 
 
 def _zero_shot(client: Client, args) -> list:
-    return _per_image(args, "zero-shot", lambda p: client.zero_shot(p, args.labels, template=args.template),
-                      lambda r: r.labels)
+    return _per_image(
+        args,
+        "zero-shot",
+        lambda p: client.zero_shot(p, args.labels, template=args.template),
+        lambda r: r.labels,
+    )
 
 
 def _embed(client: Client, args) -> BaseModel:
-    method = {"text": client.embed_text, "image": client.embed_images, "audio": client.embed_audio}[args.modality]
+    method = {"text": client.embed_text, "image": client.embed_images, "audio": client.embed_audio}[
+        args.modality
+    ]
     result = method(args.inputs if args.modality == "text" else [Path(p) for p in args.inputs])
     if not args.json:
         print(f"{len(result.data)} x {result.dim} embeddings from {result.model} (space {result.space})")
@@ -169,8 +193,9 @@ def _retrieval(client: Client, args) -> BaseModel:
 def _caption(client: Client, args) -> list:
     results = []
     for path in _progress(args.images, "caption"):
-        result = client.captions([path], prompt=args.prompt, max_tokens=args.max_tokens, num_beams=args.num_beams,
-                                 model=args.model)
+        result = client.captions(
+            [path], prompt=args.prompt, max_tokens=args.max_tokens, num_beams=args.num_beams, model=args.model
+        )
         results.append(result)
         if not args.json:
             print(f"{path}: {result.data[0].caption}")
@@ -178,8 +203,14 @@ def _caption(client: Client, args) -> list:
 
 
 def _ask(client: Client, args) -> BaseModel:
-    result = client.ask(args.image, args.question, max_tokens=args.max_tokens, num_beams=args.num_beams,
-                        top_k=args.top_k, model=args.model)
+    result = client.ask(
+        args.image,
+        args.question,
+        max_tokens=args.max_tokens,
+        num_beams=args.num_beams,
+        top_k=args.top_k,
+        model=args.model,
+    )
     if not args.json:
         answer = result.data[0]
         print(answer.answer)
@@ -217,29 +248,58 @@ def _index(client: Client, args):
     from clients.indexing import index_folder
 
     if args.action == "add":
-        report = index_folder(client, args.name, args.folder, batch_size=args.batch_size, caption=args.caption,
-                              thumbnails=args.thumbnails)
-        print(f"added {report.added}, already indexed {report.skipped}, failed {len(report.failed)}", file=sys.stderr)
+        report = index_folder(
+            client,
+            args.name,
+            args.folder,
+            batch_size=args.batch_size,
+            caption=args.caption,
+            thumbnails=args.thumbnails,
+        )
+        print(
+            f"added {report.added}, already indexed {report.skipped}, failed {len(report.failed)}",
+            file=sys.stderr,
+        )
         for path, message in report.failed:
             print(f"  {path}: {message}", file=sys.stderr)
         return {"added": report.added, "skipped": report.skipped, "failed": report.failed}
     if args.action == "query":
-        result = client.query(args.name, text=args.text, image=args.image, audio=args.audio, top_k=args.top_k,
-                              where=_where(args.where))
+        result = client.query(
+            args.name,
+            text=args.text,
+            image=args.image,
+            audio=args.audio,
+            top_k=args.top_k,
+            where=_where(args.where),
+        )
         if not args.json:
             _print_hits(result)
         return result
-    calls = {"list": client.indexes, "create": lambda: client.create_index(args.name),
-             "info": lambda: client.index(args.name), "drop": lambda: client.drop_index(args.name)}
+    calls = {
+        "list": client.indexes,
+        "create": lambda: client.create_index(args.name),
+        "info": lambda: client.index(args.name),
+        "drop": lambda: client.drop_index(args.name),
+    }
     result = calls[args.action]()
     if not args.json:
         print(result if isinstance(result, str) else result.model_dump_json(indent=2))
     return result
 
 
-COMMANDS = {"models": _models, "classify": _classify, "zero-shot": _zero_shot, "embed": _embed,
-            "retrieval": _retrieval, "transcribe": _speech, "translate": _speech, "features": _features,
-            "index": _index, "caption": _caption, "ask": _ask}
+COMMANDS = {
+    "models": _models,
+    "classify": _classify,
+    "zero-shot": _zero_shot,
+    "embed": _embed,
+    "retrieval": _retrieval,
+    "transcribe": _speech,
+    "translate": _speech,
+    "features": _features,
+    "index": _index,
+    "caption": _caption,
+    "ask": _ask,
+}
 
 
 def _as_json(result) -> object:

@@ -14,6 +14,7 @@ honours ``Retry-After``:
 Every request carries ``X-Request-Timeout`` (the client's timeout), so the server gives up (504) and
 cancels its work when the client would stop waiting anyway. Other errors raise ``MMServeError``.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -170,18 +171,26 @@ class _Routes:
         return self._json("/v1/retrieval", body, s.RetrievalResponse)
 
     # ---- audio ----
-    def transcribe(self, audio: MediaInput, *, language: str | None = None, prompt: str | None = None,
-                   temperature: float = 0.0):
-        form = _speech_form(audio, {"language": language, "prompt": prompt, "temperature": temperature},
-                            "verbose_json")
+    def transcribe(
+        self,
+        audio: MediaInput,
+        *,
+        language: str | None = None,
+        prompt: str | None = None,
+        temperature: float = 0.0,
+    ):
+        form = _speech_form(
+            audio, {"language": language, "prompt": prompt, "temperature": temperature}, "verbose_json"
+        )
         return self._call(_Call("POST", "/v1/audio/transcriptions", s.VerboseTranscriptionResponse, form))
 
     def translate(self, audio: MediaInput, *, prompt: str | None = None, temperature: float = 0.0):
         form = _speech_form(audio, {"prompt": prompt, "temperature": temperature}, "verbose_json")
         return self._call(_Call("POST", "/v1/audio/translations", s.VerboseTranscriptionResponse, form))
 
-    def subtitles(self, audio: MediaInput, *, fmt: str = "srt", task: str = "transcribe",
-                  language: str | None = None):
+    def subtitles(
+        self, audio: MediaInput, *, fmt: str = "srt", task: str = "transcribe", language: str | None = None
+    ):
         path = "/v1/audio/transcriptions" if task == "transcribe" else "/v1/audio/translations"
         fields = {"language": language} if task == "transcribe" else {}
         return self._call(_Call("POST", path, None, _speech_form(audio, fields, fmt)))
@@ -191,18 +200,44 @@ class _Routes:
         return self._json("/v1/audio/features", body, s.FeaturesResponse)
 
     # ---- vision-language ----
-    def captions(self, images: list[MediaInput], *, prompt: str | None = None, max_tokens: int | None = None,
-                 num_beams: int | None = None, model: str | None = None):
-        body = {"images": [_b64(i) for i in images], "prompt": prompt, "max_tokens": max_tokens,
-                "num_beams": num_beams, "model": model}
+    def captions(
+        self,
+        images: list[MediaInput],
+        *,
+        prompt: str | None = None,
+        max_tokens: int | None = None,
+        num_beams: int | None = None,
+        model: str | None = None,
+    ):
+        body = {
+            "images": [_b64(i) for i in images],
+            "prompt": prompt,
+            "max_tokens": max_tokens,
+            "num_beams": num_beams,
+            "model": model,
+        }
         return self._json("/v1/captions", _present(body), s.CaptionResponse)
 
-    def ask(self, image: MediaInput, questions: str | list[str], *, max_tokens: int | None = None,
-            num_beams: int | None = None, top_k: int | None = None, model: str | None = None):
+    def ask(
+        self,
+        image: MediaInput,
+        questions: str | list[str],
+        *,
+        max_tokens: int | None = None,
+        num_beams: int | None = None,
+        top_k: int | None = None,
+        model: str | None = None,
+    ):
         """Visual question answering: one question or several about one image."""
         many = {"questions": questions} if isinstance(questions, list) else {"question": questions}
-        body = {"image": _b64(image), **many, "max_tokens": max_tokens, "num_beams": num_beams, "top_k": top_k,
-                "model": model}
+        body = {
+            "image": _b64(image),
+            **many,
+            "max_tokens": max_tokens,
+            "num_beams": num_beams,
+            "top_k": top_k,
+            "model": model,
+        }
         return self._json("/v1/vqa", _present(body), s.VQAResponse)
 
     # ---- search indexes ----
@@ -229,18 +264,41 @@ class _Routes:
     def delete_items(self, name: str, ids: list[str]):
         return self._json(f"/v1/indexes/{name}/items/delete", {"ids": ids}, s.DeleteItemsResponse)
 
-    def query(self, name: str, *, text: str | None = None, image: MediaInput | None = None,
-              audio: MediaInput | None = None, top_k: int = 5, where: dict | None = None):
-        body = {"text": text, "image": _b64(image) if image is not None else None,
-                "audio": _b64(audio) if audio is not None else None, "top_k": top_k, "where": where or {}}
-        return self._json(f"/v1/indexes/{name}/query", {k: v for k, v in body.items() if v is not None},
-                          s.QueryResponse)
+    def query(
+        self,
+        name: str,
+        *,
+        text: str | None = None,
+        image: MediaInput | None = None,
+        audio: MediaInput | None = None,
+        top_k: int = 5,
+        where: dict | None = None,
+    ):
+        body = {
+            "text": text,
+            "image": _b64(image) if image is not None else None,
+            "audio": _b64(audio) if audio is not None else None,
+            "top_k": top_k,
+            "where": where or {},
+        }
+        return self._json(
+            f"/v1/indexes/{name}/query", {k: v for k, v in body.items() if v is not None}, s.QueryResponse
+        )
 
     # ---- composition and fusion ----
-    def compose(self, tasks: list[dict], *, image: MediaInput | None = None, text: str | None = None,
-                audio: MediaInput | None = None):
-        inputs = {"image": _b64(image) if image is not None else None, "text": text,
-                  "audio": _b64(audio) if audio is not None else None}
+    def compose(
+        self,
+        tasks: list[dict],
+        *,
+        image: MediaInput | None = None,
+        text: str | None = None,
+        audio: MediaInput | None = None,
+    ):
+        inputs = {
+            "image": _b64(image) if image is not None else None,
+            "text": text,
+            "audio": _b64(audio) if audio is not None else None,
+        }
         body = {"inputs": {k: v for k, v in inputs.items() if v is not None}, "tasks": tasks}
         return self._json("/v1/compose", body, s.ComposeResponse)
 
@@ -258,8 +316,14 @@ def _headers(api_key: str | None, timeout: float | None) -> dict:
 class Client(_Routes):
     """``Client("http://127.0.0.1:8000")``; media arguments take bytes or a file path."""
 
-    def __init__(self, base_url: str = "http://127.0.0.1:8000", *, api_key: str | None = None,
-                 timeout: float = 120.0, retry: RetryPolicy = RetryPolicy()) -> None:
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        *,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        retry: RetryPolicy = RetryPolicy(),
+    ) -> None:
         self._http = httpx.Client(base_url=base_url, timeout=timeout, headers=_headers(api_key, timeout))
         self.retry = retry
 
@@ -280,7 +344,7 @@ class Client(_Routes):
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -290,8 +354,14 @@ class Client(_Routes):
 class AsyncClient(_Routes):
     """The same routes as ``Client``, each a coroutine: ``await AsyncClient().classify(path)``."""
 
-    def __init__(self, base_url: str = "http://127.0.0.1:8000", *, api_key: str | None = None,
-                 timeout: float = 120.0, retry: RetryPolicy = RetryPolicy()) -> None:
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        *,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        retry: RetryPolicy = RetryPolicy(),
+    ) -> None:
         self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, headers=_headers(api_key, timeout))
         self.retry = retry
 
@@ -312,7 +382,7 @@ class AsyncClient(_Routes):
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def __aenter__(self) -> "AsyncClient":
+    async def __aenter__(self) -> AsyncClient:
         return self
 
     async def __aexit__(self, *exc) -> None:

@@ -6,6 +6,7 @@ the server refuses is retried image by image, so one bad file costs only itself.
 metadata keeps its file name and, unless turned off, a 128-pixel JPEG thumbnail (which hits return,
 so the playground can show them); with ``caption``, also its generated caption (``/v1/captions``).
 """
+
 from __future__ import annotations
 
 import base64
@@ -56,8 +57,13 @@ def thumbnail(raw: bytes, *, size: int = 128) -> str | None:
     return None
 
 
-def _metadata(client: Client, batch: list[tuple[Path, bytes, str]], folder: Path, caption: str | None,
-              thumbnails: bool = True) -> list[dict]:
+def _metadata(
+    client: Client,
+    batch: list[tuple[Path, bytes, str]],
+    folder: Path,
+    caption: str | None,
+    thumbnails: bool = True,
+) -> list[dict]:
     """Each image's file name, its thumbnail (unless ``thumbnails`` is off) and its generated caption when
     ``caption`` names a model ("" = the default)."""
     meta = [{"file": str(path.relative_to(folder))} for path, _, _ in batch]
@@ -73,11 +79,20 @@ def _metadata(client: Client, batch: list[tuple[Path, bytes, str]], folder: Path
     return meta
 
 
-def _upload(client: Client, name: str, batch: list[tuple[Path, bytes, str]], folder: Path, report: IndexReport,
-            caption: str | None = None, thumbnails: bool = True):
+def _upload(
+    client: Client,
+    name: str,
+    batch: list[tuple[Path, bytes, str]],
+    folder: Path,
+    report: IndexReport,
+    caption: str | None = None,
+    thumbnails: bool = True,
+):
     files = [raw for _, raw, _ in batch]
     try:
-        result = client.add_images(name, files, metadata=_metadata(client, batch, folder, caption, thumbnails))
+        result = client.add_images(
+            name, files, metadata=_metadata(client, batch, folder, caption, thumbnails)
+        )
         report.added += result.added
         report.skipped += result.already_present
     except MMServeError as exc:
@@ -88,8 +103,16 @@ def _upload(client: Client, name: str, batch: list[tuple[Path, bytes, str]], fol
             _upload(client, name, [one], folder, report, caption, thumbnails)
 
 
-def index_folder(client: Client, name: str, folder: Path, *, batch_size: int = 16, progress: bool = True,
-                 caption: str | None = None, thumbnails: bool = True) -> IndexReport:
+def index_folder(
+    client: Client,
+    name: str,
+    folder: Path,
+    *,
+    batch_size: int = 16,
+    progress: bool = True,
+    caption: str | None = None,
+    thumbnails: bool = True,
+) -> IndexReport:
     """Add every image under ``folder`` to index ``name`` (created if missing); ``caption``: a captioning
     model id ("" for the server's default) whose caption each image's metadata keeps; ``thumbnails``: keep
     a 128-pixel thumbnail of each image in its metadata."""
@@ -97,8 +120,10 @@ def index_folder(client: Client, name: str, folder: Path, *, batch_size: int = 1
 
     files, report = image_files(folder), IndexReport()
     client.create_index(name)
-    with tqdm(total=len(files), desc=f"index {name}", unit="img", disable=not progress, file=sys.stderr) as bar:
-        for paths in (files[i:i + batch_size] for i in range(0, len(files), batch_size)):
+    with tqdm(
+        total=len(files), desc=f"index {name}", unit="img", disable=not progress, file=sys.stderr
+    ) as bar:
+        for paths in (files[i : i + batch_size] for i in range(0, len(files), batch_size)):
             batch = [_hashed(p) for p in paths]
             present = set(client.lookup(name, [h for _, _, h in batch]).present)
             report.skipped += len(present)

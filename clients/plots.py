@@ -1,4 +1,5 @@
 """A picture of the audio features: mel spectrogram (dB), MFCC and chroma over time."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +8,11 @@ import numpy as np
 
 from api import schemas as s
 
-TITLES = {"mel": "mel spectrogram (dB)", "mfcc": "MFCC (each coefficient standardised over time)",
-          "chroma": "chroma"}
+TITLES = {
+    "mel": "mel spectrogram (dB)",
+    "mfcc": "MFCC (each coefficient standardised over time)",
+    "chroma": "chroma",
+}
 CMAPS = {"mel": "magma", "mfcc": "coolwarm", "chroma": "magma"}
 PITCHES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
 

@@ -4,6 +4,7 @@ Resources and autoscaling live here, per modality, rather than in the config fil
 ``deployments:`` section, so that the resource guard can check them before anything is deployed.
 Paths are made absolute once, by the validators, when the args are read.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,13 +18,13 @@ from models.errors import MMServeError
 from models.registry import SpeechModelSpec, TextModelSpec, VisionLanguageModelSpec, VisionModelSpec
 from models.search import is_local_uri
 
-
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def expand_env(value: str) -> str:
     """Replace each ``${NAME}`` with that environment variable; one that is not set is an error
     (an unset Milvus URI must not quietly become a local file named '${MILVUS_URI}')."""
+
     def lookup(match: re.Match) -> str:
         name = match.group(1)
         if name not in os.environ:
@@ -58,17 +59,35 @@ class DeploymentArgs(_Args):
     num_gpus: float = Field(0.0, ge=0)
     resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources per replica")
     autoscaling: Autoscaling = Autoscaling()
-    max_replicas_per_node: int | None = Field(None, ge=1, description=(
-        "at most this many replicas on one Ray node, so the replicas of a scale-up, and the survivors of a "
-        "node loss, are on other nodes (Serve's max_replicas_per_node); default: no limit"))
+    max_replicas_per_node: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "at most this many replicas on one Ray node, so the replicas of a scale-up, and the survivors of a "
+            "node loss, are on other nodes (Serve's max_replicas_per_node); default: no limit"
+        ),
+    )
     max_ongoing_requests: int = Field(32, ge=1)
-    max_queued_requests: int | None = Field(None, ge=1, description=(
-        "requests each caller (a gateway replica's handle, or the proxy) queues for this deployment before "
-        "refusing more with 503; default: one more full load of every replica at max_replicas"))
-    graceful_shutdown_wait_loop_s: float = Field(1.0, gt=0, description="how often a stopping replica checks "
-                                                 "whether its in-flight requests have drained")
-    graceful_shutdown_timeout_s: float = Field(30.0, ge=0, description=(
-        "how long a stopping replica (scale-down, rolling update) drains in-flight requests before it is killed"))
+    max_queued_requests: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "requests each caller (a gateway replica's handle, or the proxy) queues for this deployment before "
+            "refusing more with 503; default: one more full load of every replica at max_replicas"
+        ),
+    )
+    graceful_shutdown_wait_loop_s: float = Field(
+        1.0,
+        gt=0,
+        description="how often a stopping replica checks whether its in-flight requests have drained",
+    )
+    graceful_shutdown_timeout_s: float = Field(
+        30.0,
+        ge=0,
+        description=(
+            "how long a stopping replica (scale-down, rolling update) drains in-flight requests before it is killed"
+        ),
+    )
 
     def queue_limit(self) -> int:
         """The bounded queue each caller keeps for this deployment (Ray's default, -1, is unbounded)."""
@@ -82,7 +101,11 @@ class DeploymentArgs(_Args):
 
     def serve_options(self, *, user_config: dict | None = None) -> dict:
         options = {
-            "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus, "resources": self.resources},
+            "ray_actor_options": {
+                "num_cpus": self.num_cpus,
+                "num_gpus": self.num_gpus,
+                "resources": self.resources,
+            },
             "autoscaling_config": self.autoscaling.model_dump(),
             "max_ongoing_requests": self.max_ongoing_requests,
             "max_queued_requests": self.queue_limit(),
@@ -141,8 +164,11 @@ class VisionArgs(_ModelDeploymentArgs):
     @field_validator("model", mode="before")
     @classmethod
     def _runtime(cls, model):
-        compiled = isinstance(model, dict) and model.get("classifier", "efficientnet-lite0") == "efficientnet-lite0" \
+        compiled = (
+            isinstance(model, dict)
+            and model.get("classifier", "efficientnet-lite0") == "efficientnet-lite0"
             and model.get("embedder", "conse") != "clip"
+        )
         return served_runtime(model, compiled)
 
     @field_validator("model")
@@ -150,8 +176,9 @@ class VisionArgs(_ModelDeploymentArgs):
     def _adapter_path(cls, model: VisionModelSpec) -> VisionModelSpec:
         if model.embedder != "adapter":
             return model
-        return model.model_copy(update={"embedder_path": _adapter_checkpoint(model.embedder_path,
-                                                                              "vision.model.embedder_path")})
+        return model.model_copy(
+            update={"embedder_path": _adapter_checkpoint(model.embedder_path, "vision.model.embedder_path")}
+        )
 
 
 class TextArgs(_ModelDeploymentArgs):
@@ -180,16 +207,20 @@ class SearchArgs(DeploymentArgs):
     """The SearchIndex deployment: Milvus Lite in a local file by default, or a Milvus server."""
 
     enabled: bool = True
-    uri: str = Field("~/.local/share/mmserve/search.db",
-                     description="a Milvus Lite file, or a Milvus server such as http://milvus:19530")
+    uri: str = Field(
+        "~/.local/share/mmserve/search.db",
+        description="a Milvus Lite file, or a Milvus server such as http://milvus:19530",
+    )
     token: str = Field("", description="Milvus credentials ('user:password' or an API key) for a server uri")
     num_cpus: float = Field(0.1, ge=0)
 
     @model_validator(mode="after")
     def _one_process_per_file(self):
         if is_local_uri(self.uri) and self.autoscaling.max_replicas > 1:
-            raise ValueError("search.uri is a Milvus Lite file, which one process at a time can open: keep "
-                             "search.autoscaling.max_replicas at 1, or point search.uri at a Milvus server to scale")
+            raise ValueError(
+                "search.uri is a Milvus Lite file, which one process at a time can open: keep "
+                "search.autoscaling.max_replicas at 1, or point search.uri at a Milvus server to scale"
+            )
         return self
 
     @field_validator("uri", "token", mode="before")
@@ -224,7 +255,9 @@ class VisionLanguageArgs(_ModelDeploymentArgs):
     multiplexing). Off by default: no vision-language weights are packaged for offline use."""
 
     enabled: bool = False
-    models: list[VisionLanguageModelSpec] = Field(default_factory=list, description="the models requests may name")
+    models: list[VisionLanguageModelSpec] = Field(
+        default_factory=list, description="the models requests may name"
+    )
     max_models: int = Field(2, ge=1, description="models each replica keeps loaded (LRU)")
     num_cpus: float = Field(1.0, ge=0)
     batch: BatchConfig = BatchConfig(max_batch_size=8)
@@ -252,8 +285,10 @@ class GatewayArgs(DeploymentArgs):
         """The gateway's own admission refuses (in the error shape, with Retry-After) before Serve's
         per-replica limit would make the proxy queue or answer in plain text."""
         if self.settings.max_inflight >= self.max_ongoing_requests:
-            raise ValueError(f"gateway.settings.max_inflight ({self.settings.max_inflight}) must be below "
-                             f"gateway.max_ongoing_requests ({self.max_ongoing_requests})")
+            raise ValueError(
+                f"gateway.settings.max_inflight ({self.settings.max_inflight}) must be below "
+                f"gateway.max_ongoing_requests ({self.max_ongoing_requests})"
+            )
         return self
 
 
@@ -266,7 +301,8 @@ class AppArgs(_Args):
     fusion: FusionArgs = FusionArgs()
     vision_language: VisionLanguageArgs = VisionLanguageArgs()
     resource_guard: Literal["strict", "off"] = Field(
-        "strict", description="'off' for clusters whose autoscaler adds nodes on demand (e.g. KubeRay)")
+        "strict", description="'off' for clusters whose autoscaler adds nodes on demand (e.g. KubeRay)"
+    )
 
     @model_validator(mode="after")
     def _one_space(self):
@@ -275,7 +311,8 @@ class AppArgs(_Args):
             raise ValueError(
                 f"text embeddings come from the adapter checkpoint {self.text.model.path} ({text_space}) but "
                 f"vision.model.embedder is {self.vision.model.embedder}: set vision.model.embedder=adapter and "
-                "embedder_path to the same checkpoint")
+                "embedder_path to the same checkpoint"
+            )
         if vision_space != text_space:
             raise ValueError(
                 f"vision embeddings ({vision_space}) and text embeddings ({text_space}) must share a space "
@@ -286,8 +323,12 @@ class AppArgs(_Args):
         return self
 
     def deployments(self) -> dict[str, DeploymentArgs]:
-        out = {"VisionEncoder": self.vision, "TextEncoder": self.text, "AudioModel": self.audio,
-               "Gateway": self.gateway}
+        out = {
+            "VisionEncoder": self.vision,
+            "TextEncoder": self.text,
+            "AudioModel": self.audio,
+            "Gateway": self.gateway,
+        }
         if self.search.enabled:
             out["SearchIndex"] = self.search
         if self.fusion.enabled:

@@ -1,5 +1,6 @@
 """Reading a Serve config file (``serve_config.yaml``, ``configs/*.yaml``): the one loader used by
 the launcher and by every offline command that needs the app's args. Ray-free."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -7,6 +7,7 @@
   secret is compared in constant time. Secrets are 32 random bytes, so a salted SHA-256 is enough;
   a slow KDF would cost every request milliseconds for nothing.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,8 +40,12 @@ class Tenant(BaseModel):
     rate_limit: RateLimit | None = RateLimit()
     max_concurrent: int | None = Field(8, ge=1)
     modalities: list[str] = Field(default_factory=lambda: ["image", "text", "audio"])
-    heads: list[str] = Field(default_factory=lambda: [ALL], description="fusion heads it may use ('*': all of its own)")
-    indexes: list[str] = Field(default_factory=lambda: [ALL], description="indexes it may use ('*': all of its own)")
+    heads: list[str] = Field(
+        default_factory=lambda: [ALL], description="fusion heads it may use ('*': all of its own)"
+    )
+    indexes: list[str] = Field(
+        default_factory=lambda: [ALL], description="indexes it may use ('*': all of its own)"
+    )
     allowed_root: str | None = Field(None, description="server-side folder its index items may name by path")
     operator: bool = Field(False, description="may read service-wide statistics (/v1/stats)")
 
@@ -96,8 +101,11 @@ def add_key(path: str | Path, tenant_id: str) -> str:
     """Append a new key's hash to ``tenant_id`` (created if new) and return the key itself.
     Raises InvalidInput for a tenant id the file could not hold."""
     if not re.fullmatch(TENANT_ID, tenant_id):
-        raise InvalidInput(f"tenant ids match {TENANT_ID} (lowercase letter first, at most 32 characters), "
-                           f"not {tenant_id!r}", param="tenant")
+        raise InvalidInput(
+            f"tenant ids match {TENANT_ID} (lowercase letter first, at most 32 characters), "
+            f"not {tenant_id!r}",
+            param="tenant",
+        )
     file = Path(path)
     data = TenantsFile.model_validate(yaml.safe_load(file.read_text()) or {} if file.exists() else {})
     key, entry = new_key()

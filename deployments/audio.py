@@ -4,6 +4,7 @@ Embeddings are batched, and so are short greedy transcriptions (<= 30 s, one enc
 by language identification and decoding); longer or sampled ones run clip by clip in a worker
 thread (long greedy ones as one batch of VAD spans: ``SpeechModelSpec.long_audio_batch_size``).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -12,8 +13,8 @@ import dataclasses
 import numpy as np
 from ray import serve
 
-from deployments.info import EncoderInfo
 from deployments.common import BatchStats, ModelReplica, placement, replica_device
+from deployments.info import EncoderInfo
 from models import audio_features, whisper_batch
 from models.fusion_features import FeatureExtractor, ModalityFeatures
 from models.registry import SpeechModelSpec, load_speech
@@ -67,6 +68,14 @@ class AudioModel(ModelReplica):
 
     def info(self) -> EncoderInfo:
         e = self.engine
-        return EncoderInfo(modality="audio", model=e.model_id, space=f"audio:{e.model_id}", dim=e.dim,
-                           token_dim=e.token_dim, device=self.device, task_model=e.model_id,
-                           placement=placement(), batch=self.batch_config.model_dump())
+        return EncoderInfo(
+            modality="audio",
+            model=e.model_id,
+            space=f"audio:{e.model_id}",
+            dim=e.dim,
+            token_dim=e.token_dim,
+            device=self.device,
+            task_model=e.model_id,
+            placement=placement(),
+            batch=self.batch_config.model_dump(),
+        )

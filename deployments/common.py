@@ -1,5 +1,6 @@
 """What every model deployment shares: batch settings from ``user_config``, batch statistics,
 a health check that fails a wedged replica, and the device Ray granted this replica."""
+
 from __future__ import annotations
 
 import asyncio
@@ -9,6 +10,7 @@ import threading
 import time
 
 import ray
+
 from config.settings import BatchConfig
 from deployments.metrics import observe_batch
 from models.runtime import resolve_device
@@ -73,7 +75,9 @@ class Progress:
         if not late:
             return None
         method, age = max(late, key=lambda x: x[1])
-        return f"a '{method}' batch has run for {age:.0f}s (stall_timeout_s={limit_s:g}): the replica is wedged"
+        return (
+            f"a '{method}' batch has run for {age:.0f}s (stall_timeout_s={limit_s:g}): the replica is wedged"
+        )
 
 
 def replica_device() -> str:
@@ -84,8 +88,11 @@ def replica_device() -> str:
 def placement() -> dict:
     """What Ray granted this replica, as Ray itself reports it."""
     ctx = ray.get_runtime_context()
-    return {"actor_id": ctx.get_actor_id(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
-            "resources": ctx.get_assigned_resources()}
+    return {
+        "actor_id": ctx.get_actor_id(),
+        "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+        "resources": ctx.get_assigned_resources(),
+    }
 
 
 class ModelReplica:

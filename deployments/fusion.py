@@ -4,6 +4,7 @@ Requests name a head through ``multiplexed_model_id`` = ``"<tenant>/<head>"``; S
 to a replica that already holds that head when it can, and each replica keeps an LRU of at most
 ``max_heads`` heads loaded from the model store (``<store>/<tenant>/<head>/``).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -26,9 +27,15 @@ def split_model_id(model_id: str) -> tuple[str, str]:
 
 
 def card(meta: fusion.HeadMeta) -> dict:
-    return {"id": meta.head_id, "kind": meta.kind, "labels": list(meta.labels),
-            "modalities": sorted(meta.dims.pooled), "encoders": meta.encoders, "metrics": meta.metrics,
-            "created": meta.created}
+    return {
+        "id": meta.head_id,
+        "kind": meta.kind,
+        "labels": list(meta.labels),
+        "modalities": sorted(meta.dims.pooled),
+        "encoders": meta.encoders,
+        "metrics": meta.metrics,
+        "created": meta.created,
+    }
 
 
 @serve.deployment(name="FusionHead", max_ongoing_requests=32)

@@ -1,5 +1,6 @@
 """What an encoder deployment says about itself: one typed record for every modality, read by the
 gateway's routes, compose and fusion (it crosses Ray handles as a pickled dataclass)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -3,6 +3,7 @@
 Ray Serve adds ``deployment``, ``replica`` and ``application`` tags; the names here get Ray's
 ``ray_`` prefix on the scrape endpoint. Metric objects are created lazily inside the replica.
 """
+
 from __future__ import annotations
 
 import functools
@@ -18,9 +19,12 @@ def _gateway():
     tags = ("route", "modality", "tenant")
     return (
         metrics.Counter("mmserve_requests_total", "HTTP requests answered", tag_keys=tags + ("status",)),
-        metrics.Counter("mmserve_errors_total", "HTTP requests answered with 4xx/5xx", tag_keys=tags + ("status",)),
-        metrics.Histogram("mmserve_request_latency_ms", "gateway latency per request", boundaries=LATENCY_MS,
-                          tag_keys=tags),
+        metrics.Counter(
+            "mmserve_errors_total", "HTTP requests answered with 4xx/5xx", tag_keys=tags + ("status",)
+        ),
+        metrics.Histogram(
+            "mmserve_request_latency_ms", "gateway latency per request", boundaries=LATENCY_MS, tag_keys=tags
+        ),
     )
 
 
@@ -39,7 +43,9 @@ def _counters():
 
     return (
         metrics.Counter("mmserve_throttled_total", "requests refused with 429", tag_keys=("tenant",)),
-        metrics.Counter("mmserve_embed_cache_total", "embedding cache look-ups", tag_keys=("modality", "result")),
+        metrics.Counter(
+            "mmserve_embed_cache_total", "embedding cache look-ups", tag_keys=("modality", "result")
+        ),
     )
 
 
@@ -47,8 +53,12 @@ def _counters():
 def _poison_counter():
     from ray.serve import metrics
 
-    return metrics.Counter("mmserve_poison_total", "inputs in flight when a model replica died: suspect (retried), "
-                           "held (422 poison_request) or refused (held, not sent)", tag_keys=("method", "outcome"))
+    return metrics.Counter(
+        "mmserve_poison_total",
+        "inputs in flight when a model replica died: suspect (retried), "
+        "held (422 poison_request) or refused (held, not sent)",
+        tag_keys=("method", "outcome"),
+    )
 
 
 def observe_poison(method: str, outcome: str) -> None:
@@ -67,8 +77,9 @@ def observe_cache(modality: str, hit: bool) -> None:
 def _batch_histogram():
     from ray.serve import metrics
 
-    return metrics.Histogram("mmserve_batch_size", "items per model forward pass", boundaries=BATCH_SIZES,
-                             tag_keys=("method",))
+    return metrics.Histogram(
+        "mmserve_batch_size", "items per model forward pass", boundaries=BATCH_SIZES, tag_keys=("method",)
+    )
 
 
 def observe_batch(method: str, size: int) -> None:

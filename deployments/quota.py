@@ -3,6 +3,7 @@ limits hold across all gateway replicas and survive a gateway replica's restart.
 
 Its methods are coroutines without awaits: each runs to completion on the replica's event loop,
 so bucket updates never interleave."""
+
 from __future__ import annotations
 
 import secrets
@@ -37,8 +38,9 @@ class TokenBuckets:
     def _bucket(self, tenant: str, burst: int, now: float) -> _Bucket:
         return self.buckets.setdefault(tenant, _Bucket(tokens=float(burst), stamp=now))
 
-    def acquire(self, tenant: str, *, rate: float | None, burst: int,
-                max_concurrent: int | None) -> tuple[str | None, float, str]:
+    def acquire(
+        self, tenant: str, *, rate: float | None, burst: int, max_concurrent: int | None
+    ) -> tuple[str | None, float, str]:
         """(lease id, 0, "") when admitted, else (None, seconds until a retry can succeed, the limit hit:
         "max_concurrent" or "rate_limit")."""
         now = self.clock()
@@ -70,14 +72,16 @@ class TokenBuckets:
             bucket.leases.pop(lease, None)
 
 
-@serve.deployment(name="QuotaKeeper", num_replicas=1, max_ongoing_requests=1000,
-                  ray_actor_options={"num_cpus": 0})
+@serve.deployment(
+    name="QuotaKeeper", num_replicas=1, max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0}
+)
 class QuotaKeeper:
     def __init__(self, lease_s: float = LEASE_S) -> None:
         self.buckets = TokenBuckets(lease_s=lease_s)
 
-    async def acquire(self, tenant: str, rate: float | None, burst: int,
-                      max_concurrent: int | None) -> tuple[str | None, float, str]:
+    async def acquire(
+        self, tenant: str, rate: float | None, burst: int, max_concurrent: int | None
+    ) -> tuple[str | None, float, str]:
         return self.buckets.acquire(tenant, rate=rate, burst=burst, max_concurrent=max_concurrent)
 
     async def renew(self, tenant: str, leases: list[str]) -> None:

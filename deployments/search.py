@@ -3,6 +3,7 @@
 Every call names the tenant whose namespace it touches; the gateway fills it from the caller's
 key, so one tenant never addresses another's collections. Calls run in worker threads.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -24,7 +25,9 @@ class SearchIndex:
         self.store = VectorStore(uri=uri, token=token)  # a Lite file's folder is created if missing
 
     async def create(self, tenant: str, name: str, *, encoder: str, space: str, dim: int) -> dict:
-        return _plain(await asyncio.to_thread(self.store.create, tenant, name, encoder=encoder, space=space, dim=dim))
+        return _plain(
+            await asyncio.to_thread(self.store.create, tenant, name, encoder=encoder, space=space, dim=dim)
+        )
 
     async def list(self, tenant: str) -> list[dict]:
         return [_plain(i) for i in await asyncio.to_thread(self.store.list, tenant)]
@@ -42,9 +45,12 @@ class SearchIndex:
         items = [Item(id=i, vector=v, metadata=m) for i, v, m in rows]
         return await asyncio.to_thread(self.store.add, tenant, name, items, encoder=encoder)
 
-    async def search(self, tenant: str, name: str, vector: np.ndarray, *, space: str, top_k: int,
-                     where: dict) -> list[dict]:
-        hits = await asyncio.to_thread(self.store.search, tenant, name, vector, space=space, top_k=top_k, where=where)
+    async def search(
+        self, tenant: str, name: str, vector: np.ndarray, *, space: str, top_k: int, where: dict
+    ) -> list[dict]:
+        hits = await asyncio.to_thread(
+            self.store.search, tenant, name, vector, space=space, top_k=top_k, where=where
+        )
         return [_plain(h) for h in hits]
 
     async def delete(self, tenant: str, name: str, ids: list[str]) -> int:

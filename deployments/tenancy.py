@@ -1,6 +1,7 @@
 """Tenancy on the request path: API-key authentication against the tenants file, and the tenant of
 the request being served (a context variable set by the gateway's admission middleware, so any
 code on the request path can ask ``current()``). The file's schema lives in ``config.tenants``."""
+
 from __future__ import annotations
 
 import collections
@@ -28,7 +29,7 @@ class Directory:
     entries: dict[str, tuple[str, str, str]] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, tenants: list[Tenant]) -> "Directory":
+    def build(cls, tenants: list[Tenant]) -> Directory:
         directory = cls({t.id: t for t in tenants})
         for tenant in tenants:
             for entry in tenant.keys:
@@ -118,8 +119,15 @@ class FailedLogins:
     keys safe is their 256 random bits; this keeps floods of bad keys cheap and visible (429), and
     gives an address, a key id and the service each a ceiling on the 401s they can draw."""
 
-    def __init__(self, *, per_address: int = 20, per_key_id: int = 20, ceiling: int = 1000,
-                 window_s: float = 60.0, clock=time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        per_address: int = 20,
+        per_key_id: int = 20,
+        ceiling: int = 1000,
+        window_s: float = 60.0,
+        clock=time.monotonic,
+    ) -> None:
         self.clock = clock
         self.by_address = SlidingWindow(limit=per_address, window_s=window_s, max_names=ceiling)
         self.by_key_id = SlidingWindow(limit=per_key_id, window_s=window_s, max_names=ceiling)
@@ -129,14 +137,18 @@ class FailedLogins:
         """One failed authentication: Throttled (not counted) when the address, the key id or the
         replica as a whole is over its limit; otherwise counted, and the caller answers 401."""
         now = self.clock()
-        waits = {"from this address": self.by_address.wait(address, now),
-                 "for this key id": self.by_key_id.wait(key_id, now) if key_id is not None else 0.0,
-                 "on this gateway": self.overall.wait(EVERYONE, now)}
+        waits = {
+            "from this address": self.by_address.wait(address, now),
+            "for this key id": self.by_key_id.wait(key_id, now) if key_id is not None else 0.0,
+            "on this gateway": self.overall.wait(EVERYONE, now),
+        }
         over = {what: wait for what, wait in waits.items() if wait > 0}
         if over:
             wait = max(over.values())
-            raise Throttled(f"too many failed authentications {' and '.join(over)}; retry after {wait:.0f}s",
-                            retry_after=wait)
+            raise Throttled(
+                f"too many failed authentications {' and '.join(over)}; retry after {wait:.0f}s",
+                retry_after=wait,
+            )
         self.by_address.add(address, now)
         if key_id is not None:
             self.by_key_id.add(key_id, now)

@@ -1,4 +1,5 @@
 """TextEncoder: sentence embeddings, one batch item per text, padded to the batch's longest."""
+
 from __future__ import annotations
 
 import asyncio
@@ -6,8 +7,8 @@ import asyncio
 import numpy as np
 from ray import serve
 
-from deployments.info import EncoderInfo
 from deployments.common import BatchStats, ModelReplica, checkpoint_path, log, placement, replica_device
+from deployments.info import EncoderInfo
 from models.fusion_features import FeatureExtractor, ModalityFeatures
 from models.registry import TextModelSpec, load_text
 
@@ -52,5 +53,13 @@ class TextEncoder(ModelReplica):
 
     def info(self) -> EncoderInfo:
         m = self.model
-        return EncoderInfo(modality="text", model=m.model_id, space=m.space, dim=m.dim, token_dim=m.token_dim,
-                           device=self.device, placement=placement(), batch=self.batch_config.model_dump())
+        return EncoderInfo(
+            modality="text",
+            model=m.model_id,
+            space=m.space,
+            dim=m.dim,
+            token_dim=m.token_dim,
+            device=self.device,
+            placement=placement(),
+            batch=self.batch_config.model_dump(),
+        )

@@ -1,4 +1,5 @@
 """VisionEncoder: image embeddings and ImageNet-style classification, batched."""
+
 from __future__ import annotations
 
 import asyncio
@@ -7,12 +8,11 @@ import numpy as np
 import torch
 from ray import serve
 
-from deployments.info import EncoderInfo
 from deployments.common import BatchStats, ModelReplica, checkpoint_path, log, placement, replica_device
-from models.image_input import Cropped, Encoded
+from deployments.info import EncoderInfo
 from models.fusion_features import FeatureExtractor, ModalityFeatures
+from models.image_input import Cropped, Encoded
 from models.registry import TextModelSpec, VisionModelSpec, load_classifier, load_embedder
-
 
 BLANK = np.zeros((224, 224, 3), dtype=np.uint8)
 DECODES = 2  # uploads decoded at once in a replica (image_transport: bytes); each up to max_image_pixels
@@ -28,7 +28,9 @@ class VisionEncoder(ModelReplica):
         self.text_spec = TextModelSpec.model_validate(text_spec)
         self.device = replica_device()
         self.classifier = load_classifier(self.spec, device=self.device)
-        self.embedder = load_embedder(self.spec, self.text_spec, classifier=self.classifier, device=self.device)
+        self.embedder = load_embedder(
+            self.spec, self.text_spec, classifier=self.classifier, device=self.device
+        )
         self.stats = BatchStats()
         self._decodes = asyncio.Semaphore(DECODES)
         self.fusion_inputs = FeatureExtractor(image=self.embedder)
@@ -48,13 +50,20 @@ class VisionEncoder(ModelReplica):
         if new == self.spec:
             return
         checkpoint_path(new.embedder_path if new.embedder == "adapter" else None, "embedder_path")
-        same_classifier = all(getattr(new, f) == getattr(self.spec, f)
-                              for f in ("classifier", "classifier_path", "precision", "torchscript", "runtime"))
+        same_classifier = all(
+            getattr(new, f) == getattr(self.spec, f)
+            for f in ("classifier", "classifier_path", "precision", "torchscript", "runtime")
+        )
         classifier = self.classifier if same_classifier else load_classifier(new, device=self.device)
         embedder = load_embedder(new, self.text_spec, classifier=classifier, device=self.device)
         fusion_inputs = FeatureExtractor(image=embedder)
         self._warm(embedder, fusion_inputs)
-        self.spec, self.classifier, self.embedder, self.fusion_inputs = new, classifier, embedder, fusion_inputs
+        self.spec, self.classifier, self.embedder, self.fusion_inputs = (
+            new,
+            classifier,
+            embedder,
+            fusion_inputs,
+        )
         log.info("VisionEncoder now embeds with %s in space %s", embedder.model_id, embedder.space)
 
     def _probs(self, images: list[np.ndarray]) -> np.ndarray:
@@ -87,7 +96,9 @@ class VisionEncoder(ModelReplica):
         if isinstance(image, Encoded):
             async with self._decodes:
                 image = await asyncio.to_thread(image.decode, size)
-        elif isinstance(image, Cropped) and (size is None or image.pixels.shape[:2] != (size.crop, size.crop)):
+        elif isinstance(image, Cropped) and (
+            size is None or image.pixels.shape[:2] != (size.crop, size.crop)
+        ):
             image = image.pixels  # cropped for a model swapped out since (the gateway's info lags): resize it
         return await self._embed_batch(image)
 
@@ -97,7 +108,16 @@ class VisionEncoder(ModelReplica):
 
     def info(self) -> EncoderInfo:
         e = self.embedder
-        return EncoderInfo(modality="image", model=e.model_id, space=e.space, dim=e.dim, token_dim=e.token_dim,
-                           device=self.device, logit_scale=e.logit_scale, task_model=self.classifier.model_id,
-                           input_size=getattr(e, "input_size", None), placement=placement(),
-                           batch=self.batch_config.model_dump())
+        return EncoderInfo(
+            modality="image",
+            model=e.model_id,
+            space=e.space,
+            dim=e.dim,
+            token_dim=e.token_dim,
+            device=self.device,
+            logit_scale=e.logit_scale,
+            task_model=self.classifier.model_id,
+            input_size=getattr(e, "input_size", None),
+            placement=placement(),
+            batch=self.batch_config.model_dump(),
+        )

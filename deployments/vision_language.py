@@ -6,6 +6,7 @@ loaded models. Each request's generation settings and text are checked here, bef
 ``@serve.batch``, so one bad request never fails the others; a batch then runs one ``generate`` per
 (model, settings) group.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -55,14 +56,21 @@ class VisionLanguage(ModelReplica):
             model.warmup()
         except Exception as exc:  # the config names weights this replica cannot load: the operator's fault
             log.exception("vision-language model %s failed to load from %s", model_id, spec.path)
-            raise Unavailable(f"vision-language model '{model_id}' could not be loaded ({type(exc).__name__}); "
-                              "see the VisionLanguage replica's log") from None
-        log.info("loaded vision-language model %s (%s %s) on %s", model_id, spec.task, spec.engine, self.device)
+            raise Unavailable(
+                f"vision-language model '{model_id}' could not be loaded ({type(exc).__name__}); "
+                "see the VisionLanguage replica's log"
+            ) from None
+        log.info(
+            "loaded vision-language model %s (%s %s) on %s", model_id, spec.task, spec.engine, self.device
+        )
         return model
 
     def models(self) -> list[dict]:
         """The configured models (loaded or not): what /v1/models lists and routes pick from."""
-        return [{"id": s.id, "task": s.task, "engine": s.engine, "device": self.device} for s in self.specs.values()]
+        return [
+            {"id": s.id, "task": s.task, "engine": s.engine, "device": self.device}
+            for s in self.specs.values()
+        ]
 
     async def run(self, image: np.ndarray, text: str | None, options: dict) -> dict:
         """Caption ``image`` (``text``: the prompt it starts with) or answer ``text`` about it, with the
@@ -75,8 +83,12 @@ class VisionLanguage(ModelReplica):
         settings = model.settings(**options)  # here, so a bad request never fails a whole batch
         model.check_text(text)
         out = await self._generate_batch(model, image, text, settings)
-        return {**dataclasses.asdict(out), "model": model.model_id, "task": model.task,
-                "max_tokens": settings.max_tokens}
+        return {
+            **dataclasses.asdict(out),
+            "model": model.model_id,
+            "task": model.task,
+            "max_tokens": settings.max_tokens,
+        }
 
     @serve.batch
     async def _generate_batch(self, models: list, images: list, texts: list, settings: list) -> list:
@@ -97,5 +109,10 @@ class VisionLanguage(ModelReplica):
         return out
 
     def info(self) -> dict:
-        return {"models": self.models(), "device": self.device, "placement": placement(),
-                "batch": self.batch_config.model_dump(), "threads": torch.get_num_threads()}
+        return {
+            "models": self.models(),
+            "device": self.device,
+            "placement": placement(),
+            "batch": self.batch_config.model_dump(),
+            "threads": torch.get_num_threads(),
+        }

@@ -3,6 +3,7 @@
 Ray alone waits forever for a replica that asks for a GPU (or any resource) no node has; this
 check fails within seconds instead, naming the deployment and the missing resource.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -41,9 +42,13 @@ def _too_big(demand: ReplicaDemand, nodes: list[dict[str, float]]) -> str | None
     """A single replica must fit on one node."""
     if any(_fits(demand, node) for node in nodes):
         return None
-    missing = {k: v for k, v in demand.per_replica.items() if max((n.get(k, 0.0) for n in nodes), default=0.0) < v}
-    wanted = ", ".join(f"{k}={v:g} (largest node has {max((n.get(k, 0.0) for n in nodes), default=0.0):g})"
-                       for k, v in (missing or demand.per_replica).items())
+    missing = {
+        k: v for k, v in demand.per_replica.items() if max((n.get(k, 0.0) for n in nodes), default=0.0) < v
+    }
+    wanted = ", ".join(
+        f"{k}={v:g} (largest node has {max((n.get(k, 0.0) for n in nodes), default=0.0):g})"
+        for k, v in (missing or demand.per_replica).items()
+    )
     return f"deployment '{demand.deployment}' asks for {wanted} per replica; no node can host one replica"
 
 
@@ -52,8 +57,10 @@ def _too_few_nodes(demand: ReplicaDemand, nodes: list[dict[str, float]], *, at: 
     hosts = sum(_fits(demand, node) for node in nodes)
     if demand.max_per_node is None or not hosts or demand.count(at) <= hosts * demand.max_per_node:
         return None
-    return (f"deployment '{demand.deployment}': {demand.count(at)} replicas at its {at}imum, at most "
-            f"{demand.max_per_node} per node (max_replicas_per_node), but {hosts} node(s) can host one")
+    return (
+        f"deployment '{demand.deployment}': {demand.count(at)} replicas at its {at}imum, at most "
+        f"{demand.max_per_node} per node (max_replicas_per_node), but {hosts} node(s) can host one"
+    )
 
 
 def _over_total(demands: list[ReplicaDemand], nodes: list[dict[str, float]], *, at: str = "min") -> list[str]:
@@ -68,8 +75,12 @@ def _over_total(demands: list[ReplicaDemand], nodes: list[dict[str, float]], *, 
             need[k] += v * count
             users[k].append(f"{d.deployment} {count}x{v:g}")
     total = {k: sum(n.get(k, 0.0) for n in nodes) for k in need}
-    return [f"resource '{k}': the {at}imum replicas need {need[k]:g} ({', '.join(users[k])}) "
-            f"but the cluster has {total[k]:g}" for k in need if need[k] > total[k] + 1e-9]
+    return [
+        f"resource '{k}': the {at}imum replicas need {need[k]:g} ({', '.join(users[k])}) "
+        f"but the cluster has {total[k]:g}"
+        for k in need
+        if need[k] > total[k] + 1e-9
+    ]
 
 
 def cluster_nodes() -> list[dict[str, float]]:
@@ -85,6 +96,7 @@ def check(demands: list[ReplicaDemand], nodes: list[dict[str, float]] | None = N
     found = problems(demands, cluster_nodes() if nodes is None else nodes)
     if found:
         raise UnschedulableError(
-            "this configuration cannot be scheduled on the Ray cluster:\n- " + "\n- ".join(found)
+            "this configuration cannot be scheduled on the Ray cluster:\n- "
+            + "\n- ".join(found)
             + "\n(set args.resource_guard: off if an autoscaler will add such nodes)"
         )

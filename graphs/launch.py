@@ -9,6 +9,7 @@ use ``serve deploy``: the guard then marks the app DEPLOY_FAILED with the same m
 The config's ``runtime_env`` (working_dir, py_modules, env_vars) becomes the job's, for every
 worker; a ``deployments:`` section is refused (options belong in ``args``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,11 +43,14 @@ def job_runtime_env(config: dict) -> dict | None:
             raise UnsupportedConfig(
                 f"application '{app.get('name')}' has a 'deployments:' section, which mmserve does not "
                 "apply: set resources, autoscaling and limits per modality in its 'args' (README "
-                "\"Configuration\"), where the resource guard checks them")
+                '"Configuration"), where the resource guard checks them'
+            )
     envs = [app.get("runtime_env") or {} for app in config["applications"]]
     if any(env != envs[0] for env in envs):
-        raise UnsupportedConfig("the applications have different runtime_env; the launcher runs them "
-                                "in one Ray job, so give them the same one (or use `serve deploy`)")
+        raise UnsupportedConfig(
+            "the applications have different runtime_env; the launcher runs them "
+            "in one Ray job, so give them the same one (or use `serve deploy`)"
+        )
     return envs[0] or None
 
 
@@ -74,7 +78,9 @@ def _wait_for_signal() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("config", type=Path)
     parser.add_argument("--metrics-port", type=int, default=8080, help="Prometheus scrape port (/metrics)")
     args = parser.parse_args(argv)

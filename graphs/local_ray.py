@@ -24,6 +24,7 @@ mode 0700 (:func:`private_tmp_dir`): Ray makes its own folders 0777 and its logs
 Nothing here imports Ray at module import, so callers can run :func:`prepare` before Ray is
 imported anywhere.
 """
+
 from __future__ import annotations
 
 import copy
@@ -33,8 +34,9 @@ import secrets
 import shutil
 import stat
 import sys
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
-from typing import Any, Callable, MutableMapping
+from typing import Any
 
 from graphs import loopback_grpc, ray_startup
 
@@ -54,8 +56,10 @@ SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 # this callback (Serve's supported hook) wraps the proxy's app in a middleware that answers 503 +
 # Retry-After in the error shape instead (deployments/gateway/proxy_errors.py).
 PROXY_CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
-SERVE_DEFAULTS = {"RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S": "1",
-                  PROXY_CALLBACK_ENV: "deployments.gateway.proxy_errors:middlewares"}
+SERVE_DEFAULTS = {
+    "RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S": "1",
+    PROXY_CALLBACK_ENV: "deployments.gateway.proxy_errors:middlewares",
+}
 # Ray's system temp folder (its default is $TMPDIR or /tmp). Ray makes its own folder in it and every
 # session folder below 0777, and writes world-readable logs there; the embedded Ray's goes in a
 # folder of its user's, mode 0700, so none of it is reachable by other users whatever modes Ray gives.
@@ -114,10 +118,14 @@ def ensure_private_dir(path: Path) -> Path:
         pass
     info = os.lstat(path)
     if not stat.S_ISDIR(info.st_mode):
-        raise PrivateRayError(f"{path} is not a folder (a link?): remove it, or set {TMPDIR_ENV} to a private folder")
+        raise PrivateRayError(
+            f"{path} is not a folder (a link?): remove it, or set {TMPDIR_ENV} to a private folder"
+        )
     if info.st_uid != os.getuid():
-        raise PrivateRayError(f"{path} belongs to uid {info.st_uid}, who could read the Ray session kept in it: "
-                              f"remove it, or set {TMPDIR_ENV} to a folder of your own")
+        raise PrivateRayError(
+            f"{path} belongs to uid {info.st_uid}, who could read the Ray session kept in it: "
+            f"remove it, or set {TMPDIR_ENV} to a folder of your own"
+        )
     mode = stat.S_IMODE(info.st_mode)
     if mode & 0o077:
         path.chmod(0o700)
@@ -134,8 +142,10 @@ def private_tmp_dir(environ: MutableMapping[str, str] = os.environ) -> Path:
         return ensure_private_dir(Path(given))
     folder = Path(given or "/tmp") / private_dir_name()
     if len(str(folder).encode()) > MAX_TMPDIR_BYTES:
-        raise PrivateRayError(f"{folder} is too long: Ray's unix sockets below it would pass Linux's 107 bytes; "
-                              f"set {TMPDIR_ENV} to a shorter folder")
+        raise PrivateRayError(
+            f"{folder} is too long: Ray's unix sockets below it would pass Linux's 107 bytes; "
+            f"set {TMPDIR_ENV} to a shorter folder"
+        )
     return ensure_private_dir(folder)
 
 
@@ -190,8 +200,9 @@ def _check_private(context: Any) -> None:
 
     node_ip = context.address_info.get("node_ip_address")
     if node_ip != LOOPBACK:
-        raise PrivateRayError(f"the local Ray's node IP is {node_ip}, not {LOOPBACK}: its ports would "
-                              "listen on every interface")
+        raise PrivateRayError(
+            f"the local Ray's node IP is {node_ip}, not {LOOPBACK}: its ports would listen on every interface"
+        )
     if get_authentication_mode() != AuthenticationMode.TOKEN:
         raise PrivateRayError("the local Ray started without token authentication")
 
@@ -221,9 +232,13 @@ def start(*, metrics_port: int | None = None, **init_kwargs: Any):
                 _undo_failed_start(processes)
                 failed += [session] if session else []
                 if attempt == 2:
-                    raise PrivateRayError(f"the local Ray node did not start, twice. What it left:\n{report}") from exc
-                logger.warning("the local Ray node did not start within Ray's 30 s; trying once more. "
-                               "What it left:\n%s", report)
+                    raise PrivateRayError(
+                        f"the local Ray node did not start, twice. What it left:\n{report}"
+                    ) from exc
+                logger.warning(
+                    "the local Ray node did not start within Ray's 30 s; trying once more. What it left:\n%s",
+                    report,
+                )
         raise AssertionError("unreachable")
     finally:  # a killed node can write into its folder once more after it is gone: remove it last
         for session in failed:
@@ -235,9 +250,12 @@ def _with_loopback_hook(runtime_env: dict | None) -> dict:
     servers on loopback (graphs/loopback_grpc.py), unless it names a setup hook of its own."""
     runtime_env = copy.deepcopy(runtime_env or {})
     if runtime_env.get("worker_process_setup_hook", loopback_grpc.HOOK) != loopback_grpc.HOOK:
-        logger.warning("runtime_env names its own worker_process_setup_hook: Serve's replica gRPC servers "
-                       "will listen on every interface (token-guarded); call %s from your hook to keep them "
-                       "on loopback", loopback_grpc.HOOK)
+        logger.warning(
+            "runtime_env names its own worker_process_setup_hook: Serve's replica gRPC servers "
+            "will listen on every interface (token-guarded); call %s from your hook to keep them "
+            "on loopback",
+            loopback_grpc.HOOK,
+        )
     runtime_env.setdefault("worker_process_setup_hook", loopback_grpc.HOOK)
     return runtime_env
 
@@ -252,8 +270,9 @@ def _check_free(port: int, what: str) -> None:
         try:
             sock.bind((LOOPBACK, port))
         except OSError as exc:
-            raise PrivateRayError(f"the {what} port {port} on {LOOPBACK} is taken ({exc.strerror}): "
-                                  "choose another") from None
+            raise PrivateRayError(
+                f"the {what} port {port} on {LOOPBACK} is taken ({exc.strerror}): choose another"
+            ) from None
 
 
 def _undo_failed_start(processes: list) -> None:

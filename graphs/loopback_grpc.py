@@ -8,6 +8,7 @@ default is meant to listen on nothing but loopback. :func:`install`, Ray's
 worker process before any replica starts and makes such a wildcard bind a 127.0.0.1 bind. On a
 real cluster the hook is not installed: there replicas on other nodes must reach each other.
 """
+
 from __future__ import annotations
 
 import sys

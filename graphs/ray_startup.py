@@ -7,6 +7,7 @@ still be starting, agents). On a busy two-core machine that can happen once and 
 processes the failed start left (:func:`stop`; only the node this process started, found by
 :func:`own_node`) and tries once more.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,8 +19,16 @@ from pathlib import Path
 TIMED_OUT = "timed out during startup"
 # The logs that say why a node did not come up: the raylet's and the GCS's, and the agents the
 # raylet waits for.
-LOGS = ("raylet.err", "raylet.out", "gcs_server.err", "gcs_server.out", "dashboard_agent.err",
-        "dashboard_agent.log", "runtime_env_agent.err", "runtime_env_agent.log")
+LOGS = (
+    "raylet.err",
+    "raylet.out",
+    "gcs_server.err",
+    "gcs_server.out",
+    "dashboard_agent.err",
+    "dashboard_agent.log",
+    "runtime_env_agent.err",
+    "runtime_env_agent.log",
+)
 SESSION_ARG = re.compile(r"(/\S*/session_\d{4}-\d\d-\d\d_[^/\s]+)")
 ERROR_LINE = re.compile(r"check failed|error|fatal|in use|traceback", re.IGNORECASE)
 
@@ -52,7 +61,7 @@ def own_node(before: set[int]) -> tuple[Path | None, list]:
                     break
     if len(found) != 1:  # none, or more than one node of ours: name no folder rather than a wrong one
         return None, [p for procs in found.values() for p in procs]
-    (session, procs), = found.items()
+    ((session, procs),) = found.items()
     return session, procs
 
 
@@ -71,10 +80,15 @@ def failure_report(session: Path | None, *, lines: int = 12) -> str:
     """The machine's load, memory and disk, the Ray processes alive, and the end of each node log."""
     import psutil
 
-    parts = [f"load average {os.getloadavg()}, memory available {psutil.virtual_memory().available >> 20} MiB, "
-             f"/tmp free {shutil.disk_usage('/tmp').free >> 20} MiB"]
-    alive = [f"{p.info['pid']} {p.info['name']}" for p in psutil.process_iter(["pid", "name"])
-             if any(k in (p.info["name"] or "") for k in ("raylet", "gcs_server", "ray::", "dashboard"))]
+    parts = [
+        f"load average {os.getloadavg()}, memory available {psutil.virtual_memory().available >> 20} MiB, "
+        f"/tmp free {shutil.disk_usage('/tmp').free >> 20} MiB"
+    ]
+    alive = [
+        f"{p.info['pid']} {p.info['name']}"
+        for p in psutil.process_iter(["pid", "name"])
+        if any(k in (p.info["name"] or "") for k in ("raylet", "gcs_server", "ray::", "dashboard"))
+    ]
     parts.append(f"Ray processes alive: {alive or 'none'}")
     logs = session / "logs" if session else None
     if logs is None or not logs.is_dir():

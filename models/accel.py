@@ -11,14 +11,16 @@ the torch module made at load time and cached under the user's cache directory (
 The accuracy gates (cosine >= 0.99 against fp32 torch, the same top-1) are the quality tests of
 ``tests/quality/test_runtime_gates.py``; the speeds are ``benchmarks/runtime_compare.py``'s.
 """
+
 from __future__ import annotations
 
 import hashlib
 import os
 import tempfile
 import threading
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -37,7 +39,9 @@ def fingerprint(*paths: Path, extra: str = "") -> str:
     """Identity of the weights (names, sizes, mtimes of the files), the exporter and ``extra``."""
     digest = hashlib.sha1(f"{torch.__version__}:{OPSET}:{extra}".encode())
     for path in paths:
-        files = sorted(p for p in Path(path).rglob("*") if p.is_file()) if Path(path).is_dir() else [Path(path)]
+        files = (
+            sorted(p for p in Path(path).rglob("*") if p.is_file()) if Path(path).is_dir() else [Path(path)]
+        )
         for f in files:
             stat = f.stat()
             digest.update(f"{f.name}:{stat.st_size}:{int(stat.st_mtime)}".encode())
@@ -60,24 +64,45 @@ def _publish(target: Path, write: Callable[[Path], None]) -> Path:
     return target
 
 
-def export_onnx(module: torch.nn.Module, example: tuple[torch.Tensor, ...], *, names: Sequence[str],
-                dynamic_axes: dict[str, dict[int, str]], key: str) -> Path:
+def export_onnx(
+    module: torch.nn.Module,
+    example: tuple[torch.Tensor, ...],
+    *,
+    names: Sequence[str],
+    dynamic_axes: dict[str, dict[int, str]],
+    key: str,
+) -> Path:
     """``module`` as ONNX at ``cache_dir()/<key>.onnx`` (exported once; later loads reuse it). The
     external-data form is avoided: every weight is inside the one file."""
+
     def write(path: Path) -> None:
         with torch.inference_mode(False), torch.no_grad():
-            torch.onnx.export(module.eval(), example, str(path), input_names=list(names[:-1]),
-                              output_names=[names[-1]], dynamic_axes=dynamic_axes, opset_version=OPSET,
-                              dynamo=False)
+            torch.onnx.export(
+                module.eval(),
+                example,
+                str(path),
+                input_names=list(names[:-1]),
+                output_names=[names[-1]],
+                dynamic_axes=dynamic_axes,
+                opset_version=OPSET,
+                dynamo=False,
+            )
 
     return _publish(cache_dir() / f"{key}.onnx", write)
 
 
-def quantize_int8(fp32: Path, *, mode: Quantisation, calibration: Iterable[dict[str, np.ndarray]] = ()) -> Path:
+def quantize_int8(
+    fp32: Path, *, mode: Quantisation, calibration: Iterable[dict[str, np.ndarray]] = ()
+) -> Path:
     """An int8 copy of the ``fp32`` export beside it: ``static`` calibrates activation ranges on
     ``calibration`` (input dicts, one per batch); ``dynamic`` quantises weights only."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, \
-        quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):
@@ -96,8 +121,15 @@ def quantize_int8(fp32: Path, *, mode: Quantisation, calibration: Iterable[dict[
         prepared = path.with_suffix(".pre.onnx")
         try:
             quant_pre_process(str(fp32), str(prepared))
-            quantize_static(str(prepared), str(path), Reader(batches), quant_format=QuantFormat.QDQ,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+            quantize_static(
+                str(prepared),
+                str(path),
+                Reader(batches),
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+            )
         finally:
             prepared.unlink(missing_ok=True)
 
@@ -128,7 +160,9 @@ class CompiledNet:
     """One compiled network: called with numpy inputs by name, returns its one output as float32
     numpy. Safe to call from several threads (OpenVINO: one infer request per thread)."""
 
-    def __init__(self, runtime: Runtime, precision: str, run: Callable[[dict[str, np.ndarray]], np.ndarray]) -> None:
+    def __init__(
+        self, runtime: Runtime, precision: str, run: Callable[[dict[str, np.ndarray]], np.ndarray]
+    ) -> None:
         self.runtime, self.precision, self._run = runtime, precision, run
 
     def __call__(self, **inputs: np.ndarray) -> np.ndarray:
@@ -147,9 +181,16 @@ def compile_onnx(path: Path, *, runtime: Runtime, precision: str, threads: int) 
     if runtime == "openvino":
         import openvino as ov
 
-        compiled = ov.Core().compile_model(str(path), "CPU", {
-            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
-            "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False})
+        compiled = ov.Core().compile_model(
+            str(path),
+            "CPU",
+            {
+                "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+                "INFERENCE_NUM_THREADS": threads,
+                "PERFORMANCE_HINT": "LATENCY",
+                "ENABLE_CPU_PINNING": False,
+            },
+        )
         local = threading.local()
 
         def run(inputs: dict[str, np.ndarray]) -> np.ndarray:

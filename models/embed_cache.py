@@ -3,6 +3,7 @@
 Re-indexing the same photo (or embedding the same query text again) skips the forward pass.
 Values are copied in and out, so a caller that edits an array it got never changes the cache.
 """
+
 from __future__ import annotations
 
 import threading

@@ -8,6 +8,7 @@ Messages and params are made encodable as UTF-8 when the error is built (a lone 
 and a Ray worker that cannot encode an exception's text dies instead of returning it (issue 22: one
 ``language`` of ``"\\ud800"`` killed every AudioModel replica it reached).
 """
+
 from __future__ import annotations
 
 

@@ -13,13 +13,14 @@ A *family* is a small, picklable strategy object: ``build`` the trainable module
 The CLIP path is **plumbing only here**: no CLIP weights are available offline, so it is tested with
 tiny random CLIPs (``tests/checkpoints.py``); nothing is claimed about the quality of its result.
 """
+
 from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -54,10 +55,15 @@ class AdapterFamily:
     def optimizer(self, module: nn.Module, config: adapter.TrainConfig) -> torch.optim.Optimizer:
         return adapter.make_optimizer(module, config)
 
-    def step(self, model: nn.Module, batch: dict, optimizer: torch.optim.Optimizer,
-             config: adapter.TrainConfig) -> float:
-        tensors = {"image": batch["image"].float(), "tokens": batch["tokens"].float(),
-                   "mask": batch["mask"].float(), "group": batch["group"].long()}
+    def step(
+        self, model: nn.Module, batch: dict, optimizer: torch.optim.Optimizer, config: adapter.TrainConfig
+    ) -> float:
+        tensors = {
+            "image": batch["image"].float(),
+            "tokens": batch["tokens"].float(),
+            "mask": batch["mask"].float(),
+            "group": batch["group"].long(),
+        }
         return adapter.train_step(model, tensors, optimizer, group_positives=config.group_positives)
 
     def evaluate(self, module: nn.Module, split: dict) -> dict[str, float]:
@@ -91,10 +97,14 @@ class ClipFamily:
         # only what trains: a locked tower gets neither updates nor weight decay
         return torch.optim.AdamW(_trainable(module), lr=config.lr, weight_decay=config.weight_decay)
 
-    def step(self, model: nn.Module, batch: dict, optimizer: torch.optim.Optimizer,
-             config: adapter.TrainConfig) -> float:
-        out = model(input_ids=batch["input_ids"].long(), attention_mask=batch["attention_mask"].long(),
-                    pixel_values=batch["pixel_values"].float())
+    def step(
+        self, model: nn.Module, batch: dict, optimizer: torch.optim.Optimizer, config: adapter.TrainConfig
+    ) -> float:
+        out = model(
+            input_ids=batch["input_ids"].long(),
+            attention_mask=batch["attention_mask"].long(),
+            pixel_values=batch["pixel_values"].float(),
+        )
         groups = batch["group"].long() if config.group_positives else None
         loss = adapter.clip_loss(out.image_embeds, out.text_embeds, self._scale(_core(model)), groups)
         optimizer.zero_grad()
@@ -126,7 +136,9 @@ def clip_embed(module: nn.Module, split: dict, *, batch_size: int = 64) -> tuple
         for i in range(0, len(split["input_ids"]), batch_size):
             ids = torch.from_numpy(split["input_ids"][i : i + batch_size])
             mask = torch.from_numpy(split["attention_mask"][i : i + batch_size])
-            texts.append(module.text_projection(module.text_model(input_ids=ids, attention_mask=mask).pooler_output))
+            texts.append(
+                module.text_projection(module.text_model(input_ids=ids, attention_mask=mask).pooler_output)
+            )
     module.train(was_training)
     norm = lambda x: nn.functional.normalize(torch.cat(x), dim=-1).numpy()  # noqa: E731
     return norm(images), norm(texts)
@@ -141,27 +153,44 @@ def clip_split(pairs: Sequence[adapter.Pair], base: str, *, max_length: int = 77
 
     processor, tokenizer = AutoImageProcessor.from_pretrained(base), AutoTokenizer.from_pretrained(base)
     images = sorted({p.image for p in pairs})
-    pixels = processor(images=[decode_image(p.read_bytes()) for p in images], return_tensors="np")["pixel_values"]
+    pixels = processor(images=[decode_image(p.read_bytes()) for p in images], return_tensors="np")[
+        "pixel_values"
+    ]
     length = min(max_length, tokenizer.model_max_length)
-    tokens = tokenizer([p.caption for p in pairs], padding="max_length", truncation=True, max_length=length,
-                       return_tensors="np")
+    tokens = tokenizer(
+        [p.caption for p in pairs],
+        padding="max_length",
+        truncation=True,
+        max_length=length,
+        return_tensors="np",
+    )
     index = {p: i for i, p in enumerate(images)}
     group_ids = {g: i for i, g in enumerate(sorted({p.group for p in pairs}))}
-    return {"pixel_values": pixels.astype(np.float32), "input_ids": tokens["input_ids"].astype(np.int64),
-            "attention_mask": tokens["attention_mask"].astype(np.int64),
-            "image_of_text": np.array([index[p.image] for p in pairs]),
-            "groups": np.array([group_ids[p.group] for p in pairs])}
+    return {
+        "pixel_values": pixels.astype(np.float32),
+        "input_ids": tokens["input_ids"].astype(np.int64),
+        "attention_mask": tokens["attention_mask"].astype(np.int64),
+        "image_of_text": np.array([index[p.image] for p in pairs]),
+        "groups": np.array([group_ids[p.group] for p in pairs]),
+    }
 
 
 def clip_rows(split: dict[str, np.ndarray]) -> list[dict]:
     """One training row per caption: its image's pixels, its tokens and its group."""
-    return [{"pixel_values": split["pixel_values"][image], "input_ids": split["input_ids"][i],
-             "attention_mask": split["attention_mask"][i], "group": int(split["groups"][i])}
-            for i, image in enumerate(split["image_of_text"])]
+    return [
+        {
+            "pixel_values": split["pixel_values"][image],
+            "input_ids": split["input_ids"][i],
+            "attention_mask": split["attention_mask"][i],
+            "group": int(split["groups"][i]),
+        }
+        for i, image in enumerate(split["image_of_text"])
+    ]
 
 
-def save_clip_checkpoint(out_dir: str | Path, module: nn.Module, *, family: ClipFamily, name: str,
-                         training: dict, metrics: dict) -> dict:
+def save_clip_checkpoint(
+    out_dir: str | Path, module: nn.Module, *, family: ClipFamily, name: str, training: dict, metrics: dict
+) -> dict:
     """Write ``out_dir`` atomically: ``save_pretrained`` of the model, the base's tokenizer and image
     processor, and ``mmserve-finetune.json`` (base, versions, training, R@1/R@5 before and after)."""
     import transformers
@@ -175,12 +204,22 @@ def save_clip_checkpoint(out_dir: str | Path, module: nn.Module, *, family: Clip
     module.save_pretrained(staging)
     AutoTokenizer.from_pretrained(family.base).save_pretrained(staging)
     AutoImageProcessor.from_pretrained(family.base).save_pretrained(staging)
-    meta = {"format": CLIP_FORMAT, "name": name, "space": clip_space(str(out_dir)),
-            "base": {"model": family.base, "family": "clip", "lock_image": family.lock_image,
-                     "versions": {"transformers": transformers.__version__, "torch": torch.__version__}},
-            "dims": {"projection_dim": module.config.projection_dim},
-            "logit_scale": float(ClipFamily._scale(module).detach()), "training": training, "metrics": metrics,
-            "note": "plumbing tested with tiny random CLIPs only; no CLIP weights offline"}
+    meta = {
+        "format": CLIP_FORMAT,
+        "name": name,
+        "space": clip_space(str(out_dir)),
+        "base": {
+            "model": family.base,
+            "family": "clip",
+            "lock_image": family.lock_image,
+            "versions": {"transformers": transformers.__version__, "torch": torch.__version__},
+        },
+        "dims": {"projection_dim": module.config.projection_dim},
+        "logit_scale": float(ClipFamily._scale(module).detach()),
+        "training": training,
+        "metrics": metrics,
+        "note": "plumbing tested with tiny random CLIPs only; no CLIP weights offline",
+    }
     (staging / CLIP_META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     adapter._swap_in(staging, out_dir)
     return meta

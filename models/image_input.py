@@ -18,6 +18,7 @@ spreads of ``bytes``, ``draft`` and ``array`` overlap on small photos; on camera
 is 2.3x slower than the rest: benchmarks/reference/image_transport_2core.json), so it is the default. Where
 the replica's CPU is the scarce one (a GPU replica with one CPU) the gateways should decode: ``draft``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -56,7 +57,9 @@ class Encoded:
 
     def decode(self, size: InputSize | None) -> np.ndarray:
         """What ``draft`` would have sent (the media errors for a body that does not decode)."""
-        return decode_image(self.raw, limits=self.limits, param=self.param, min_side=size.resize if size else None)
+        return decode_image(
+            self.raw, limits=self.limits, param=self.param, min_side=size.resize if size else None
+        )
 
 
 def resize_center_crop(image: np.ndarray, size: InputSize) -> np.ndarray:
@@ -64,13 +67,16 @@ def resize_center_crop(image: np.ndarray, size: InputSize) -> np.ndarray:
     img = Image.fromarray(image)
     scale = size.resize / min(img.size)
     crop = size.crop
-    img = img.resize((max(crop, round(img.width * scale)), max(crop, round(img.height * scale))), Image.BICUBIC)
+    img = img.resize(
+        (max(crop, round(img.width * scale)), max(crop, round(img.height * scale))), Image.BICUBIC
+    )
     left, top = (img.width - crop) // 2, (img.height - crop) // 2
     return np.asarray(img.crop((left, top, left + crop, top + crop)), dtype=np.uint8)
 
 
-def for_replica(raw: bytes, *, transport: Transport, size: InputSize | None, limits: MediaLimits,
-                param: str) -> np.ndarray | Cropped | Encoded:
+def for_replica(
+    raw: bytes, *, transport: Transport, size: InputSize | None, limits: MediaLimits, param: str
+) -> np.ndarray | Cropped | Encoded:
     """What the gateway sends the vision replica for ``raw`` (bad input raises the media errors)."""
     if size is None or transport == "array":
         return decode_image(raw, limits=limits, param=param)
@@ -79,4 +85,3 @@ def for_replica(raw: bytes, *, transport: Transport, size: InputSize | None, lim
         return Encoded(raw, limits, param)
     image = decode_image(raw, limits=limits, param=param, min_side=size.resize)
     return Cropped(resize_center_crop(image, size)) if transport == "input" else image
-

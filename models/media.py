@@ -32,6 +32,7 @@ Sample conventions: float audio that exceeds full scale (|x| > 1, e.g. integer-s
 scaled down so that its peak is 1.0, which keeps its waveform (clipping would square it off);
 audio within full scale, silence included, is returned unchanged.
 """
+
 from __future__ import annotations
 
 import io
@@ -92,8 +93,10 @@ class Format:
 
 def _mpeg_audio(name: str, label: str, demuxer: str, second_bytes: bytes, sndfile: tuple[str, ...] = ()):
     """Headerless MPEG audio streams (MP3 frames, ADTS AAC) by their 12-bit sync word and layer bits."""
-    return tuple(Format(name, "audio", ((0, bytes((0xFF, b))),), label, demuxer=demuxer, sndfile=sndfile)
-                 for b in second_bytes)
+    return tuple(
+        Format(name, "audio", ((0, bytes((0xFF, b))),), label, demuxer=demuxer, sndfile=sndfile)
+        for b in second_bytes
+    )
 
 
 _FORMATS = (
@@ -101,14 +104,20 @@ _FORMATS = (
     Format("a JPEG image", "image", ((0, b"\xff\xd8"),), "JPEG", "JPEG"),
     Format("a GIF image", "image", ((0, b"GIF8"),), "GIF", "GIF"),
     Format("a BMP image", "image", ((0, b"BM"),), "BMP", "BMP"),
-    *(Format("a TIFF image", "image", ((0, magic),), "TIFF", "TIFF")
-      for magic in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")),  # classic and BigTIFF
+    *(
+        Format("a TIFF image", "image", ((0, magic),), "TIFF", "TIFF")
+        for magic in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+    ),  # classic and BigTIFF
     Format("a WebP image", "image", ((0, b"RIFF"), (8, b"WEBP")), "WebP", "WEBP"),
-    Format("a WAV file", "audio", ((0, b"RIFF"), (8, b"WAVE")), "WAV", demuxer="wav", sndfile=("WAV", "WAVEX")),
+    Format(
+        "a WAV file", "audio", ((0, b"RIFF"), (8, b"WAVE")), "WAV", demuxer="wav", sndfile=("WAV", "WAVEX")
+    ),
     Format("a FLAC file", "audio", ((0, b"fLaC"),), "FLAC", demuxer="flac", sndfile=("FLAC",)),
     Format("an Ogg file", "audio", ((0, b"OggS"),), "Ogg", demuxer="ogg", sndfile=("OGG",)),
     Format("an MP3 file", "audio", ((0, b"ID3"),), "MP3", demuxer="mp3", sndfile=("MP3",)),
-    *_mpeg_audio("an MP3 file", "MP3", "mp3", b"\xfb\xfa\xf3\xf2\xe3\xe2", ("MP3",)),  # MPEG-1/2/2.5 layer III
+    *_mpeg_audio(
+        "an MP3 file", "MP3", "mp3", b"\xfb\xfa\xf3\xf2\xe3\xe2", ("MP3",)
+    ),  # MPEG-1/2/2.5 layer III
     *_mpeg_audio("an AAC file", "AAC", "aac", b"\xf1\xf0\xf9\xf8"),  # ADTS
     Format("an AIFF file", "audio", ((0, b"FORM"), (8, b"AIF")), "AIFF", demuxer="aiff", sndfile=("AIFF",)),
     Format("a WebM/Matroska file", "audio", ((0, b"\x1a\x45\xdf\xa3"),), "WebM", demuxer="matroska"),
@@ -148,7 +157,7 @@ def sniff(raw: bytes) -> Format | None:
     if raw[4:8] == b"ftyp":
         return _sniff_iso(raw)
     for fmt in _FORMATS:
-        if all(raw[offset:offset + len(magic)] == magic for offset, magic in fmt.magic):
+        if all(raw[offset : offset + len(magic)] == magic for offset, magic in fmt.magic):
             return fmt
     return None
 
@@ -157,7 +166,7 @@ def _sniff_iso(raw: bytes) -> Format:
     """An ISO base media file (ftyp box) by its brands: AVIF, HEIC, or else MP4/M4A audio. An AVIF may
     carry the generic ``mif1`` major brand with ``avif`` among its compatible brands."""
     box = min(int.from_bytes(raw[:4], "big"), 256)
-    brands = {raw[8:12]} | {raw[i:i + 4] for i in range(16, box - 3, 4)}
+    brands = {raw[8:12]} | {raw[i : i + 4] for i in range(16, box - 3, 4)}
     if brands & _AVIF_BRANDS:
         return _AVIF
     return _HEIC if brands & _HEIC_BRANDS else _M4A
@@ -168,19 +177,25 @@ def _allowed(fmt: Format | None, want: str, allowed: tuple[str, ...], param: str
     listed = ", ".join(allowed)
     what = "an image" if want == "image" else "audio"
     if fmt is None:
-        raise UnsupportedMedia(f"'{param}' is not {what} in a format this server decodes ({listed})", param=param)
+        raise UnsupportedMedia(
+            f"'{param}' is not {what} in a format this server decodes ({listed})", param=param
+        )
     if fmt.kind != want:
-        raise UnsupportedMedia(f"'{param}' is {fmt.name}, not {what} (this server decodes {listed})", param=param)
+        raise UnsupportedMedia(
+            f"'{param}' is {fmt.name}, not {what} (this server decodes {listed})", param=param
+        )
     if fmt.label not in allowed:
-        raise UnsupportedMedia(f"'{param}' is {fmt.name}, which this server does not decode (it decodes {listed})",
-                               param=param)
+        raise UnsupportedMedia(
+            f"'{param}' is {fmt.name}, which this server does not decode (it decodes {listed})", param=param
+        )
     return fmt
 
 
 def _corrupt(fmt: Format, param: str) -> InvalidInput:
     """The error for bytes of an allowed format that its decoder could not read."""
-    return InvalidInput(f"'{param}' could not be decoded: it starts like {fmt.name} but is truncated or corrupt",
-                        param=param)
+    return InvalidInput(
+        f"'{param}' could not be decoded: it starts like {fmt.name} but is truncated or corrupt", param=param
+    )
 
 
 # ----------------------------------------------------------------------------- images
@@ -201,8 +216,9 @@ def open_image(raw: bytes, limits: MediaLimits = MediaLimits(), param: str = "im
     return img
 
 
-def decode_image(raw: bytes, *, limits: MediaLimits = MediaLimits(), param: str = "image",
-                 min_side: int | None = None) -> np.ndarray:
+def decode_image(
+    raw: bytes, *, limits: MediaLimits = MediaLimits(), param: str = "image", min_side: int | None = None
+) -> np.ndarray:
     """Decode an image to upright RGB uint8, refusing decompression bombs from the header alone. With
     ``min_side`` (what a model's preprocess resizes the short side to) no more is decoded or kept
     than that: a JPEG is drafted to it and the short side shrunk to it, never enlarged."""
@@ -225,9 +241,15 @@ def decode_image(raw: bytes, *, limits: MediaLimits = MediaLimits(), param: str 
 
 _EXIF_ORIENTATION = 0x0112
 # EXIF orientation -> the transpose that shows the picture as a viewer does (as ImageOps.exif_transpose)
-_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-              8: Image.Transpose.ROTATE_90}
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 def _orientation(img: Image.Image) -> int:
@@ -439,7 +461,7 @@ def _wav_problem(raw: bytes) -> str:
     """What is wrong with a RIFF/WAVE header that neither decoder could read (for the error message)."""
     pos, has_fmt = 12, False
     while pos + 8 <= len(raw):
-        tag, size = raw[pos:pos + 4], struct.unpack_from("<I", raw, pos + 4)[0]
+        tag, size = raw[pos : pos + 4], struct.unpack_from("<I", raw, pos + 4)[0]
         if tag == b"fmt ":
             if size < 16 or pos + 24 > len(raw):
                 return "its 'fmt ' header is truncated"

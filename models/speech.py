@@ -10,10 +10,12 @@ average-pooled in windows of ``AUDIO_TOKEN_FRAMES`` (0.6 s), so at most ``MAX_AU
 30 s window and more tokens for longer clips. ``embed_and_tokens(clips)`` returns both from one
 encoder pass.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, Sequence
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
@@ -101,8 +103,10 @@ def check_options(engine: SpeechEngine, options: SpeechOptions) -> None:
     if not 0.0 <= options.temperature <= 1.0:
         raise InvalidInput("temperature must be between 0 and 1", param="temperature")
     if options.word_timestamps and not getattr(engine, "aligns_words", False):
-        raise Incompatible(f"model '{engine.model_id}' gives no word timestamps (use engine faster-whisper)",
-                           param="timestamp_granularities")
+        raise Incompatible(
+            f"model '{engine.model_id}' gives no word timestamps (use engine faster-whisper)",
+            param="timestamp_granularities",
+        )
 
 
 def real_frames(clip: np.ndarray) -> int:
@@ -119,8 +123,9 @@ def pooled(states: np.ndarray, clips: Sequence[np.ndarray]) -> np.ndarray:
     return out / np.linalg.norm(out, axis=1, keepdims=True).clip(min=1e-9)
 
 
-def token_pooled(states: np.ndarray, clips: Sequence[np.ndarray], *,
-                 frames_per_token: int = AUDIO_TOKEN_FRAMES) -> list[np.ndarray]:
+def token_pooled(
+    states: np.ndarray, clips: Sequence[np.ndarray], *, frames_per_token: int = AUDIO_TOKEN_FRAMES
+) -> list[np.ndarray]:
     """Encoder states over each clip's real frames, averaged in windows of ``frames_per_token``
     (the last window may be shorter): ``ceil(frames / frames_per_token)`` tokens per clip."""
     out = []
@@ -170,8 +175,16 @@ class FasterWhisperEngine(_EncoderOutputs):
         self.token_dim = self.dim
 
     @classmethod
-    def load(cls, path, *, model_id: str, device: str = "cpu", compute_type: str = "default", cpu_threads: int = 0,
-             long_audio_batch_size: int = 0):
+    def load(
+        cls,
+        path,
+        *,
+        model_id: str,
+        device: str = "cpu",
+        compute_type: str = "default",
+        cpu_threads: int = 0,
+        long_audio_batch_size: int = 0,
+    ):
         from faster_whisper import WhisperModel
 
         model = WhisperModel(str(path), device=device, compute_type=compute_type, cpu_threads=cpu_threads)
@@ -182,7 +195,9 @@ class FasterWhisperEngine(_EncoderOutputs):
         from models import whisper_batch  # it builds on this module
 
         if self.long_audio_batch_size and whisper_batch.fits_long(audio, options):
-            result = whisper_batch.transcribe_long(self, audio, options, batch_size=self.long_audio_batch_size)
+            result = whisper_batch.transcribe_long(
+                self, audio, options, batch_size=self.long_audio_batch_size
+            )
             if result is not None:
                 self.long_audio_calls += 1
                 return result
@@ -200,16 +215,39 @@ class FasterWhisperEngine(_EncoderOutputs):
         )
         segments = list(segments)
         segs = [  # ids from 0, as OpenAI's verbose_json numbers them
-            Segment(id=i, start=round(s.start, 3), end=round(s.end, 3), text=s.text.strip(),
-                    avg_logprob=s.avg_logprob, no_speech_prob=s.no_speech_prob)
+            Segment(
+                id=i,
+                start=round(s.start, 3),
+                end=round(s.end, 3),
+                text=s.text.strip(),
+                avg_logprob=s.avg_logprob,
+                no_speech_prob=s.no_speech_prob,
+            )
             for i, s in enumerate(segments)
         ]
-        words = [Word(word=w.word.strip(), start=round(w.start, 3), end=round(w.end, 3),
-                      probability=round(w.probability, 4))
-                 for s in segments for w in (s.words or [])] if options.word_timestamps else None
-        return Transcript(text=" ".join(s.text for s in segs).strip(), language=info.language,
-                          language_probability=round(info.language_probability, 4), duration=info.duration,
-                          task=options.task, segments=segs, words=words)
+        words = (
+            [
+                Word(
+                    word=w.word.strip(),
+                    start=round(w.start, 3),
+                    end=round(w.end, 3),
+                    probability=round(w.probability, 4),
+                )
+                for s in segments
+                for w in (s.words or [])
+            ]
+            if options.word_timestamps
+            else None
+        )
+        return Transcript(
+            text=" ".join(s.text for s in segs).strip(),
+            language=info.language,
+            language_probability=round(info.language_probability, 4),
+            duration=info.duration,
+            task=options.task,
+            segments=segs,
+            words=words,
+        )
 
     def _features(self, clip: np.ndarray) -> np.ndarray:
         window = np.zeros(CHUNK_SECONDS * SAMPLE_RATE, dtype=np.float32)
@@ -221,7 +259,9 @@ class FasterWhisperEngine(_EncoderOutputs):
         from faster_whisper.transcribe import get_ctranslate2_storage
 
         batch = features if features.ndim == 3 else features[None]
-        return np.asarray(self.model.model.encode(get_ctranslate2_storage(batch), to_cpu=True), dtype=np.float32)
+        return np.asarray(
+            self.model.model.encode(get_ctranslate2_storage(batch), to_cpu=True), dtype=np.float32
+        )
 
     def _states(self, clips: Sequence[np.ndarray]) -> np.ndarray:
         return self._encode(np.stack([self._features(c) for c in clips]))
@@ -252,7 +292,9 @@ class TransformersWhisperEngine(_EncoderOutputs):
         from transformers import AutoProcessor, WhisperForConditionalGeneration
 
         model = WhisperForConditionalGeneration.from_pretrained(str(path))
-        return cls(model=model, processor=AutoProcessor.from_pretrained(str(path)), model_id=model_id, device=device)
+        return cls(
+            model=model, processor=AutoProcessor.from_pretrained(str(path)), model_id=model_id, device=device
+        )
 
     def _features(self, clips: Sequence[np.ndarray]) -> torch.Tensor:
         feats = self.processor.feature_extractor(list(clips), sampling_rate=SAMPLE_RATE, return_tensors="pt")
@@ -262,11 +304,18 @@ class TransformersWhisperEngine(_EncoderOutputs):
         check_options(self, options)
         step = CHUNK_SECONDS * SAMPLE_RATE
         windows = [audio[i : i + step] for i in range(0, max(len(audio), 1), step)]
-        language, probability = (options.language, 1.0) if options.language else self._detect_language(windows[0])
+        language, probability = (
+            (options.language, 1.0) if options.language else self._detect_language(windows[0])
+        )
         segs = [self._decode_window(w, i, step, language, options) for i, w in enumerate(windows)]
-        return Transcript(text=" ".join(s.text for s in segs).strip(), language=language,
-                          language_probability=probability,
-                          duration=round(len(audio) / SAMPLE_RATE, 3), task=options.task, segments=segs)
+        return Transcript(
+            text=" ".join(s.text for s in segs).strip(),
+            language=language,
+            language_probability=probability,
+            duration=round(len(audio) / SAMPLE_RATE, 3),
+            task=options.task,
+            segments=segs,
+        )
 
     def _detect_language(self, window: np.ndarray) -> tuple[str, float]:
         """The most likely language of ``window`` and its probability among the model's languages
@@ -289,10 +338,13 @@ class TransformersWhisperEngine(_EncoderOutputs):
         if options.temperature > 0:
             kwargs.update(do_sample=True, temperature=options.temperature)
         if options.prompt:
-            kwargs["prompt_ids"] = torch.tensor(self.processor.get_prompt_ids(options.prompt), device=self.device)
+            kwargs["prompt_ids"] = torch.tensor(
+                self.processor.get_prompt_ids(options.prompt), device=self.device
+            )
         with torch.inference_mode():
-            ids = self.model.generate(features, num_beams=options.beam_size, max_new_tokens=self.max_new_tokens,
-                                      **kwargs)
+            ids = self.model.generate(
+                features, num_beams=options.beam_size, max_new_tokens=self.max_new_tokens, **kwargs
+            )
         text = self.processor.batch_decode(ids, skip_special_tokens=True)[0].strip()
         if options.prompt and text.startswith(options.prompt.strip()):
             text = text[len(options.prompt.strip()) :].strip()

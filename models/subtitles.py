@@ -2,9 +2,11 @@
 
 Both take any sequence of segments with ``start``, ``end`` (seconds) and ``text``.
 """
+
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 
 class Timed(Protocol):

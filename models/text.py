@@ -8,9 +8,11 @@ Token-level features (for cross-modal attention fusion): ``token_dim`` and ``tok
 ``(T_i, token_dim)`` float32 array per text holding the last hidden states of its real tokens
 (special tokens included, padding dropped).
 """
+
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -48,7 +50,9 @@ class _HFTextEncoder:
     # (long whitespace runs, words of 100+ letters), which only garbage does.
     chars_per_token = 32
 
-    def __init__(self, *, tokenizer, model, model_id: str, space: str, dim: int, device: str, precision: Precision):
+    def __init__(
+        self, *, tokenizer, model, model_id: str, space: str, dim: int, device: str, precision: Precision
+    ):
         self.tokenizer = tokenizer
         self.model = model.to(device).eval()
         self.model_id, self.space, self.dim = model_id, space, dim
@@ -60,7 +64,10 @@ class _HFTextEncoder:
         limit = self.max_length * self.chars_per_token
         return self.tokenizer(
             [text[:limit] for text in texts],
-            padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt",
+            padding="longest",
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
         ).to(self.device)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -80,7 +87,9 @@ class _HFTextEncoder:
         return [np.ascontiguousarray(h[m]) for h, m in zip(hidden, mask)]
 
     def _hidden(self, tokens) -> torch.Tensor:
-        return self.model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]).last_hidden_state
+        return self.model(
+            input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
+        ).last_hidden_state
 
     def warmup(self) -> None:
         self.embed(["warm up the text encoder"])
@@ -105,8 +114,15 @@ class MiniLMEncoder(_HFTextEncoder):
     _compiled = None
 
     @classmethod
-    def load(cls, path, *, model_id: str, device: str = "cpu", precision: Precision | str = "fp32",
-             runtime: accel.Runtime = "torch") -> "MiniLMEncoder":
+    def load(
+        cls,
+        path,
+        *,
+        model_id: str,
+        device: str = "cpu",
+        precision: Precision | str = "fp32",
+        runtime: accel.Runtime = "torch",
+    ) -> MiniLMEncoder:
         from transformers import AutoModel, AutoTokenizer
 
         if runtime != "torch" and device != "cpu":
@@ -130,23 +146,33 @@ class MiniLMEncoder(_HFTextEncoder):
     def compile(self, runtime: accel.Runtime, precision: str, path) -> None:
         """Export the encoder to ONNX (cached) and run it on ``runtime``; int8 quantises its weights
         (dynamic: activation ranges are taken per call, so no calibration set is needed)."""
-        example = self.tokenizer(["an example sentence", "a second one"], padding="longest", return_tensors="pt")
+        example = self.tokenizer(
+            ["an example sentence", "a second one"], padding="longest", return_tensors="pt"
+        )
         onnx = accel.export_onnx(
-            _LastHidden(self.model), (example["input_ids"], example["attention_mask"]),
+            _LastHidden(self.model),
+            (example["input_ids"], example["attention_mask"]),
             names=("input_ids", "attention_mask", "hidden"),
-            dynamic_axes={name: {0: "batch", 1: "tokens"} for name in ("input_ids", "attention_mask", "hidden")},
-            key=f"minilm-{accel.fingerprint(path)}")
+            dynamic_axes={
+                name: {0: "batch", 1: "tokens"} for name in ("input_ids", "attention_mask", "hidden")
+            },
+            key=f"minilm-{accel.fingerprint(path)}",
+        )
         if precision == "int8":
             onnx = accel.quantize_int8(onnx, mode="dynamic")
-        self._compiled = accel.compile_onnx(onnx, runtime=runtime, precision=precision,
-                                            threads=torch.get_num_threads())
+        self._compiled = accel.compile_onnx(
+            onnx, runtime=runtime, precision=precision, threads=torch.get_num_threads()
+        )
         self.runtime, self.compiled_precision = runtime, precision
 
     def _hidden(self, tokens) -> torch.Tensor:
         if self._compiled is None:
             return super()._hidden(tokens)
-        return torch.from_numpy(self._compiled(input_ids=tokens["input_ids"].numpy(),
-                                               attention_mask=tokens["attention_mask"].numpy()))
+        return torch.from_numpy(
+            self._compiled(
+                input_ids=tokens["input_ids"].numpy(), attention_mask=tokens["attention_mask"].numpy()
+            )
+        )
 
     def _pool(self, tokens) -> torch.Tensor:
         hidden = self._hidden(tokens)
@@ -160,7 +186,9 @@ class CLIPTextEncoder(_HFTextEncoder):
     max_length = 77
 
     @classmethod
-    def load(cls, path, *, model_id: str, device: str = "cpu", precision: Precision = "fp32") -> "CLIPTextEncoder":
+    def load(
+        cls, path, *, model_id: str, device: str = "cpu", precision: Precision = "fp32"
+    ) -> CLIPTextEncoder:
         from transformers import AutoTokenizer, CLIPTextModelWithProjection
 
         model = CLIPTextModelWithProjection.from_pretrained(str(path))
@@ -185,8 +213,15 @@ class ConSEQueryEncoder:
     (``mix`` = weight of the raw vector; 0 = projection only). Same space, model and token features
     as the wrapped encoder: only the pooled embedding moves."""
 
-    def __init__(self, *, base: TextEmbedder, class_embeddings: np.ndarray, top_t: int = 10,
-                 temperature: float = 0.05, mix: float = 0.0):
+    def __init__(
+        self,
+        *,
+        base: TextEmbedder,
+        class_embeddings: np.ndarray,
+        top_t: int = 10,
+        temperature: float = 0.05,
+        mix: float = 0.0,
+    ):
         if not 0.0 <= mix <= 1.0 or temperature <= 0 or top_t < 1:
             raise ValueError("query ConSE needs 0 <= mix <= 1, temperature > 0 and top_t >= 1")
         self.base = base
@@ -212,19 +247,23 @@ class ConSEQueryEncoder:
         raw_t = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32))
         sims, idx = (raw_t @ self.class_embeddings.T).topk(self.top_t, dim=-1)
         weights = (sims / self.temperature).softmax(-1)
-        projected = torch.nn.functional.normalize(torch.einsum("nt,ntd->nd", weights, self.class_embeddings[idx]),
-                                                  dim=-1)
+        projected = torch.nn.functional.normalize(
+            torch.einsum("nt,ntd->nd", weights, self.class_embeddings[idx]), dim=-1
+        )
         return l2_normalize(self.mix * raw_t + (1.0 - self.mix) * projected)
 
 
-def prompt_embeddings(text: TextEmbedder, labels: Sequence[str], templates: Sequence[str], *,
-                      batch_size: int = 64) -> np.ndarray:
+def prompt_embeddings(
+    text: TextEmbedder, labels: Sequence[str], templates: Sequence[str], *, batch_size: int = 64
+) -> np.ndarray:
     """One L2-normalised vector per label: the mean of its prompts' embeddings, one prompt per
     template (a prompt ensemble; a single template is the plain prompt)."""
     if not templates or any("{}" not in t for t in templates):
         raise ValueError("every template must contain '{}' where the label goes")
     prompts = [t.format(label) for label in labels for t in templates]
-    rows = np.concatenate([text.embed(prompts[i : i + batch_size]) for i in range(0, len(prompts), batch_size)])
+    rows = np.concatenate(
+        [text.embed(prompts[i : i + batch_size]) for i in range(0, len(prompts), batch_size)]
+    )
     return l2_normalize(torch.from_numpy(rows.reshape(len(labels), len(templates), -1).mean(1)))
 
 

@@ -9,15 +9,16 @@ Token-level features (for cross-modal attention fusion): ``token_dim`` and ``tok
 its last conv feature map before pooling, 7x7x1280 -> 49 tokens; ViT and CLIP's image tower: the
 patch tokens of ``last_hidden_state`` (the CLS token dropped).
 """
+
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
-from PIL import Image
 
 from models import accel
 from models.image_input import Cropped, InputSize, resize_center_crop
@@ -117,8 +118,16 @@ class EfficientNetLiteClassifier(_TorchVisionModel):
         self._feature_lock = threading.Lock()
 
     @classmethod
-    def load(cls, weights, *, labels: list[str], device="cpu", precision: Precision | str = "fp32",
-             torchscript: bool = True, runtime: accel.Runtime = "torch"):
+    def load(
+        cls,
+        weights,
+        *,
+        labels: list[str],
+        device="cpu",
+        precision: Precision | str = "fp32",
+        torchscript: bool = True,
+        runtime: accel.Runtime = "torch",
+    ):
         """``runtime`` torch (TorchScript when ``torchscript``), or a compiled CPU runtime
         (``models.accel``) for the classification forward; token features stay on torch."""
         from efficientnet_lite_pytorch import EfficientNet
@@ -128,8 +137,13 @@ class EfficientNetLiteClassifier(_TorchVisionModel):
         if runtime != "torch" and device != "cpu":
             log.warning("runtime %s is a CPU runtime: running torch on %s", runtime, device)
             runtime = "torch"
-        obj = cls(model=model, labels=labels, model_id="efficientnet-lite0", device=device,
-                  precision=precision if runtime == "torch" else "fp32")
+        obj = cls(
+            model=model,
+            labels=labels,
+            model_id="efficientnet-lite0",
+            device=device,
+            precision=precision if runtime == "torch" else "fp32",
+        )
         if runtime != "torch":
             obj.compile(runtime, accel.resolve_precision(runtime, precision), weights)
         elif torchscript:
@@ -142,13 +156,20 @@ class EfficientNetLiteClassifier(_TorchVisionModel):
         from models.sample_photos import calibration_photos
 
         size = self.image_size
-        path = accel.export_onnx(self._eager, (torch.zeros(1, 3, size, size),), names=("pixels", "logits"),
-                                 dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}},
-                                 key=f"efficientnet-lite0-{accel.fingerprint(weights)}")
+        path = accel.export_onnx(
+            self._eager,
+            (torch.zeros(1, 3, size, size),),
+            names=("pixels", "logits"),
+            dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}},
+            key=f"efficientnet-lite0-{accel.fingerprint(weights)}",
+        )
         if precision == "int8":
             pixels = [self.preprocess(p).numpy() for p in calibration_photos()]
-            path = accel.quantize_int8(path, mode="static", calibration=(
-                {"pixels": np.stack(pixels[i : i + 8])} for i in range(0, len(pixels), 8)))
+            path = accel.quantize_int8(
+                path,
+                mode="static",
+                calibration=({"pixels": np.stack(pixels[i : i + 8])} for i in range(0, len(pixels), 8)),
+            )
         net = accel.compile_onnx(path, runtime=runtime, precision=precision, threads=torch.get_num_threads())
         self.model = lambda pixels: torch.from_numpy(net(pixels=pixels.contiguous().numpy()))
         self.runtime, self.compiled_precision = runtime, precision
@@ -159,7 +180,9 @@ class EfficientNetLiteClassifier(_TorchVisionModel):
         if isinstance(image, Cropped):
             pixels = image.pixels
             if pixels.shape != (self.image_size, self.image_size, 3):
-                raise ValueError(f"a cropped input must be {self.image_size}x{self.image_size} RGB, not {pixels.shape}")
+                raise ValueError(
+                    f"a cropped input must be {self.image_size}x{self.image_size} RGB, not {pixels.shape}"
+                )
         else:
             pixels = resize_center_crop(image, self.input_size)
         return torch.from_numpy((pixels.astype(np.float32) - 127.0) / 128.0).permute(2, 0, 1)
@@ -209,8 +232,13 @@ class ViTClassifier(_HFImageModel):
         from transformers import AutoImageProcessor, AutoModelForImageClassification
 
         model = AutoModelForImageClassification.from_pretrained(str(path))
-        obj = cls(processor=AutoImageProcessor.from_pretrained(str(path)), model=model, model_id=model_id,
-                  device=device, precision=precision)
+        obj = cls(
+            processor=AutoImageProcessor.from_pretrained(str(path)),
+            model=model,
+            model_id=model_id,
+            device=device,
+            precision=precision,
+        )
         obj.labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
         obj.token_dim = _hidden_size(model.config)
         return obj
@@ -229,8 +257,13 @@ class CLIPImageEmbedder(_HFImageModel):
         from transformers import AutoImageProcessor, CLIPVisionModelWithProjection
 
         model = CLIPVisionModelWithProjection.from_pretrained(str(path))
-        obj = cls(processor=AutoImageProcessor.from_pretrained(str(path)), model=model, model_id=model_id,
-                  device=device, precision=precision)
+        obj = cls(
+            processor=AutoImageProcessor.from_pretrained(str(path)),
+            model=model,
+            model_id=model_id,
+            device=device,
+            precision=precision,
+        )
         obj.space, obj.dim = clip_space(model_id), model.config.projection_dim
         obj.token_dim = model.config.hidden_size
         return obj
@@ -257,7 +290,9 @@ class ConSEEmbedder:
 
     logit_scale = 25.0  # chosen on ImageNet-style prompts: ConSE cosines span a narrower range than CLIP's
 
-    def __init__(self, *, classifier: ImageClassifier, class_embeddings: np.ndarray, space: str, top_t: int = 10):
+    def __init__(
+        self, *, classifier: ImageClassifier, class_embeddings: np.ndarray, space: str, top_t: int = 10
+    ):
         if class_embeddings.shape[0] != len(classifier.labels):
             raise ValueError("one class embedding per classifier label is required")
         self.classifier = classifier
@@ -288,13 +323,25 @@ class ConSEEmbedder:
 
 CLASS_PROMPT = "a photo of a {}"
 # A prompt ensemble for class names (a few of CLIP's ImageNet templates, the ones that read as captions).
-ENSEMBLE_PROMPTS = ("a photo of a {}", "a picture of a {}", "a close-up photo of the {}", "a photo of the {}",
-                    "a bright photo of a {}", "a black and white photo of the {}", "a cropped photo of a {}",
-                    "a good photo of the {}")
+ENSEMBLE_PROMPTS = (
+    "a photo of a {}",
+    "a picture of a {}",
+    "a close-up photo of the {}",
+    "a photo of the {}",
+    "a bright photo of a {}",
+    "a black and white photo of the {}",
+    "a cropped photo of a {}",
+    "a good photo of the {}",
+)
 
 
-def class_name_embeddings(text: TextEmbedder, labels: Sequence[str], *, templates: Sequence[str] = (CLASS_PROMPT,),
-                          batch_size: int = 64) -> np.ndarray:
+def class_name_embeddings(
+    text: TextEmbedder,
+    labels: Sequence[str],
+    *,
+    templates: Sequence[str] = (CLASS_PROMPT,),
+    batch_size: int = 64,
+) -> np.ndarray:
     """One embedding per class label (its first synonym): the prompt 'a photo of a <name>', or the
     mean over a prompt ensemble when several ``templates`` are given."""
     names = [label.split(",")[0].strip() for label in labels]

@@ -22,11 +22,13 @@ ViLT answers by classification over its answer vocabulary (``config.id2label``):
 answers with their softmax probabilities (ViLT was trained with per-answer sigmoids; the softmax keeps
 that order and makes the probabilities a distribution). BLIP and GIT generate the text.
 """
+
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, Sequence
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
@@ -99,8 +101,9 @@ class VisionLanguageModel(Protocol):
     text_param: str  # the request field the text comes from: "prompt" or "question"
     stats: GenerateStats
 
-    def settings(self, *, max_tokens: int | None = None, num_beams: int | None = None,
-                 top_k: int | None = None) -> GenerationSettings: ...
+    def settings(
+        self, *, max_tokens: int | None = None, num_beams: int | None = None, top_k: int | None = None
+    ) -> GenerationSettings: ...
 
     def check_text(self, text: str | None) -> int: ...
 
@@ -111,15 +114,22 @@ class VisionLanguageModel(Protocol):
     def warmup(self) -> None: ...
 
 
-def run_batch(model: VisionLanguageModel, items: Sequence[tuple[np.ndarray, str | None]],
-              settings: GenerationSettings) -> list[VLOutput]:
+def run_batch(
+    model: VisionLanguageModel, items: Sequence[tuple[np.ndarray, str | None]], settings: GenerationSettings
+) -> list[VLOutput]:
     """Captions or answers for ``(image, prompt or question)`` pairs that share ``settings``."""
     return model.generate([model.preprocess(image, text) for image, text in items], settings)
 
 
 def check_image(image: np.ndarray, *, param: str = "image") -> None:
-    if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
-            and image.shape[0] > 0 and image.shape[1] > 0):
+    if not (
+        isinstance(image, np.ndarray)
+        and image.dtype == np.uint8
+        and image.ndim == 3
+        and image.shape[2] == 3
+        and image.shape[0] > 0
+        and image.shape[1] > 0
+    ):
         raise InvalidInput(f"'{param}' must be an RGB image (H x W x 3, uint8)", param=param)
 
 
@@ -141,19 +151,42 @@ class _HFVisionLanguage:
     model_type = ""  # what the checkpoint's config.json must say
 
     @classmethod
-    def load(cls, path, *, model_id: str, device: str = "cpu", precision: Precision = "fp32",
-             defaults: GenerationSettings = GenerationSettings()):
+    def load(
+        cls,
+        path,
+        *,
+        model_id: str,
+        device: str = "cpu",
+        precision: Precision = "fp32",
+        defaults: GenerationSettings = GenerationSettings(),
+    ):
         import transformers
         from transformers import AutoProcessor
 
         _expect_model_type(path, cls.model_type, model_id)
         model = getattr(transformers, cls.model_class).from_pretrained(str(path))
         text_config = getattr(model.config, "text_config", model.config)
-        return cls(model=model, processor=AutoProcessor.from_pretrained(str(path)), model_id=model_id, device=device,
-                   precision=precision, defaults=defaults, text_positions=text_config.max_position_embeddings)
+        return cls(
+            model=model,
+            processor=AutoProcessor.from_pretrained(str(path)),
+            model_id=model_id,
+            device=device,
+            precision=precision,
+            defaults=defaults,
+            text_positions=text_config.max_position_embeddings,
+        )
 
-    def __init__(self, *, model, processor, model_id: str, device: str, precision: Precision,
-                 defaults: GenerationSettings, text_positions: int):
+    def __init__(
+        self,
+        *,
+        model,
+        processor,
+        model_id: str,
+        device: str,
+        precision: Precision,
+        defaults: GenerationSettings,
+        text_positions: int,
+    ):
         self.model = model.to(device).eval()
         self.processor, self.tokenizer = processor, processor.tokenizer
         self.model_id, self.device = model_id, device
@@ -162,8 +195,9 @@ class _HFVisionLanguage:
         self.max_new_tokens, self.max_text_tokens = self._limits(text_positions)
         self.stats = GenerateStats()
         self.defaults = GenerationSettings()
-        self.defaults = self.settings(max_tokens=defaults.max_tokens, num_beams=defaults.num_beams,
-                                      top_k=defaults.top_k)
+        self.defaults = self.settings(
+            max_tokens=defaults.max_tokens, num_beams=defaults.num_beams, top_k=defaults.top_k
+        )
 
     def _limits(self, text_positions: int) -> tuple[int, int]:
         """(most new tokens, most prompt tokens): a caption's prompt and its continuation share the
@@ -173,11 +207,14 @@ class _HFVisionLanguage:
         return new, min(int(self.tokenizer.model_max_length), prompt)
 
     # ------------------------------------------------------------------------------------- pre
-    def settings(self, *, max_tokens: int | None = None, num_beams: int | None = None,
-                 top_k: int | None = None) -> GenerationSettings:
+    def settings(
+        self, *, max_tokens: int | None = None, num_beams: int | None = None, top_k: int | None = None
+    ) -> GenerationSettings:
         base = self.defaults
         return GenerationSettings(
-            max_tokens=_bounded(max_tokens, base.max_tokens, low=1, high=self.max_new_tokens, param="max_tokens"),
+            max_tokens=_bounded(
+                max_tokens, base.max_tokens, low=1, high=self.max_new_tokens, param="max_tokens"
+            ),
             num_beams=_bounded(num_beams, base.num_beams, low=1, high=MAX_BEAMS, param="num_beams"),
             top_k=_bounded(top_k, base.top_k, low=1, high=MAX_TOP_K, param="top_k"),
         )
@@ -187,20 +224,26 @@ class _HFVisionLanguage:
             raise InvalidInput(f"'{self.text_param}' must be a string", param=self.text_param)
         text = (text or "").strip() or None
         if text is None and self.task == "vqa":
-            raise InvalidInput(f"model '{self.model_id}' answers questions: 'question' is required",
-                               param="question")
+            raise InvalidInput(
+                f"model '{self.model_id}' answers questions: 'question' is required", param="question"
+            )
         return text
 
     def _text_ids(self, text: str | None) -> tuple[int, ...]:
         if text is None:
             return ()
         if len(text) > MAX_TEXT_CHARS:
-            raise InvalidInput(f"'{self.text_param}' is {len(text)} characters; the limit is {MAX_TEXT_CHARS}",
-                               param=self.text_param)
+            raise InvalidInput(
+                f"'{self.text_param}' is {len(text)} characters; the limit is {MAX_TEXT_CHARS}",
+                param=self.text_param,
+            )
         ids = self.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"]
         if len(ids) > self.max_text_tokens:
-            raise InvalidInput(f"'{self.text_param}' is {len(ids)} tokens; model '{self.model_id}' takes at most "
-                               f"{self.max_text_tokens}", param=self.text_param)
+            raise InvalidInput(
+                f"'{self.text_param}' is {len(ids)} tokens; model '{self.model_id}' takes at most "
+                f"{self.max_text_tokens}",
+                param=self.text_param,
+            )
         return tuple(ids)
 
     def check_text(self, text: str | None) -> int:
@@ -252,7 +295,7 @@ class _HFVisionLanguage:
             prompt_ids = [t for t in item.text_ids if t not in self.tokenizer.all_special_ids]
             prompt = self.tokenizer.decode(prompt_ids, skip_special_tokens=True)
             full = self.tokenizer.decode(prompt_ids + tokens, skip_special_tokens=True)
-            tail = full[len(prompt):] if full.startswith(prompt) else " " + self.tokenizer.decode(tokens)
+            tail = full[len(prompt) :] if full.startswith(prompt) else " " + self.tokenizer.decode(tokens)
             text = (item.text + tail).strip()
         return VLOutput(text=text, tokens=len(tokens), prompt_tokens=len(item.text_ids))
 
@@ -275,7 +318,7 @@ class _Captioner(_HFVisionLanguage):
             self.stats.record(len(group))
             ids = self._call_generate(self._stack_pixels(group), prefix, settings)
             for i, item, row in zip(indices, group, ids):
-                out[i] = self._caption(item, self._new_tokens(row[self._prefix_length(prefix):]))
+                out[i] = self._caption(item, self._new_tokens(row[self._prefix_length(prefix) :]))
         return out  # type: ignore[return-value]
 
     def _prefix(self, item: VLInput) -> list[int]:
@@ -331,11 +374,18 @@ class GitCaptioner(_Captioner):
 
     def _prefix(self, item: VLInput) -> list[int]:
         """``[CLS] prompt`` (no [SEP]: the caption goes on from the prompt)."""
-        return [self.tokenizer.cls_token_id] + [t for t in item.text_ids if t not in self.tokenizer.all_special_ids]
+        return [self.tokenizer.cls_token_id] + [
+            t for t in item.text_ids if t not in self.tokenizer.all_special_ids
+        ]
 
     def _call_generate(self, pixels: torch.Tensor, prefix: torch.Tensor, settings: GenerationSettings):
-        return self.model.generate(pixel_values=pixels, input_ids=prefix, eos_token_id=self._eos_id,
-                                   pad_token_id=self.tokenizer.pad_token_id, **self._decode_kwargs(settings))
+        return self.model.generate(
+            pixel_values=pixels,
+            input_ids=prefix,
+            eos_token_id=self._eos_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+            **self._decode_kwargs(settings),
+        )
 
 
 class BlipQuestionAnswerer(_HFVisionLanguage):
@@ -360,19 +410,30 @@ class BlipQuestionAnswerer(_HFVisionLanguage):
         return self.model.config.text_config.sep_token_id
 
     def _generate(self, inputs: list[VLInput], settings: GenerationSettings) -> list[VLOutput]:
-        questions = self.tokenizer.pad({"input_ids": [list(i.text_ids) for i in inputs]}, padding="longest",
-                                       return_tensors="pt").to(self.device)
+        questions = self.tokenizer.pad(
+            {"input_ids": [list(i.text_ids) for i in inputs]}, padding="longest", return_tensors="pt"
+        ).to(self.device)
         image = self.model.vision_model(pixel_values=self._stack_pixels(inputs))[0]
         image_mask = torch.ones(image.shape[:-1], dtype=torch.long, device=self.device)
-        encoded = self.model.text_encoder(input_ids=questions["input_ids"], attention_mask=questions["attention_mask"],
-                                          encoder_hidden_states=image, encoder_attention_mask=image_mask,
-                                          return_dict=False)[0]
-        bos = torch.full((len(inputs), 1), self.model.decoder_start_token_id, dtype=torch.long, device=self.device)
+        encoded = self.model.text_encoder(
+            input_ids=questions["input_ids"],
+            attention_mask=questions["attention_mask"],
+            encoder_hidden_states=image,
+            encoder_attention_mask=image_mask,
+            return_dict=False,
+        )[0]
+        bos = torch.full(
+            (len(inputs), 1), self.model.decoder_start_token_id, dtype=torch.long, device=self.device
+        )
         self.stats.record(len(inputs))
         ids = self.model.text_decoder.generate(
-            input_ids=bos, eos_token_id=self._eos_id, pad_token_id=self.tokenizer.pad_token_id,
-            encoder_hidden_states=encoded, encoder_attention_mask=questions["attention_mask"],
-            **self._decode_kwargs(settings))
+            input_ids=bos,
+            eos_token_id=self._eos_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+            encoder_hidden_states=encoded,
+            encoder_attention_mask=questions["attention_mask"],
+            **self._decode_kwargs(settings),
+        )
         return [self._answer(item, self._new_tokens(row[1:])) for item, row in zip(inputs, ids)]
 
     def _answer(self, item: VLInput, new_ids: list[int]) -> VLOutput:
@@ -392,7 +453,8 @@ class ViltQuestionAnswerer(_HFVisionLanguage):
         config = self.model.config
         self.labels = [config.id2label[i] for i in range(config.num_labels)]
         self._label_tokens = torch.tensor(
-            [len(self.tokenizer(label, add_special_tokens=False)["input_ids"]) for label in self.labels])
+            [len(self.tokenizer(label, add_special_tokens=False)["input_ids"]) for label in self.labels]
+        )
 
     model_class, model_type = "ViltForQuestionAnswering", "vilt"
 
@@ -400,26 +462,37 @@ class ViltQuestionAnswerer(_HFVisionLanguage):
         """Answers are labels, not decoded: ``max_tokens`` only filters them."""
         return MAX_NEW_TOKENS, min(int(self.tokenizer.model_max_length), text_positions)
 
-    def settings(self, *, max_tokens: int | None = None, num_beams: int | None = None,
-                 top_k: int | None = None) -> GenerationSettings:
+    def settings(
+        self, *, max_tokens: int | None = None, num_beams: int | None = None, top_k: int | None = None
+    ) -> GenerationSettings:
         """ViLT classifies, so beam search means nothing to it: ``num_beams`` above 1 is refused;
         ``max_tokens`` keeps only answers that fit in that many tokens."""
         if num_beams not in (None, 1):
-            raise InvalidInput(f"model '{self.model_id}' (ViLT) picks answers from a fixed list and does not "
-                               "decode: 'num_beams' must be 1", param="num_beams")
+            raise InvalidInput(
+                f"model '{self.model_id}' (ViLT) picks answers from a fixed list and does not "
+                "decode: 'num_beams' must be 1",
+                param="num_beams",
+            )
         return super().settings(max_tokens=max_tokens, num_beams=1, top_k=top_k)
 
     def _pixels(self, image: np.ndarray) -> torch.Tensor:
-        return self.processor.image_processor(images=image, do_pad=False, return_tensors="pt")["pixel_values"][0]
+        return self.processor.image_processor(images=image, do_pad=False, return_tensors="pt")[
+            "pixel_values"
+        ][0]
 
     def _generate(self, inputs: list[VLInput], settings: GenerationSettings) -> list[VLOutput]:
-        text = self.tokenizer.pad({"input_ids": [list(i.text_ids) for i in inputs]}, padding="longest",
-                                  return_tensors="pt").to(self.device)
+        text = self.tokenizer.pad(
+            {"input_ids": [list(i.text_ids) for i in inputs]}, padding="longest", return_tensors="pt"
+        ).to(self.device)
         pixels, pixel_mask = _pad_images([i.pixels for i in inputs])
         self.stats.record(len(inputs))
-        logits = self.model(input_ids=text["input_ids"], attention_mask=text["attention_mask"],
-                            token_type_ids=torch.zeros_like(text["input_ids"]),
-                            pixel_values=pixels.to(self.device), pixel_mask=pixel_mask.to(self.device)).logits
+        logits = self.model(
+            input_ids=text["input_ids"],
+            attention_mask=text["attention_mask"],
+            token_type_ids=torch.zeros_like(text["input_ids"]),
+            pixel_values=pixels.to(self.device),
+            pixel_mask=pixel_mask.to(self.device),
+        ).logits
         probs = logits.float().softmax(-1).cpu()
         probs[:, self._label_tokens > settings.max_tokens] = -1.0  # answers longer than max_tokens never win
         return [self._answers(item, row, settings) for item, row in zip(inputs, probs)]
@@ -427,11 +500,17 @@ class ViltQuestionAnswerer(_HFVisionLanguage):
     def _answers(self, item: VLInput, probs: torch.Tensor, settings: GenerationSettings) -> VLOutput:
         k = min(settings.top_k, int((probs >= 0).sum()))
         values, idx = probs.topk(k)
-        answers = tuple(ScoredAnswer(answer=self.labels[i], probability=round(float(p), 6))
-                        for p, i in zip(values.tolist(), idx.tolist()))
+        answers = tuple(
+            ScoredAnswer(answer=self.labels[i], probability=round(float(p), 6))
+            for p, i in zip(values.tolist(), idx.tolist())
+        )
         best = answers[0] if answers else ScoredAnswer(answer="", probability=0.0)
-        return VLOutput(text=best.answer, tokens=int(self._label_tokens[idx[0]]) if answers else 0,
-                        prompt_tokens=len(item.text_ids), answers=answers)
+        return VLOutput(
+            text=best.answer,
+            tokens=int(self._label_tokens[idx[0]]) if answers else 0,
+            prompt_tokens=len(item.text_ids),
+            answers=answers,
+        )
 
 
 def _mask_cross_attention(decoder: torch.nn.Module) -> None:
@@ -473,8 +552,10 @@ def _expect_model_type(path, model_type: str, model_id: str) -> None:
 
     found = AutoConfig.from_pretrained(str(path)).model_type
     if found != model_type:
-        raise ValueError(f"vision-language model '{model_id}': '{path}' holds a '{found}' checkpoint; "
-                         f"engine {model_type} needs a '{model_type}' one")
+        raise ValueError(
+            f"vision-language model '{model_id}': '{path}' holds a '{found}' checkpoint; "
+            f"engine {model_type} needs a '{model_type}' one"
+        )
 
 
 BACKENDS: dict[tuple[Task, Engine], type[_HFVisionLanguage]] = {

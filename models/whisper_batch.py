@@ -10,10 +10,11 @@ identification and a batched greedy decode with timestamps.
   and decodes it again; a batch cannot). ``python -m benchmarks.whisper_speed --parts long``
   measures its speed and its WER against the sequential path.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -28,8 +29,12 @@ MIN_SILENCE_MS = 160  # a pause this long may end a span (faster-whisper's Batch
 def greedy_unprompted(options: SpeechOptions) -> bool:
     """What the batched decode does (CTranslate2 needs <|startoftranscript|> at the same position
     across a batch): greedy, no text prompt, no word alignment."""
-    return (options.temperature == 0.0 and options.beam_size == 1 and not options.prompt
-            and not options.word_timestamps)
+    return (
+        options.temperature == 0.0
+        and options.beam_size == 1
+        and not options.prompt
+        and not options.word_timestamps
+    )
 
 
 def fits(audio: np.ndarray, options: SpeechOptions) -> bool:
@@ -51,8 +56,9 @@ def _decode_features(engine, clip: np.ndarray) -> np.ndarray:
     return pad_or_trim(engine.model.feature_extractor(clip)[..., :-1])
 
 
-def _languages(ct2, encoded, options: Sequence[SpeechOptions], multilingual: bool, *,
-               shared: bool = False) -> list[tuple[str, float]]:
+def _languages(
+    ct2, encoded, options: Sequence[SpeechOptions], multilingual: bool, *, shared: bool = False
+) -> list[tuple[str, float]]:
     """Each clip's language: the one asked for, else the detected one (``shared``: the first clip's)."""
     if not multilingual:
         return [("en", 1.0)] * len(options)
@@ -62,8 +68,9 @@ def _languages(ct2, encoded, options: Sequence[SpeechOptions], multilingual: boo
     return [(o.language, 1.0) if o.language else d for o, d in zip(options, detected)]
 
 
-def _segments(tokenizer, ids: list[int], duration: float, *, avg_logprob: float,
-              no_speech_prob: float) -> list[Segment]:
+def _segments(
+    tokenizer, ids: list[int], duration: float, *, avg_logprob: float, no_speech_prob: float
+) -> list[Segment]:
     """Split decoded ids at timestamp tokens into timed segments (an unclosed tail ends at ``duration``)."""
     spans, text_ids, start = [], [], 0.0
     for token in ids:
@@ -78,12 +85,22 @@ def _segments(tokenizer, ids: list[int], duration: float, *, avg_logprob: float,
     if text_ids:
         spans.append((start, duration, text_ids))
     texts = [(s, e, text) for s, e, t in spans if (text := tokenizer.decode(t).strip())]
-    return [Segment(id=i, start=round(s, 3), end=round(min(e, duration), 3), text=text, avg_logprob=avg_logprob,
-                    no_speech_prob=no_speech_prob) for i, (s, e, text) in enumerate(texts)]
+    return [
+        Segment(
+            id=i,
+            start=round(s, 3),
+            end=round(min(e, duration), 3),
+            text=text,
+            avg_logprob=avg_logprob,
+            no_speech_prob=no_speech_prob,
+        )
+        for i, (s, e, text) in enumerate(texts)
+    ]
 
 
-def transcribe_batch(engine, clips: Sequence[np.ndarray], options: Sequence[SpeechOptions], *,
-                     shared_language: bool = False) -> list[Transcript]:
+def transcribe_batch(
+    engine, clips: Sequence[np.ndarray], options: Sequence[SpeechOptions], *, shared_language: bool = False
+) -> list[Transcript]:
     """``engine`` is a ``FasterWhisperEngine``; every clip must satisfy ``fits``. ``shared_language``:
     clips with no language take the one detected in the first clip (spans of one recording)."""
     from faster_whisper.tokenizer import Tokenizer
@@ -105,10 +122,23 @@ def transcribe_batch(engine, clips: Sequence[np.ndarray], options: Sequence[Spee
         # CTranslate2's score is the length-normalised log probability; faster-whisper reports
         # cumulative / (tokens + 1), so scale it the same way for comparable avg_logprob values
         logprob = result.scores[0] * len(ids) / (len(ids) + 1)
-        segs = _segments(tokenizer_for(opt.task, lang), ids, duration, avg_logprob=logprob,
-                         no_speech_prob=result.no_speech_prob)
-        out.append(Transcript(text=" ".join(s.text for s in segs).strip(), language=lang,
-                              language_probability=round(prob, 4), duration=duration, task=opt.task, segments=segs))
+        segs = _segments(
+            tokenizer_for(opt.task, lang),
+            ids,
+            duration,
+            avg_logprob=logprob,
+            no_speech_prob=result.no_speech_prob,
+        )
+        out.append(
+            Transcript(
+                text=" ".join(s.text for s in segs).strip(),
+                language=lang,
+                language_probability=round(prob, 4),
+                duration=duration,
+                task=opt.task,
+                segments=segs,
+            )
+        )
     return out
 
 
@@ -117,8 +147,9 @@ def speech_spans(audio: np.ndarray, *, max_seconds: float = LONG_SPAN_SECONDS) -
     ``max_seconds``; the pauses between merged regions stay in, so times within a span are real."""
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-    regions = get_speech_timestamps(audio, VadOptions(max_speech_duration_s=max_seconds,
-                                                      min_silence_duration_ms=MIN_SILENCE_MS))
+    regions = get_speech_timestamps(
+        audio, VadOptions(max_speech_duration_s=max_seconds, min_silence_duration_ms=MIN_SILENCE_MS)
+    )
     return merge_regions([(r["start"], r["end"]) for r in regions], int(max_seconds * SAMPLE_RATE))
 
 
@@ -134,7 +165,9 @@ def merge_regions(regions: Sequence[tuple[int, int]], limit: int) -> list[tuple[
     return spans
 
 
-def transcribe_long(engine, audio: np.ndarray, options: SpeechOptions, *, batch_size: int) -> Transcript | None:
+def transcribe_long(
+    engine, audio: np.ndarray, options: SpeechOptions, *, batch_size: int
+) -> Transcript | None:
     """``audio`` as VAD spans decoded ``batch_size`` at a time; None when the VAD hears no speech
     (the caller decides what silence transcribes to). The language is the first span's for all."""
     spans = speech_spans(audio)
@@ -151,9 +184,16 @@ def transcribe_long(engine, audio: np.ndarray, options: SpeechOptions, *, batch_
 def _joined(parts: Sequence[Transcript], offsets: Sequence[float], *, duration: float) -> Transcript:
     """One transcript from the spans' transcripts, segment times moved to the recording's clock."""
     timed = [(s, offset) for part, offset in zip(parts, offsets) for s in part.segments]
-    segments = [dataclasses.replace(s, id=i, start=round(s.start + offset, 3), end=round(s.end + offset, 3))
-                for i, (s, offset) in enumerate(timed)]
+    segments = [
+        dataclasses.replace(s, id=i, start=round(s.start + offset, 3), end=round(s.end + offset, 3))
+        for i, (s, offset) in enumerate(timed)
+    ]
     first = parts[0]
-    return Transcript(text=" ".join(s.text for s in segments).strip(), language=first.language,
-                      language_probability=first.language_probability, duration=duration, task=first.task,
-                      segments=segments)
+    return Transcript(
+        text=" ".join(s.text for s in segments).strip(),
+        language=first.language,
+        language_probability=first.language_probability,
+        duration=duration,
+        task=first.task,
+        segments=segments,
+    )

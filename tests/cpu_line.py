@@ -6,6 +6,7 @@ and pytest puts it in its header (``tests/conftest.py``), so a CI log says which
 
     python -m tests.cpu_line
 """
+
 from __future__ import annotations
 
 import os
@@ -48,7 +49,9 @@ def native_bf16() -> dict[str, bool]:
 
 def line() -> str:
     model, flags = _cpuinfo()
-    present = [name for flag, name in FEATURES.items() if flag in flags] or ["none of " + ",".join(FEATURES.values())]
+    present = [name for flag, name in FEATURES.items() if flag in flags] or [
+        "none of " + ",".join(FEATURES.values())
+    ]
     bf16 = ", ".join(f"{rt} {'yes' if ok else 'no'}" for rt, ok in native_bf16().items())
     return f"CPU: {model} | {os.cpu_count()} cores | {' '.join(present)} | native bf16: {bf16}"
 

@@ -5,6 +5,7 @@ gRPC ports on every interface (it has no bind-address setting), for as long as a
 
 It is an old Milvus (January 2024) in one process, not the distributed Milvus that the Helm chart
 installs; what that leaves unproven is in docs/search.md (Visual search)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -13,8 +14,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from tests.assets import free_port
 
@@ -37,9 +38,21 @@ def milvus_server(data_dir: Path, *, start_limit_s: float = 120) -> Iterator[str
     port = free_port()
     log = open(data_dir.parent / f"milvus-{port}.log", "w")
     server = subprocess.Popen(
-        [sys.executable, "-c", "import sys, milvus; sys.exit(milvus.main())", "--data", str(data_dir),
-         "--proxy-port", str(port), "--authorization-enabled", "true"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # its own group: stopped whole below
+        [
+            sys.executable,
+            "-c",
+            "import sys, milvus; sys.exit(milvus.main())",
+            "--data",
+            str(data_dir),
+            "--proxy-port",
+            str(port),
+            "--authorization-enabled",
+            "true",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # its own group: stopped whole below
     uri = f"http://127.0.0.1:{port}"
     try:
         started = time.monotonic()

@@ -1,4 +1,5 @@
 """Where a Serve application's replicas run, read from Ray's actor table (GCS) by the test's driver."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,8 +31,14 @@ def proxy_pid() -> int:
 def replicas(app: str, deployment: str) -> list[Replica]:
     """The deployment's live replica actors (started, perhaps not yet RUNNING in Serve's eyes)."""
     prefix = replica_prefix(app, deployment)
-    return sorted((Replica(a["ActorID"], a["Pid"], a["Address"]["NodeID"]) for a in _alive_actors()
-                   if a["Name"].startswith(prefix)), key=lambda r: r.actor_id)
+    return sorted(
+        (
+            Replica(a["ActorID"], a["Pid"], a["Address"]["NodeID"])
+            for a in _alive_actors()
+            if a["Name"].startswith(prefix)
+        ),
+        key=lambda r: r.actor_id,
+    )
 
 
 def replica_pids(app: str, deployment: str) -> list[int]:

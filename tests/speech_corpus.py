@@ -1,5 +1,6 @@
 """Distinct English sentences spoken by espeak-ng, and long recordings made by concatenating them,
 with their reference texts: for Whisper's quality tests and speed benchmarks (no clip repeated)."""
+
 from __future__ import annotations
 
 import functools
@@ -83,7 +84,7 @@ class Recording:
         return self.audio.size / SAMPLE_RATE
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def clip(sentence: str, voice: str = "en-us") -> np.ndarray:
     """One sentence as mono float32 at 16 kHz."""
     from models.media import decode_audio

@@ -1,6 +1,7 @@
 """Stand-ins for the modality deployments, for testing the gateway through real Ray where the
 models do not matter: the compose DAG's concurrency (each method sleeps ``delay_s``) and tenancy.
 They answer in the real shapes with small deterministic vectors; nothing here is presented as a model."""
+
 from __future__ import annotations
 
 import asyncio
@@ -25,8 +26,16 @@ def _unit(seed: int) -> np.ndarray:
 
 
 def stub_info(modality: str) -> EncoderInfo:
-    return EncoderInfo(modality=modality, model=f"stub-{modality}", space="test-space", dim=DIM, token_dim=DIM,
-                       device="cpu", logit_scale=10.0, task_model=f"stub-{modality}-task")
+    return EncoderInfo(
+        modality=modality,
+        model=f"stub-{modality}",
+        space="test-space",
+        dim=DIM,
+        token_dim=DIM,
+        device="cpu",
+        logit_scale=10.0,
+        task_model=f"stub-{modality}-task",
+    )
 
 
 @serve.deployment(num_replicas=1, max_ongoing_requests=16, ray_actor_options={"num_cpus": 0})
@@ -53,7 +62,11 @@ class StubModel:
     async def embed(self, x) -> np.ndarray:
         self.embedded += 1
         await self._wait()
-        return np.stack([_unit(len(t)) for t in x]) if self.modality == "text" else _unit(int(np.asarray(x).size))
+        return (
+            np.stack([_unit(len(t)) for t in x])
+            if self.modality == "text"
+            else _unit(int(np.asarray(x).size))
+        )
 
     async def classify(self, image, top_k: int) -> list[dict]:
         await self._wait()
@@ -61,8 +74,14 @@ class StubModel:
 
     async def transcribe(self, audio, options: dict) -> dict:
         await self._wait()
-        return {"text": "slow words", "language": "en", "language_probability": 1.0,
-                "duration": round(len(audio) / 16000, 3), "task": options["task"], "segments": []}
+        return {
+            "text": "slow words",
+            "language": "en",
+            "language_probability": 1.0,
+            "duration": round(len(audio) / 16000, 3),
+            "task": options["task"],
+            "segments": [],
+        }
 
     async def fusion_features(self, x) -> ModalityFeatures:
         await self._wait()
@@ -101,7 +120,11 @@ class BatchedStub(ModelReplica):
 
     async def embed(self, x) -> np.ndarray:
         await self._embed_batch(0)
-        return np.stack([_unit(len(t)) for t in x]) if self.modality == "text" else _unit(int(np.asarray(x).size))
+        return (
+            np.stack([_unit(len(t)) for t in x])
+            if self.modality == "text"
+            else _unit(int(np.asarray(x).size))
+        )
 
     async def classify(self, image, top_k: int) -> list[dict]:
         await self._classify_batch(0)
@@ -109,8 +132,14 @@ class BatchedStub(ModelReplica):
 
     async def transcribe(self, audio, options: dict) -> dict:
         await self._transcribe_batch(0)
-        return {"text": "stand-in words", "language": "en", "language_probability": 1.0,
-                "duration": round(len(audio) / 16000, 3), "task": options["task"], "segments": []}
+        return {
+            "text": "stand-in words",
+            "language": "en",
+            "language_probability": 1.0,
+            "duration": round(len(audio) / 16000, 3),
+            "task": options["task"],
+            "segments": [],
+        }
 
     def pid(self) -> int:
         return os.getpid()
@@ -130,8 +159,9 @@ def stub_model(modality: str, args: DeploymentArgs, *, name: str, delay_s: float
 
 def stub_gateway(vision, text, audio, args: GatewayArgs, *, name: str, **optional):
     """The real Gateway, run with the real ``GatewayArgs``, over stand-in models."""
-    return Gateway.options(name=name, **args.serve_options()).bind(vision, text, audio, args.settings.model_dump(),
-                                                                  **optional)
+    return Gateway.options(name=name, **args.serve_options()).bind(
+        vision, text, audio, args.settings.model_dump(), **optional
+    )
 
 
 POISON_TEXT = "poison 22: this text makes CrashOnPoison's process exit"
@@ -162,5 +192,8 @@ class CrashOnPoison:
 
 
 def crash_on_poison(*, name: str, replicas: int, delay_s: float = 0.02):
-    return serve.deployment(CrashOnPoison, name=name).options(
-        num_replicas=replicas, max_ongoing_requests=16, ray_actor_options={"num_cpus": 0}).bind(delay_s)
+    return (
+        serve.deployment(CrashOnPoison, name=name)
+        .options(num_replicas=replicas, max_ongoing_requests=16, ray_actor_options={"num_cpus": 0})
+        .bind(delay_s)
+    )

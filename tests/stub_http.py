@@ -1,14 +1,17 @@
 """A tiny stdlib HTTP server on loopback for client tests: handlers subclass ``StubHandler``."""
+
 from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterator
 
 
 class StubHandler(BaseHTTPRequestHandler):
-    def _send(self, status: int, raw: bytes, ctype: str = "application/json", headers: dict | None = None) -> None:
+    def _send(
+        self, status: int, raw: bytes, ctype: str = "application/json", headers: dict | None = None
+    ) -> None:
         self.send_response(status)
         for key, value in {"Content-Type": ctype, **(headers or {})}.items():
             self.send_header(key, value)

@@ -1,6 +1,7 @@
 """``mmserve``: the client commands of ``clients.cli`` plus the offline ones, which work on local
 files without a server: ``tenant-key``, ``demo-data``, ``demo-captions``, ``train-fusion``,
 ``finetune`` (the adapter space on Ray Train; Ray is imported only when it runs) and ``render``."""
+
 from __future__ import annotations
 
 import argparse
@@ -20,30 +21,45 @@ def _add_offline(sub) -> None:
     demo.add_argument("output", type=Path)
     demo.add_argument("--per-class", type=int, default=40)
     demo.add_argument("--seed", type=int, default=0)
-    t = sub.add_parser("train-fusion", help="train a fusion head on a JSONL manifest and save it to the model store")
+    t = sub.add_parser(
+        "train-fusion", help="train a fusion head on a JSONL manifest and save it to the model store"
+    )
     t.add_argument("manifest", type=Path)
     t.add_argument("--head", required=True, help="id of the head to save")
     t.add_argument("--kind", choices=["early", "late", "attention"], default="late")
-    t.add_argument("--config", type=Path, default=Path("serve_config.yaml"),
-                   help="the Serve config whose encoders and model store to use")
+    t.add_argument(
+        "--config",
+        type=Path,
+        default=Path("serve_config.yaml"),
+        help="the Serve config whose encoders and model store to use",
+    )
     t.add_argument("--tenant", default="default")
     t.add_argument("--epochs", type=int, default=40)
     t.add_argument("--seed", type=int, default=0)
-    r = sub.add_parser("render", help="render a deployment manifest from a Serve config (k8s: the KubeRay RayService)")
+    r = sub.add_parser(
+        "render", help="render a deployment manifest from a Serve config (k8s: the KubeRay RayService)"
+    )
     r.add_argument("target", choices=["k8s"])
     r.add_argument("--source", type=Path, default=Path("configs/gpu_cluster.yaml"), help="the Serve config")
     r.add_argument("--manifest", type=Path, default=Path("configs/k8s/rayservice.yaml"))
-    r.add_argument("--check", action="store_true", help="change nothing; fail if the manifest is not up to date")
+    r.add_argument(
+        "--check", action="store_true", help="change nothing; fail if the manifest is not up to date"
+    )
     _add_finetune(sub)
 
 
 def _add_finetune(sub) -> None:
-    captions = sub.add_parser("demo-captions", help="build the demo image-caption set (train/val/test splits)")
+    captions = sub.add_parser(
+        "demo-captions", help="build the demo image-caption set (train/val/test splits)"
+    )
     captions.add_argument("output", type=Path)
     captions.add_argument("--views", type=int, default=8)
     captions.add_argument("--seed", type=int, default=0)
-    add_finetune_args(sub.add_parser("finetune", help="fine-tune an image-text space on an image-caption JSONL "
-                                                      "manifest (Ray Train)"))
+    add_finetune_args(
+        sub.add_parser(
+            "finetune", help="fine-tune an image-text space on an image-caption JSONL manifest (Ray Train)"
+        )
+    )
 
 
 def add_finetune_args(f: argparse.ArgumentParser) -> None:
@@ -56,9 +72,13 @@ def add_finetune_args(f: argparse.ArgumentParser) -> None:
     f.add_argument("--batch-size", type=int, default=64)
     f.add_argument("--lr", type=float, default=1e-3)
     f.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray started for the run")
-    f.add_argument("--family", choices=("adapter", "clip"), default="adapter",
-                   help="adapter: heads over the frozen packaged encoders (default); clip: a transformers CLIPModel "
-                        "from --base, full fine-tuning or --lock-image (plumbing only here: no CLIP weights offline)")
+    f.add_argument(
+        "--family",
+        choices=("adapter", "clip"),
+        default="adapter",
+        help="adapter: heads over the frozen packaged encoders (default); clip: a transformers CLIPModel "
+        "from --base, full fine-tuning or --lock-image (plumbing only here: no CLIP weights offline)",
+    )
     f.add_argument("--base", default=None, help="--family clip: CLIP hub id or local directory")
     f.add_argument("--lock-image", action="store_true", help="--family clip: freeze the image tower (LiT)")
 
@@ -67,8 +87,10 @@ def _tenant_key(args) -> dict:
     from config.tenants import add_key
 
     key = add_key(args.tenants_file, args.tenant)
-    print(f"API key for tenant '{args.tenant}' (shown once; only its hash is stored in {args.tenants_file}):",
-          file=sys.stderr)
+    print(
+        f"API key for tenant '{args.tenant}' (shown once; only its hash is stored in {args.tenants_file}):",
+        file=sys.stderr,
+    )
     print(key)
     return {}
 
@@ -109,8 +131,14 @@ def _render(args) -> dict:
     return result
 
 
-OFFLINE = {"tenant-key": _tenant_key, "demo-data": _demo_data, "demo-captions": _demo_captions,
-           "train-fusion": _train_fusion, "finetune": _finetune, "render": _render}
+OFFLINE = {
+    "tenant-key": _tenant_key,
+    "demo-data": _demo_data,
+    "demo-captions": _demo_captions,
+    "train-fusion": _train_fusion,
+    "finetune": _finetune,
+    "render": _render,
+}
 
 
 def parser() -> argparse.ArgumentParser:

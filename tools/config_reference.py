@@ -10,6 +10,7 @@ committed page differs from what this renders.
 
 Imports only ``config`` (and, through it, ``models``): no Ray Serve, no web stack.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -48,9 +49,14 @@ whose defaults differ there. Relative paths are made absolute against the direct
 read from, when the args are validated.
 """
 
-_CONSTRAINTS = {annotated_types.Ge: (">=", "ge"), annotated_types.Gt: (">", "gt"), annotated_types.Le: ("<=", "le"),
-                annotated_types.Lt: ("<", "lt"), annotated_types.MinLen: ("min length", "min_length"),
-                annotated_types.MaxLen: ("max length", "max_length")}
+_CONSTRAINTS = {
+    annotated_types.Ge: (">=", "ge"),
+    annotated_types.Gt: (">", "gt"),
+    annotated_types.Le: ("<=", "le"),
+    annotated_types.Lt: ("<", "lt"),
+    annotated_types.MinLen: ("min length", "min_length"),
+    annotated_types.MaxLen: ("max length", "max_length"),
+}
 
 
 def _nested(annotation) -> list[type[BaseModel]]:
@@ -138,14 +144,19 @@ def _cell(text: str) -> str:
 
 def model_section(model: type[BaseModel], where: list[str]) -> str:
     lines = [f"### {model.__name__}", ""]
-    lines += ["At " + ", ".join(f"`{w}`" for w in where) + "." if where else "The tenants file itself (YAML).", ""]
+    lines += [
+        "At " + ", ".join(f"`{w}`" for w in where) + "." if where else "The tenants file itself (YAML).",
+        "",
+    ]
     doc = inspect.getdoc(model)
     if doc and model.__doc__ and model.__doc__ is not BaseModel.__doc__ and "__doc__" in vars(model):
         lines += [_cell(doc), ""]
     lines += ["| field | type | default | constraints | description |", "|---|---|---|---|---|"]
     for name, field in model.model_fields.items():
-        lines.append(f"| `{name}` | {type_name(field.annotation)} | {default_text(field)} | "
-                     f"{constraints(field)} | {_cell(field.description or '')} |")
+        lines.append(
+            f"| `{name}` | {type_name(field.annotation)} | {default_text(field)} | "
+            f"{constraints(field)} | {_cell(field.description or '')} |"
+        )
     return "\n".join(lines)
 
 
@@ -178,7 +189,9 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return generated_page.main(render=render, page=PAGE, command="python -m tools.config_reference", description=__doc__, argv=argv)
+    return generated_page.main(
+        render=render, page=PAGE, command="python -m tools.config_reference", description=__doc__, argv=argv
+    )
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ Deterministic: the same seed and per_class give byte-identical files (each row d
 ``numpy`` generator seeded with (seed, label, index); espeak-ng is deterministic). The split is
 stratified: the first 80% of each label's rows (after a seeded shuffle) are ``train``, the rest ``test``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,9 +50,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
@@ -82,50 +83,126 @@ MIX = Mix()
 _SKIMAGE = "skimage.data"
 _SKLEARN = "sklearn.datasets.load_sample_images"
 SOURCES: dict[str, list[tuple[str, str, str]]] = {  # label -> [(name, origin, what it shows)]
-    "animal": [("chelsea", _SKIMAGE, "Chelsea, a tabby cat"), ("horse", _SKIMAGE, "a horse silhouette (binary)")],
+    "animal": [
+        ("chelsea", _SKIMAGE, "Chelsea, a tabby cat"),
+        ("horse", _SKIMAGE, "a horse silhouette (binary)"),
+    ],
     "drink": [("coffee", _SKIMAGE, "a cup of espresso on a saucer")],
-    "space": [("rocket", _SKIMAGE, "a rocket on its launch pad"),
-              ("hubble_deep_field", _SKIMAGE, "the Hubble deep field (galaxies)"),
-              ("moon", _SKIMAGE, "the lunar surface (greyscale)"),
-              ("astronaut", _SKIMAGE, "astronaut Eileen Collins, portrait")],
+    "space": [
+        ("rocket", _SKIMAGE, "a rocket on its launch pad"),
+        ("hubble_deep_field", _SKIMAGE, "the Hubble deep field (galaxies)"),
+        ("moon", _SKIMAGE, "the lunar surface (greyscale)"),
+        ("astronaut", _SKIMAGE, "astronaut Eileen Collins, portrait"),
+    ],
     "plant": [("flower", _SKLEARN, "a dahlia flower"), ("grass", _SKIMAGE, "a grass texture (greyscale)")],
 }
 
 TEXTS: dict[str, list[str]] = {
-    "animal": ["my cat napping by the window", "a tabby cat staring right at me", "look at those whiskers",
-               "she purrs whenever I come home", "a horse standing in the field", "our furry friend again",
-               "the kitten finally sat still for a photo", "a pony at the farm, just a silhouette"],
-    "drink": ["my morning coffee", "a fresh cup of espresso", "latte art at the cafe",
-              "a hot drink to start the day", "cappuccino with a heart in the foam",
-              "second cup of the day already", "the barista did a great job", "coffee break"],
-    "space": ["the rocket waiting on the launch pad", "galaxies through the telescope", "craters on the moon",
-              "an astronaut in her flight suit", "launch day at the space center", "deep space, so many stars",
-              "the lunar surface up close", "one small step"],
-    "plant": ["a flower blooming in the garden", "fresh green grass in the park", "petals after the rain",
-              "my dahlia finally opened", "the lawn needs mowing", "a bloom in the flower bed",
-              "spring is here, everything is growing", "close up of the leaves and blades of grass"],
+    "animal": [
+        "my cat napping by the window",
+        "a tabby cat staring right at me",
+        "look at those whiskers",
+        "she purrs whenever I come home",
+        "a horse standing in the field",
+        "our furry friend again",
+        "the kitten finally sat still for a photo",
+        "a pony at the farm, just a silhouette",
+    ],
+    "drink": [
+        "my morning coffee",
+        "a fresh cup of espresso",
+        "latte art at the cafe",
+        "a hot drink to start the day",
+        "cappuccino with a heart in the foam",
+        "second cup of the day already",
+        "the barista did a great job",
+        "coffee break",
+    ],
+    "space": [
+        "the rocket waiting on the launch pad",
+        "galaxies through the telescope",
+        "craters on the moon",
+        "an astronaut in her flight suit",
+        "launch day at the space center",
+        "deep space, so many stars",
+        "the lunar surface up close",
+        "one small step",
+    ],
+    "plant": [
+        "a flower blooming in the garden",
+        "fresh green grass in the park",
+        "petals after the rain",
+        "my dahlia finally opened",
+        "the lawn needs mowing",
+        "a bloom in the flower bed",
+        "spring is here, everything is growing",
+        "close up of the leaves and blades of grass",
+    ],
 }
-VAGUE_TEXTS = ["look at this one", "what do you think?", "saw this today", "another picture from my phone",
-               "not sure what to say about this", "here it is", "so cool", "I love this", "check it out",
-               "taken last weekend", "this one is my favourite", "guess what this is"]
+VAGUE_TEXTS = [
+    "look at this one",
+    "what do you think?",
+    "saw this today",
+    "another picture from my phone",
+    "not sure what to say about this",
+    "here it is",
+    "so cool",
+    "I love this",
+    "check it out",
+    "taken last weekend",
+    "this one is my favourite",
+    "guess what this is",
+]
 MISLEADING_TEXTS: dict[str, list[str]] = {  # mentions this label's concept, used under the other labels
-    "animal": ["my cat walked over the keyboard while I uploaded this", "the dog barked the whole time I took this"],
+    "animal": [
+        "my cat walked over the keyboard while I uploaded this",
+        "the dog barked the whole time I took this",
+    ],
     "drink": ["had a coffee while taking this", "spilled my tea right after this shot"],
-    "space": ["the sky was full of stars on the way home", "I was watching a rocket launch video before this"],
+    "space": [
+        "the sky was full of stars on the way home",
+        "I was watching a rocket launch video before this",
+    ],
     "plant": ["sent from the garden bench", "the flowers outside were nice too, but this is what I shot"],
 }
 SPOKEN: dict[str, list[str]] = {
-    "animal": ["this is my cat", "a cat sitting quietly", "here is a horse", "the kitten is sleeping",
-               "look at this cute animal"],
+    "animal": [
+        "this is my cat",
+        "a cat sitting quietly",
+        "here is a horse",
+        "the kitten is sleeping",
+        "look at this cute animal",
+    ],
     "drink": ["a cup of coffee", "espresso in a white cup", "hot coffee with milk", "my favourite drink"],
-    "space": ["a rocket launch", "the night sky full of stars", "the surface of the moon",
-              "an astronaut from nasa", "outer space"],
+    "space": [
+        "a rocket launch",
+        "the night sky full of stars",
+        "the surface of the moon",
+        "an astronaut from nasa",
+        "outer space",
+    ],
     "plant": ["a beautiful flower", "green grass in the field", "flowers in the garden", "a plant in bloom"],
 }
-GENERIC_SPOKEN = ["here is another picture", "take a look at this", "okay, next one", "I took this yesterday",
-                  "what do you think", "this one is nice"]
-VOICES = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc", "en-gb-x-gbclan",
-          "en-us+f3", "en-gb+f2", "en-us+m3"]
+GENERIC_SPOKEN = [
+    "here is another picture",
+    "take a look at this",
+    "okay, next one",
+    "I took this yesterday",
+    "what do you think",
+    "this one is nice",
+]
+VOICES = [
+    "en-us",
+    "en-gb",
+    "en-gb-scotland",
+    "en-gb-x-rp",
+    "en-029",
+    "en-us-nyc",
+    "en-gb-x-gbclan",
+    "en-us+f3",
+    "en-gb+f2",
+    "en-us+m3",
+]
 
 
 # ------------------------------------------------------------------------------------------- images
@@ -166,7 +243,9 @@ def _noise(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
-def make_image(rng: np.random.Generator, source: str, *, hard: bool, pixels: np.ndarray | None = None) -> bytes:
+def make_image(
+    rng: np.random.Generator, source: str, *, hard: bool, pixels: np.ndarray | None = None
+) -> bytes:
     """One augmented JPEG view of ``source`` (or of ``pixels`` when given): a normal or a hard crop,
     flipped, jittered, rescaled."""
     img = Image.fromarray(source_photo(source) if pixels is None else pixels)
@@ -194,8 +273,11 @@ def _espeak(text: str, *, voice: str, speed: int, pitch: int) -> tuple[np.ndarra
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "speech.wav"
-        subprocess.run([espeak_exe(), "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(out), text],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [espeak_exe(), "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(out), text],
+            check=True,
+            capture_output=True,
+        )
         audio, rate = sf.read(out, dtype="float32")
     return audio, rate
 
@@ -205,7 +287,9 @@ def make_speech(rng: np.random.Generator, text: str, voice: str) -> bytes:
     import soundfile as sf
     from scipy.signal import resample_poly
 
-    audio, rate = _espeak(text, voice=voice, speed=int(rng.integers(120, 191)), pitch=int(rng.integers(25, 76)))
+    audio, rate = _espeak(
+        text, voice=voice, speed=int(rng.integers(120, 191)), pitch=int(rng.integers(25, 76))
+    )
     audio = resample_poly(audio, SAMPLE_RATE, rate).astype(np.float32)
     pad = [np.zeros(int(rng.uniform(0, 0.4) * SAMPLE_RATE), np.float32) for _ in range(2)]
     audio = np.concatenate([pad[0], audio, pad[1]])
@@ -232,8 +316,14 @@ def _choose_kind(rng: np.random.Generator, kinds: Sequence[tuple[str, float]]) -
 
 
 def _text(rng: np.random.Generator, label: str) -> tuple[str, str | None]:
-    kind = _choose_kind(rng, [("informative", MIX.text_informative), ("vague", MIX.text_vague),
-                              ("misleading", MIX.text_misleading)])
+    kind = _choose_kind(
+        rng,
+        [
+            ("informative", MIX.text_informative),
+            ("vague", MIX.text_vague),
+            ("misleading", MIX.text_misleading),
+        ],
+    )
     if kind == "informative":
         return kind, _pick(rng, TEXTS[label])
     if kind == "vague":
@@ -255,7 +345,9 @@ def make_row(out_dir: Path, *, seed: int, label: str, index: int) -> dict:
     row_id = f"{label}-{index:03d}"
     row: dict = {"id": row_id, "label": label}
     meta: dict = {}
-    image_kind = "missing" if rng.random() >= MIX.image else ("hard" if rng.random() < MIX.hard_crop else "normal")
+    image_kind = (
+        "missing" if rng.random() >= MIX.image else ("hard" if rng.random() < MIX.hard_crop else "normal")
+    )
     source = _pick(rng, [name for name, _, _ in SOURCES[label]])
     text_kind, text = _text(rng, label)
     audio_kind, sentence = _spoken(rng, label)
@@ -263,7 +355,9 @@ def make_row(out_dir: Path, *, seed: int, label: str, index: int) -> dict:
     if image_kind == "missing" and text is None and sentence is None:
         image_kind = "normal"  # every row keeps at least one modality
     if image_kind != "missing":
-        row["image"] = _write(out_dir, f"images/{row_id}.jpg", make_image(rng, source, hard=image_kind == "hard"))
+        row["image"] = _write(
+            out_dir, f"images/{row_id}.jpg", make_image(rng, source, hard=image_kind == "hard")
+        )
         meta.update(source=source)
     if text is not None:
         row["text"] = text
@@ -300,8 +394,9 @@ def _prepare(out_dir: Path) -> None:
         (out_dir / sub).mkdir()
 
 
-def build(out_dir: Path, *, seed: int = 0, per_class: int = 40,
-          progress: Callable[[int, int], None] | None = None) -> Path:
+def build(
+    out_dir: Path, *, seed: int = 0, per_class: int = 40, progress: Callable[[int, int], None] | None = None
+) -> Path:
     """Build the dataset in ``out_dir`` (``per_class`` rows per label) and return the manifest path."""
     if per_class < 1:
         raise ValueError("per_class must be at least 1")
@@ -316,8 +411,9 @@ def build(out_dir: Path, *, seed: int = 0, per_class: int = 40,
                 progress(len(rows), per_class * len(LABELS))
     manifest = out_dir / "manifest.jsonl"
     manifest.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows), encoding="utf-8")
-    (out_dir / "about.json").write_text(json.dumps(about(rows, seed=seed, per_class=per_class), indent=2) + "\n",
-                                        encoding="utf-8")
+    (out_dir / "about.json").write_text(
+        json.dumps(about(rows, seed=seed, per_class=per_class), indent=2) + "\n", encoding="utf-8"
+    )
     return manifest
 
 
@@ -325,8 +421,13 @@ def _versions() -> dict[str, str]:
     from importlib.metadata import version
 
     espeak = subprocess.run([espeak_exe(), "--version"], check=True, capture_output=True, text=True).stdout
-    return {"scikit-image": version("scikit-image"), "scikit-learn": version("scikit-learn"),
-            "pillow": version("pillow"), "numpy": version("numpy"), "espeak-ng": espeak.split(":")[1].split()[0]}
+    return {
+        "scikit-image": version("scikit-image"),
+        "scikit-learn": version("scikit-learn"),
+        "pillow": version("pillow"),
+        "numpy": version("numpy"),
+        "espeak-ng": espeak.split(":")[1].split()[0],
+    }
 
 
 def _counts(rows: list[dict]) -> dict:
@@ -334,29 +435,56 @@ def _counts(rows: list[dict]) -> dict:
     for row in rows:
         for m in kinds:
             kinds[m][row["meta"][m]] = kinds[m].get(row["meta"][m], 0) + 1
-    return {"rows": len(rows), "per_label": {x: sum(r["label"] == x for r in rows) for x in LABELS},
-            "per_split": {s: sum(r["split"] == s for r in rows) for s in ("train", "test")}, "kinds": kinds}
+    return {
+        "rows": len(rows),
+        "per_label": {x: sum(r["label"] == x for r in rows) for x in LABELS},
+        "per_split": {s: sum(r["split"] == s for r in rows) for s in ("train", "test")},
+        "kinds": kinds,
+    }
 
 
 def about(rows: list[dict], *, seed: int, per_class: int) -> dict:
     """The dataset card: how it was built, from what, and what it is not."""
     return {
         "name": "mmserve demo fusion dataset",
-        "built_by": "python -m tools.demo_data OUT_DIR --seed {} --per-class {}".format(seed, per_class),
-        "seed": seed, "per_class": per_class, "labels": list(LABELS),
-        "row_format": {"id": "label-index", "label": "one of labels", "split": "train|test (stratified, 20% test)",
-                       "image": "images/<id>.jpg, optional", "text": "a caption, optional",
-                       "audio": "audio/<id>.wav, 16 kHz mono PCM16, optional",
-                       "meta": "how the row was made; for analysis only, never a feature"},
-        "sources": {label: [{"name": n, "origin": o, "shows": s} for n, o, s in SOURCES[label]] for label in LABELS},
+        "built_by": f"python -m tools.demo_data OUT_DIR --seed {seed} --per-class {per_class}",
+        "seed": seed,
+        "per_class": per_class,
+        "labels": list(LABELS),
+        "row_format": {
+            "id": "label-index",
+            "label": "one of labels",
+            "split": "train|test (stratified, 20% test)",
+            "image": "images/<id>.jpg, optional",
+            "text": "a caption, optional",
+            "audio": "audio/<id>.wav, 16 kHz mono PCM16, optional",
+            "meta": "how the row was made; for analysis only, never a feature",
+        },
+        "sources": {
+            label: [{"name": n, "origin": o, "shows": s} for n, o, s in SOURCES[label]] for label in LABELS
+        },
         "mix": MIX.__dict__,
         "image_augmentation": {
-            "normal_crop_area": [0.35, 1.0], "hard_crop_area": [0.03, 0.12], "aspect": [0.75, 1.333],
-            "hflip": 0.5, "brightness_contrast_saturation": [0.7, 1.3], "greyscale": 0.1,
+            "normal_crop_area": [0.35, 1.0],
+            "hard_crop_area": [0.03, 0.12],
+            "aspect": [0.75, 1.333],
+            "hflip": 0.5,
+            "brightness_contrast_saturation": [0.7, 1.3],
+            "greyscale": 0.1,
             "hard_crop_extra": "blur (p 0.4, radius 1-3 px), 4x low-resolution (p 0.4)",
-            "noise_sigma": [0, 8], "short_side_px": [128, 384], "jpeg_quality": [60, 95]},
-        "speech": {"engine": "espeak-ng", "voices": VOICES, "speed_wpm": [120, 190], "pitch": [25, 75],
-                   "silence_pad_s": [0, 0.4], "noise_snr_db": [10, 35], "sample_rate": SAMPLE_RATE},
+            "noise_sigma": [0, 8],
+            "short_side_px": [128, 384],
+            "jpeg_quality": [60, 95],
+        },
+        "speech": {
+            "engine": "espeak-ng",
+            "voices": VOICES,
+            "speed_wpm": [120, 190],
+            "pitch": [25, 75],
+            "silence_pad_s": [0, 0.4],
+            "noise_snr_db": [10, 35],
+            "sample_rate": SAMPLE_RATE,
+        },
         "texts": {"informative": TEXTS, "vague": VAGUE_TEXTS, "misleading": MISLEADING_TEXTS},
         "spoken": {"informative": SPOKEN, "generic": GENERIC_SPOKEN},
         "counts": _counts(rows),

@@ -25,6 +25,7 @@ with R@1/R@5 before = the base weights and after) that ``text.kind: clip`` / ``v
 load. **Plumbing only here**: no CLIP weights exist offline, so this path is tested with tiny random
 CLIPs for a few steps; it says nothing about the quality of a real CLIP fine-tune.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,9 +33,9 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -64,24 +65,42 @@ def train_loop(config: dict) -> None:
     shard = ray.train.get_dataset_shard("train")
     for epoch in range(start, cfg.epochs):
         started, losses = time.perf_counter(), []
-        for b in shard.iter_torch_batches(batch_size=cfg.batch_size, local_shuffle_buffer_size=256,
-                                          local_shuffle_seed=cfg.seed + epoch, drop_last=True):
+        for b in shard.iter_torch_batches(
+            batch_size=cfg.batch_size,
+            local_shuffle_buffer_size=256,
+            local_shuffle_seed=cfg.seed + epoch,
+            drop_last=True,
+        ):
             losses.append(family.step(model, b, optimizer, cfg))
         # DDP steps in lockstep: every worker ran as many full batches as this one
-        metrics = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"),
-                   "resumed_from": resumed_from, "logit_scale": family.scale(module),
-                   "epoch_s": time.perf_counter() - started, "steps": len(losses),
-                   "samples": len(losses) * cfg.batch_size * ctx.get_world_size()}
+        metrics = {
+            "epoch": epoch,
+            "loss": float(np.mean(losses)) if losses else float("nan"),
+            "resumed_from": resumed_from,
+            "logit_scale": family.scale(module),
+            "epoch_s": time.perf_counter() - started,
+            "steps": len(losses),
+            "samples": len(losses) * cfg.batch_size * ctx.get_world_size(),
+        }
         if val is not None:
             metrics.update({f"val_{k}": v for k, v in family.evaluate(module, val).items()})
         history.append(metrics)
         if ctx.get_world_rank() == 0:
-            print(f"[finetune] epoch {epoch + 1}/{cfg.epochs} loss {metrics['loss']:.4f} "
-                  f"val t2i R@1 {metrics.get('val_t2i_r1', float('nan')):.3f}", flush=True)
+            print(
+                f"[finetune] epoch {epoch + 1}/{cfg.epochs} loss {metrics['loss']:.4f} "
+                f"val t2i R@1 {metrics.get('val_t2i_r1', float('nan')):.3f}",
+                flush=True,
+            )
             with tempfile.TemporaryDirectory() as tmp:
-                torch.save({"module": module.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                            "history": history},
-                           os.path.join(tmp, STATE_FILE))
+                torch.save(
+                    {
+                        "module": module.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "epoch": epoch,
+                        "history": history,
+                    },
+                    os.path.join(tmp, STATE_FILE),
+                )
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         else:
             ray.train.report(metrics)
@@ -104,8 +123,18 @@ def _restore(module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple
     return state["epoch"] + 1, state["epoch"], state["history"]
 
 
-def _fit(family, rows: list[dict], val: dict | None, *, train: adapter.TrainConfig, workers: int, use_gpu: bool,
-         storage: Path, name: str, fail_at_epoch: int | None) -> tuple[torch.nn.Module, list[dict]]:
+def _fit(
+    family,
+    rows: list[dict],
+    val: dict | None,
+    *,
+    train: adapter.TrainConfig,
+    workers: int,
+    use_gpu: bool,
+    storage: Path,
+    name: str,
+    fail_at_epoch: int | None,
+) -> tuple[torch.nn.Module, list[dict]]:
     """The shared trainer: ``TorchTrainer`` over a Ray Data dataset of ``rows``; returns the family's
     module with the last checkpoint's weights and the metrics per epoch."""
     import ray.data
@@ -114,12 +143,17 @@ def _fit(family, rows: list[dict], val: dict | None, *, train: adapter.TrainConf
 
     loop_config = {"train": asdict(train), "family": family, "val": val, "fail_at_epoch": fail_at_epoch}
     trainer = TorchTrainer(
-        train_loop, train_loop_config=loop_config,
+        train_loop,
+        train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
         datasets={"train": ray.data.from_items(rows)},
-        run_config=RunConfig(name=f"finetune-{name}", storage_path=str(storage),
-                             failure_config=FailureConfig(max_failures=1),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)))
+        run_config=RunConfig(
+            name=f"finetune-{name}",
+            storage_path=str(storage),
+            failure_config=FailureConfig(max_failures=1),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
     result = trainer.fit()
     module = family.build()
     with result.checkpoint.as_directory() as path:
@@ -128,29 +162,54 @@ def _fit(family, rows: list[dict], val: dict | None, *, train: adapter.TrainConf
     return module, state["history"]
 
 
-def finetune(manifest: str | Path, out: str | Path, *, workers: int = 2, use_gpu: bool = False,
-             train: adapter.TrainConfig = adapter.TrainConfig(), storage: str | Path | None = None,
-             name: str | None = None, cache_dir: str | Path | None = None,
-             encoders_fn: Callable[[], adapter.FrozenEncoders] = adapter.FrozenEncoders.load_packaged,
-             family: str = "adapter", base: str | None = None, lock_image: bool = False,
-             fail_at_epoch: int | None = None, log: Callable[[str], None] = print) -> dict:
+def finetune(
+    manifest: str | Path,
+    out: str | Path,
+    *,
+    workers: int = 2,
+    use_gpu: bool = False,
+    train: adapter.TrainConfig = adapter.TrainConfig(),
+    storage: str | Path | None = None,
+    name: str | None = None,
+    cache_dir: str | Path | None = None,
+    encoders_fn: Callable[[], adapter.FrozenEncoders] = adapter.FrozenEncoders.load_packaged,
+    family: str = "adapter",
+    base: str | None = None,
+    lock_image: bool = False,
+    fail_at_epoch: int | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
     """Run the whole fine-tune on the current Ray (``ray.init`` first); returns the checkpoint's metadata
     plus ``history`` (metrics per epoch) and ``resumed_from``. ``family`` ``adapter`` (the default) or
     ``clip`` (a transformers CLIP from ``base``, hub id or directory; ``lock_image`` for LiT)."""
     out = Path(out).expanduser().resolve()
     name = name or out.name
     pairs = adapter.read_manifest(manifest)
-    run = {"train": train, "workers": workers, "use_gpu": use_gpu, "name": name, "fail_at_epoch": fail_at_epoch,
-           "storage": Path(storage or out.parent / ".ray-train")}
-    training = {**asdict(train), "workers": workers, "use_gpu": use_gpu, "manifest": str(Path(manifest).resolve()),
-                "pairs": {s: sum(p.split == s for p in pairs) for s in adapter.SPLITS}, "family": family}
+    run = {
+        "train": train,
+        "workers": workers,
+        "use_gpu": use_gpu,
+        "name": name,
+        "fail_at_epoch": fail_at_epoch,
+        "storage": Path(storage or out.parent / ".ray-train"),
+    }
+    training = {
+        **asdict(train),
+        "workers": workers,
+        "use_gpu": use_gpu,
+        "manifest": str(Path(manifest).resolve()),
+        "pairs": {s: sum(p.split == s for p in pairs) for s in adapter.SPLITS},
+        "family": family,
+    }
     check_family(family, base, lock_image)
     if family == "clip":
-        meta, history = _finetune_clip(pairs, out, base=base, lock_image=lock_image, training=training, run=run,
-                                       log=log)
+        meta, history = _finetune_clip(
+            pairs, out, base=base, lock_image=lock_image, training=training, run=run, log=log
+        )
     else:
-        meta, history = _finetune_adapter(pairs, out, cache_dir=cache_dir, encoders_fn=encoders_fn,
-                                          training=training, run=run, log=log)
+        meta, history = _finetune_adapter(
+            pairs, out, cache_dir=cache_dir, encoders_fn=encoders_fn, training=training, run=run, log=log
+        )
     resumed = [r.get("resumed_from") for r in history if r.get("resumed_from") is not None]
     return {**meta, "history": history, "resumed_from": resumed[0] if resumed else None}
 
@@ -176,35 +235,53 @@ def _finetune_adapter(pairs, out: Path, *, cache_dir, encoders_fn, training: dic
     cache = Path(cache_dir or out.parent / ".mmserve-features")
     fingerprint = FINGERPRINT
     log(f"[finetune] {len(pairs)} pairs; computing or loading frozen features in {cache}")
-    feats = {s: adapter.cached_features(pairs, s, encoders_fn=encoders, cache_dir=cache, fingerprint=fingerprint)
-             for s in adapter.SPLITS if any(p.split == s for p in pairs)}
-    dims = adapter.AdapterDims(feats["train"].image_pooled.shape[1], feats["train"].text_tokens.shape[2],
-                               run["train"].dim)
+    feats = {
+        s: adapter.cached_features(pairs, s, encoders_fn=encoders, cache_dir=cache, fingerprint=fingerprint)
+        for s in adapter.SPLITS
+        if any(p.split == s for p in pairs)
+    }
+    dims = adapter.AdapterDims(
+        feats["train"].image_pooled.shape[1], feats["train"].text_tokens.shape[2], run["train"].dim
+    )
     family = AdapterFamily(dims)
     rows = feats["train"].pairs()
     val = feats.get("val")
-    heads, history = _fit(family, [{k: v[i] for k, v in rows.items()} for i in range(len(rows["group"]))],
-                          val.__dict__ if val else None, **run)
+    heads, history = _fit(
+        family,
+        [{k: v[i] for k, v in rows.items()} for i in range(len(rows["group"]))],
+        val.__dict__ if val else None,
+        **run,
+    )
     # before = ConSE; val chose nothing here, test (held-apart photos, if the manifest has them) is reported only
-    metrics = {s: {"before": feats[s].base_metrics(), "after": adapter.evaluate(heads, feats[s])}
-               for s in ("val", "test") if s in feats}
+    metrics = {
+        s: {"before": feats[s].base_metrics(), "after": adapter.evaluate(heads, feats[s])}
+        for s in ("val", "test")
+        if s in feats
+    }
     base = {**(encoders().describe() if loaded else {}), "fingerprint": fingerprint}
-    return adapter.save_checkpoint(out, heads, name=run["name"], base=base, training=training,
-                                   metrics=metrics), history
+    return adapter.save_checkpoint(
+        out, heads, name=run["name"], base=base, training=training, metrics=metrics
+    ), history
 
 
 def _finetune_clip(pairs, out: Path, *, base: str, lock_image: bool, training: dict, run: dict, log):
     family = ClipFamily(base, lock_image=lock_image)
-    log(f"[finetune] {len(pairs)} pairs; CLIP '{base}'{' with a locked image tower (LiT)' if lock_image else ''}")
-    splits = {s: clip_split([p for p in pairs if p.split == s], base)
-              for s in adapter.SPLITS if any(p.split == s for p in pairs)}
+    log(
+        f"[finetune] {len(pairs)} pairs; CLIP '{base}'{' with a locked image tower (LiT)' if lock_image else ''}"
+    )
+    splits = {
+        s: clip_split([p for p in pairs if p.split == s], base)
+        for s in adapter.SPLITS
+        if any(p.split == s for p in pairs)
+    }
     pretrained = family.build()
     before = {s: family.evaluate(pretrained, splits[s]) for s in ("val", "test") if s in splits}
     del pretrained
     module, history = _fit(family, clip_rows(splits["train"]), splits.get("val"), **run)
     metrics = {s: {"before": before[s], "after": family.evaluate(module, splits[s])} for s in before}
-    return save_clip_checkpoint(out, module, family=family, name=run["name"], training=training,
-                                metrics=metrics), history
+    return save_clip_checkpoint(
+        out, module, family=family, name=run["name"], training=training, metrics=metrics
+    ), history
 
 
 def run_local(args) -> dict:
@@ -216,17 +293,31 @@ def run_local(args) -> dict:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     context = ray.init(num_cpus=args.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
     try:
-        meta = finetune(args.manifest, args.out, workers=args.workers, use_gpu=args.gpu,
-                        train=adapter.TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr),
-                        family=args.family, base=args.base, lock_image=args.lock_image)
+        meta = finetune(
+            args.manifest,
+            args.out,
+            workers=args.workers,
+            use_gpu=args.gpu,
+            train=adapter.TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr),
+            family=args.family,
+            base=args.base,
+            lock_image=args.lock_image,
+        )
     finally:
         ray.shutdown()
         _remove_session_dir(context)
     val = meta["metrics"].get("val", {})
-    print(f"{args.out}: space {meta['space']}; val before {val.get('before')} after {val.get('after')}",
-          file=sys.stderr)
-    return {"out": str(Path(args.out).resolve()), "space": meta["space"], "metrics": meta["metrics"],
-            "resumed_from": meta["resumed_from"], "epochs": len(meta["history"])}
+    print(
+        f"{args.out}: space {meta['space']}; val before {val.get('before')} after {val.get('after')}",
+        file=sys.stderr,
+    )
+    return {
+        "out": str(Path(args.out).resolve()),
+        "space": meta["space"],
+        "metrics": meta["metrics"],
+        "resumed_from": meta["resumed_from"],
+        "epochs": len(meta["history"]),
+    }
 
 
 def _remove_session_dir(context) -> None:

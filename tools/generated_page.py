@@ -1,16 +1,25 @@
 """The command line of a generated docs page: write it, or with ``--check`` fail when the committed
 page differs from what its generator renders now (what the docs-page tests and CI rely on)."""
+
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
-def main(*, render: Callable[[], str], page: Path, command: str, description: str | None,
-         argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(
+    *,
+    render: Callable[[], str],
+    page: Path,
+    command: str,
+    description: str | None,
+    argv: list[str] | None = None,
+) -> int:
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 if the committed page is stale")
     parser.add_argument("--out", type=Path, default=page)
     args = parser.parse_args(argv)

@@ -6,6 +6,7 @@ Features come from the encoders the Serve config names, loaded in this process t
 Manifest rows are ``{"image"?: path, "text"?: str, "audio"?: path, "label": str}``, paths relative
 to the manifest.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,7 +50,9 @@ def extract(extractor: FeatureExtractor, rows: list[dict], base: Path, *, batch:
     for modality in MODALITIES:
         where = [i for i, r in enumerate(rows) if modality in r]
         method = getattr(extractor, modality)
-        for chunk in tqdm(list(chunks(where, batch)), desc=f"{modality} features", unit="batch", file=sys.stderr):
+        for chunk in tqdm(
+            list(chunks(where, batch)), desc=f"{modality} features", unit="batch", file=sys.stderr
+        ):
             for i, feats in zip(chunk, method([_decode(modality, rows[i][modality], base) for i in chunk])):
                 out[i][modality] = feats
     return out
@@ -62,12 +65,16 @@ def _on_epoch(epochs: int):
     bar = tqdm(total=epochs, desc="training", unit="epoch", file=sys.stderr)
 
     def show(stats: fusion_train.EpochStats) -> None:
-        tqdm.write(f"epoch {stats.epoch:3d}/{epochs}  train loss {stats.train_loss:.4f}  val loss {stats.val_loss:.4f}"
-                   f"  val acc {stats.val_accuracy:.3f}", file=sys.stderr)
+        tqdm.write(
+            f"epoch {stats.epoch:3d}/{epochs}  train loss {stats.train_loss:.4f}  val loss {stats.val_loss:.4f}"
+            f"  val acc {stats.val_accuracy:.3f}",
+            file=sys.stderr,
+        )
         bar.set_postfix(val_acc=f"{stats.val_accuracy:.3f}")
         bar.update(1)
         if stats.epoch == epochs:
             bar.close()
+
     return show
 
 
@@ -82,7 +89,9 @@ def load_examples(manifest: Path, cfg: AppArgs) -> Dataset:
     """The manifest's rows as training examples, and the encoders that made their features."""
     rows = read_manifest(manifest)
     used = [m for m in MODALITIES if any(m in r for r in rows)]
-    extractor = FeatureExtractor.from_specs(cfg.vision.model, cfg.text.model, cfg.audio.model, modalities=used)
+    extractor = FeatureExtractor.from_specs(
+        cfg.vision.model, cfg.text.model, cfg.audio.model, modalities=used
+    )
     feats = extract(extractor, rows, manifest.parent)
     examples = [fusion_train.Example(features=f, label=r["label"]) for f, r in zip(feats, rows)]
     return Dataset(examples, [r.get("split") == "test" for r in rows], extractor.encoders())
@@ -100,23 +109,50 @@ def splits(data: Dataset, *, seed: int) -> tuple[list, list, list]:
     return train, val, test
 
 
-def train_and_save(data: Dataset, *, kind: str, head_id: str, store: Path, epochs: int = 40, seed: int = 0,
-                   progress: bool = True) -> dict:
+def train_and_save(
+    data: Dataset,
+    *,
+    kind: str,
+    head_id: str,
+    store: Path,
+    epochs: int = 40,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
     """Train ``kind``, save it as ``store/head_id`` with its metadata, return its metrics."""
     examples = data.examples
     labels = sorted({e.label for e in examples})
     train, val, test = splits(data, seed=seed)
     dims = fusion_train.infer_dims(examples)
-    result = fusion_train.train_head(kind, train, val, dims=dims, labels=labels, epochs=epochs, seed=seed,
-                                     on_epoch=_on_epoch(epochs) if progress else None)
-    metrics = {"test_accuracy": fusion_train.held_out_accuracy(result.head, test, labels=labels, dims=dims),
-               "single_modality_test_accuracy": fusion_train.single_modality_baselines(
-                   train, test, labels=labels, dims=dims, seed=seed),
-               "val_accuracy": result.val_accuracy, "best_epoch": result.best_epoch,
-               "examples": {"train": len(train), "val": len(val), "test": len(test)}}
-    meta = fusion.HeadMeta(head_id=head_id, kind=kind, labels=labels, dims=dims, encoders=data.encoders,
-                           metrics=metrics,
-                           created=int(time.time()), mmserve_version=fusion.mmserve_version())
+    result = fusion_train.train_head(
+        kind,
+        train,
+        val,
+        dims=dims,
+        labels=labels,
+        epochs=epochs,
+        seed=seed,
+        on_epoch=_on_epoch(epochs) if progress else None,
+    )
+    metrics = {
+        "test_accuracy": fusion_train.held_out_accuracy(result.head, test, labels=labels, dims=dims),
+        "single_modality_test_accuracy": fusion_train.single_modality_baselines(
+            train, test, labels=labels, dims=dims, seed=seed
+        ),
+        "val_accuracy": result.val_accuracy,
+        "best_epoch": result.best_epoch,
+        "examples": {"train": len(train), "val": len(val), "test": len(test)},
+    }
+    meta = fusion.HeadMeta(
+        head_id=head_id,
+        kind=kind,
+        labels=labels,
+        dims=dims,
+        encoders=data.encoders,
+        metrics=metrics,
+        created=int(time.time()),
+        mmserve_version=fusion.mmserve_version(),
+    )
     path = fusion.save_checkpoint(store, result.head, meta, overwrite=True)
     return {"head": head_id, "kind": kind, "path": str(path), **metrics}
 
@@ -125,9 +161,13 @@ def train_from_manifest(args) -> dict:
     cfg = load_serve_config(args.config).app_args()
     data = load_examples(args.manifest, cfg)
     store = Path(cfg.fusion.store) / args.tenant
-    out = train_and_save(data, kind=args.kind, head_id=args.head, store=store, epochs=args.epochs,
-                         seed=args.seed)
+    out = train_and_save(
+        data, kind=args.kind, head_id=args.head, store=store, epochs=args.epochs, seed=args.seed
+    )
     singles = out["single_modality_test_accuracy"]
-    print(f"{args.kind} head '{args.head}': test accuracy {out['test_accuracy']:.3f}; single modalities "
-          f"{', '.join(f'{m} {a:.3f}' for m, a in singles.items())}; saved to {out['path']}", file=sys.stderr)
+    print(
+        f"{args.kind} head '{args.head}': test accuracy {out['test_accuracy']:.3f}; single modalities "
+        f"{', '.join(f'{m} {a:.3f}' for m, a in singles.items())}; saved to {out['path']}",
+        file=sys.stderr,
+    )
     return out

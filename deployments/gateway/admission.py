@@ -2,6 +2,7 @@
 the route modality's in-flight budget and whether the tenant's quota admits one more request
 (``Admission``, a service of each gateway replica), and the middleware that applies it to every
 request and measures it."""
+
 from __future__ import annotations
 
 import asyncio
@@ -21,11 +22,15 @@ from models.errors import MMServeError, Throttled, Unauthorized
 
 def _limit_message(tenant: Tenant, limit: str, wait: float) -> str:
     if limit == "max_concurrent":
-        return (f"tenant '{tenant.id}' already has {tenant.max_concurrent} requests in flight (its max_concurrent); "
-                f"retry after {wait:.2f}s")
+        return (
+            f"tenant '{tenant.id}' already has {tenant.max_concurrent} requests in flight (its max_concurrent); "
+            f"retry after {wait:.2f}s"
+        )
     rate = tenant.rate_limit
-    return (f"tenant '{tenant.id}' is over its rate limit of {rate.requests_per_second:g} requests/s "
-            f"(burst {rate.burst}); retry after {wait:.2f}s")
+    return (
+        f"tenant '{tenant.id}' is over its rate limit of {rate.requests_per_second:g} requests/s "
+        f"(burst {rate.burst}); retry after {wait:.2f}s"
+    )
 
 
 class Admission:
@@ -36,8 +41,13 @@ class Admission:
     authentications are throttled (``tenancy.FailedLogins``: 429 instead of 401 past a limit); a
     valid key never is."""
 
-    def __init__(self, directory: tenancy.Directory | None, quota: DeploymentHandle | None, *,
-                 failures: tenancy.FailedLogins | None = None) -> None:
+    def __init__(
+        self,
+        directory: tenancy.Directory | None,
+        quota: DeploymentHandle | None,
+        *,
+        failures: tenancy.FailedLogins | None = None,
+    ) -> None:
         self.directory, self.quota = directory, quota
         self.failures = failures or tenancy.FailedLogins()
         self.held: dict[str, set[str]] = {}  # tenant -> leases this replica holds
@@ -125,8 +135,13 @@ class AdmitAndMeasure:
             await self._admitted(scope, receive, send_and_see, seen)
         finally:
             route = _route(scope)
-            observe_request(route, routing.MODALITY.get(route, "none"), seen["status"],
-                            (time.perf_counter() - started) * 1000, tenant=seen["tenant"])
+            observe_request(
+                route,
+                routing.MODALITY.get(route, "none"),
+                seen["status"],
+                (time.perf_counter() - started) * 1000,
+                tenant=seen["tenant"],
+            )
 
     async def _admitted(self, scope, receive, send, seen: dict) -> None:
         request = Request(scope, receive)
@@ -157,8 +172,9 @@ async def _admit(request: Request, receive, held: contextlib.ExitStack, seen: di
     services = request.app.state.services
     admitted = services.admission.authenticate(request.headers, _address(request))
     seen["tenant"] = admitted.id
-    calls.start_deadline(calls.request_timeout(request.headers.get(calls.TIMEOUT_HEADER),
-                                               services.settings.request_timeout_s))
+    calls.start_deadline(
+        calls.request_timeout(request.headers.get(calls.TIMEOUT_HEADER), services.settings.request_timeout_s)
+    )
     budgets, modality = request.app.state.budgets, routing.modality_of(request)
     budgets.check(modality)
     receive = _replay(await request.body(), receive)

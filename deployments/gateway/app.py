@@ -4,6 +4,7 @@
 the routes reach that replica's services through ``app.state``; ``create_app()`` without services
 builds the same app for the committed OpenAPI spec.
 """
+
 from __future__ import annotations
 
 from api import schemas as s
@@ -19,7 +20,9 @@ DESCRIPTION = "Multimodal inference on Ray Serve: vision, text and audio deploym
 
 
 def create_app(services: Services | None = None) -> errors.GatewayApp:
-    app = errors.GatewayApp(title="mmserve", version="0.1.0", description=DESCRIPTION, docs_url=None, redoc_url=None)
+    app = errors.GatewayApp(
+        title="mmserve", version="0.1.0", description=DESCRIPTION, docs_url=None, redoc_url=None
+    )
     app.state.services = services
     app.state.budgets = None if services is None else _budgets(services)
     errors.install(app)

@@ -4,11 +4,12 @@ A request over its modality's budget (or the total) is refused at once with ``Ov
 Retry-After) instead of queueing, so a flood of transcriptions cannot starve image requests, and
 the reverse. Counts live on the replica's event loop, so no lock is needed.
 """
+
 from __future__ import annotations
 
 import collections
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from models.errors import Overloaded
 
@@ -21,8 +22,10 @@ class Budgets:
 
     def _refuse(self, modality: str, why: str) -> Overloaded:
         self.refused[modality] += 1
-        return Overloaded(f"the service is at capacity ({why}); retry after {self.retry_after_s:g}s",
-                          retry_after=self.retry_after_s)
+        return Overloaded(
+            f"the service is at capacity ({why}); retry after {self.retry_after_s:g}s",
+            retry_after=self.retry_after_s,
+        )
 
     def check(self, modality: str) -> None:
         """Raise ``Overloaded`` if a request of ``modality`` would be refused now, taking nothing: the

@@ -48,6 +48,7 @@ it is sent; an innocent input caught in a random replica death is retried as bef
 counted per distinct replica (two copies of one input on the replica that died are one death), and
 logged and counted (``mmserve_poison_total``, by method and outcome: suspect, held, refused).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -91,8 +92,10 @@ def request_timeout(header: str | None, server_s: float) -> float:
     except ValueError:
         wanted = math.nan
     if not math.isfinite(wanted) or wanted <= 0:
-        raise InvalidInput(f"X-Request-Timeout must be a positive number of seconds, not '{header[:32]}'",
-                           param=TIMEOUT_HEADER)
+        raise InvalidInput(
+            f"X-Request-Timeout must be a positive number of seconds, not '{header[:32]}'",
+            param=TIMEOUT_HEADER,
+        )
     return min(wanted, server_s)
 
 
@@ -168,8 +171,9 @@ class _Call:
     async def refuse_if_held(self) -> None:
         if QUARANTINE.held(self.name, await self.fingerprint()):
             observe_poison(self.name, "refused")
-            log.warning("refused a held input of %s without sending it (fingerprint %s)", self.name,
-                        self._fingerprint)
+            log.warning(
+                "refused a held input of %s without sending it (fingerprint %s)", self.name, self._fingerprint
+            )
             raise self.poison()
 
     async def lost(self, exc: BaseException) -> None:
@@ -177,8 +181,14 @@ class _Call:
         replica = dead_replica(exc)
         held = QUARANTINE.died(self.name, await self.fingerprint(), replica, sent_at=self.sent_at)
         observe_poison(self.name, "held" if held else "suspect")
-        log.warning("replica %s lost under %s (%s); its input %s is %s", replica, self.name,
-                    type(exc).__name__, self._fingerprint, "held: 422 until it expires" if held else "suspect")
+        log.warning(
+            "replica %s lost under %s (%s); its input %s is %s",
+            replica,
+            self.name,
+            type(exc).__name__,
+            self._fingerprint,
+            "held: 422 until it expires" if held else "suspect",
+        )
         if held:
             raise self.poison() from exc
 
@@ -187,8 +197,10 @@ class _Call:
         return await _once(self.method, self.args, self.kwargs)
 
     def poison(self) -> PoisonRequest:
-        return PoisonRequest(f"model replicas died twice with this input in flight ({self.name}); it is refused "
-                             f"for {QUARANTINE.ttl_s:g} s, not sent again")
+        return PoisonRequest(
+            f"model replicas died twice with this input in flight ({self.name}); it is refused "
+            f"for {QUARANTINE.ttl_s:g} s, not sent again"
+        )
 
 
 async def call(method, *args, retry: bool = True, **kwargs) -> Any:

@@ -4,16 +4,18 @@ how its result is shaped; ``RUNNERS`` says how each node operation runs against 
 Adding a task type is one ``TASKS`` entry (its planner and result) and, when it needs a new
 operation, one runner registered with ``@runner("op")``.
 """
+
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from api import schemas as s
 from deployments.gateway import planner as p
-from deployments.gateway.calls import call
 from deployments.gateway import responses
+from deployments.gateway.calls import call
 from deployments.gateway.services import Services, index_name
 from models.errors import InvalidInput
 
@@ -35,6 +37,7 @@ def runner(*ops: str):
         for op in ops:
             RUNNERS[op] = fn
         return fn
+
     return register
 
 
@@ -75,23 +78,30 @@ async def _zero_shot(ctx: Context, node: p.Node, args: tuple):
 @runner("classify")
 async def _classify(ctx: Context, node: p.Node, args: tuple):
     enc = ctx.services.encoders
-    predictions, info = await asyncio.gather(call(enc.use("image").classify, args[0], node.params["top_k"]),
-                                             enc.info("image"))
+    predictions, info = await asyncio.gather(
+        call(enc.use("image").classify, args[0], node.params["top_k"]), enc.info("image")
+    )
     return s.ClassifyResponse(model=info.task_model, predictions=predictions)
 
 
 @runner("speech")
 async def _speech(ctx: Context, node: p.Node, args: tuple):
     q = node.params
-    options = {"task": q["task"], "language": q.get("language"), "prompt": q.get("prompt"),
-               "temperature": q.get("temperature", 0.0)}
+    options = {
+        "task": q["task"],
+        "language": q.get("language"),
+        "prompt": q.get("prompt"),
+        "temperature": q.get("temperature", 0.0),
+    }
     return await call(ctx.services.encoders.use("audio").transcribe, args[0], options)
 
 
 @runner("features")
 async def _features(ctx: Context, node: p.Node, args: tuple):
     audio = args[0]
-    feats = await call(ctx.services.encoders.use("audio").features, audio, list(dict.fromkeys(node.params["features"])))
+    feats = await call(
+        ctx.services.encoders.use("audio").features, audio, list(dict.fromkeys(node.params["features"]))
+    )
     return responses.features_response(audio, feats)
 
 
@@ -106,7 +116,9 @@ async def _search(ctx: Context, node: p.Node, args: tuple):
     q, search = node.params, ctx.services.search
     vector, transcript = args[0] if q["query"] == "audio" else (args[0], None)
     space = await search.encoders.query_space(q["query"])
-    hits = await search.search(index_name(q["index"]), vector, space=space, top_k=q["top_k"], where=q["where"])
+    hits = await search.search(
+        index_name(q["index"]), vector, space=space, top_k=q["top_k"], where=q["where"]
+    )
     return s.QueryResponse(index=q["index"], query=q["query"], transcript=transcript, hits=hits)
 
 
@@ -122,8 +134,9 @@ async def _fuse(ctx: Context, node: p.Node, args: tuple):
     fusion, head = ctx.services.fusion, node.params["head"]
     row = {dep.removeprefix("fusion_features:"): value for dep, value in zip(node.deps, args)}
     out = (await call(fusion.head(head).predict, [row], await fusion.running_encoders()))[0]
-    return s.FusionResult(head=head, label=out["label"], scores=out["scores"], used=sorted(row),
-                          missing=sorted(out["missing"]))
+    return s.FusionResult(
+        head=head, label=out["label"], scores=out["scores"], used=sorted(row), missing=sorted(out["missing"])
+    )
 
 
 @runner("caption", "vqa")
@@ -132,12 +145,22 @@ async def _vision_language(ctx: Context, node: p.Node, args: tuple):
     q, vl = node.params, ctx.services.vision_language
     model = await vl.pick(q.get("model"), node.op)
     text = q.get("prompt") if node.op == "caption" else q["question"]
-    out = await vl.run(model, args[0], text, max_tokens=q.get("max_tokens"), num_beams=q.get("num_beams"),
-                       top_k=q.get("top_k"))
+    out = await vl.run(
+        model,
+        args[0],
+        text,
+        max_tokens=q.get("max_tokens"),
+        num_beams=q.get("num_beams"),
+        top_k=q.get("top_k"),
+    )
     if node.op == "caption":
         return s.CaptionResult(model=model.id, caption=out["text"], tokens=out["tokens"])
-    return s.VQAResult(model=model.id, question=text, answer=out["text"],
-                       answers=[s.ScoredAnswer(**a) for a in out["answers"]])
+    return s.VQAResult(
+        model=model.id,
+        question=text,
+        answer=out["text"],
+        answers=[s.ScoredAnswer(**a) for a in out["answers"]],
+    )
 
 
 # ---- task types ------------------------------------------------------------------------------
@@ -216,8 +239,10 @@ def _plan_fuse(plan: p.Plan, task: dict, present: set[str]) -> str:
     ones are masked by the head."""
     usable = [m for m in task["modalities"] if m in present]
     if not usable:
-        raise InvalidInput(f"head '{task['head']}' takes {', '.join(task['modalities'])}; the request carries "
-                             f"none of them", param="inputs")
+        raise InvalidInput(
+            f"head '{task['head']}' takes {', '.join(task['modalities'])}; the request carries none of them",
+            param="inputs",
+        )
     return p.own(plan, task, "fuse", tuple(p.fusion_features(plan, m) for m in usable))
 
 

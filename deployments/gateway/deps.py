@@ -1,4 +1,5 @@
 """FastAPI dependencies: how a route asks for the services of the gateway replica serving it."""
+
 from __future__ import annotations
 
 from typing import Annotated

@@ -1,4 +1,5 @@
 """The one place that maps errors to HTTP: every error leaves as ``{"error": {type, message, param}}``."""
+
 from __future__ import annotations
 
 import logging
@@ -11,9 +12,23 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.schemas import MediaError, TemplateError
-from models.errors import (DeadlineExceeded, Forbidden, Incompatible, InvalidInput, MMServeError, NotFound, Overloaded,
-                           PayloadTooLarge, PoisonRequest, RequestTimeout, Throttled, Unauthorized, Unavailable,
-                           UnsupportedMedia, safe_text)
+from models.errors import (
+    DeadlineExceeded,
+    Forbidden,
+    Incompatible,
+    InvalidInput,
+    MMServeError,
+    NotFound,
+    Overloaded,
+    PayloadTooLarge,
+    PoisonRequest,
+    RequestTimeout,
+    Throttled,
+    Unauthorized,
+    Unavailable,
+    UnsupportedMedia,
+    safe_text,
+)
 
 log = logging.getLogger("ray.serve")
 
@@ -41,17 +56,25 @@ def documented_errors() -> dict[str, str]:
     """Status code -> what it means, for every error a route with a body can answer."""
     described: dict[int, list[str]] = {SCHEMA_VIOLATION: ["the body does not match the route's schema"]}
     for cls, code in STATUS.items():
-        described.setdefault(code, []).append((cls.__doc__ or cls.__name__).strip().splitlines()[0].rstrip("."))
+        described.setdefault(code, []).append(
+            (cls.__doc__ or cls.__name__).strip().splitlines()[0].rstrip(".")
+        )
     return {str(code): "; ".join(texts) for code, texts in sorted(described.items())}
 
 
-def error_response(status: int, error_type: str, message: str, param: str | None = None,
-                   headers: dict | None = None) -> JSONResponse:
+def error_response(
+    status: int, error_type: str, message: str, param: str | None = None, headers: dict | None = None
+) -> JSONResponse:
     """The one error body. Message and param are made encodable (they may quote the caller's input,
     e.g. a dict key in a validation error's location): an unencodable one would turn the answer into
     a plain-text 500."""
-    body = {"error": {"type": error_type, "message": safe_text(message),
-                      "param": None if param is None else safe_text(param)}}
+    body = {
+        "error": {
+            "type": error_type,
+            "message": safe_text(message),
+            "param": None if param is None else safe_text(param),
+        }
+    }
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -73,8 +96,10 @@ def _validation_param(errors: list[dict]) -> str | None:
 
 
 def _validation_message(errors: list[dict]) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e['msg']}"
-                     for e in errors[:5])
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e['msg']}"
+        for e in errors[:5]
+    )
 
 
 def media_invalid(param: str, exc: ValueError) -> InvalidInput:
@@ -97,8 +122,9 @@ async def _on_validation(_: Request, exc: Exception) -> JSONResponse:
     content = _content_error(errors)
     if content is not None:
         return domain_response(content)
-    return error_response(SCHEMA_VIOLATION, "invalid_request_error", _validation_message(errors),
-                          _validation_param(errors))
+    return error_response(
+        SCHEMA_VIOLATION, "invalid_request_error", _validation_message(errors), _validation_param(errors)
+    )
 
 
 async def _on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -132,8 +158,9 @@ def as_overload(exc: BaseException) -> Overloaded | None:
     from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
     if isinstance(exc, BackPressureError):
-        return Overloaded(f"the service is at capacity ({exc.message}); retry shortly",
-                          retry_after=exc.retry_after_s or 1.0)
+        return Overloaded(
+            f"the service is at capacity ({exc.message}); retry shortly", retry_after=exc.retry_after_s or 1.0
+        )
     if isinstance(exc, DeploymentUnavailableError):
         return Overloaded("a deployment this request needs has no replica ready; retry shortly")
     if isinstance(exc, (ActorDiedError, ActorUnavailableError, RayActorError)):
@@ -151,7 +178,9 @@ class GatewayApp(FastAPI):
 
     def add_exception_handler(self, exc_class_or_status_code, handler) -> None:
         if exc_class_or_status_code in self.pinned and exc_class_or_status_code in self.exception_handlers:
-            log.info("keeping the gateway's handler for %s", getattr(exc_class_or_status_code, "__name__", ""))
+            log.info(
+                "keeping the gateway's handler for %s", getattr(exc_class_or_status_code, "__name__", "")
+            )
             return
         super().add_exception_handler(exc_class_or_status_code, handler)
 

@@ -1,5 +1,6 @@
 """Gateway: the HTTP ingress deployment. Each replica builds its services from the handles of the
 model deployments, then serves the FastAPI app that ``create_app`` builds around them."""
+
 from __future__ import annotations
 
 import logging
@@ -12,8 +13,8 @@ from config.settings import GatewaySettings
 from config.tenants import OPEN_TENANT, load_tenants
 from deployments import tenancy
 from deployments.gateway import calls
-from deployments.gateway.app import create_app
 from deployments.gateway.admission import Admission
+from deployments.gateway.app import create_app
 from deployments.gateway.services import Encoders, Fusion, Media, Search, Services
 from deployments.gateway.vision_language import VisionLanguage
 from models.embed_cache import EmbedCache
@@ -31,33 +32,59 @@ def _directory(settings: GatewaySettings) -> tenancy.Directory | None:
 
 
 def _admission(settings: GatewaySettings, quota: DeploymentHandle | None) -> Admission:
-    return Admission(_directory(settings), quota,
-                     failures=tenancy.FailedLogins(**settings.failed_auth.model_dump()))
+    return Admission(
+        _directory(settings), quota, failures=tenancy.FailedLogins(**settings.failed_auth.model_dump())
+    )
 
 
-def build_services(vision: DeploymentHandle, text: DeploymentHandle, audio: DeploymentHandle,
-                   settings: GatewaySettings, *, search: DeploymentHandle | None = None,
-                   fusion: DeploymentHandle | None = None, quota: DeploymentHandle | None = None,
-                   vision_language: DeploymentHandle | None = None) -> Services:
+def build_services(
+    vision: DeploymentHandle,
+    text: DeploymentHandle,
+    audio: DeploymentHandle,
+    settings: GatewaySettings,
+    *,
+    search: DeploymentHandle | None = None,
+    fusion: DeploymentHandle | None = None,
+    quota: DeploymentHandle | None = None,
+    vision_language: DeploymentHandle | None = None,
+) -> Services:
     calls.configure_quarantine(ttl_s=settings.poison_quarantine_s, capacity=settings.poison_quarantine_size)
     media = Media(settings.limits(), settings.image_transport)
-    encoders = Encoders({"image": vision, "text": text, "audio": audio}, media,
-                        EmbedCache(capacity=settings.embed_cache_size))
-    optional = {"SearchIndex": search, "FusionHead": fusion, "QuotaKeeper": quota, "VisionLanguage": vision_language}
+    encoders = Encoders(
+        {"image": vision, "text": text, "audio": audio}, media, EmbedCache(capacity=settings.embed_cache_size)
+    )
+    optional = {
+        "SearchIndex": search,
+        "FusionHead": fusion,
+        "QuotaKeeper": quota,
+        "VisionLanguage": vision_language,
+    }
     shared_root = settings.allowed_root if settings.tenants_file is None else None  # tenants name their own
-    return Services(settings=settings, encoders=encoders, search=Search(search, encoders, shared_root),
-                    fusion=Fusion(fusion, encoders), admission=_admission(settings, quota),
-                    vision_language=VisionLanguage(vision_language, media),
-                    optional={name: h for name, h in optional.items() if h is not None})
+    return Services(
+        settings=settings,
+        encoders=encoders,
+        search=Search(search, encoders, shared_root),
+        fusion=Fusion(fusion, encoders),
+        admission=_admission(settings, quota),
+        vision_language=VisionLanguage(vision_language, media),
+        optional={name: h for name, h in optional.items() if h is not None},
+    )
 
 
 @serve.deployment(name="Gateway")
 @serve.ingress()
 class Gateway:
-    def __init__(self, vision: DeploymentHandle, text: DeploymentHandle, audio: DeploymentHandle,
-                 settings: dict | None = None, **optional: DeploymentHandle | None) -> None:
-        self.services = build_services(vision, text, audio, GatewaySettings.model_validate(settings or {}),
-                                       **optional)
+    def __init__(
+        self,
+        vision: DeploymentHandle,
+        text: DeploymentHandle,
+        audio: DeploymentHandle,
+        settings: dict | None = None,
+        **optional: DeploymentHandle | None,
+    ) -> None:
+        self.services = build_services(
+            vision, text, audio, GatewaySettings.model_validate(settings or {}), **optional
+        )
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return create_app(self.services)

@@ -10,6 +10,7 @@ being read takes none of the in-flight budgets that guard the models (``admissio
 once the body is in). Probes (``/healthz``, ``/readyz``) are exempt from the per-address limit, so
 they answer while an address is being refused.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -55,16 +56,23 @@ def check_framing(scope: Scope, limits: Limits) -> int:
     """Header size and Content-Length, from the headers alone; the declared length (0 without one)."""
     size = sum(len(k) + len(v) for k, v in scope["headers"])
     if size > limits.max_header_bytes:
-        raise Refused(431, "invalid_request_error",
-                      f"the request headers are {size} bytes; the limit is {limits.max_header_bytes}")
+        raise Refused(
+            431,
+            "invalid_request_error",
+            f"the request headers are {size} bytes; the limit is {limits.max_header_bytes}",
+        )
     lengths, chunked = _header(scope, b"content-length"), _header(scope, b"transfer-encoding")
     if lengths and chunked:
-        raise Refused(400, "invalid_request_error", "send either Content-Length or Transfer-Encoding, not both")
+        raise Refused(
+            400, "invalid_request_error", "send either Content-Length or Transfer-Encoding, not both"
+        )
     if len(set(lengths)) > 1 or (lengths and not lengths[0].strip().isdigit()):
         raise Refused(400, "invalid_request_error", "Content-Length must be one non-negative integer")
     declared = int(lengths[0]) if lengths else 0
     if declared > limits.max_body_bytes:
-        raise Refused(413, "payload_too_large", f"the body is {declared} bytes; the limit is {limits.max_body_bytes}")
+        raise Refused(
+            413, "payload_too_large", f"the body is {declared} bytes; the limit is {limits.max_body_bytes}"
+        )
     return declared
 
 
@@ -76,7 +84,7 @@ class BufferedBytes:
     def __init__(self, limit: int) -> None:
         self.limit, self.held = limit, 0
 
-    def reserve(self, declared: int) -> "Reservation":
+    def reserve(self, declared: int) -> Reservation:
         return Reservation(self, declared)
 
 
@@ -91,8 +99,11 @@ class Reservation:
         if n <= 0:
             return
         if self.pool.held + n > self.pool.limit:
-            raise Overloaded(f"the gateway is buffering {self.pool.held} bytes of request bodies (limit "
-                             f"{self.pool.limit}); retry shortly", retry_after=1.0)
+            raise Overloaded(
+                f"the gateway is buffering {self.pool.held} bytes of request bodies (limit "
+                f"{self.pool.limit}); retry shortly",
+                retry_after=1.0,
+            )
         self.pool.held += n
         self.size += n
 
@@ -114,7 +125,9 @@ class BodyClock:
         self.deadline = now + limits.body_timeout_s
 
     def due(self, received: int) -> float:
-        return min(self.deadline, self.started + self.limits.body_grace_s + received / self.limits.min_body_rate)
+        return min(
+            self.deadline, self.started + self.limits.body_grace_s + received / self.limits.min_body_rate
+        )
 
     def late(self, received: int) -> RequestTimeout:
         if self.due(received) < self.deadline:
@@ -158,9 +171,12 @@ class ClientSlots:
 
     def take(self, address: str) -> None:
         if self.active[address] >= self.per_client:
-            raise Refused(429, "rate_limit_error",
-                          f"too many concurrent requests from {address} (limit {self.per_client})",
-                          headers={"Retry-After": "1"})
+            raise Refused(
+                429,
+                "rate_limit_error",
+                f"too many concurrent requests from {address} (limit {self.per_client})",
+                headers={"Retry-After": "1"},
+            )
         self.active[address] += 1
 
     def give(self, address: str) -> None:
@@ -189,7 +205,9 @@ class RequestLimits:
         except Overloaded as overloaded:
             return await domain_response(overloaded)(scope, receive, send)
         try:
-            await self._with_slot(scope, limited_receive(receive, self.limits, reservation), send, address, probe)
+            await self._with_slot(
+                scope, limited_receive(receive, self.limits, reservation), send, address, probe
+            )
         finally:
             reservation.release()
 
@@ -204,4 +222,3 @@ class RequestLimits:
         finally:
             if not probe:
                 self.slots.give(address)
-

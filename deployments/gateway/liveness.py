@@ -5,6 +5,7 @@ work, so under load a probe that only pings says "not ready" about a deployment 
 (issue 22: ``/readyz`` took up to 9.5 s and answered 503 for every model). A handle call that
 returned is proof enough: ``/readyz`` counts a deployment that answered within ``RECENT_S`` as
 ready and pings only the others. Per process: each gateway replica keeps its own."""
+
 from __future__ import annotations
 
 import time

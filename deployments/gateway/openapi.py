@@ -5,6 +5,7 @@ FastAPI cannot see those bodies, so each route declares ``openapi_extra=body(Mod
 model's own schema, the multipart form with media fields as binary file parts. The error responses
 come from the one status table in ``errors``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -49,7 +50,9 @@ def install(app: FastAPI, schemas: list[type[BaseModel]]) -> None:
 
     def openapi() -> dict:
         if app.openapi_schema is None:
-            spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            spec = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
             components = spec.setdefault("components", {}).setdefault("schemas", {})
             for model in schemas:
                 js = model.model_json_schema(ref_template=REF)

@@ -13,6 +13,7 @@ no route, field or nesting level can miss it (400 ``invalid_request_error`` nami
   (a ValueError, once a 500) or a vector store that takes int64 only; ``json.loads`` hands each
   literal to ``_json_int`` first, so one is never converted at all.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -20,7 +21,8 @@ import json
 import re
 import types
 import typing
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from pydantic import BaseModel
 from starlette.datastructures import FormData, UploadFile
@@ -47,7 +49,11 @@ async def parse_body(request: Request, schema: type[M]) -> M:
     if content_type in FORM_TYPES:
         return await off_loop(_validate_form, await _form(await request.form(), schema), schema)
     raise UnsupportedMedia(
-        (f"content type '{content_type}' is not accepted" if content_type else "the request has no content type")
+        (
+            f"content type '{content_type}' is not accepted"
+            if content_type
+            else "the request has no content type"
+        )
         + "; send application/json or multipart/form-data",
         param="content-type",
     )
@@ -80,8 +86,11 @@ def _child(path: str, key: object) -> str:
 
 def _check_string(text: str, path: str, *, what: str = "") -> None:
     if not text.isascii() and _SURROGATE.search(text):  # isascii() is O(1): base64 media costs nothing
-        raise InvalidInput(f"{what}'{safe_text(path) or 'body'}' holds text that cannot be encoded as UTF-8 (a lone "
-                           "surrogate such as \\ud800); send valid Unicode", param=path or None)
+        raise InvalidInput(
+            f"{what}'{safe_text(path) or 'body'}' holds text that cannot be encoded as UTF-8 (a lone "
+            "surrogate such as \\ud800); send valid Unicode",
+            param=path or None,
+        )
 
 
 def check_decoded(data: object) -> None:
@@ -93,11 +102,16 @@ def check_decoded(data: object) -> None:
         if isinstance(value, str):
             _check_string(value, path)
         elif isinstance(value, _OutOfRange):
-            raise InvalidInput(f"'{path or 'body'}' is an integer of {value.digits} digits; integers must fit in "
-                               f"64 bits ({INT64_MIN} to {INT64_MAX})", param=path or None)
+            raise InvalidInput(
+                f"'{path or 'body'}' is an integer of {value.digits} digits; integers must fit in "
+                f"64 bits ({INT64_MIN} to {INT64_MAX})",
+                param=path or None,
+            )
         elif isinstance(value, dict):
             for key, item in value.items():
-                _check_string(key, path, what="a key of ")  # reported at its dict: the key has no name to give
+                _check_string(
+                    key, path, what="a key of "
+                )  # reported at its dict: the key has no name to give
                 stack.append((item, _child(path, key)))
         elif isinstance(value, list):
             stack.extend((item, _child(path, n)) for n, item in enumerate(value))
@@ -129,8 +143,11 @@ def _is_list(schema: type[BaseModel], name: str) -> bool:
     field = schema.model_fields.get(name)
     if field is None:
         return False
-    kinds = typing.get_args(field.annotation) if typing.get_origin(field.annotation) in (typing.Union, types.UnionType) \
+    kinds = (
+        typing.get_args(field.annotation)
+        if typing.get_origin(field.annotation) in (typing.Union, types.UnionType)
         else (field.annotation,)
+    )
     return any(typing.get_origin(kind) is list for kind in kinds)
 
 

@@ -7,13 +7,15 @@ starts every node as soon as its dependencies are done, so independent branches 
 and dependent ones after; each node's runner gets its dependencies' results in ``deps`` order.
 Ray-free: the gateway supplies the runners.
 """
+
 from __future__ import annotations
 
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
 from models.errors import InvalidInput
 
@@ -54,8 +56,10 @@ class Execution:
 # ---- shared nodes ---------------------------------------------------------------------------
 def require(present: set[str], modality: str, task_id: str) -> None:
     if modality not in present:
-        raise InvalidInput(f"task '{task_id}' needs the {modality} input, which the request does not carry",
-                           param=f"inputs.{modality}")
+        raise InvalidInput(
+            f"task '{task_id}' needs the {modality} input, which the request does not carry",
+            param=f"inputs.{modality}",
+        )
 
 
 def decoded(plan: Plan, modality: str) -> tuple[str, ...]:
@@ -66,7 +70,9 @@ def decoded(plan: Plan, modality: str) -> tuple[str, ...]:
 
 
 def embedding(plan: Plan, modality: str) -> str:
-    return plan.add(Node(f"embed:{modality}", f"embed_{modality}", decoded(plan, modality), {"modality": modality}))
+    return plan.add(
+        Node(f"embed:{modality}", f"embed_{modality}", decoded(plan, modality), {"modality": modality})
+    )
 
 
 def speech(plan: Plan, task: str, params: dict) -> str:
@@ -83,8 +89,14 @@ def transcript_embedding(plan: Plan) -> str:
 
 
 def fusion_features(plan: Plan, modality: str) -> str:
-    return plan.add(Node(f"fusion_features:{modality}", f"fusion_features_{modality}", decoded(plan, modality),
-                         {"modality": modality}))
+    return plan.add(
+        Node(
+            f"fusion_features:{modality}",
+            f"fusion_features_{modality}",
+            decoded(plan, modality),
+            {"modality": modality},
+        )
+    )
 
 
 def own(plan: Plan, task: dict, op: str, deps: tuple[str, ...]) -> str:
@@ -131,7 +143,9 @@ async def execute(the_plan: Plan, run: Runner) -> Execution:
         args = tuple([await futures[dep] for dep in node.deps])
         started = time.perf_counter()
         out = await run(node, args)
-        timings[node.id] = Timing(round((started - origin) * 1000, 2), round((time.perf_counter() - started) * 1000, 2))
+        timings[node.id] = Timing(
+            round((started - origin) * 1000, 2), round((time.perf_counter() - started) * 1000, 2)
+        )
         return out
 
     for node in _topological(the_plan):

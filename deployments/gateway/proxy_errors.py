@@ -13,6 +13,7 @@ for the embedded Ray (``graphs/local_ray.py`` sets the variable); on a cluster, 
 node. It must stay importable in the proxy: a callback that fails to import keeps the proxy from
 starting.
 """
+
 from __future__ import annotations
 
 from starlette.middleware import Middleware
@@ -23,7 +24,9 @@ REQUEST_ID = "x-request-id"
 
 def _request_id(scope) -> str | None:
     """Serve's own middleware (inside this one) put the request's id into the scope's headers."""
-    return next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == REQUEST_ID.encode()), None)
+    return next(
+        (v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == REQUEST_ID.encode()), None
+    )
 
 
 class AnswerLostRequests:
@@ -55,8 +58,9 @@ def _lost_response(request_id: str | None):
     from deployments.gateway.errors import domain_response
     from models.errors import Overloaded
 
-    response = domain_response(Overloaded("the gateway replica serving this request was lost before it answered; "
-                                          "retry shortly"))
+    response = domain_response(
+        Overloaded("the gateway replica serving this request was lost before it answered; retry shortly")
+    )
     if request_id:
         response.headers["X-Request-ID"] = request_id
     return response

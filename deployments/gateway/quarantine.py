@@ -12,6 +12,7 @@ after its input became suspect can hold it (``Quarantine.died``). Entries expire
 ``ttl_s``; at most ``capacity`` per method are kept (the oldest goes first), so an attacker sending
 ever new crashing inputs costs bounded memory.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -20,10 +21,11 @@ import dataclasses
 import hashlib
 import pickle
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
+
 
 @dataclass
 class _Suspicion:
@@ -35,7 +37,7 @@ class _Expiring:
     """fingerprint -> suspicion, oldest first, each dropped ``ttl_s`` after it was last set; at most
     ``capacity`` of them."""
 
-    def __init__(self, quarantine: "Quarantine") -> None:
+    def __init__(self, quarantine: Quarantine) -> None:
         self.q = quarantine
         self.items: collections.OrderedDict[str, tuple[float, _Suspicion]] = collections.OrderedDict()
 
@@ -65,8 +67,9 @@ class Quarantine:
     before. A call already in flight when its input became suspect is not held for dying: it may be
     an innocent copy on the replica that a poison's retry killed a moment later."""
 
-    def __init__(self, *, ttl_s: float = 600.0, capacity: int = 1024,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, *, ttl_s: float = 600.0, capacity: int = 1024, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.ttl_s, self.capacity, self.clock = ttl_s, capacity, clock
         self._suspects: dict[str, _Expiring] = collections.defaultdict(lambda: _Expiring(self))
         self._held: dict[str, _Expiring] = collections.defaultdict(lambda: _Expiring(self))

@@ -1,9 +1,10 @@
 """Pure helpers that shape model outputs into wire responses (shared by routes and compose).
 The ones that serialise large arrays are called through ``off_loop``."""
+
 from __future__ import annotations
 
 import base64
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -41,22 +42,28 @@ def embedding_result(info: EncoderInfo, row: np.ndarray) -> s.EmbedResult:
     return s.EmbedResult(model=info.model, space=info.space, dim=int(row.shape[0]), embedding=row.tolist())
 
 
-def zero_shot_response(info: EncoderInfo, image: np.ndarray, labels_emb: np.ndarray,
-                       labels: list[str]) -> s.ZeroShotResponse:
+def zero_shot_response(
+    info: EncoderInfo, image: np.ndarray, labels_emb: np.ndarray, labels: list[str]
+) -> s.ZeroShotResponse:
     probs = softmax(info.logit_scale * (labels_emb @ image))
     ranked = sorted(zip(labels, probs.tolist()), key=lambda p: -p[1])
-    return s.ZeroShotResponse(model=info.model, labels=[s.LabelScore(label=l, score=p) for l, p in ranked])
+    return s.ZeroShotResponse(model=info.model, labels=[s.LabelScore(label=label, score=p) for label, p in ranked])
 
 
 def features_response(audio: np.ndarray, feats: dict[str, np.ndarray]) -> s.FeaturesResponse:
     return s.FeaturesResponse(
-        sample_rate=SAMPLE_RATE, frame_rate=frame_rate(), duration=round(audio.size / SAMPLE_RATE, 3),
-        features={k: s.FeatureMatrix(shape=list(v.shape), data=v.tolist()) for k, v in feats.items()})
+        sample_rate=SAMPLE_RATE,
+        frame_rate=frame_rate(),
+        duration=round(audio.size / SAMPLE_RATE, 3),
+        features={k: s.FeatureMatrix(shape=list(v.shape), data=v.tolist()) for k, v in feats.items()},
+    )
 
 
 def openai_embeddings(model: str, rows: np.ndarray, fmt: str) -> s.OpenAIEmbeddingResponse:
-    return s.OpenAIEmbeddingResponse(model=model, data=[
-        s.OpenAIEmbedding(index=n, embedding=encode(row, fmt)) for n, row in enumerate(rows)])
+    return s.OpenAIEmbeddingResponse(
+        model=model,
+        data=[s.OpenAIEmbedding(index=n, embedding=encode(row, fmt)) for n, row in enumerate(rows)],
+    )
 
 
 def encode(row: np.ndarray, fmt: str) -> list[float] | str:

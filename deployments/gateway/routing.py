@@ -4,6 +4,7 @@
 and records what the rest of the gateway derives from it: the body schemas the OpenAPI spec must
 describe, the modality the metrics label each route with, and the paths that need no API key.
 """
+
 from __future__ import annotations
 
 import re
@@ -30,7 +31,9 @@ def body_of(schema: type[BaseModel]):
     return Depends(read)
 
 
-def post(router: APIRouter, path: str, *, body: type[BaseModel], modality: str, multipart: bool = True, **kwargs):
+def post(
+    router: APIRouter, path: str, *, body: type[BaseModel], modality: str, multipart: bool = True, **kwargs
+):
     BODY_SCHEMAS[body.__name__] = body
     MODALITY[path] = modality
     return router.post(path, openapi_extra=openapi.body(body, multipart=multipart), **kwargs)

@@ -1,6 +1,7 @@
 """The gateway's services, built once per gateway replica (``Gateway.__init__``) and handed to the
 routes through FastAPI dependencies (``deps``). Each wraps DeploymentHandles with what the routes
 need from them: tenant checks, decoding, the embedding cache, the index store and fusion heads."""
+
 from __future__ import annotations
 
 import asyncio
@@ -16,8 +17,8 @@ from api import schemas as s
 from config.settings import GatewaySettings
 from deployments import tenancy
 from deployments.gateway.admission import Admission
-from deployments.gateway.parsing import off_loop
 from deployments.gateway.calls import call
+from deployments.gateway.parsing import off_loop
 from deployments.gateway.vision_language import VisionLanguage
 from deployments.info import EncoderInfo
 from deployments.metrics import observe_cache
@@ -49,8 +50,14 @@ class Media:
         if modality != "image":
             return await self.decode(modality, raw, param)
         tenancy.current().require_modality(modality)
-        return await off_loop(for_replica, raw, transport=self.image_transport, size=info.input_size,
-                              limits=self.limits, param=param)
+        return await off_loop(
+            for_replica,
+            raw,
+            transport=self.image_transport,
+            size=info.input_size,
+            limits=self.limits,
+            param=param,
+        )
 
 
 class Encoders:
@@ -81,7 +88,9 @@ class Encoders:
     async def embed_texts(self, texts: list[str]) -> np.ndarray:
         return await call(self.use("text").embed, texts)
 
-    async def embed_media(self, modality: str, raw: bytes, param: str, decoded: np.ndarray | None = None) -> np.ndarray:
+    async def embed_media(
+        self, modality: str, raw: bytes, param: str, decoded: np.ndarray | None = None
+    ) -> np.ndarray:
         """One image or audio embedding; the same bytes are decoded and embedded once while cached."""
         tenancy.current().require_modality(modality)
         info = await self.info(modality)
@@ -96,8 +105,9 @@ class Encoders:
             self.cache.put(scope, key, row)
         return row
 
-    async def embed_many(self, modality: str, raws: list[bytes], param: str,
-                         names: list[str] | None = None) -> np.ndarray:
+    async def embed_many(
+        self, modality: str, raws: list[bytes], param: str, names: list[str] | None = None
+    ) -> np.ndarray:
         """Embed several items, at most ``FANOUT`` in flight at once: enough to fill a batch, while one
         64-item request cannot fill a model deployment's bounded queue by itself (it would get 503)."""
         gate = asyncio.Semaphore(FANOUT)
@@ -118,8 +128,9 @@ class Encoders:
         """The image encoder's info, when image and text embeddings are comparable."""
         image, text = await self.info("image"), await self.info("text")
         if image.space != text.space:
-            raise Incompatible(f"the image and text encoders do not share an embedding space: {image.space} vs "
-                               f"{text.space}")
+            raise Incompatible(
+                f"the image and text encoders do not share an embedding space: {image.space} vs {text.space}"
+            )
         return image
 
     async def embedders(self) -> dict[str, str]:
@@ -200,9 +211,12 @@ class Search:
         vector, transcript = await self.encoders.spoken_query(audio, param="audio")
         return vector, space, transcript
 
-    async def search(self, name: str, vector: np.ndarray, *, space: str, top_k: int, where: dict) -> list[s.Hit]:
-        hits = await call(self.store().search, tenancy.current().id, name, vector, space=space, top_k=top_k,
-                                                where=where)
+    async def search(
+        self, name: str, vector: np.ndarray, *, space: str, top_k: int, where: dict
+    ) -> list[s.Hit]:
+        hits = await call(
+            self.store().search, tenancy.current().id, name, vector, space=space, top_k=top_k, where=where
+        )
         return [s.Hit(**h) for h in hits]
 
 
@@ -246,6 +260,9 @@ class Services:
 
     def deployments(self) -> dict[str, DeploymentHandle]:
         """Every deployment this gateway calls, by name (what /readyz checks)."""
-        named = dict(zip(("VisionEncoder", "TextEncoder", "AudioModel"),
-                         (self.encoders.handles[m] for m in MODALITIES)))
+        named = dict(
+            zip(
+                ("VisionEncoder", "TextEncoder", "AudioModel"), (self.encoders.handles[m] for m in MODALITIES)
+            )
+        )
         return {**named, **self.optional}

@@ -1,5 +1,6 @@
 """The gateway's service for the VisionLanguage deployment: which models it serves, the one a
 request names, and captions or answers routed to a replica holding that model (multiplexing)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -41,9 +42,11 @@ class VisionLanguage:
 
     def deployment(self) -> DeploymentHandle:
         if self.handle is None:
-            raise Unavailable(f"captioning and visual question answering are off in this deployment: set "
-                              f"{VL_SWITCH}: true and list vision_language.models in the app's args "
-                              f"(no vision-language weights are packaged for offline use)")
+            raise Unavailable(
+                f"captioning and visual question answering are off in this deployment: set "
+                f"{VL_SWITCH}: true and list vision_language.models in the app's args "
+                f"(no vision-language weights are packaged for offline use)"
+            )
         return self.handle
 
     async def models(self) -> list[VLModel]:
@@ -66,7 +69,9 @@ class VisionLanguage:
         found = next((m for m in known if m.id == model), None)
         if found is None:
             ids = ", ".join(m.id for m in known)
-            raise NotFound(f"model '{model}' is not a vision-language model here; known: {ids}", param="model")
+            raise NotFound(
+                f"model '{model}' is not a vision-language model here; known: {ids}", param="model"
+            )
         if task is not None and found.task != task:
             raise Incompatible(f"model '{model}' does {found.task}, not {task}", param="model")
         return found
@@ -74,8 +79,17 @@ class VisionLanguage:
     async def image(self, raw: bytes, param: str) -> np.ndarray:
         return await self.media.decode("image", raw, param)
 
-    async def run(self, model: VLModel, image: np.ndarray, text: str | None, *, max_tokens: int | None = None,
-                  num_beams: int | None = None, top_k: int | None = None, clamp: bool = False) -> dict:
+    async def run(
+        self,
+        model: VLModel,
+        image: np.ndarray,
+        text: str | None,
+        *,
+        max_tokens: int | None = None,
+        num_beams: int | None = None,
+        top_k: int | None = None,
+        clamp: bool = False,
+    ) -> dict:
         """One caption or answer (the replica batches concurrent calls); ``clamp``: a max_tokens over
         the model's limit is lowered to it instead of refused."""
         options = {"max_tokens": max_tokens, "num_beams": num_beams, "top_k": top_k, "clamp": clamp}

@@ -6,6 +6,7 @@ JavaScript modules live in ``deployments/gateway/ui/`` (package data), Swagger U
 no API key (``routing.OPEN_PATHS`` / ``OPEN_PREFIXES``); the API calls the playground makes send the key
 the user typed. None of these routes is part of the OpenAPI spec.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,10 +24,20 @@ DOCS_ASSETS = "/docs/static"
 # The playground runs only its own scripts and styles; images and audio may also be data: or blob:
 # URLs (previews, thumbnails, recordings); it talks to this origin only and may not be framed.
 UI_HEADERS = {
-    "Content-Security-Policy": "; ".join([
-        "default-src 'self'", "script-src 'self'", "style-src 'self'", "img-src 'self' data: blob:",
-        "media-src 'self' data: blob:", "connect-src 'self'", "object-src 'none'", "base-uri 'none'",
-        "form-action 'none'", "frame-ancestors 'none'"]),
+    "Content-Security-Policy": "; ".join(
+        [
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "img-src 'self' data: blob:",
+            "media-src 'self' data: blob:",
+            "connect-src 'self'",
+            "object-src 'none'",
+            "base-uri 'none'",
+            "form-action 'none'",
+            "frame-ancestors 'none'",
+        ]
+    ),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Permissions-Policy": "microphone=(self), camera=(), geolocation=()",
@@ -34,7 +45,11 @@ UI_HEADERS = {
 }
 # Swagger UI's and ReDoc's pages start themselves with an inline script, so /docs cannot have the
 # playground's policy; it still may not be framed or sniffed.
-DOCS_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer"}
+DOCS_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 class _Files(StaticFiles):
@@ -64,11 +79,14 @@ def install(app: FastAPI) -> None:
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
-        page = get_swagger_ui_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - Swagger UI",
-                                   oauth2_redirect_url=f"{root}/docs/oauth2-redirect",
-                                   swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
-                                   swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
-                                   swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png")
+        page = get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=f"{root}/docs/oauth2-redirect",
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+        )
         return _with(page, DOCS_HEADERS)
 
     @app.get("/docs/oauth2-redirect", include_in_schema=False)
@@ -78,9 +96,13 @@ def install(app: FastAPI) -> None:
     @app.get("/redoc", include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
-        page = get_redoc_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - ReDoc",
-                              redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
-                              redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png", with_google_fonts=False)
+        page = get_redoc_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )
         return _with(page, DOCS_HEADERS)
 
 

@@ -3,6 +3,7 @@ graph (``served`` in tests/conftest.py). Playwright's own browser download needs
 have, so the system's chromium is launched by path (``make test-deps`` installs it). Every page may
 reach this machine only: a request elsewhere (a CDN, say) is refused and fails the test. Screenshots
 go to tests/browser/artifacts/ (git-ignored), at 1280x800 and at 390x844 (a phone)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -15,8 +16,15 @@ import pytest
 from tests.browser.pages import DESKTOP, TIMEOUT_MS
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +35,9 @@ def chromium():
     from playwright.sync_api import sync_playwright
 
     exe = shutil.which("chromium") or CHROMIUM
-    assert Path(exe).exists(), "the browser tests need Debian's chromium: apt-get install chromium (make test-deps)"
+    assert Path(exe).exists(), (
+        "the browser tests need Debian's chromium: apt-get install chromium (make test-deps)"
+    )
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=exe, args=ARGS)
         yield browser
@@ -68,4 +78,3 @@ def page(chromium):
     context.close()
     assert not refused, f"the page tried to reach beyond this machine: {refused}"
     assert not thrown, f"uncaught errors in the page: {thrown}"
-

@@ -1,4 +1,5 @@
 """Helpers of the browser tests: screenshots at two sizes and in-memory uploads."""
+
 from __future__ import annotations
 
 from pathlib import Path

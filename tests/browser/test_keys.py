@@ -1,6 +1,7 @@
 """The playground behind a tenants file: the page and its files load without a key, the API answers
 401 until the user types one, and with a valid key (kept in sessionStorage) the views work. The model
 deployments are stand-ins (tests/stub_backends.py); the gateway and its admission are real."""
+
 from __future__ import annotations
 
 import pytest
@@ -23,7 +24,8 @@ def locked(ray_cluster, tmp_path_factory):
     key = tenants.add_key(path, "acme")
     models = stub_models("Stub")
     gateway = Gateway.options(name="LockedGateway", ray_actor_options={"num_cpus": 0}).bind(
-        *models, {"tenants_file": str(path)})
+        *models, {"tenants_file": str(path)}
+    )
     serve.run(gateway, name="ui-locked", route_prefix="/locked")
     yield {"url": f"http://127.0.0.1:{ray_cluster['port']}/locked", "key": key}
     serve.delete("ui-locked")

@@ -1,6 +1,7 @@
 """The playground at /ui/ in a real browser, against the served graph with the packaged offline models:
 each view does what a person would try first, errors show the server's own words, and with a tenants
 file the page asks for a key and works with one."""
+
 from __future__ import annotations
 
 import base64
@@ -134,9 +135,15 @@ def test_compose_draws_the_dag_with_parallel_nodes_overlapping(page, ui):
         box, node = bar.bounding_box(), bar.get_attribute("data-id")
         spans[node] = (box["x"], box["x"] + box["width"])
         deps[node] = (bar.get_attribute("data-deps") or "").split()
-    parallel = [(a, b) for a in spans for b in spans if a < b
-                and a not in _ancestors(deps, b) and b not in _ancestors(deps, a)]
-    overlapping = [(a, b) for a, b in parallel if min(spans[a][1], spans[b][1]) > max(spans[a][0], spans[b][0])]
+    parallel = [
+        (a, b)
+        for a in spans
+        for b in spans
+        if a < b and a not in _ancestors(deps, b) and b not in _ancestors(deps, a)
+    ]
+    overlapping = [
+        (a, b) for a, b in parallel if min(spans[a][1], spans[b][1]) > max(spans[a][0], spans[b][0])
+    ]
     assert overlapping, (spans, deps)
     assert page.locator("#compose-timeline path.link").count() == sum(len(d) for d in deps.values())
     shoot(page, "compose")
@@ -145,12 +152,22 @@ def test_compose_draws_the_dag_with_parallel_nodes_overlapping(page, ui):
 def test_a_broken_file_shows_the_servers_error(page, ui, base_url):
     raw = b"this is a text file, not a picture"
     url = "data:image/jpeg;base64," + base64.b64encode(raw).decode()
-    answers = [requests.post(f"{base_url}/{route}", json=body, timeout=60)
-               for route, body in (("v1/classify", {"image": url, "top_k": 5}),
-                                   ("v1/zero-shot", {"image": url, "labels": ["cat", "dog", "car"]}))]
+    answers = [
+        requests.post(f"{base_url}/{route}", json=body, timeout=60)
+        for route, body in (
+            ("v1/classify", {"image": url, "top_k": 5}),
+            ("v1/zero-shot", {"image": url, "labels": ["cat", "dog", "car"]}),
+        )
+    ]
     # The page asks both at once and shows the first refusal: either one, word for word.
-    expected = {(f"{a.json()['error']['type']} (HTTP {a.status_code})", a.json()["error"]["message"],
-                 f"param: {a.json()['error']['param']}") for a in answers}
+    expected = {
+        (
+            f"{a.json()['error']['type']} (HTTP {a.status_code})",
+            a.json()["error"]["message"],
+            f"param: {a.json()['error']['param']}",
+        )
+        for a in answers
+    }
     assert all(400 <= a.status_code < 500 for a in answers)
     _open(page, ui, "image")
     page.set_input_files("#image-file", upload("broken.jpg", raw, "image/jpeg"))

@@ -4,6 +4,7 @@ line and Content-Length read back), each client on its own keep-alive connection
 
 Every request is recorded as (started, finished, status) on one clock; a probe from an address of
 its own times ``/readyz`` throughout. Loopback only, bounded in time."""
+
 from __future__ import annotations
 
 import asyncio
@@ -17,8 +18,10 @@ def crowd_addresses(n: int, *, first_octet: int = 2) -> list[str]:
 
 
 def post(path: str, body: bytes, content_type: str) -> bytes:
-    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
 def get(path: str) -> bytes:
@@ -67,9 +70,17 @@ class Crowd:
     ``honour_retry_after``: a refused client waits as Retry-After asks (a well-behaved client, as the
     mmserve client is), else it sends again at once (a client that ignores it)."""
 
-    def __init__(self, port: int, request: bytes, addresses: list[str], *, seconds: float,
-                 honour_retry_after_s: float = 0.0, probe: bytes | None = None,
-                 probe_address: str = "127.0.0.9") -> None:
+    def __init__(
+        self,
+        port: int,
+        request: bytes,
+        addresses: list[str],
+        *,
+        seconds: float,
+        honour_retry_after_s: float = 0.0,
+        probe: bytes | None = None,
+        probe_address: str = "127.0.0.9",
+    ) -> None:
         self.port, self.request, self.addresses, self.seconds = port, request, addresses, seconds
         self.retry_after_s, self.probe, self.probe_address = honour_retry_after_s, probe, probe_address
         self.result = CrowdResult()
@@ -77,8 +88,9 @@ class Crowd:
     async def _open(self, address: str):
         return await asyncio.open_connection("127.0.0.1", self.port, local_addr=(address, 0))
 
-    async def _client(self, address: str, until: float, request: bytes, out: list[Record],
-                      pause_s: float = 0.0) -> None:
+    async def _client(
+        self, address: str, until: float, request: bytes, out: list[Record], pause_s: float = 0.0
+    ) -> None:
         connection = None
         while time.monotonic() < until:
             try:
@@ -98,7 +110,9 @@ class Crowd:
         until = time.monotonic() + self.seconds
         clients = [self._client(a, until, self.request, self.result.requests) for a in self.addresses]
         if self.probe is not None:
-            clients.append(self._client(self.probe_address, until, self.probe, self.result.probes, pause_s=0.25))
+            clients.append(
+                self._client(self.probe_address, until, self.probe, self.result.probes, pause_s=0.25)
+            )
         await asyncio.gather(*clients)
         return self.result
 

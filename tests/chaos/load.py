@@ -1,6 +1,7 @@
 """Steady mixed load from the mmserve client, counted: every request sent ends as succeeded, refused
 (a final 429/503 in the error shape, with Retry-After) or failed; hung ones (no answer within the
 client's timeout) are failed too, and counted apart. Loopback only, bounded in time."""
+
 from __future__ import annotations
 
 import io
@@ -55,25 +56,39 @@ class Tally:
     latencies: list[tuple[float, float]] = field(default_factory=list)  # (finished at, seconds)
 
     def row(self) -> dict:
-        return {"sent": self.sent, "succeeded": self.succeeded, "refused": self.refused, "failed": self.failed,
-                "hung": self.hung, "max_latency_s": round(max((s for _, s in self.latencies), default=0), 2),
-                "errors": dict(self.errors)}
+        return {
+            "sent": self.sent,
+            "succeeded": self.succeeded,
+            "refused": self.refused,
+            "failed": self.failed,
+            "hung": self.hung,
+            "max_latency_s": round(max((s for _, s in self.latencies), default=0), 2),
+            "errors": dict(self.errors),
+        }
 
 
 class Load:
     """``workers`` closed-loop clients per kind, until ``stop()`` or ``limit_s``."""
 
-    def __init__(self, url: str, *, kinds=("image", "text", "audio"), workers: int = 1, timeout_s: float = 20,
-                 limit_s: float = 120) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        kinds=("image", "text", "audio"),
+        workers: int = 1,
+        timeout_s: float = 20,
+        limit_s: float = 120,
+    ) -> None:
         self.url, self.timeout_s = url, timeout_s
         self.until = time.monotonic() + limit_s
         self.stopped = threading.Event()
         self.lock = threading.Lock()
         self.tally = Tally()
-        self.threads = [threading.Thread(target=self._loop, args=(k,), daemon=True) for k in kinds
-                        for _ in range(workers)]
+        self.threads = [
+            threading.Thread(target=self._loop, args=(k,), daemon=True) for k in kinds for _ in range(workers)
+        ]
 
-    def __enter__(self) -> "Load":
+    def __enter__(self) -> Load:
         for t in self.threads:
             t.start()
         return self

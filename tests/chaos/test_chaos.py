@@ -4,6 +4,7 @@ the real Gateway, configured through the real ``DeploymentArgs`` (bounded queues
 
 Every request is counted: sent = succeeded + refused + failed, and failed must be 0.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -18,8 +19,8 @@ import psutil
 import pytest
 from ray import serve
 
-from config.args import Autoscaling, DeploymentArgs, GatewayArgs
 from api.schemas import encode_media
+from config.args import Autoscaling, DeploymentArgs, GatewayArgs
 from tests.chaos.crowd import Crowd, CrowdResult, crowd_addresses, percentile
 from tests.chaos.crowd import get as crowd_get
 from tests.chaos.crowd import post as crowd_post
@@ -41,23 +42,35 @@ def _scaling(replicas: int) -> Autoscaling:
     return Autoscaling(min_replicas=replicas, max_replicas=replicas)
 
 
-def _model(modality: str, replicas: int, *, name: str | None = None, delay_s: float | None = None, batch: int = 4):
-    args = DeploymentArgs(num_cpus=0, max_ongoing_requests=8, autoscaling=_scaling(replicas),
-                          graceful_shutdown_wait_loop_s=0.2)
-    return stub_model(modality, args, name=name or NAMES[modality], batch=batch,
-                      delay_s=DELAY_S[modality] if delay_s is None else delay_s)
+def _model(
+    modality: str, replicas: int, *, name: str | None = None, delay_s: float | None = None, batch: int = 4
+):
+    args = DeploymentArgs(
+        num_cpus=0, max_ongoing_requests=8, autoscaling=_scaling(replicas), graceful_shutdown_wait_loop_s=0.2
+    )
+    return stub_model(
+        modality,
+        args,
+        name=name or NAMES[modality],
+        batch=batch,
+        delay_s=DELAY_S[modality] if delay_s is None else delay_s,
+    )
 
 
 def _gateway(vision, text, audio, *, name: str, replicas: int, budgets: dict):
-    args = GatewayArgs(num_cpus=0, autoscaling=_scaling(replicas),
-                       settings={"max_inflight": 24, "inflight_budgets": budgets, "embed_cache_size": 0})
+    args = GatewayArgs(
+        num_cpus=0,
+        autoscaling=_scaling(replicas),
+        settings={"max_inflight": 24, "inflight_budgets": budgets, "embed_cache_size": 0},
+    )
     return stub_gateway(vision, text, audio, args, name=name)
 
 
 def _chaos_app(model_replicas: dict[str, int]):
     models = {m: _model(m, model_replicas[m]) for m in NAMES}
-    return _gateway(models["image"], models["text"], models["audio"], name="ChaosGateway", replicas=2,
-                    budgets=BUDGETS)
+    return _gateway(
+        models["image"], models["text"], models["audio"], name="ChaosGateway", replicas=2, budgets=BUDGETS
+    )
 
 
 def _wait_replaced(app: str, deployment: str, killed: int, want: int, limit_s: float = 60) -> float:
@@ -91,8 +104,9 @@ async def _flood(url: str, kind: str, n: int) -> list[tuple[int, float, httpx.Re
     async def one(http):
         started = time.perf_counter()
         if kind == "audio":
-            r = await http.post("/v1/audio/transcriptions", files={"file": ("a.wav", AUDIO)},
-                                data={"response_format": "json"})
+            r = await http.post(
+                "/v1/audio/transcriptions", files={"file": ("a.wav", AUDIO)}, data={"response_format": "json"}
+            )
         else:
             r = await http.post("/v1/classify", files={"image": ("i.png", IMAGE)}, data={"top_k": "1"})
         return r.status_code, time.perf_counter() - started, r
@@ -109,7 +123,9 @@ def _probe(url: str, kind: str) -> tuple[int, float, httpx.Response]:
         http.get("/healthz")  # connect first: the timing is the request, not the handshake
         started = time.perf_counter()
         if kind == "audio":
-            r = http.post("/v1/audio/transcriptions", files={"file": ("a.wav", AUDIO)}, data={"response_format": "json"})
+            r = http.post(
+                "/v1/audio/transcriptions", files={"file": ("a.wav", AUDIO)}, data={"response_format": "json"}
+            )
         else:
             r = http.post("/v1/classify", files={"image": ("i.png", IMAGE)}, data={"top_k": "1"})
         return r.status_code, time.perf_counter() - started, r
@@ -123,7 +139,9 @@ def test_overload_is_refused_fast_and_keeps_other_modalities_and_latency(chaos_u
     unloaded = min(_probe(chaos_url, "audio")[1] for _ in range(2))
     capacity = 2 * BUDGETS["audio"]  # audio requests the two gateway replicas admit at once
     flood: list = []
-    burst = threading.Thread(target=lambda: flood.extend(asyncio.run(_flood(chaos_url, "audio", 10 * capacity))))
+    burst = threading.Thread(
+        target=lambda: flood.extend(asyncio.run(_flood(chaos_url, "audio", 10 * capacity)))
+    )
     burst.start()
     time.sleep(0.5)  # the burst is in: its admitted requests hold every audio slot for about a second
     probes = [_probe(chaos_url, "audio") for _ in range(8)] + [_probe(chaos_url, "image") for _ in range(3)]
@@ -133,13 +151,20 @@ def test_overload_is_refused_fast_and_keeps_other_modalities_and_latency(chaos_u
     refused = [(t, r) for s, t, r in everything if s == 503]
     probe_refusal_ms = sorted(t * 1000 for s, t, _ in probes[:8] if s == 503)
     admitted = sorted(t for s, t, _ in flood if s == 200)
-    row = {"sent": len(everything), "succeeded": sum(s == 200 for s, _, _ in everything), "refused": len(refused),
-           "failed": sum(s not in (200, 503) for s, _, _ in everything),
-           "probe_refusal_ms": [round(x, 1) for x in probe_refusal_ms],
-           "burst_refusal_ms_p50": round(sorted(t * 1000 for s, t, _ in flood if s == 503)[len(refused) // 2 - 4], 1),
-           "admitted_s_p50": round(admitted[len(admitted) // 2], 3), "unloaded_s": round(unloaded, 3),
-           "image_during_flood_s": [round(t, 3) for _, t, _ in probes[8:]],
-           "gateway_rss_growth_mb": round((rss_after - rss_before) / 2**20, 1)}
+    row = {
+        "sent": len(everything),
+        "succeeded": sum(s == 200 for s, _, _ in everything),
+        "refused": len(refused),
+        "failed": sum(s not in (200, 503) for s, _, _ in everything),
+        "probe_refusal_ms": [round(x, 1) for x in probe_refusal_ms],
+        "burst_refusal_ms_p50": round(
+            sorted(t * 1000 for s, t, _ in flood if s == 503)[len(refused) // 2 - 4], 1
+        ),
+        "admitted_s_p50": round(admitted[len(admitted) // 2], 3),
+        "unloaded_s": round(unloaded, 3),
+        "image_during_flood_s": [round(t, 3) for _, t, _ in probes[8:]],
+        "gateway_rss_growth_mb": round((rss_after - rss_before) / 2**20, 1),
+    }
     _report("overload 10x audio + image", row)
     assert row["failed"] == 0 and row["sent"] == row["succeeded"] + row["refused"] + row["failed"], row
     assert len(refused) >= 5 * capacity, row  # most of a 10x burst is refused, not queued
@@ -154,8 +179,14 @@ def test_overload_is_refused_fast_and_keeps_other_modalities_and_latency(chaos_u
 def _crowd(chaos_url: str, *, clients: int, seconds: float, honour_retry_after_s: float) -> CrowdResult:
     port, prefix = int(chaos_url.split(":")[2].split("/")[0]), "/" + chaos_url.split("/", 3)[3]
     body = json.dumps({"image": encode_media(IMAGE), "top_k": 1}).encode()
-    crowd = Crowd(port, crowd_post(f"{prefix}/v1/classify", body, "application/json"), crowd_addresses(clients),
-                  seconds=seconds, honour_retry_after_s=honour_retry_after_s, probe=crowd_get(f"{prefix}/readyz"))
+    crowd = Crowd(
+        port,
+        crowd_post(f"{prefix}/v1/classify", body, "application/json"),
+        crowd_addresses(clients),
+        seconds=seconds,
+        honour_retry_after_s=honour_retry_after_s,
+        probe=crowd_get(f"{prefix}/readyz"),
+    )
     return asyncio.run(crowd.run())
 
 
@@ -171,22 +202,30 @@ def test_a_crowd_from_200_addresses_is_refused_and_readyz_stays_ready(chaos_url)
         unloaded = []
         for _ in range(5):
             started = time.perf_counter()
-            assert http.post("/v1/classify", files={"image": ("i.png", IMAGE)}, data={"top_k": "1"}).status_code == 200
+            assert (
+                http.post("/v1/classify", files={"image": ("i.png", IMAGE)}, data={"top_k": "1"}).status_code
+                == 200
+            )
             unloaded.append(time.perf_counter() - started)
     result = _crowd(chaos_url, clients=200, seconds=10.0, honour_retry_after_s=1.0)
     start = min(r.started for r in result.requests)
     refused, admitted = result.of(503), result.of(200)
-    row = {"sent": len(result.requests), "admitted": len(admitted), "refused": len(refused),
-           "other": sorted({r.status for r in result.requests} - {200, 503}), "broken": result.failures,
-           "first_refusal_s": round(min(r.finished for r in refused) - start, 3) if refused else None,
-           "refusal_ms_p50": round(1000 * percentile([r.seconds for r in refused], 0.5), 1),
-           "refusal_ms_p95": round(1000 * percentile([r.seconds for r in refused], 0.95), 1),
-           "admitted_s_p50": round(percentile([r.seconds for r in admitted], 0.5), 3),
-           "admitted_s_p99": round(percentile([r.seconds for r in admitted], 0.99), 3),
-           "unloaded_s": round(sorted(unloaded)[2], 3),
-           "readyz_s_p50": round(percentile([r.seconds for r in result.probes], 0.5), 3),
-           "readyz_s_max": round(max(r.seconds for r in result.probes), 3),
-           "readyz_statuses": sorted({r.status for r in result.probes})}
+    row = {
+        "sent": len(result.requests),
+        "admitted": len(admitted),
+        "refused": len(refused),
+        "other": sorted({r.status for r in result.requests} - {200, 503}),
+        "broken": result.failures,
+        "first_refusal_s": round(min(r.finished for r in refused) - start, 3) if refused else None,
+        "refusal_ms_p50": round(1000 * percentile([r.seconds for r in refused], 0.5), 1),
+        "refusal_ms_p95": round(1000 * percentile([r.seconds for r in refused], 0.95), 1),
+        "admitted_s_p50": round(percentile([r.seconds for r in admitted], 0.5), 3),
+        "admitted_s_p99": round(percentile([r.seconds for r in admitted], 0.99), 3),
+        "unloaded_s": round(sorted(unloaded)[2], 3),
+        "readyz_s_p50": round(percentile([r.seconds for r in result.probes], 0.5), 3),
+        "readyz_s_max": round(max(r.seconds for r in result.probes), 3),
+        "readyz_statuses": sorted({r.status for r in result.probes}),
+    }
     _report("crowd of 200 addresses", row)
     assert row["other"] == [] and row["broken"] == 0, row
     assert row["readyz_statuses"] == [200], row
@@ -245,7 +284,9 @@ def test_scale_down_under_load_drains_without_failures(chaos_url):
         time.sleep(2)
         started = time.monotonic()
         smaller = _chaos_app({"image": 1, "text": 1, "audio": 1})
-        update = threading.Thread(target=serve.run, args=(smaller,), kwargs={"name": APP, "route_prefix": "/chaos"})
+        update = threading.Thread(
+            target=serve.run, args=(smaller,), kwargs={"name": APP, "route_prefix": "/chaos"}
+        )
         update.start()
         while any(len(replica_pids(APP, d)) != 1 for d in NAMES.values()):
             assert time.monotonic() - started < 60, "scale-down did not finish"
@@ -264,17 +305,28 @@ def slow_audio(ray_cluster):
     """One gateway, one audio replica whose batches (of one clip) each take 2 s."""
     vision, text = stub_models("Quick", modalities=("image", "text"))
     audio = _model("audio", 1, name="SlowAudio", delay_s=2.0, batch=1)
-    serve.run(_gateway(vision, text, audio, name="DeadlineGateway", replicas=1, budgets={"audio": 16}),
-              name="deadline", route_prefix="/deadline")
-    yield f"http://127.0.0.1:{ray_cluster['port']}/deadline", serve.get_deployment_handle("SlowAudio", "deadline")
+    serve.run(
+        _gateway(vision, text, audio, name="DeadlineGateway", replicas=1, budgets={"audio": 16}),
+        name="deadline",
+        route_prefix="/deadline",
+    )
+    yield (
+        f"http://127.0.0.1:{ray_cluster['port']}/deadline",
+        serve.get_deployment_handle("SlowAudio", "deadline"),
+    )
     serve.delete("deadline")
 
 
 def _transcribe(url: str, *, timeout: float = 10, headers: dict | None = None):
     started = time.perf_counter()
     try:
-        r = httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("a.wav", AUDIO)},
-                       data={"response_format": "json"}, headers=headers or {}, timeout=timeout)
+        r = httpx.post(
+            f"{url}/v1/audio/transcriptions",
+            files={"file": ("a.wav", AUDIO)},
+            data={"response_format": "json"},
+            headers=headers or {},
+            timeout=timeout,
+        )
     except httpx.TimeoutException:
         r = None
     return r, time.perf_counter() - started
@@ -292,8 +344,10 @@ def test_expired_and_abandoned_requests_stop_costing_model_time(slow_audio):
     busy.start()  # occupies the one replica's batch loop for 2 s
     time.sleep(0.2)
     out: list = []
-    deadline = [threading.Thread(target=lambda: out.append(_transcribe(url, headers={"X-Request-Timeout": "0.2"})))
-                for _ in range(4)]
+    deadline = [
+        threading.Thread(target=lambda: out.append(_transcribe(url, headers={"X-Request-Timeout": "0.2"})))
+        for _ in range(4)
+    ]
     gone = [threading.Thread(target=lambda: out.append(_transcribe(url, timeout=0.3))) for _ in range(2)]
     for t in deadline + gone:
         t.start()
@@ -303,10 +357,16 @@ def test_expired_and_abandoned_requests_stop_costing_model_time(slow_audio):
     time.sleep(2.5)  # had the six run after all, at least one more batch would have finished by now
     ran = _transcribed(handle) - before
     timed = [(r, s) for r, s in out if r is not None]
-    _report("200 ms deadline / disconnect on a 2 s transcription",
-            {"sent": 7, "deadline_504": sum(r.status_code == 504 for r, _ in timed),
-             "disconnected": sum(r is None for r, _ in out), "batches_run": ran,
-             "504_after_s": [round(s, 2) for _, s in timed]})
+    _report(
+        "200 ms deadline / disconnect on a 2 s transcription",
+        {
+            "sent": 7,
+            "deadline_504": sum(r.status_code == 504 for r, _ in timed),
+            "disconnected": sum(r is None for r, _ in out),
+            "batches_run": ran,
+            "504_after_s": [round(s, 2) for _, s in timed],
+        },
+    )
     assert len(timed) == 4 and all(r.status_code == 504 for r, _ in timed)
     assert all(r.json()["error"]["type"] == "deadline_exceeded" for r, _ in timed)
     # The replica frees up ~1.8 s after these were sent and a batch takes 2 s more: a 504 before
@@ -341,11 +401,17 @@ def test_a_gateway_replica_dying_mid_request_answers_503_in_the_error_shape(slow
     os.kill(victim, signal.SIGKILL)
     killed_at = time.monotonic()
     call.join()
-    (response, _), = out
+    ((response, _),) = out
     back_s = _first_success_after(url, killed_at)
-    _report("gateway replica killed mid-request, plain client",
-            {"status": response.status_code, "body": response.text[:200], "retry_after": response.headers.get("retry-after"),
-             "gateway_answers_again_after_s": round(back_s, 1)})
+    _report(
+        "gateway replica killed mid-request, plain client",
+        {
+            "status": response.status_code,
+            "body": response.text[:200],
+            "retry_after": response.headers.get("retry-after"),
+            "gateway_answers_again_after_s": round(back_s, 1),
+        },
+    )
     assert response.status_code == 503, response.text
     assert response.headers["retry-after"] == "1" and response.headers.get("x-request-id")
     assert response.json()["error"]["type"] == "overloaded"

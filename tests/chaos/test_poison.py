@@ -6,6 +6,7 @@ same deployment all succeeds.
 
 Prove it can fail: make ``Quarantine.died`` never hold an input and the poison answers 503 every
 time, each repeat takes seconds (it kills replicas), and normal traffic gets 503s."""
+
 from __future__ import annotations
 
 import threading
@@ -43,8 +44,12 @@ def _wait_replicas(want: int, limit_s: float = 90) -> set[str]:
 def poison_url(ray_cluster):
     vision, audio = stub_models("PoisonQuiet", modalities=("image", "audio"))
     text = crash_on_poison(name=TEXT, replicas=2)
-    args = GatewayArgs(num_cpus=0, max_ongoing_requests=32, autoscaling=Autoscaling(min_replicas=1, max_replicas=1),
-                       settings={"max_inflight": 24, "embed_cache_size": 0, "poison_quarantine_s": 300})
+    args = GatewayArgs(
+        num_cpus=0,
+        max_ongoing_requests=32,
+        autoscaling=Autoscaling(min_replicas=1, max_replicas=1),
+        settings={"max_inflight": 24, "embed_cache_size": 0, "poison_quarantine_s": 300},
+    )
     serve.run(stub_gateway(vision, text, audio, args, name="PoisonGateway"), name=APP, route_prefix=f"/{APP}")
     _wait_replicas(2)
     yield f"http://127.0.0.1:{ray_cluster['port']}/{APP}"
@@ -57,13 +62,14 @@ class _Traffic:
 
     def __init__(self, url: str) -> None:
         self.url, self.stop, self.answers, self.lock = url, threading.Event(), [], threading.Lock()
-        self.threads = [threading.Thread(target=self._loop, args=(kind,), daemon=True)
-                        for kind in ("distinct", "same", "image")]
+        self.threads = [
+            threading.Thread(target=self._loop, args=(kind,), daemon=True)
+            for kind in ("distinct", "same", "image")
+        ]
 
     def _send(self, http: httpx.Client, kind: str, n: int) -> httpx.Response:
         if kind == "image":
-            return http.post("/v1/classify", files={"image": ("i.png", IMAGE)},
-                             data={"top_k": "1"})
+            return http.post("/v1/classify", files={"image": ("i.png", IMAGE)}, data={"top_k": "1"})
         text = f"a normal text {n}" if kind == "distinct" else "the same normal text"
         return http.post("/v1/embeddings/text", json={"texts": [text]})
 
@@ -77,7 +83,7 @@ class _Traffic:
                     self.answers.append((kind, r.status_code, r.text[:200]))
                 time.sleep(0.02)
 
-    def __enter__(self) -> "_Traffic":
+    def __enter__(self) -> _Traffic:
         for t in self.threads:
             t.start()
         return self
@@ -100,7 +106,7 @@ class _Census:
         while not self.stop.wait(0.1):
             self.seen |= _text_replicas()
 
-    def __enter__(self) -> "_Census":
+    def __enter__(self) -> _Census:
         self.thread.start()
         return self
 
@@ -127,12 +133,18 @@ def test_a_poison_request_is_quarantined_and_normal_traffic_is_unaffected(poison
         repeats = [_poison(poison_url) for _ in range(5)]
         time.sleep(2.0)
     died = census.died()
-    row = {"first": [first.status_code, round(first_s, 2)],
-           "repeats": [[r.status_code, round(s, 3)] for r, s in repeats], "replicas_died": len(died),
-           "normal": len(traffic.answers), "normal_not_200": [a for a in traffic.answers if a[1] != 200][:5]}
+    row = {
+        "first": [first.status_code, round(first_s, 2)],
+        "repeats": [[r.status_code, round(s, 3)] for r, s in repeats],
+        "replicas_died": len(died),
+        "normal": len(traffic.answers),
+        "normal_not_200": [a for a in traffic.answers if a[1] != 200][:5],
+    }
     print(f"\nPOISON {row}")
     assert first.status_code == 422 and first.json()["error"]["type"] == "poison_request", first.text
-    assert all(r.status_code == 422 and r.json()["error"]["type"] == "poison_request" for r, _ in repeats), row
+    assert all(r.status_code == 422 and r.json()["error"]["type"] == "poison_request" for r, _ in repeats), (
+        row
+    )
     # Refused without being sent: had a repeat reached a replica, that replica would have died.
     assert _text_replicas() == after_first, "a repeat of a held input reached a replica"
     assert all(s < 2.0 for _, s in repeats), row  # no wait for a replica (loaded 2-core box: not 0.1 s)

@@ -10,6 +10,7 @@ Run it with the environment the head got (token auth, ``RAY_ENABLE_WINDOWS_OR_OS
 ``graphs.local_ray.client_env``). It imports only Ray, so it runs where mmserve cannot be
 imported; SIGTERM or SIGINT stops the node and every process it started, as ``--block`` does.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,9 @@ import threading
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--address", required=True, help="the head's GCS, host:port")
     parser.add_argument("--num-cpus", type=float, default=1)
     parser.add_argument("--num-gpus", type=float, default=0)
@@ -30,10 +33,18 @@ def main(argv: list[str] | None = None) -> None:
     import ray._private.node
     from ray._private.parameter import RayParams
 
-    params = RayParams(gcs_address=args.address, node_ip_address="127.0.0.1", num_cpus=args.num_cpus,
-                       num_gpus=args.num_gpus, resources=args.resources, node_manager_port=0,
-                       min_worker_port=0, max_worker_port=0, include_log_monitor=False,
-                       dashboard_agent_listen_port=args.dashboard_agent_listen_port)
+    params = RayParams(
+        gcs_address=args.address,
+        node_ip_address="127.0.0.1",
+        num_cpus=args.num_cpus,
+        num_gpus=args.num_gpus,
+        resources=args.resources,
+        node_manager_port=0,
+        min_worker_port=0,
+        max_worker_port=0,
+        include_log_monitor=False,
+        dashboard_agent_listen_port=args.dashboard_agent_listen_port,
+    )
     node = ray._private.node.Node(params, head=False, shutdown_at_exit=True, spawn_reaper=True)
     print(f"raylet {node.node_id} joined {args.address} at 127.0.0.1", flush=True)
     stop = threading.Event()

@@ -8,6 +8,7 @@ behind the real Gateway, configured through the real ``DeploymentArgs``.
 
 The tests run in order on one cluster: placement, autoscaling, node loss, drain.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,11 +23,11 @@ import pytest
 import ray
 from ray import serve
 
+from clients.client import Client
 from config.args import Autoscaling, DeploymentArgs, GatewayArgs, SearchArgs
 from deployments.search import SearchIndex
 from graphs import local_ray
 from tests.assets import free_port
-from clients.client import Client
 from tests.chaos.load import Load, png
 from tests.milvus_server import TOKEN, milvus_server
 from tests.serve_state import replicas
@@ -49,8 +50,14 @@ def _fixed(n: int) -> Autoscaling:
 
 
 def _model_args(modality: str, **overrides) -> DeploymentArgs:
-    options = {"num_cpus": 0, "num_gpus": GPUS[modality], "max_ongoing_requests": 8,
-               "graceful_shutdown_wait_loop_s": 0.2, "autoscaling": _fixed(1), **overrides}
+    options = {
+        "num_cpus": 0,
+        "num_gpus": GPUS[modality],
+        "max_ongoing_requests": 8,
+        "graceful_shutdown_wait_loop_s": 0.2,
+        "autoscaling": _fixed(1),
+        **overrides,
+    }
     return DeploymentArgs(**options)
 
 
@@ -58,8 +65,17 @@ def _model_args(modality: str, **overrides) -> DeploymentArgs:
 # replicas on load, at most one per node.
 PLACED = {
     "image": _model_args("image", autoscaling=_fixed(2)),
-    "text": _model_args("text", max_replicas_per_node=1, autoscaling=Autoscaling(
-        min_replicas=1, max_replicas=2, target_ongoing_requests=1, upscale_delay_s=1, downscale_delay_s=600)),
+    "text": _model_args(
+        "text",
+        max_replicas_per_node=1,
+        autoscaling=Autoscaling(
+            min_replicas=1,
+            max_replicas=2,
+            target_ongoing_requests=1,
+            upscale_delay_s=1,
+            downscale_delay_s=600,
+        ),
+    ),
     "audio": _model_args("audio", resources={"speech": 0.5}),
 }
 # Node loss and drain: every modality on both GPU nodes (0.875 GPU per node).
@@ -68,20 +84,35 @@ REDUNDANT = {m: _model_args(m, autoscaling=_fixed(2), max_replicas_per_node=1) f
 
 def _deploy(models: dict[str, DeploymentArgs], *, search: SearchArgs | None = None) -> None:
     bound = {m: stub_model(m, args, name=NAMES[m], delay_s=DELAY_S[m]) for m, args in models.items()}
-    gateway = GatewayArgs(num_cpus=0, resources={"head": 0.01}, autoscaling=_fixed(1),
-                          settings={"max_inflight": 48, "embed_cache_size": 0})
-    optional = {} if search is None else {
-        "search": SearchIndex.options(**search.serve_options()).bind(search.uri, search.token)}
-    serve.run(stub_gateway(bound["image"], bound["text"], bound["audio"], gateway, name="Gateway", **optional),
-              name=APP, route_prefix=f"/{APP}")
+    gateway = GatewayArgs(
+        num_cpus=0,
+        resources={"head": 0.01},
+        autoscaling=_fixed(1),
+        settings={"max_inflight": 48, "embed_cache_size": 0},
+    )
+    optional = (
+        {}
+        if search is None
+        else {"search": SearchIndex.options(**search.serve_options()).bind(search.uri, search.token)}
+    )
+    serve.run(
+        stub_gateway(bound["image"], bound["text"], bound["audio"], gateway, name="Gateway", **optional),
+        name=APP,
+        route_prefix=f"/{APP}",
+    )
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     if ray.is_initialized():
-        pytest.fail("a Ray is already connected in this process; tests/cluster must run first (tests/conftest.py)")
+        pytest.fail(
+            "a Ray is already connected in this process; tests/cluster must run first (tests/conftest.py)"
+        )
     local_ray.prepare()  # token auth and loopback, inherited by every node's processes
-    with pytest.MonkeyPatch.context() as env, milvus_server(tmp_path_factory.mktemp("milvus") / "data") as uri:
+    with (
+        pytest.MonkeyPatch.context() as env,
+        milvus_server(tmp_path_factory.mktemp("milvus") / "data") as uri,
+    ):
         for pushed_by in ("HANDLE", "REPLICA"):  # autoscaling metrics every second, not every 10 s
             env.setenv(f"RAY_SERVE_{pushed_by}_AUTOSCALING_METRIC_PUSH_INTERVAL_S", "1")
         yield from _cluster(uri)
@@ -95,16 +126,24 @@ def _cluster(milvus_uri: str):
     try:
         head = nodes.add_node(node_ip_address=local_ray.LOOPBACK, include_dashboard=False, **HEAD)
         session_dir = head.get_session_dir_path()
-        workers = {"gpu-a": nodes.add_node(node_ip_address=local_ray.LOOPBACK, **GPU_NODE),
-                   "gpu-b": nodes.add_node(node_ip_address=local_ray.LOOPBACK, **SPEECH_NODE)}
+        workers = {
+            "gpu-a": nodes.add_node(node_ip_address=local_ray.LOOPBACK, **GPU_NODE),
+            "gpu-b": nodes.add_node(node_ip_address=local_ray.LOOPBACK, **SPEECH_NODE),
+        }
         nodes.wait_for_nodes()
         local_ray.connect(nodes.address, log_to_driver=False)
         assert ray.get_runtime_context().get_node_id() == head.node_id  # the driver is on the head
         port = free_port()
         serve.start(proxy_location="HeadOnly", http_options={"host": local_ray.LOOPBACK, "port": port})
         names = {head.node_id: "head", **{n.node_id: name for name, n in workers.items()}}
-        yield SimpleNamespace(nodes=nodes, workers=workers, names=names, head=head, milvus_uri=milvus_uri,
-                              url=f"http://127.0.0.1:{port}/{APP}")
+        yield SimpleNamespace(
+            nodes=nodes,
+            workers=workers,
+            names=names,
+            head=head,
+            milvus_uri=milvus_uri,
+            url=f"http://127.0.0.1:{port}/{APP}",
+        )
     finally:
         if ray.is_initialized():
             serve.shutdown()
@@ -123,8 +162,10 @@ def _add_gpu_node(cluster, name: str):
 
 def _where(cluster) -> dict[str, list[str]]:
     """Each deployment's replicas, by the name of the node each runs on."""
-    return {d: sorted(cluster.names.get(r.node_id, r.node_id) for r in replicas(APP, d))
-            for d in (*NAMES.values(), "Gateway")}
+    return {
+        d: sorted(cluster.names.get(r.node_id, r.node_id) for r in replicas(APP, d))
+        for d in (*NAMES.values(), "Gateway")
+    }
 
 
 def _running(deployment: str) -> dict[str, int]:
@@ -136,15 +177,19 @@ def _report(name: str, row: dict) -> None:
     print(f"\nCLUSTER {name}: {json.dumps(row)}")
 
 
-def _wait_healthy(cluster, *, replicas_each: int, avoid: str | None = None, limit_s: float = RECOVERY_LIMIT_S) -> float:
+def _wait_healthy(
+    cluster, *, replicas_each: int, avoid: str | None = None, limit_s: float = RECOVERY_LIMIT_S
+) -> float:
     """Seconds until every model deployment runs ``replicas_each`` replicas (none on ``avoid``) and
     the app is RUNNING."""
     started = time.monotonic()
     while True:
         where = _where(cluster)
-        if (serve.status().applications[APP].status == "RUNNING"
-                and all(_running(d) == {"RUNNING": replicas_each} for d in NAMES.values())
-                and all(len(where[d]) == replicas_each and avoid not in where[d] for d in NAMES.values())):
+        if (
+            serve.status().applications[APP].status == "RUNNING"
+            and all(_running(d) == {"RUNNING": replicas_each} for d in NAMES.values())
+            and all(len(where[d]) == replicas_each and avoid not in where[d] for d in NAMES.values())
+        ):
             return round(time.monotonic() - started, 1)
         assert time.monotonic() - started < limit_s, f"not healthy after {limit_s}s: {where}"
         time.sleep(0.25)
@@ -158,9 +203,15 @@ def _accounted(tally) -> None:
 
 def _gpus_in_use(cluster) -> dict[str, float]:
     """GPU each node has handed out, as Ray's resource accounting reports it."""
-    total, free = ray._private.state.total_resources_per_node(), ray._private.state.available_resources_per_node()
-    return {cluster.names[n]: round(r.get("GPU", 0) - free.get(n, {}).get("GPU", 0), 3)
-            for n, r in total.items() if r.get("GPU")}
+    total, free = (
+        ray._private.state.total_resources_per_node(),
+        ray._private.state.available_resources_per_node(),
+    )
+    return {
+        cluster.names[n]: round(r.get("GPU", 0) - free.get(n, {}).get("GPU", 0), 3)
+        for n, r in total.items()
+        if r.get("GPU")
+    }
 
 
 # ---- placement -----------------------------------------------------------------------------------
@@ -180,7 +231,9 @@ def test_each_modality_lands_where_its_resources_say(cluster):
     assert len(where["VisionEncoder"]) == 2 and len(where["TextEncoder"]) == 1, where
     # 2 x 0.25 + 0.125 + 0.5 = 1.125 GPU: more than one node holds, so both GPU nodes are used
     assert set(demand) == {"gpu-a", "gpu-b"} and max(demand.values()) <= 1.0, demand
-    assert used == dict(demand), f"Ray's GPU accounting {used} differs from the replicas' requests {dict(demand)}"
+    assert used == dict(demand), (
+        f"Ray's GPU accounting {used} differs from the replicas' requests {dict(demand)}"
+    )
 
 
 # ---- autoscaling -----------------------------------------------------------------------------------
@@ -190,14 +243,19 @@ def test_text_load_adds_a_text_replica_on_the_other_node_only(cluster):
     started = time.monotonic()
     with Load(cluster.url, kinds=("text",), workers=6, timeout_s=20, limit_s=120) as load:
         while _running("TextEncoder") != {"RUNNING": 2}:
-            assert time.monotonic() - started < 60, f"TextEncoder did not scale out: {_running('TextEncoder')}"
+            assert time.monotonic() - started < 60, (
+                f"TextEncoder did not scale out: {_running('TextEncoder')}"
+            )
             time.sleep(0.25)
         scaled_s = round(time.monotonic() - started, 1)
         time.sleep(1)
         tally = load.stop()
     after = {d: replicas(APP, d) for d in before}
     added = [r for r in after["TextEncoder"] if r not in before["TextEncoder"]]
-    _report("autoscaling text 1 -> 2", {**tally.row(), "scaled_out_after_s": scaled_s, "replicas": _where(cluster)})
+    _report(
+        "autoscaling text 1 -> 2",
+        {**tally.row(), "scaled_out_after_s": scaled_s, "replicas": _where(cluster)},
+    )
     assert len(added) == 1 and added[0].node_id != first_text_node, _where(cluster)  # max_replicas_per_node=1
     assert cluster.names[added[0].node_id] in ("gpu-a", "gpu-b")
     for deployment in ("VisionEncoder", "AudioModel", "Gateway"):
@@ -210,12 +268,15 @@ def test_two_search_replicas_on_two_nodes_share_one_milvus_server(cluster):
     """With a server URI SearchIndex scales out: an index created and filled through whichever
     replica answered is found by every query, whichever replica answers it."""
     serve.delete(APP)
-    search = SearchArgs(uri=cluster.milvus_uri, token=TOKEN, num_cpus=0, autoscaling=_fixed(2),
-                        max_replicas_per_node=1)
+    search = SearchArgs(
+        uri=cluster.milvus_uri, token=TOKEN, num_cpus=0, autoscaling=_fixed(2), max_replicas_per_node=1
+    )
     _deploy(REDUNDANT, search=search)
     where = _where(cluster)
     search_nodes = [r.node_id for r in replicas(APP, "SearchIndex")]
-    _report("redundant app", {"replicas": where, "SearchIndex": sorted(cluster.names[n] for n in search_nodes)})
+    _report(
+        "redundant app", {"replicas": where, "SearchIndex": sorted(cluster.names[n] for n in search_nodes)}
+    )
     assert all(where[d] == ["gpu-a", "gpu-b"] for d in NAMES.values()), where
     assert len(set(search_nodes)) == 2, search_nodes
     with Client(cluster.url, timeout=30) as client:
@@ -241,9 +302,16 @@ def test_losing_a_node_under_load_fails_no_request(cluster):
         time.sleep(2)
         tally = load.stop()
     where = _where(cluster)
-    _report("node loss (remove_node gpu-b, allow_graceful=False) under mixed load",
-            {**tally.row(), "sent_before_replacement": sent_on_one_node, "replacement_node_up_s": node_up_s,
-             "healthy_after_node_added_s": healthy_s, "replicas": where})
+    _report(
+        "node loss (remove_node gpu-b, allow_graceful=False) under mixed load",
+        {
+            **tally.row(),
+            "sent_before_replacement": sent_on_one_node,
+            "replacement_node_up_s": node_up_s,
+            "healthy_after_node_added_s": healthy_s,
+            "replicas": where,
+        },
+    )
     assert all(where[d] == ["gpu-a", "gpu-c"] for d in NAMES.values()), where
     _accounted(tally)
 
@@ -252,10 +320,21 @@ def test_losing_a_node_under_load_fails_no_request(cluster):
 def _drain(cluster, node, *, deadline_s: int) -> None:
     """``ray drain-node`` as an operator (or KubeRay, before it deletes a pod) runs it."""
     done = subprocess.run(
-        [sys.executable, "-m", "ray.scripts.scripts", "drain-node", f"--address={cluster.nodes.address}",
-         f"--node-id={node.node_id}", "--reason=DRAIN_NODE_REASON_PREEMPTION",
-         "--reason-message=mmserve drain test", f"--deadline-remaining-seconds={deadline_s}"],
-        capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "ray.scripts.scripts",
+            "drain-node",
+            f"--address={cluster.nodes.address}",
+            f"--node-id={node.node_id}",
+            "--reason=DRAIN_NODE_REASON_PREEMPTION",
+            "--reason-message=mmserve drain test",
+            f"--deadline-remaining-seconds={deadline_s}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
 
 

@@ -1,5 +1,6 @@
 """Per-modality autoscaling on a real Ray session: audio load over HTTP scales AudioModel alone, and
 it scales back under a light stream, with no request failing on the way up or down."""
+
 from __future__ import annotations
 
 import threading
@@ -16,13 +17,21 @@ from tests.conftest import TEST_ARGS
 pytestmark = pytest.mark.slow
 
 APP = "scale"
-SCALING = {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1,
-           "upscale_delay_s": 1, "downscale_delay_s": 5}
+SCALING = {
+    "min_replicas": 1,
+    "max_replicas": 2,
+    "target_ongoing_requests": 1,
+    "upscale_delay_s": 1,
+    "downscale_delay_s": 5,
+}
 SCALE_ARGS = {
     **TEST_ARGS,
     "vision": {**TEST_ARGS["vision"], "autoscaling": SCALING},
-    "audio": {**TEST_ARGS["audio"], "autoscaling": SCALING,
-              "model": {"model": "whisper-tiny.en", "cpu_threads": 1}},
+    "audio": {
+        **TEST_ARGS["audio"],
+        "autoscaling": SCALING,
+        "model": {"model": "whisper-tiny.en", "cpu_threads": 1},
+    },
 }
 HEAVY_WORKERS = 4
 SCALE_UP_TIMEOUT_S = 150
@@ -56,8 +65,9 @@ class _Traffic:
             while self._running(stop):
                 files = {"file": ("speech.wav", self.wav, "audio/wav")}
                 try:
-                    r = session.post(self.url, files=files, data={"response_format": "json"},
-                                     timeout=REQUEST_TIMEOUT_S)
+                    r = session.post(
+                        self.url, files=files, data={"response_format": "json"}, timeout=REQUEST_TIMEOUT_S
+                    )
                     ok = r.status_code == 200 and bool(r.json().get("text", "").strip())
                     outcome = (r.status_code, "" if ok else r.text[:300])
                 except Exception as exc:  # noqa: BLE001 - every failure is reported by the test
@@ -103,8 +113,11 @@ def test_audio_load_scales_audio_only_and_back(ray_cluster):
     def trail() -> str:
         return "\n".join(f"  t={t:5.1f}s audio={a} vision={v}" for t, a, v in history[-15:])
 
-    traffic = _Traffic(f"http://127.0.0.1:{ray_cluster['port']}/{APP}/v1/audio/transcriptions", wav,
-                       hard_stop_s=SCALE_UP_TIMEOUT_S + SCALE_DOWN_TIMEOUT_S + 30)
+    traffic = _Traffic(
+        f"http://127.0.0.1:{ray_cluster['port']}/{APP}/v1/audio/transcriptions",
+        wav,
+        hard_stop_s=SCALE_UP_TIMEOUT_S + SCALE_DOWN_TIMEOUT_S + 30,
+    )
     try:
         audio, vision = poll()
         assert audio == {"RUNNING": 1} and vision == {"RUNNING": 1}, trail()
@@ -117,7 +130,8 @@ def test_audio_load_scales_audio_only_and_back(ray_cluster):
         while audio.get("RUNNING", 0) < 2:
             assert time.monotonic() < deadline, (
                 f"AudioModel did not reach 2 RUNNING replicas within {SCALE_UP_TIMEOUT_S}s of audio load "
-                f"({traffic.count()} requests done, failures: {traffic.failures()[:3]}):\n{trail()}")
+                f"({traffic.count()} requests done, failures: {traffic.failures()[:3]}):\n{trail()}"
+            )
             time.sleep(0.5)
             audio, vision = poll()
         scaled_up = time.monotonic()
@@ -131,7 +145,8 @@ def test_audio_load_scales_audio_only_and_back(ray_cluster):
         deadline = heavy_done + SCALE_DOWN_TIMEOUT_S
         while audio != {"RUNNING": 1}:
             assert time.monotonic() < deadline, (
-                f"AudioModel did not scale back to 1 replica within {SCALE_DOWN_TIMEOUT_S}s of light load:\n{trail()}")
+                f"AudioModel did not scale back to 1 replica within {SCALE_DOWN_TIMEOUT_S}s of light load:\n{trail()}"
+            )
             time.sleep(0.5)
             audio, vision = poll()
         scaled_down = time.monotonic()
@@ -152,6 +167,8 @@ def test_audio_load_scales_audio_only_and_back(ray_cluster):
     assert not failures, f"{len(failures)} of {traffic.count()} requests failed, e.g. {failures[:5]}"
     light = traffic.count("light")
     assert light >= 3, f"the light stream completed only {light} requests"
-    print(f"\nautoscaling: deploy {deployed - started:.1f}s, scale-up {scaled_up - deployed:.1f}s, "
-          f"scale-down {scaled_down - heavy_done:.1f}s after heavy load stopped; "
-          f"{traffic.count()} requests ({light} light), none failed")
+    print(
+        f"\nautoscaling: deploy {deployed - started:.1f}s, scale-up {scaled_up - deployed:.1f}s, "
+        f"scale-down {scaled_down - heavy_done:.1f}s after heavy load stopped; "
+        f"{traffic.count()} requests ({light} light), none failed"
+    )

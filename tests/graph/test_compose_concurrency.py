@@ -1,14 +1,15 @@
 """Compose through real Ray with slowed backends: independent branches overlap, dependent ones chain."""
+
 import time
 
 import httpx
 import pytest
 from ray import serve
 
+from api.schemas import encode_media
 from deployments.gateway.ingress import Gateway
 from tests.assets import photo, speech
 from tests.stub_backends import stub_models
-from api.schemas import encode_media
 
 DELAY = 1.0
 
@@ -17,7 +18,8 @@ DELAY = 1.0
 def slow_url(ray_cluster):
     vision, text, audio = stub_models("Slow", delay_s=DELAY)
     app = Gateway.options(name="SlowGateway", ray_actor_options={"num_cpus": 0}).bind(
-        vision, text, audio, {"embed_cache_size": 0})
+        vision, text, audio, {"embed_cache_size": 0}
+    )
     serve.run(app, name="slow", route_prefix="/slow")
     yield f"http://127.0.0.1:{ray_cluster['port']}/slow"
     serve.delete("slow")
@@ -31,7 +33,11 @@ def _compose(url: str, tasks: list[dict], **inputs) -> tuple[dict, float]:
 
 
 def test_independent_branches_take_the_slowest_branch_not_the_sum(slow_url):
-    inputs = {"image": encode_media(photo("chelsea")), "text": "a cat", "audio": encode_media(speech("hello"))}
+    inputs = {
+        "image": encode_media(photo("chelsea")),
+        "text": "a cat",
+        "audio": encode_media(speech("hello")),
+    }
     tasks = [{"type": "classify"}, {"type": "embed", "modality": "text"}, {"type": "transcribe"}]
     _compose(slow_url, tasks, **inputs)  # warm the handles
     body, wall = _compose(slow_url, tasks, **inputs)

@@ -5,6 +5,7 @@ without the token is refused.
 
 Everything here reads the socket table or connects to 127.0.0.1; nothing connects elsewhere.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -28,7 +29,12 @@ from tests.assets import free_port
 pytestmark = pytest.mark.slow
 
 # What a shell or the old Makefile may have set; the launcher must not depend on (or obey) them.
-RAY_PRIVACY_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+RAY_PRIVACY_ENV = (
+    "RAY_AUTH_MODE",
+    "RAY_AUTH_TOKEN",
+    "RAY_AUTH_TOKEN_PATH",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER",
+)
 
 
 @dataclass(frozen=True)
@@ -85,8 +91,11 @@ def replica_grpc_status(port: int, token: str | None) -> grpc.StatusCode:
     the token."""
     metadata = [("authorization", f"Bearer {token}")] if token else []
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        call = channel.unary_unary("/ray.serve.ASGIService/HandleRequest",
-                                   request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        call = channel.unary_unary(
+            "/ray.serve.ASGIService/HandleRequest",
+            request_serializer=lambda b: b,
+            response_deserializer=lambda b: b,
+        )
         try:
             call(b"", metadata=metadata, timeout=20)
         except grpc.RpcError as exc:
@@ -99,8 +108,13 @@ def replica_grpc_ports(found: list[Listener]) -> list[int]:
     graphs/loopback_grpc.py moves them to 127.0.0.1): the replica ports that, given the token, serve
     that service (a replica's other port, its core worker's, does not know it)."""
     token = local_ray.read_token()
-    return [s.port for s in found if "ServeReplica" in s.process and replica_grpc_status(s.port, token)
-            not in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.UNIMPLEMENTED)]
+    return [
+        s.port
+        for s in found
+        if "ServeReplica" in s.process
+        and replica_grpc_status(s.port, token)
+        not in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.UNIMPLEMENTED)
+    ]
 
 
 def assert_replica_grpc_wants_the_token(found: list[Listener]) -> None:
@@ -136,15 +150,23 @@ def run_driver(address: str, tmp_path: Path, **env: str) -> subprocess.Completed
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
     base = {k: v for k, v in os.environ.items() if k not in RAY_PRIVACY_ENV}
-    full = {**base, "HOME": str(home), "RAY_gcs_server_port_wait_time_s": "3",
-            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", **env}
-    return subprocess.run([sys.executable, "-c", DRIVER, address], env=full, capture_output=True, text=True,
-                          timeout=120)
+    full = {
+        **base,
+        "HOME": str(home),
+        "RAY_gcs_server_port_wait_time_s": "3",
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-c", DRIVER, address], env=full, capture_output=True, text=True, timeout=120
+    )
 
 
 def assert_token_guards(address: str, tmp_path: Path) -> None:
-    for env in ({"RAY_AUTH_MODE": "disabled"},  # an attacker's plain `ray.init(address=...)`
-                {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64}):  # a guessed token
+    for env in (
+        {"RAY_AUTH_MODE": "disabled"},  # an attacker's plain `ray.init(address=...)`
+        {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64},
+    ):  # a guessed token
         refused = run_driver(address, tmp_path, **env)
         assert refused.returncode != 0 and "ran in pid" not in refused.stdout, env
         assert "Authentication token is missing or incorrect" in refused.stderr, refused.stderr[-3000:]
@@ -169,15 +191,22 @@ def launched(tmp_path_factory):
     env = {**{k: v for k, v in os.environ.items() if k not in RAY_PRIVACY_ENV}, "RAY_AUTH_MODE": "disabled"}
     log = tmp / "launch.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "graphs.launch", str(path), "--metrics-port",
-                                 str(metrics_port)], stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "graphs.launch", str(path), "--metrics-port", str(metrics_port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     try:
         deadline = time.monotonic() + 300
         while "mmserve is serving" not in log.read_text():
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(1)
-        yield {"pid": proc.pid, "http": (config["http_options"]["host"], config["http_options"]["port"]),
-               "metrics_port": metrics_port}
+        yield {
+            "pid": proc.pid,
+            "http": (config["http_options"]["host"], config["http_options"]["port"]),
+            "metrics_port": metrics_port,
+        }
     finally:
         proc.send_signal(signal.SIGINT)  # the launcher stops Serve and Ray and removes its session dir
         try:

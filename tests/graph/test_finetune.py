@@ -1,6 +1,7 @@
 """tools.finetune on the session's local Ray (tests/conftest.py ray_cluster): 2 DDP workers on the demo caption set (features cached first).
 The CLIP family is plumbing only: a tiny *random* CLIP (tests/checkpoints.py) trains a few steps through the
 same trainer; nothing is claimed about the quality of a CLIP fine-tune (no CLIP weights offline)."""
+
 import math
 import shutil
 import time
@@ -8,10 +9,9 @@ import time
 import pytest
 import torch
 
-from tools import demo_captions
 from models import adapter
-from tools import finetune
 from tests import checkpoints
+from tools import demo_captions, finetune
 
 pytestmark = pytest.mark.slow
 
@@ -28,16 +28,27 @@ def caption_set(caption_manifest):
     encoders = adapter.FrozenEncoders.load_packaged()  # features cached before Ray starts
     pairs = adapter.read_manifest(manifest)
     for split in adapter.SPLITS:
-        adapter.cached_features(pairs, split, encoders_fn=lambda: encoders, cache_dir=root / "cache",
-                                fingerprint=finetune.FINGERPRINT)
+        adapter.cached_features(
+            pairs,
+            split,
+            encoders_fn=lambda: encoders,
+            cache_dir=root / "cache",
+            fingerprint=finetune.FINGERPRINT,
+        )
     return root, manifest
 
 
 def test_two_workers_train_and_beat_conse(caption_set, ray_cluster, tmp_path):
     root, manifest = caption_set
     started = time.monotonic()
-    meta = finetune.finetune(manifest, tmp_path / "ckpt", workers=2, cache_dir=root / "cache",
-                             storage=tmp_path / "runs", train=adapter.TrainConfig(epochs=8, batch_size=32))
+    meta = finetune.finetune(
+        manifest,
+        tmp_path / "ckpt",
+        workers=2,
+        cache_dir=root / "cache",
+        storage=tmp_path / "runs",
+        train=adapter.TrainConfig(epochs=8, batch_size=32),
+    )
     elapsed = time.monotonic() - started
     losses = [r["loss"] for r in meta["history"]]
     assert len(losses) == 8 and losses[-1] < losses[0], losses
@@ -50,9 +61,15 @@ def test_two_workers_train_and_beat_conse(caption_set, ray_cluster, tmp_path):
 
 def test_a_worker_killed_mid_run_resumes_from_the_last_checkpoint(caption_set, ray_cluster, tmp_path):
     root, manifest = caption_set
-    meta = finetune.finetune(manifest, tmp_path / "ckpt", workers=2, cache_dir=root / "cache",
-                             storage=tmp_path / "runs", train=adapter.TrainConfig(epochs=5, batch_size=32),
-                             fail_at_epoch=2)
+    meta = finetune.finetune(
+        manifest,
+        tmp_path / "ckpt",
+        workers=2,
+        cache_dir=root / "cache",
+        storage=tmp_path / "runs",
+        train=adapter.TrainConfig(epochs=5, batch_size=32),
+        fail_at_epoch=2,
+    )
     assert meta["resumed_from"] is not None and meta["resumed_from"] <= 2, meta["history"]
     assert [r["epoch"] for r in meta["history"]] == list(range(5))  # resumed, not restarted from epoch 0
     assert (tmp_path / "ckpt" / adapter.WEIGHTS_FILE).is_file()
@@ -68,9 +85,16 @@ def tiny_clip(tmp_path_factory):
 
 def _clip_finetune(caption_manifest, tiny_clip, tmp_path, *, lock_image: bool):
     _, manifest = caption_manifest
-    meta = finetune.finetune(manifest, tmp_path / "clip", workers=2, storage=tmp_path / "runs", family="clip",
-                             base=str(tiny_clip[0]), lock_image=lock_image,
-                             train=adapter.TrainConfig(epochs=2, batch_size=32))
+    meta = finetune.finetune(
+        manifest,
+        tmp_path / "clip",
+        workers=2,
+        storage=tmp_path / "runs",
+        family="clip",
+        base=str(tiny_clip[0]),
+        lock_image=lock_image,
+        train=adapter.TrainConfig(epochs=2, batch_size=32),
+    )
     shutil.rmtree(tmp_path / "runs", ignore_errors=True)
     return meta, tmp_path / "clip"
 
@@ -82,8 +106,9 @@ def _params(model, prefixes: tuple[str, ...]) -> dict:
     return {k: v for k, v in model.state_dict().items() if k.startswith(prefixes)}
 
 
-def test_a_tiny_random_clip_trains_through_the_same_trainer_and_loads_as_a_clip(caption_manifest, tiny_clip,
-                                                                                ray_cluster, tmp_path):
+def test_a_tiny_random_clip_trains_through_the_same_trainer_and_loads_as_a_clip(
+    caption_manifest, tiny_clip, ray_cluster, tmp_path
+):
     from transformers import CLIPModel
 
     from models.media import decode_image
@@ -97,9 +122,14 @@ def test_a_tiny_random_clip_trains_through_the_same_trainer_and_loads_as_a_clip(
     # the production CLIP loaders: both towers from the saved directory, one space, one dimension
     text_spec = TextModelSpec(kind="clip", path=str(out))
     text = load_text(text_spec)
-    image = load_embedder(VisionModelSpec(embedder="clip", embedder_path=str(out)), text_spec, classifier=None)
+    image = load_embedder(
+        VisionModelSpec(embedder="clip", embedder_path=str(out)), text_spec, classifier=None
+    )
     photo = decode_image(next((caption_manifest[0] / "images").rglob("*.jpg")).read_bytes())
-    image_vec, text_vec = image.embed(image.preprocess(photo)[None]), text.embed(["the temple above the river"])
+    image_vec, text_vec = (
+        image.embed(image.preprocess(photo)[None]),
+        text.embed(["the temple above the river"]),
+    )
     assert image_vec.shape == text_vec.shape == (1, 16) and image.space == text.space
     base_vision = _params(tiny_clip[1], VISION)  # full fine-tuning moved the image tower too
     trained = _params(CLIPModel.from_pretrained(str(out)), VISION)

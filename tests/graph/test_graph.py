@@ -1,4 +1,5 @@
 """The graph on a real Ray session: batching, handles, placement and the resource guard."""
+
 import asyncio
 import time
 
@@ -61,7 +62,9 @@ def test_vision_classify_and_embed_through_handles(served):
 
 def test_audio_transcribe_through_handle(served):
     audio = _handle("AudioModel")
-    result = audio.transcribe.remote(decode_audio(assets.speech(assets.EN_SENTENCE)), {"task": "transcribe"}).result()
+    result = audio.transcribe.remote(
+        decode_audio(assets.speech(assets.EN_SENTENCE)), {"task": "transcribe"}
+    ).result()
     assert assets.wer(assets.EN_SENTENCE, result["text"]) <= 0.3, result["text"]
 
 
@@ -71,7 +74,9 @@ def test_concurrent_short_transcriptions_are_batched(served):
     before = audio.batch_stats.remote().result().get("transcribe", {})
 
     async def burst():
-        return await asyncio.gather(*(audio.transcribe.remote(clip, {"task": "transcribe"}) for _ in range(6)))
+        return await asyncio.gather(
+            *(audio.transcribe.remote(clip, {"task": "transcribe"}) for _ in range(6))
+        )
 
     results = asyncio.run(burst())
     assert all("hello" in r["text"].lower() for r in results), [r["text"] for r in results]
@@ -99,7 +104,9 @@ def test_fractional_gpu_placement(served):
             assert info.placement["resources"].get("GPU") == fraction
             assert info.placement["gpu_ids"] == ["0"] and info.device == "cpu"
         cat = decode_image(assets.photo("chelsea"))
-        assert "cat" in " ".join(p["label"] for p in _handle("VisionEncoder", "gpu").classify.remote(cat, 5).result())
+        assert "cat" in " ".join(
+            p["label"] for p in _handle("VisionEncoder", "gpu").classify.remote(cat, 5).result()
+        )
         speech = decode_audio(assets.speech(assets.EN_SENTENCE))
         text = _handle("AudioModel", "gpu").transcribe.remote(speech, {"task": "transcribe"}).result()["text"]
         assert assets.wer(assets.EN_SENTENCE, text) <= 0.3, text
@@ -108,11 +115,17 @@ def test_fractional_gpu_placement(served):
         serve.delete("gpu")
 
 
-@pytest.mark.parametrize("override, names", [
-    ({"vision": {"num_gpus": 2}}, ["VisionEncoder", "GPU"]),
-    ({"text": {"resources": {"TPU": 1}}}, ["TextEncoder", "TPU"]),
-    ({"audio": {"num_gpus": 0.5, "autoscaling": {"min_replicas": 3, "max_replicas": 3}}}, ["AudioModel", "GPU"]),
-])
+@pytest.mark.parametrize(
+    "override, names",
+    [
+        ({"vision": {"num_gpus": 2}}, ["VisionEncoder", "GPU"]),
+        ({"text": {"resources": {"TPU": 1}}}, ["TextEncoder", "TPU"]),
+        (
+            {"audio": {"num_gpus": 0.5, "autoscaling": {"min_replicas": 3, "max_replicas": 3}}},
+            ["AudioModel", "GPU"],
+        ),
+    ],
+)
 def test_unsatisfiable_resources_fail_fast(ray_cluster, override, names):
     started = time.monotonic()
     with pytest.raises(guard.UnschedulableError) as err:

@@ -1,4 +1,5 @@
 """The embedded launcher refuses an unschedulable config file quickly, with a message."""
+
 import subprocess
 import sys
 import time
@@ -15,8 +16,9 @@ def test_launcher_fails_fast_on_missing_gpu(tmp_path):
     path = tmp_path / "gpu.yaml"
     path.write_text(yaml.safe_dump(config))
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "graphs.launch", str(path)], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "graphs.launch", str(path)], capture_output=True, text=True, timeout=120
+    )
     elapsed = time.monotonic() - started
     assert done.returncode == 2, done.stderr[-2000:]
     assert "deployment 'VisionEncoder' asks for GPU=1" in done.stderr

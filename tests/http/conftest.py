@@ -1,4 +1,5 @@
 """Fixtures of the HTTP tests: the mmserve client against the session's served app."""
+
 import pytest
 
 from clients.client import Client

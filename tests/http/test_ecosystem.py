@@ -1,4 +1,5 @@
 """The ecosystem's conventions: the official openai client, OpenAPI, schemathesis, our CLI and async client."""
+
 import asyncio
 import base64
 import json
@@ -46,28 +47,40 @@ def test_openai_transcribes_wav(openai_client, files):
 def test_openai_transcription_word_timestamps(openai_client, files):
     """The official client sends timestamp_granularities[] parts; with 'word', verbose_json has words."""
     with open(files["en"], "rb") as f:
-        result = openai_client.audio.transcriptions.create(model="whisper-1", file=f, response_format="verbose_json",
-                                                           timestamp_granularities=["word", "segment"])
+        result = openai_client.audio.transcriptions.create(
+            model="whisper-1",
+            file=f,
+            response_format="verbose_json",
+            timestamp_granularities=["word", "segment"],
+        )
     words = result.words
     assert assets.wer(assets.EN_SENTENCE, " ".join(w.word for w in words)) <= 0.3, words
     assert all(0 <= w.start <= w.end <= result.duration + 0.05 for w in words) and result.segments
     with open(files["en"], "rb") as f:
-        plain = openai_client.audio.transcriptions.create(model="whisper-1", file=f, response_format="verbose_json")
+        plain = openai_client.audio.transcriptions.create(
+            model="whisper-1", file=f, response_format="verbose_json"
+        )
     assert getattr(plain, "words", None) is None
 
 
 def test_openai_translates_wav(openai_client, files):
     with open(files["de"], "rb") as f:
         result = openai_client.audio.translations.create(model="whisper-1", file=f)
-    assert {"morning", "weather", "coffee"} & set(result.text.lower().replace(",", " ").replace(".", " ").split())
+    assert {"morning", "weather", "coffee"} & set(
+        result.text.lower().replace(",", " ").replace(".", " ").split()
+    )
 
 
 def test_openai_text_and_image_embeddings(openai_client):
     models = {m.id for m in openai_client.models.list()}
     assert {"all-MiniLM-L6-v2", "conse-efficientnet-lite0"} <= models
-    text = openai_client.embeddings.create(model="all-MiniLM-L6-v2", input=["a cat", "a car"])  # base64 on the wire
+    text = openai_client.embeddings.create(
+        model="all-MiniLM-L6-v2", input=["a cat", "a car"]
+    )  # base64 on the wire
     url = "data:image/jpeg;base64," + base64.b64encode(assets.photo("chelsea")).decode()
-    image = openai_client.embeddings.create(model="conse-efficientnet-lite0", input=url, encoding_format="float")
+    image = openai_client.embeddings.create(
+        model="conse-efficientnet-lite0", input=url, encoding_format="float"
+    )
     cat, car = (np.asarray(d.embedding) for d in text.data)
     img = np.asarray(image.data[0].embedding)
     assert cat.shape == img.shape == (384,)
@@ -83,25 +96,50 @@ def test_openai_embeddings_base64_matches_float(base_url):
 
 
 def test_unknown_embedding_model_is_404(base_url):
-    r = requests.post(f"{base_url}/v1/embeddings", json={"model": "text-embedding-3-small", "input": "x"}, timeout=30)
+    r = requests.post(
+        f"{base_url}/v1/embeddings", json={"model": "text-embedding-3-small", "input": "x"}, timeout=30
+    )
     assert r.status_code == 404 and r.json()["error"]["param"] == "model"
 
 
 def test_committed_openapi_is_what_is_served(base_url):
     served = requests.get(f"{base_url}/openapi.json", timeout=30).json()
-    assert served == json.loads((ROOT / "openapi.json").read_text()), "run `make openapi` and commit openapi.json"
+    assert served == json.loads((ROOT / "openapi.json").read_text()), (
+        "run `make openapi` and commit openapi.json"
+    )
 
 
 def test_schemathesis_finds_no_server_error(base_url):
     """Bounded property-based run over every route of the served spec."""
     done = subprocess.run(
-        [sys.executable, "-m", "schemathesis.cli", "--config-file", str(ROOT / "tests/http/schemathesis_vl_off.toml"),
-         "run", f"{base_url}/openapi.json", "--checks",
-         "not_a_server_error", "--max-examples", "20", "--phases", "examples,coverage,fuzzing", "--seed", "1",
-         "--request-timeout", "60", "--no-color"],
-        capture_output=True, text=True, timeout=900)
+        [
+            sys.executable,
+            "-m",
+            "schemathesis.cli",
+            "--config-file",
+            str(ROOT / "tests/http/schemathesis_vl_off.toml"),
+            "run",
+            f"{base_url}/openapi.json",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "20",
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--seed",
+            "1",
+            "--request-timeout",
+            "60",
+            "--no-color",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     failures = done.stdout.find("FAILURES")
-    assert done.returncode == 0, done.stdout[failures:failures + 3000] + done.stdout[-1500:] + done.stderr[-1500:]
+    assert done.returncode == 0, (
+        done.stdout[failures : failures + 3000] + done.stdout[-1500:] + done.stderr[-1500:]
+    )
     paths = json.loads((ROOT / "openapi.json").read_text())["paths"]
     operations = sum(len(methods) for methods in paths.values())
     assert f"Tested: {operations}" in done.stdout, done.stdout[-2000:]  # every operation was exercised
@@ -112,13 +150,21 @@ def test_cli_round_trips(base_url, files, tmp_path, capsys):
         assert cli.main(["--url", base_url, *map(str, args)]) == 0
         return capsys.readouterr().out
 
-    assert "tabby" in run("classify", files["cat"], files["coffee"]) or "tiger cat" in run("classify", files["cat"])
-    assert json.loads(run("--json", "zero-shot", files["cat"], "--labels", "cat", "dog"))[0]["labels"][0]["label"] == "cat"
+    assert "tabby" in run("classify", files["cat"], files["coffee"]) or "tiger cat" in run(
+        "classify", files["cat"]
+    )
+    assert (
+        json.loads(run("--json", "zero-shot", files["cat"], "--labels", "cat", "dog"))[0]["labels"][0][
+            "label"
+        ]
+        == "cat"
+    )
     assert "2 x 384" in run("embed", "text", "a cat", "a dog")
     assert "1 x 384" in run("embed", "image", files["cat"])
     assert "1 x 512" in run("embed", "audio", files["en"])
-    assert "'a cup of coffee'" in run("retrieval", "--images", files["coffee"], "--texts", "a cup of coffee", "a cat",
-                                     "--top-k", "1")
+    assert "'a cup of coffee'" in run(
+        "retrieval", "--images", files["coffee"], "--texts", "a cup of coffee", "a cat", "--top-k", "1"
+    )
     srt = tmp_path / "en.srt"
     run("transcribe", files["en"], "--format", "srt", "--output", srt)
     assert srt.read_text().startswith("1\n00:00:00,000 --> ")
@@ -142,8 +188,9 @@ def test_cli_reports_server_errors(base_url, files, capsys):
 def test_async_client_concurrent(base_url, files):
     async def go():
         async with AsyncClient(base_url) as client:
-            return await asyncio.gather(client.classify(files["cat"]), client.embed_text(["a cat"]),
-                                        client.transcribe(files["en"]))
+            return await asyncio.gather(
+                client.classify(files["cat"]), client.embed_text(["a cat"]), client.transcribe(files["en"])
+            )
 
     classified, text, speech = asyncio.run(go())
     assert classified.predictions and text.dim == 384 and speech.language == "en"
@@ -153,8 +200,16 @@ def test_prometheus_metrics_per_route_and_batch(base_url, ray_cluster, files):
     for _ in range(3):
         requests.post(f"{base_url}/v1/classify", files={"image": files["cat"].read_bytes()}, timeout=60)
     requests.post(f"{base_url}/v1/classify", json={"image": "@@"}, timeout=60)  # a 422
-    wanted = ['ray_mmserve_requests_total{', 'route="/v1/classify"', 'status="422"',
-              "ray_mmserve_request_latency_ms_bucket", "ray_mmserve_batch_size_bucket", 'method="classify"']
+    wanted = [
+        "ray_mmserve_requests_total{",
+        'route="/v1/classify"',
+        'status="422"',
+        "ray_mmserve_request_latency_ms_bucket",
+        "ray_mmserve_batch_size_bucket",
+        'method="classify"',
+    ]
     body = assets.scrape_metrics(ray_cluster["metrics_port"], wanted)
-    errors = [l for l in body.splitlines() if l.startswith("ray_mmserve_errors_total") and 'status="422"' in l]
+    errors = [
+        line for line in body.splitlines() if line.startswith("ray_mmserve_errors_total") and 'status="422"' in line
+    ]
     assert errors and float(errors[0].rsplit(" ", 1)[1]) >= 1

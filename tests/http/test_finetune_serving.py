@@ -4,6 +4,7 @@ TextEncoder ``user_config`` name the new checkpoint. The app (its own, at /ft) s
 space; after the rollout /v1/models reports the adapter's space, zero-shot, retrieval and spoken
 search answer in it, no replica of the app was restarted, and an index built before (ConSE space)
 refuses the new queries with the existing 400."""
+
 import time
 
 import pytest
@@ -19,7 +20,13 @@ from tests.conftest import TEST_ARGS
 from tools import demo_captions
 
 APP, PREFIX = "finetuned", "/ft"
-PHOTOS = ["chelsea", "rocket", "astronaut", "hubble_deep_field", "horse"]  # training photos of the caption set
+PHOTOS = [
+    "chelsea",
+    "rocket",
+    "astronaut",
+    "hubble_deep_field",
+    "horse",
+]  # training photos of the caption set
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +36,12 @@ def checkpoint(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("finetune")
     pairs = adapter.read_manifest(demo_captions.build(root, views=4))
     encoders = adapter.FrozenEncoders.load_packaged()
-    heads, _ = adapter.fit(encoders.features([p for p in pairs if p.split == "train"]), adapter.TrainConfig(epochs=30))
-    meta = adapter.save_checkpoint(root / "ckpt", heads, name="demo", base=encoders.describe(),
-                                   training={"epochs": 30}, metrics={})
+    heads, _ = adapter.fit(
+        encoders.features([p for p in pairs if p.split == "train"]), adapter.TrainConfig(epochs=30)
+    )
+    meta = adapter.save_checkpoint(
+        root / "ckpt", heads, name="demo", base=encoders.describe(), training={"epochs": 30}, metrics={}
+    )
     return {"path": str(root / "ckpt"), "space": meta["space"], "root": root}
 
 
@@ -77,10 +87,21 @@ def rollout(ray_cluster, checkpoint, tmp_path_factory):
         replicas = _replicas()
         cfg = AppArgs.model_validate(args)
         overrides = [
-            {"name": "VisionEncoder", "user_config": {**cfg.vision.batch.model_dump(), "model": {
-                "embedder": "adapter", "embedder_path": checkpoint["path"]}}},
-            {"name": "TextEncoder", "user_config": {**cfg.text.batch.model_dump(), "model": {
-                "kind": "adapter", "path": checkpoint["path"]}}}]
+            {
+                "name": "VisionEncoder",
+                "user_config": {
+                    **cfg.vision.batch.model_dump(),
+                    "model": {"embedder": "adapter", "embedder_path": checkpoint["path"]},
+                },
+            },
+            {
+                "name": "TextEncoder",
+                "user_config": {
+                    **cfg.text.batch.model_dump(),
+                    "model": {"kind": "adapter", "path": checkpoint["path"]},
+                },
+            },
+        ]
         swapped = time.monotonic()
         client.deploy_apps(_config(args, overrides))  # args unchanged: a lightweight update
         deadline = time.monotonic() + 120
@@ -89,14 +110,23 @@ def rollout(ray_cluster, checkpoint, tmp_path_factory):
             if after.get("image") == after.get("text") == checkpoint["space"]:
                 break
             time.sleep(1)
-        print(f"\nConSE app up and indexed in {swapped - started:.1f}s; adapter live {time.monotonic() - swapped:.1f}s later")
-        yield {"client": c, "before": before, "after": after, "replicas_before": replicas,
-               "replicas_after": _replicas()}
+        print(
+            f"\nConSE app up and indexed in {swapped - started:.1f}s; adapter live {time.monotonic() - swapped:.1f}s later"
+        )
+        yield {
+            "client": c,
+            "before": before,
+            "after": after,
+            "replicas_before": replicas,
+            "replicas_after": _replicas(),
+        }
     serve.delete(APP)
 
 
 def test_models_report_the_adapter_space_and_no_replica_restarted(rollout, checkpoint):
-    assert rollout["before"]["image"] == rollout["before"]["text"] == "text:all-MiniLM-L6-v2", rollout["before"]
+    assert rollout["before"]["image"] == rollout["before"]["text"] == "text:all-MiniLM-L6-v2", rollout[
+        "before"
+    ]
     assert rollout["after"]["image"] == rollout["after"]["text"] == checkpoint["space"], rollout["after"]
     assert checkpoint["space"].startswith("adapter:demo@")
     # the rollout reconfigured VisionEncoder and TextEncoder in place: every replica of the app is the same actor

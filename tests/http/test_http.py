@@ -1,4 +1,5 @@
 """Real HTTP against the real graph, driven by mmserve's client and by `requests`."""
+
 import base64
 import json
 
@@ -26,13 +27,15 @@ def test_ready_and_models(client):
 
 def test_classify_cat(client):
     labels = [p.label for p in client.classify(assets.photo("chelsea"), top_k=5).predictions]
-    assert any(label in {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat"} for label in labels)
+    assert any(
+        label in {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat"} for label in labels
+    )
 
 
 def test_zero_shot_picks_cat(client):
     result = client.zero_shot(assets.photo("chelsea"), ["cat", "dog", "car", "coffee", "rocket"])
     assert result.labels[0].label == "cat"
-    assert abs(sum(l.score for l in result.labels) - 1) < 1e-4
+    assert abs(sum(x.score for x in result.labels) - 1) < 1e-4
 
 
 def test_retrieval_matches_each_photo_to_its_text(client):
@@ -75,10 +78,16 @@ def test_subtitle_formats(client):
 def test_openai_style_multipart_with_requests(base_url):
     """A third-party client, the way OpenAI's transcription route is usually called."""
     files = {"file": ("speech.wav", assets.speech("hello world"), "audio/wav")}
-    r = requests.post(f"{base_url}/v1/audio/transcriptions", files=files,
-                      data={"model": "whisper-1", "response_format": "text"}, timeout=120)
+    r = requests.post(
+        f"{base_url}/v1/audio/transcriptions",
+        files=files,
+        data={"model": "whisper-1", "response_format": "text"},
+        timeout=120,
+    )
     assert r.status_code == 200 and "hello" in r.text.lower()
-    r = requests.post(f"{base_url}/v1/audio/transcriptions", files=files, data={"response_format": "json"}, timeout=120)
+    r = requests.post(
+        f"{base_url}/v1/audio/transcriptions", files=files, data={"response_format": "json"}, timeout=120
+    )
     assert set(r.json()) == {"text"}
 
 
@@ -99,23 +108,71 @@ BAD_INPUTS = [
     ("undecodable image", "/v1/classify", {"json": {"image": _b64(b"not an image at all")}}, 415, "image"),
     ("truncated image", "/v1/classify", {"json": {"image": _b64(TRUNCATED)}}, 400, "image"),
     ("decompression bomb", "/v1/classify", {"json": {"image": _b64(assets.bomb_png(6000))}}, 413, "image"),
-    ("empty labels", "/v1/zero-shot", {"json": {"image": _b64(assets.photo("chelsea")), "labels": []}}, 422, "labels"),
-    ("template without slot", "/v1/zero-shot",
-     {"json": {"image": _b64(assets.photo("chelsea")), "labels": ["cat"], "template": "cat"}}, 400, "template"),
+    (
+        "empty labels",
+        "/v1/zero-shot",
+        {"json": {"image": _b64(assets.photo("chelsea")), "labels": []}},
+        422,
+        "labels",
+    ),
+    (
+        "template without slot",
+        "/v1/zero-shot",
+        {"json": {"image": _b64(assets.photo("chelsea")), "labels": ["cat"], "template": "cat"}},
+        400,
+        "template",
+    ),
     ("missing field", "/v1/classify", {"json": {"top_k": 3}}, 422, "image"),
     ("bad base64", "/v1/classify", {"json": {"image": "@@@"}}, 400, "image"),  # as on /v1/embeddings
-    ("top_k zero", "/v1/classify", {"json": {"image": _b64(assets.photo("chelsea")), "top_k": 0}}, 422, "top_k"),
-    ("wrong content type", "/v1/classify", {"data": b"hello", "headers": {"content-type": "text/plain"}}, 415,
-     "content-type"),
-    ("invalid json", "/v1/classify", {"data": b"{nope", "headers": {"content-type": "application/json"}}, 400, None),
-    ("audio too long", "/v1/audio/transcriptions", {"files": {"file": ("t.wav", assets.tone(25))}}, 413, "file"),
-    ("undecodable audio", "/v1/audio/transcriptions", {"files": {"file": ("x.wav", b"RIFF garbage" * 50)}}, 415,
-     "file"),
-    ("unknown language", "/v1/audio/transcriptions",
-     {"files": {"file": ("s.wav", assets.speech("hi"))}, "data": {"language": "xx"}}, 400, "language"),
-    ("unknown format", "/v1/audio/transcriptions",
-     {"files": {"file": ("s.wav", assets.speech("hi"))}, "data": {"response_format": "mp3"}}, 422,
-     "response_format"),
+    (
+        "top_k zero",
+        "/v1/classify",
+        {"json": {"image": _b64(assets.photo("chelsea")), "top_k": 0}},
+        422,
+        "top_k",
+    ),
+    (
+        "wrong content type",
+        "/v1/classify",
+        {"data": b"hello", "headers": {"content-type": "text/plain"}},
+        415,
+        "content-type",
+    ),
+    (
+        "invalid json",
+        "/v1/classify",
+        {"data": b"{nope", "headers": {"content-type": "application/json"}},
+        400,
+        None,
+    ),
+    (
+        "audio too long",
+        "/v1/audio/transcriptions",
+        {"files": {"file": ("t.wav", assets.tone(25))}},
+        413,
+        "file",
+    ),
+    (
+        "undecodable audio",
+        "/v1/audio/transcriptions",
+        {"files": {"file": ("x.wav", b"RIFF garbage" * 50)}},
+        415,
+        "file",
+    ),
+    (
+        "unknown language",
+        "/v1/audio/transcriptions",
+        {"files": {"file": ("s.wav", assets.speech("hi"))}, "data": {"language": "xx"}},
+        400,
+        "language",
+    ),
+    (
+        "unknown format",
+        "/v1/audio/transcriptions",
+        {"files": {"file": ("s.wav", assets.speech("hi"))}, "data": {"response_format": "mp3"}},
+        422,
+        "response_format",
+    ),
     ("no file part", "/v1/audio/translations", {"data": {"prompt": "x"}}, 422, "file"),
     ("unknown route", "/v1/nothing-here", {"json": {}}, 404, None),
 ]
@@ -127,7 +184,9 @@ def replicas_before(served):
 
 
 @pytest.mark.parametrize("name, path, kwargs, status, param", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
-def test_bad_input_is_a_4xx_with_one_error_shape(base_url, replicas_before, name, path, kwargs, status, param):
+def test_bad_input_is_a_4xx_with_one_error_shape(
+    base_url, replicas_before, name, path, kwargs, status, param
+):
     r = requests.post(f"{base_url}{path}", timeout=60, **kwargs)
     assert r.status_code == status, r.text
     error = r.json()["error"]

@@ -1,4 +1,5 @@
 """Visual search over real HTTP: packaged photos indexed in Milvus Lite, queried by text, image and speech."""
+
 import hashlib
 import json
 
@@ -20,9 +21,11 @@ def photos() -> dict[str, bytes]:
 def gallery(client, photos) -> str:
     client.create_index("gallery")
     names = list(photos)
-    result = client.add_images("gallery", [photos[n] for n in names],
-                               metadata=[{"file": n, "source": "sklearn" if n in ("china", "flower") else "skimage"}
-                                         for n in names])
+    result = client.add_images(
+        "gallery",
+        [photos[n] for n in names],
+        metadata=[{"file": n, "source": "sklearn" if n in ("china", "flower") else "skimage"} for n in names],
+    )
     assert result.added == len(names) and result.already_present == 0
     assert result.ids == [hashlib.sha256(photos[n]).hexdigest() for n in names]
     return "gallery"
@@ -53,7 +56,10 @@ def test_bulk_indexing_from_the_cli_resumes(base_url, photos, tmp_path, capsys):
     assert "added 3, already indexed 0, failed 1" in first and "broken.png" in first
     assert cli.main(["--url", base_url, "index", "add", "bulk", str(folder)]) == 0
     assert "added 0, already indexed 3, failed 1" in capsys.readouterr().err
-    assert cli.main(["--url", base_url, "index", "query", "bulk", "--text", "a cup of coffee", "--top-k", "1"]) == 0
+    assert (
+        cli.main(["--url", base_url, "index", "query", "bulk", "--text", "a cup of coffee", "--top-k", "1"])
+        == 0
+    )
     assert "sub/coffee.jpg" in capsys.readouterr().out
 
 
@@ -124,8 +130,9 @@ def test_query_against_an_index_of_another_encoder_is_refused(client, served):
     from ray import serve
 
     handle = serve.get_deployment_handle("SearchIndex", app_name="mmserve")
-    handle.create.remote("default", "clip-index", encoder="clip-vit-b-32", space="clip:openai/clip-vit-base-patch32",
-                         dim=512).result()
+    handle.create.remote(
+        "default", "clip-index", encoder="clip-vit-b-32", space="clip:openai/clip-vit-base-patch32", dim=512
+    ).result()
     rows = [("0" * 64, np.ones(512, dtype=np.float32), {})]
     handle.add.remote("default", "clip-index", rows, encoder="clip-vit-b-32").result()
     with pytest.raises(MMServeError) as err:

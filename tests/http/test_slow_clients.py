@@ -3,6 +3,7 @@ Content-Length the body never reaches, and oversized bodies cannot stop the API 
 
 The attackers connect from 127.0.0.1; the well-behaved client from 127.0.0.3, another loopback
 address (the per-address limit would otherwise refuse it along with the attacker)."""
+
 from __future__ import annotations
 
 import select
@@ -23,8 +24,10 @@ CLAIMED = 200 * 1024 * 1024
 def _half_sent(port: int, path: str = "/v1/embeddings/text") -> socket.socket:
     """Headers and part of a body that says it is 1000 bytes long; the rest never comes."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 f"Content-Length: 1000\r\n\r\n{{\"texts\": [\"".encode())
+    sock.sendall(
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f'Content-Length: 1000\r\n\r\n{{"texts": ["'.encode()
+    )
     return sock
 
 
@@ -56,8 +59,14 @@ def test_half_sent_bodies_do_not_stop_the_api(base_url, port):
         with httpx.Client(timeout=5) as probe, httpx.Client(transport=transport, timeout=5) as honest:
             for n in range(5):
                 health_s.append(_timed(lambda: probe.get(f"{base_url}/healthz"), 200))
-                normal_s.append(_timed(lambda: honest.post(f"{base_url}/v1/embeddings/text",
-                                                           json={"texts": [f"a normal request {n}"]}), 200))
+                normal_s.append(
+                    _timed(
+                        lambda: honest.post(
+                            f"{base_url}/v1/embeddings/text", json={"texts": [f"a normal request {n}"]}
+                        ),
+                        200,
+                    )
+                )
         # the median: one sample can catch a scheduling hiccup of the shared 2-core machine
         assert sorted(health_s)[2] < 1.0 and sorted(normal_s)[2] < 1.0, (health_s, normal_s)
         # Every attacker is answered: 429 beyond the per-address limit at once, 408 once the body
@@ -67,7 +76,9 @@ def test_half_sent_bodies_do_not_stop_the_api(base_url, port):
             sock.settimeout(deadline)
         answers = [_status_line(sock) for sock in attackers]
         assert all(a.split(b" ")[1:2] in ([b"408"], [b"429"]) for a in answers), set(answers)
-        assert answers.count(b"HTTP/1.1 429 Too Many Requests") >= ATTACKERS - SETTINGS.max_requests_per_client
+        assert (
+            answers.count(b"HTTP/1.1 429 Too Many Requests") >= ATTACKERS - SETTINGS.max_requests_per_client
+        )
     finally:
         for sock in attackers:
             sock.close()
@@ -77,8 +88,10 @@ def test_a_body_over_the_cap_is_refused_while_it_is_read(port):
     """No Content-Length (chunked): the cap is counted as the chunks arrive, and the refusal
     comes long before the 200 MB the client claims to be sending."""
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(b"POST /v1/embeddings/text HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n")
+        sock.sendall(
+            b"POST /v1/embeddings/text HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
         chunk = b"a" * 65536
         sent, answer = 0, b""
         while sent < CLAIMED and not answer:  # about 13 MB/s: the whole claim would take 16 s
@@ -98,8 +111,10 @@ def test_a_body_over_the_cap_is_refused_while_it_is_read(port):
 
 def test_a_declared_length_over_the_cap_is_refused_before_reading(port):
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(b"POST /v1/embeddings/text HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 209715200\r\n\r\n{")
+        sock.sendall(
+            b"POST /v1/embeddings/text HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 209715200\r\n\r\n{"
+        )
         assert sock.recv(64).startswith(b"HTTP/1.1 413")
 
 
@@ -111,8 +126,10 @@ SLOW_LENGTH = 200_000
 def _slow_body(port: int, address: str) -> socket.socket:
     """Headers that promise a 200 kB body, and its first byte: the rest comes at 1 byte/s."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(address, 0))
-    sock.sendall(f"POST /v1/embeddings/text HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 f"Content-Length: {SLOW_LENGTH}\r\n\r\n{{".encode())
+    sock.sendall(
+        f"POST /v1/embeddings/text HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {SLOW_LENGTH}\r\n\r\n{{".encode()
+    )
     sock.setblocking(False)
     return sock
 
@@ -166,8 +183,14 @@ def test_slow_bodies_from_many_addresses_do_not_hold_the_gateway(base_url, port)
             for n in range(5):
                 timings["healthz"].append(_timed(lambda: honest.get(f"{base_url}/healthz"), 200))
                 timings["readyz"].append(_timed(lambda: honest.get(f"{base_url}/readyz"), 200))
-                timings["embed"].append(_timed(lambda: honest.post(f"{base_url}/v1/embeddings/text",
-                                                                   json={"texts": [f"an honest request {n}"]}), 200))
+                timings["embed"].append(
+                    _timed(
+                        lambda: honest.post(
+                            f"{base_url}/v1/embeddings/text", json={"texts": [f"an honest request {n}"]}
+                        ),
+                        200,
+                    )
+                )
     finally:
         thread.join()
     print("\nSLOW BODIES", {k: [round(t, 3) for t in v] for k, v in timings.items()}, len(attack.answers))

@@ -1,6 +1,7 @@
 """Multi-tenant serving over real HTTP: keys, quotas shared by two gateway replicas, isolation of
 indexes and fusion heads, and per-tenant metrics. The modality deployments are stand-ins
 (tests/stub_backends.py); the gateway, QuotaKeeper, SearchIndex (Milvus Lite) and FusionHead are real."""
+
 import concurrent.futures as cf
 import time
 from pathlib import Path
@@ -41,9 +42,16 @@ def _tenants(path: Path) -> dict[str, str]:
 
 
 def _stub_head(store: Path, tenant: str, head_id: str) -> None:
-    dims = fusion.FusionDims(pooled={"image": DIM, "text": DIM}, tokens={"image": DIM, "text": DIM}, hidden=8, heads=2)
-    meta = fusion.HeadMeta(head_id=head_id, kind="late", labels=["x", "y"], dims=dims,
-                           encoders={"image": {"id": "stub-image"}, "text": {"id": "stub-text"}})
+    dims = fusion.FusionDims(
+        pooled={"image": DIM, "text": DIM}, tokens={"image": DIM, "text": DIM}, hidden=8, heads=2
+    )
+    meta = fusion.HeadMeta(
+        head_id=head_id,
+        kind="late",
+        labels=["x", "y"],
+        dims=dims,
+        encoders={"image": {"id": "stub-image"}, "text": {"id": "stub-text"}},
+    )
     fusion.save_checkpoint(store / tenant, fusion.build_head("late", dims=dims, num_labels=2), meta)
 
 
@@ -56,11 +64,16 @@ def tenant_app(ray_cluster, tmp_path_factory):
     (data / "shared" / "cat.jpg").write_bytes(photo("chelsea"))
     models = stub_models("Stub")
     gateway = Gateway.options(name="TenantGateway", num_replicas=2, ray_actor_options={"num_cpus": 0}).bind(
-        *models, {"tenants_file": str(data / "tenants.yaml"), "allowed_root": str(data / "shared"),
-                  "failed_auth": {"per_address": 20, "per_key_id": 20, "ceiling": CEILING}},
+        *models,
+        {
+            "tenants_file": str(data / "tenants.yaml"),
+            "allowed_root": str(data / "shared"),
+            "failed_auth": {"per_address": 20, "per_key_id": 20, "ceiling": CEILING},
+        },
         search=SearchIndex.options(ray_actor_options={"num_cpus": 0}).bind(str(data / "search.db")),
         fusion=FusionHead.options(ray_actor_options={"num_cpus": 0}).bind(str(data / "heads"), 2),
-        quota=QuotaKeeper.bind())
+        quota=QuotaKeeper.bind(),
+    )
     serve.run(gateway, name="tenants", route_prefix="/tenants")
     yield {"url": f"http://127.0.0.1:{ray_cluster['port']}/tenants", "keys": keys}
     serve.delete("tenants")
@@ -84,7 +97,9 @@ def test_authentication_comes_before_any_decoding(tenant_app):
     r = httpx.post(f"{url}/v1/classify", **garbage)
     assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
     assert r.json()["error"]["type"] == "authentication_error"
-    r = httpx.post(f"{url}/v1/classify", **{**garbage, "headers": {**garbage["headers"], "x-api-key": "mms_x_y"}})
+    r = httpx.post(
+        f"{url}/v1/classify", **{**garbage, "headers": {**garbage["headers"], "x-api-key": "mms_x_y"}}
+    )
     assert r.status_code == 401
     disabled = {"authorization": f"Bearer {tenant_app['keys']['initech']}"}
     assert httpx.get(f"{url}/v1/models", headers=disabled).status_code == 403
@@ -145,15 +160,21 @@ def test_tenants_cannot_see_each_others_indexes(tenant_app):
         added = acme.add_images("photos", [photo("chelsea")])
         assert [i.name for i in acme.indexes().data] == ["photos"]
         assert globex.indexes().data == []
-        for call in (lambda: globex.index("photos"), lambda: globex.query("photos", text="cat"),
-                     lambda: globex.delete_items("photos", added.ids), lambda: globex.drop_index("photos"),
-                     lambda: globex.lookup("photos", added.ids)):
+        for call in (
+            lambda: globex.index("photos"),
+            lambda: globex.query("photos", text="cat"),
+            lambda: globex.delete_items("photos", added.ids),
+            lambda: globex.drop_index("photos"),
+            lambda: globex.lookup("photos", added.ids),
+        ):
             with pytest.raises(MMServeError) as err:
                 call()
             assert err.value.status == 404 and err.value.message == "index 'photos' not found"
         with pytest.raises(MMServeError) as never:
             globex.index("never-created")
-        assert never.value.message == "index 'never-created' not found"  # the same answer: existence does not leak
+        assert (
+            never.value.message == "index 'never-created' not found"
+        )  # the same answer: existence does not leak
         globex.create_index("photos")  # its own, separate index of the same name
         assert globex.index("photos").count == 0 and acme.index("photos").count == 1
         assert acme.query("photos", text="cat").hits[0].id == added.ids[0]
@@ -173,7 +194,9 @@ def test_tenants_cannot_use_each_others_heads(tenant_app):
 def test_metrics_carry_the_tenant(tenant_app, ray_cluster):
     with _client(tenant_app, "acme") as acme:
         acme.models()
-    scrape_metrics(ray_cluster["metrics_port"], ['tenant="acme"', 'ray_mmserve_throttled_total{', 'tenant="tiny"'])
+    scrape_metrics(
+        ray_cluster["metrics_port"], ['tenant="acme"', "ray_mmserve_throttled_total{", 'tenant="tiny"']
+    )
 
 
 def test_quota_state_survives_a_gateway_restart(tenant_app):
@@ -261,8 +284,12 @@ def test_failed_authentication_is_throttled_per_address_but_never_a_valid_key(te
     """A guesser behind the same NAT or proxy as real users: its 429s do not lock them out."""
     url, statuses = f"{tenant_app['url']}/v1/models", []
     with _from("127.0.0.2") as guesser:
-        for n in range(80):  # two gateway replicas, 20 failures each per minute (80: both get 20, whatever the routing)
-            statuses.append(guesser.get(url, headers={"authorization": f"Bearer mms_{n:08x}_guess"}).status_code)
+        for n in range(
+            80
+        ):  # two gateway replicas, 20 failures each per minute (80: both get 20, whatever the routing)
+            statuses.append(
+                guesser.get(url, headers={"authorization": f"Bearer mms_{n:08x}_guess"}).status_code
+            )
     assert statuses[0] == 401 and statuses[-5:] == [429] * 5, statuses
     assert statuses.count(401) <= 40, statuses
     with _from("127.0.0.2") as guesser:
@@ -270,7 +297,12 @@ def test_failed_authentication_is_throttled_per_address_but_never_a_valid_key(te
         assert throttled.status_code == 429 and int(throttled.headers["retry-after"]) >= 1
         assert throttled.json()["error"]["type"] == "rate_limit_error"
         for _ in range(4):  # both replicas, whichever the proxy picks: the valid key gets in
-            assert guesser.get(url, headers={"authorization": f"Bearer {tenant_app['keys']['acme']}"}).status_code == 200
+            assert (
+                guesser.get(
+                    url, headers={"authorization": f"Bearer {tenant_app['keys']['acme']}"}
+                ).status_code
+                == 200
+            )
     with _client(tenant_app, "acme") as acme:  # other addresses are untouched
         assert acme.models().data
 
@@ -297,11 +329,15 @@ def test_failed_authentication_has_a_ceiling_across_addresses(tenant_app):
     """Guesses from 300 addresses with 300 key ids: past CEILING per gateway replica, every bad key
     is refused 429, from addresses never seen before too; valid keys still get in."""
     url = tenant_app["url"]
-    statuses = [_models_status(url, f"mms_{n:08x}_spray", f"127.0.{3 + n // 250}.{n % 250}").status_code
-                for n in range(300)]
+    statuses = [
+        _models_status(url, f"mms_{n:08x}_spray", f"127.0.{3 + n // 250}.{n % 250}").status_code
+        for n in range(300)
+    ]
     assert 401 in statuses and statuses[-10:] == [429] * 10, statuses
     assert statuses.count(401) <= 2 * CEILING, statuses
     fresh = _models_status(url, "mms_12345678_spray", "127.0.5.1")
     assert fresh.status_code == 429 and "on this gateway" in fresh.json()["error"]["message"]
     assert int(fresh.headers["retry-after"]) >= 1
-    assert all(_models_status(url, tenant_app["keys"]["acme"], "127.0.5.1").status_code == 200 for _ in range(4))
+    assert all(
+        _models_status(url, tenant_app["keys"]["acme"], "127.0.5.1").status_code == 200 for _ in range(4)
+    )

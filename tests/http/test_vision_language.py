@@ -6,6 +6,7 @@ audio deployments are stand-ins (tests/stub_backends.py), which these routes do 
 checkpoints are loaded here too, Ray-free, so answers over HTTP are checked against the model.
 A second app, with vision-language off, checks the 503 and the model list.
 """
+
 import base64
 import concurrent.futures as cf
 import subprocess
@@ -43,8 +44,9 @@ def specs(tmp_path_factory) -> dict[str, VisionLanguageModelSpec]:
     out = {}
     for model_id, (task, engine, build) in BUILDERS.items():
         build(root / model_id)
-        out[model_id] = VisionLanguageModelSpec(id=model_id, task=task, engine=engine, path=str(root / model_id),
-                                                max_tokens=8)
+        out[model_id] = VisionLanguageModelSpec(
+            id=model_id, task=task, engine=engine, path=str(root / model_id), max_tokens=8
+        )
     return out
 
 
@@ -57,22 +59,39 @@ def local(specs, one_torch_thread):
 @pytest.fixture(scope="module")
 def vl_app(ray_cluster, specs, tmp_path_factory):
     base = f"http://127.0.0.1:{ray_cluster['port']}"
-    broken = VisionLanguageModelSpec(id="broken", task="caption", engine="blip",
-                                     path=str(tmp_path_factory.mktemp("no-weights")))  # configured, not loadable
-    vl = VisionLanguage.options(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=32,
-                                user_config={"max_batch_size": 8, "batch_wait_timeout_s": 0.25}).bind(
-        [s.model_dump() for s in [*specs.values(), broken]], len(specs) + 1)
+    broken = VisionLanguageModelSpec(
+        id="broken", task="caption", engine="blip", path=str(tmp_path_factory.mktemp("no-weights"))
+    )  # configured, not loadable
+    vl = VisionLanguage.options(
+        ray_actor_options={"num_cpus": 0},
+        max_ongoing_requests=32,
+        user_config={"max_batch_size": 8, "batch_wait_timeout_s": 0.25},
+    ).bind([s.model_dump() for s in [*specs.values(), broken]], len(specs) + 1)
     search = SearchIndex.options(name="VLSearch", ray_actor_options={"num_cpus": 0}).bind(
-        str(tmp_path_factory.mktemp("vl-search") / "search.db"))
-    serve.run(Gateway.options(name="VLGateway", ray_actor_options={"num_cpus": 0}).bind(
-        *stub_models("VLStub"), {}, vision_language=vl, search=search), name="vl", route_prefix="/vl")
-    serve.run(Gateway.options(name="VLOffGateway", ray_actor_options={"num_cpus": 0}).bind(*stub_models("VLOffStub"), {}),
-              name="vl-off", route_prefix="/vl-off")
+        str(tmp_path_factory.mktemp("vl-search") / "search.db")
+    )
+    serve.run(
+        Gateway.options(name="VLGateway", ray_actor_options={"num_cpus": 0}).bind(
+            *stub_models("VLStub"), {}, vision_language=vl, search=search
+        ),
+        name="vl",
+        route_prefix="/vl",
+    )
+    serve.run(
+        Gateway.options(name="VLOffGateway", ray_actor_options={"num_cpus": 0}).bind(
+            *stub_models("VLOffStub"), {}
+        ),
+        name="vl-off",
+        route_prefix="/vl-off",
+    )
     with Client(f"{base}/vl", timeout=60) as client:
         for model_id, spec in specs.items():  # load every model once, outside the timed tests
             text = None if spec.task == "caption" else "what is this?"
-            warm = _post(f"{base}/vl", "/v1/captions" if text is None else "/v1/vqa",
-                  {"image": _b64("chelsea"), "model": model_id, **({"question": text} if text else {})})
+            warm = _post(
+                f"{base}/vl",
+                "/v1/captions" if text is None else "/v1/vqa",
+                {"image": _b64("chelsea"), "model": model_id, **({"question": text} if text else {})},
+            )
             assert warm.status_code == 200, warm.text
         yield {"url": f"{base}/vl", "off": f"{base}/vl-off", "client": client}
     serve.delete("vl")
@@ -118,21 +137,28 @@ def test_models_lists_vision_language_only_when_on(vl_app):
     assert "VisionLanguage" not in httpx.get(f"{vl_app['off']}/readyz").json()["deployments"]
 
 
-@pytest.mark.parametrize("path, body", [
-    ("/v1/captions", {"image": "aGVsbG8="}),
-    ("/v1/vqa", {"image": "aGVsbG8=", "question": "what?"}),
-    ("/v1/chat/completions", {"model": "tiny-blip-vqa", "messages": [{"role": "user", "content": "hi"}]}),
-    ("/v1/compose", {"inputs": {"image": "aGVsbG8="}, "tasks": [{"type": "caption"}]}),
-])
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/v1/captions", {"image": "aGVsbG8="}),
+        ("/v1/vqa", {"image": "aGVsbG8=", "question": "what?"}),
+        ("/v1/chat/completions", {"model": "tiny-blip-vqa", "messages": [{"role": "user", "content": "hi"}]}),
+        ("/v1/compose", {"inputs": {"image": "aGVsbG8="}, "tasks": [{"type": "caption"}]}),
+    ],
+)
 def test_off_routes_answer_503_naming_the_config_key(vl_app, path, body):
     message = _error(_post(vl_app["off"], path, body), 503, None)
     assert "vision_language.enabled" in message
 
 
 def test_a_model_that_cannot_load_is_503_naming_it(vl_app):
-    message = _error(_post(vl_app["url"], "/v1/captions", {"image": _b64("coffee"), "model": "broken"}), 503, None)
+    message = _error(
+        _post(vl_app["url"], "/v1/captions", {"image": _b64("coffee"), "model": "broken"}), 503, None
+    )
     assert "'broken' could not be loaded" in message
-    assert _post(vl_app["url"], "/v1/captions", {"image": _b64("coffee")}).status_code == 200  # the others still serve
+    assert (
+        _post(vl_app["url"], "/v1/captions", {"image": _b64("coffee")}).status_code == 200
+    )  # the others still serve
 
 
 # ---- captions ------------------------------------------------------------------------------
@@ -142,7 +168,9 @@ def test_captions_are_the_models_and_honour_max_tokens_and_beams(vl_app, local, 
     files = [assets.photo(n) for n in PHOTOS]
     greedy = client.captions(files, max_tokens=3, model=model_id)
     assert greedy.model == model_id and [c.index for c in greedy.data] == list(range(len(PHOTOS)))
-    assert [c.caption for c in greedy.data] == [_expect(local, model_id, n, max_tokens=3).text for n in PHOTOS]
+    assert [c.caption for c in greedy.data] == [
+        _expect(local, model_id, n, max_tokens=3).text for n in PHOTOS
+    ]
     assert all(1 <= c.tokens <= 3 for c in greedy.data)
     longer = client.captions(files, max_tokens=12, model=model_id)
     assert sum(c.tokens for c in longer.data) > sum(c.tokens for c in greedy.data)
@@ -156,11 +184,13 @@ def test_captions_are_the_models_and_honour_max_tokens_and_beams(vl_app, local, 
 
 def test_captions_from_multipart_file_parts(vl_app, local):
     files = [("images", ("a.jpg", assets.photo("coffee"))), ("images", ("b.jpg", assets.photo("rocket")))]
-    r = httpx.post(f"{vl_app['url']}/v1/captions", files=files, data={"max_tokens": "3", "model": "tiny-git"},
-                   timeout=60)
+    r = httpx.post(
+        f"{vl_app['url']}/v1/captions", files=files, data={"max_tokens": "3", "model": "tiny-git"}, timeout=60
+    )
     assert r.status_code == 200, r.text
-    assert [c["caption"] for c in r.json()["data"]] == [_expect(local, "tiny-git", n, max_tokens=3).text
-                                                       for n in ("coffee", "rocket")]
+    assert [c["caption"] for c in r.json()["data"]] == [
+        _expect(local, "tiny-git", n, max_tokens=3).text for n in ("coffee", "rocket")
+    ]
 
 
 def test_conditional_captions_start_with_the_prompt(vl_app, local):
@@ -193,14 +223,20 @@ def test_vqa_blip_generates_and_vilt_ranks_answers(vl_app, local):
     client = vl_app["client"]
     questions = ["what is this?", "what colour is the cup on the table?"]
     blip = client.ask(assets.photo("coffee"), questions, model="tiny-blip-vqa", max_tokens=4)
-    assert [a.answer for a in blip.data] == [_expect(local, "tiny-blip-vqa", "coffee", q, max_tokens=4).text
-                                             for q in questions]
+    assert [a.answer for a in blip.data] == [
+        _expect(local, "tiny-blip-vqa", "coffee", q, max_tokens=4).text for q in questions
+    ]
     assert [a.question for a in blip.data] == questions and all(not a.answers for a in blip.data)
     vilt = client.ask(assets.photo("coffee"), "is it a cat?", model="tiny-vilt", top_k=3).data[0]
     want = _expect(local, "tiny-vilt", "coffee", "is it a cat?", top_k=3)
-    assert [(a.answer, a.probability) for a in vilt.answers] == [(a.answer, a.probability) for a in want.answers]
+    assert [(a.answer, a.probability) for a in vilt.answers] == [
+        (a.answer, a.probability) for a in want.answers
+    ]
     assert len(vilt.answers) == 3 and vilt.answer == vilt.answers[0].answer
-    assert vilt.answers[0].probability >= vilt.answers[-1].probability and sum(a.probability for a in vilt.answers) <= 1
+    assert (
+        vilt.answers[0].probability >= vilt.answers[-1].probability
+        and sum(a.probability for a in vilt.answers) <= 1
+    )
     default = client.ask(assets.photo("coffee"), "is it a cat?")
     assert default.model == "tiny-blip-vqa"  # the first vqa model when none is named
 
@@ -215,7 +251,8 @@ def openai_client(vl_app):
 
 def _user(text: str | None, *images: str) -> list[dict]:
     parts = ([{"type": "text", "text": text}] if text else []) + [
-        {"type": "image_url", "image_url": {"url": url}} for url in images]
+        {"type": "image_url", "image_url": {"url": url}} for url in images
+    ]
     return [{"role": "system", "content": "You describe images."}, {"role": "user", "content": parts}]
 
 
@@ -229,8 +266,11 @@ def test_openai_client_chat_completion_and_stream(openai_client, local):
     assert done.choices[0].finish_reason == ("length" if want.tokens == 5 else "stop")
     assert (done.usage.prompt_tokens, done.usage.completion_tokens) == (want.prompt_tokens, want.tokens)
     assert done.usage.total_tokens == want.prompt_tokens + want.tokens
-    chunks = list(openai_client.chat.completions.create(model="tiny-blip-vqa", messages=messages, max_tokens=5,
-                                                        stream=True))
+    chunks = list(
+        openai_client.chat.completions.create(
+            model="tiny-blip-vqa", messages=messages, max_tokens=5, stream=True
+        )
+    )
     assert all(c.object == "chat.completion.chunk" and c.id == chunks[0].id for c in chunks)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == want.text
     assert chunks[-1].choices[0].finish_reason == done.choices[0].finish_reason
@@ -242,19 +282,27 @@ def test_chat_streams_server_sent_events_ending_with_done(vl_app):
     with httpx.stream("POST", f"{vl_app['url']}/v1/chat/completions", json=body, timeout=60) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         lines = [line for line in r.iter_lines() if line]
-    assert all(line.startswith("data: ") for line in lines) and lines[-1] == "data: [DONE]" and len(lines) >= 4
+    assert (
+        all(line.startswith("data: ") for line in lines) and lines[-1] == "data: [DONE]" and len(lines) >= 4
+    )
 
 
 def test_chat_captions_with_a_caption_model_or_without_a_question(openai_client, local):
-    caption = openai_client.chat.completions.create(model="tiny-git", messages=_user(None, _data_url("rocket")))
+    caption = openai_client.chat.completions.create(
+        model="tiny-git", messages=_user(None, _data_url("rocket"))
+    )
     assert caption.choices[0].message.content == _expect(local, "tiny-git", "rocket").text
-    prompted = openai_client.chat.completions.create(model="tiny-blip-caption",
-                                                     messages=_user("A picture of", _data_url("rocket")))
+    prompted = openai_client.chat.completions.create(
+        model="tiny-blip-caption", messages=_user("A picture of", _data_url("rocket"))
+    )
     assert prompted.choices[0].message.content.startswith("A picture of")
-    bounded = openai_client.chat.completions.create(model="tiny-git", messages=_user(None, _data_url("rocket")),
-                                                    max_tokens=4096)  # clients send large bounds: the model's applies
+    bounded = openai_client.chat.completions.create(
+        model="tiny-git", messages=_user(None, _data_url("rocket")), max_tokens=4096
+    )  # clients send large bounds: the model's applies
     assert bounded.choices[0].message.content == _expect(local, "tiny-git", "rocket", max_tokens=32).text
-    no_question = openai_client.chat.completions.create(model="tiny-vilt", messages=_user(None, _data_url("rocket")))
+    no_question = openai_client.chat.completions.create(
+        model="tiny-vilt", messages=_user(None, _data_url("rocket"))
+    )
     assert no_question.model == "tiny-blip-caption"  # a VQA model with no question: the first caption model
 
 
@@ -270,27 +318,45 @@ BAD = [
     ("/v1/vqa", {"image": "PHOTO", "question": "what?", "questions": ["why?"]}, 400, "question"),
     ("/v1/vqa", {"image": "PHOTO", "question": "x" * 5000}, 422, "question"),
     ("/v1/vqa", {"image": "PHOTO", "question": "is the " + "very " * 80 + "big cat red?"}, 400, "question"),
-    ("/v1/vqa", {"image": "PHOTO", "question": "what?", "model": "tiny-vilt", "num_beams": 2}, 400, "num_beams"),
+    (
+        "/v1/vqa",
+        {"image": "PHOTO", "question": "what?", "model": "tiny-vilt", "num_beams": 2},
+        400,
+        "num_beams",
+    ),
     ("/v1/captions", {"image": "PHOTO", "model": "no-such-model"}, 404, "model"),
     ("/v1/captions", {"image": "PHOTO", "model": "tiny-vilt"}, 400, "model"),
     ("/v1/captions", {"image": "bm90IGFuIGltYWdl"}, 415, "image"),
     ("/v1/chat/completions", _chat(_user("what?")), 400, "messages[1].content"),
     ("/v1/chat/completions", _chat(_user("what?", "URL", "URL")), 400, "messages[1].content"),
-    ("/v1/chat/completions", _chat(_user("what?", "https://example.com/cat.jpg")), 400,
-     "messages[1].content[1].image_url.url"),
-    ("/v1/chat/completions", _chat(_user("what?", "data:image/png;base64,%%%")), 400,
-     "messages[1].content[1].image_url.url"),
+    (
+        "/v1/chat/completions",
+        _chat(_user("what?", "https://example.com/cat.jpg")),
+        400,
+        "messages[1].content[1].image_url.url",
+    ),
+    (
+        "/v1/chat/completions",
+        _chat(_user("what?", "data:image/png;base64,%%%")),
+        400,
+        "messages[1].content[1].image_url.url",
+    ),
     ("/v1/chat/completions", {**_chat(_user("what?", "URL")), "model": "gpt-4o"}, 404, "model"),
-    ("/v1/chat/completions", _chat(_user("what?", "URL"), tools=[{"type": "function", "function": {"name": "f"}}]),
-     400, "tools"),
+    (
+        "/v1/chat/completions",
+        _chat(_user("what?", "URL"), tools=[{"type": "function", "function": {"name": "f"}}]),
+        400,
+        "tools",
+    ),
     ("/v1/chat/completions", _chat(_user("what?", "URL"), n=2), 400, "n"),
     ("/v1/chat/completions", _chat(_user("what?", "URL"), logprobs=True), 400, "logprobs"),
     ("/v1/chat/completions", _chat([{"role": "system", "content": "hi"}]), 400, "messages"),
 ]
 
 
-@pytest.mark.parametrize("path, body, status, param", BAD, ids=[f"{p}-{param}-{n}" for n, (p, _, _, param)
-                                                                 in enumerate(BAD)])
+@pytest.mark.parametrize(
+    "path, body, status, param", BAD, ids=[f"{p}-{param}-{n}" for n, (p, _, _, param) in enumerate(BAD)]
+)
 def test_bad_input_is_4xx_in_the_one_error_shape(vl_app, path, body, status, param):
     def fill(value):
         if value == "PHOTO":
@@ -310,14 +376,18 @@ def test_bad_input_is_4xx_in_the_one_error_shape(vl_app, path, body, status, par
 
 # ---- compose and CLI ------------------------------------------------------------------------
 def test_compose_caption_and_vqa_share_the_image_decode(vl_app, local):
-    tasks = [{"type": "caption", "max_tokens": 4}, {"type": "vqa", "question": "is it a cat?", "model": "tiny-vilt"},
-             {"type": "classify", "top_k": 1}]
+    tasks = [
+        {"type": "caption", "max_tokens": 4},
+        {"type": "vqa", "question": "is it a cat?", "model": "tiny-vilt"},
+        {"type": "classify", "top_k": 1},
+    ]
     out = vl_app["client"].compose(tasks, image=assets.photo("chelsea"))
     assert out.results["caption"].caption == _expect(local, "tiny-blip-caption", "chelsea", max_tokens=4).text
     assert out.results["vqa"].answer == _expect(local, "tiny-vilt", "chelsea", "is it a cat?").text
     decodes = [n for n in out.dag.nodes if n.op == "decode_image"]
-    assert len(decodes) == 1 and {"caption:caption", "vqa:vqa"} <= {n.id for n in out.dag.nodes
-                                                                    if decodes[0].id in n.deps}
+    assert len(decodes) == 1 and {"caption:caption", "vqa:vqa"} <= {
+        n.id for n in out.dag.nodes if decodes[0].id in n.deps
+    }
 
 
 def test_cli_caption_and_ask(vl_app, local, tmp_path, capsys):
@@ -326,8 +396,22 @@ def test_cli_caption_and_ask(vl_app, local, tmp_path, capsys):
     assert cli.main(["--url", vl_app["url"], "caption", str(photo), "--max-tokens", "4"]) == 0
     want = _expect(local, "tiny-blip-caption", "coffee", max_tokens=4).text
     assert capsys.readouterr().out.strip() == f"{photo}: {want}"
-    assert cli.main(["--url", vl_app["url"], "ask", str(photo), "is it a cat?", "--model", "tiny-vilt",
-                     "--top-k", "2"]) == 0
+    assert (
+        cli.main(
+            [
+                "--url",
+                vl_app["url"],
+                "ask",
+                str(photo),
+                "is it a cat?",
+                "--model",
+                "tiny-vilt",
+                "--top-k",
+                "2",
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == _expect(local, "tiny-vilt", "coffee", "is it a cat?").text and len(lines) == 2
 
@@ -335,10 +419,32 @@ def test_cli_caption_and_ask(vl_app, local, tmp_path, capsys):
 def test_schemathesis_finds_no_server_error(vl_app):
     """Property-based requests to the vision-language routes, with vision-language on and real models."""
     done = subprocess.run(
-        [sys.executable, "-m", "schemathesis.cli", "run", f"{vl_app['url']}/openapi.json", "--url", vl_app["url"],
-         "--include-path-regex", "^/v1/(captions|vqa|chat/completions)$", "--checks", "not_a_server_error",
-         "--max-examples", "15", "--phases", "examples,coverage,fuzzing", "--seed", "1", "--request-timeout", "60",
-         "--no-color"], capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "schemathesis.cli",
+            "run",
+            f"{vl_app['url']}/openapi.json",
+            "--url",
+            vl_app["url"],
+            "--include-path-regex",
+            "^/v1/(captions|vqa|chat/completions)$",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "15",
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--seed",
+            "1",
+            "--request-timeout",
+            "60",
+            "--no-color",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "Tested: 3" in done.stdout, done.stdout[-2000:]  # the three routes were reached
 
@@ -356,4 +462,3 @@ def test_index_add_with_captions_keeps_each_images_caption(vl_app, local, tmp_pa
     hits = vl_app["client"].query("captioned", image=assets.photo("coffee"), top_k=2).hits
     captions = {h.metadata["file"]: h.metadata["caption"] for h in hits}
     assert captions == {f"{n}.jpg": _expect(local, "tiny-git", n).text for n in ("chelsea", "coffee")}
-

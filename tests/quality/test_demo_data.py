@@ -1,4 +1,5 @@
 """The demo fusion dataset: real photos and espeak-ng speech, built offline, deterministic."""
+
 from __future__ import annotations
 
 import hashlib
@@ -7,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tools import demo_data
 from models.media import SAMPLE_RATE, decode_audio, decode_image
+from tools import demo_data
 
 PER_CLASS = 8
 
@@ -18,8 +19,11 @@ def _rows(manifest: Path) -> list[dict]:
 
 
 def _digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +35,8 @@ def test_manifest_rows_are_balanced_and_well_formed(built):
     rows = _rows(built)
     assert len(rows) == PER_CLASS * len(demo_data.LABELS)
     assert {label: sum(r["label"] == label for r in rows) for label in demo_data.LABELS} == dict.fromkeys(
-        demo_data.LABELS, PER_CLASS)
+        demo_data.LABELS, PER_CLASS
+    )
     assert len({r["id"] for r in rows}) == len(rows)
     for row in rows:
         assert set(row) <= {"id", "label", "split", "image", "text", "audio", "meta"}
@@ -69,7 +74,9 @@ def test_modalities_are_imperfect(built):
 
 def test_about_describes_the_build(built):
     about = json.loads((built.parent / "about.json").read_text())
-    assert about["seed"] == 0 and about["per_class"] == PER_CLASS and about["labels"] == list(demo_data.LABELS)
+    assert (
+        about["seed"] == 0 and about["per_class"] == PER_CLASS and about["labels"] == list(demo_data.LABELS)
+    )
     assert about["counts"]["rows"] == PER_CLASS * len(demo_data.LABELS)
     assert {s["name"] for s in about["sources"]["drink"]} == {"coffee"}
     assert about["caveats"] and about["versions"]["espeak-ng"]

@@ -2,6 +2,7 @@
 served model makes of an upload sent as ``draft``, ``input`` or ``bytes`` against ``array`` (the
 gateway's whole decoded image, the path before them): cosine >= 0.99 and the same ImageNet top-1 on
 every test photo, as shipped and enlarged 4x (a 1.8 to 2.6k px JPEG, which drafting does shrink)."""
+
 import io
 
 import numpy as np
@@ -41,7 +42,9 @@ def embedder():
     return load_embedder(spec, AppArgs().text.model, classifier=load_classifier(spec))
 
 
-def _outputs(embedder, uploads: list[bytes], transport: str, size: InputSize) -> tuple[np.ndarray, np.ndarray]:
+def _outputs(
+    embedder, uploads: list[bytes], transport: str, size: InputSize
+) -> tuple[np.ndarray, np.ndarray]:
     """(top-1 class, embedding) per upload, through the gateway's and the replica's side of ``transport``."""
     sent = [for_replica(raw, transport=transport, size=size, limits=LIMITS, param="image") for raw in uploads]
     images = [s.decode(size) if isinstance(s, Encoded) else s for s in sent]
@@ -54,7 +57,9 @@ def gate_failures(reference, measured) -> list[str]:
     (ref_top1, ref_emb), (top1, emb) = reference, measured
     cosines = (emb * ref_emb).sum(1)
     failures = [f"photo {i}: cosine {c:.4f} < {GATE}" for i, c in enumerate(cosines) if c < GATE]
-    return failures + [f"photo {i}: top-1 {b} instead of {a}" for i, (a, b) in enumerate(zip(ref_top1, top1)) if a != b]
+    return failures + [
+        f"photo {i}: top-1 {b} instead of {a}" for i, (a, b) in enumerate(zip(ref_top1, top1)) if a != b
+    ]
 
 
 @pytest.fixture(scope="module")

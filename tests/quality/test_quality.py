@@ -1,10 +1,19 @@
 """Real packaged weights on real inputs, without Ray: the accuracy claims the README and docs/ make."""
+
 import numpy as np
-import torch
 import pytest
+import torch
 
 from models.media import decode_audio, decode_image
-from models.registry import SpeechModelSpec, TextModelSpec, VisionModelSpec, load_classifier, load_embedder, load_speech, load_text
+from models.registry import (
+    SpeechModelSpec,
+    TextModelSpec,
+    VisionModelSpec,
+    load_classifier,
+    load_embedder,
+    load_speech,
+    load_text,
+)
 from models.runtime import bf16_is_fast
 from models.speech import SpeechOptions
 from tests import assets
@@ -45,7 +54,9 @@ def test_conse_zero_shot(vision, text, photo, expected):
 
 
 def test_text_similarity_is_semantic(text):
-    a, b, c = text.embed(["a kitten sleeps on the sofa", "a small cat is napping on a couch", "stock prices fell"])
+    a, b, c = text.embed(
+        ["a kitten sleeps on the sofa", "a small cat is napping on a couch", "stock prices fell"]
+    )
     assert a @ b > a @ c + 0.3
 
 
@@ -76,7 +87,9 @@ def test_whisper_base_detects_german_and_translates(whisper_base):
     audio = decode_audio(assets.speech(assets.DE_SENTENCE, voice="de"))
     result = whisper_base.transcribe(audio, SpeechOptions(task="translate"))
     assert result.language == "de"
-    assert {"morning", "weather", "coffee"} & set(result.text.lower().replace(".", " ").replace(",", " ").split())
+    assert {"morning", "weather", "coffee"} & set(
+        result.text.lower().replace(".", " ").replace(",", " ").split()
+    )
 
 
 def test_tiny_en_is_english_only():
@@ -132,14 +145,21 @@ def test_batched_short_clips(whisper_base):
     de = decode_audio(assets.speech(assets.DE_SENTENCE, voice="de"))
     options = [SpeechOptions(), SpeechOptions(task="translate"), SpeechOptions(language="en")]
     assert all(whisper_batch.fits(a, o) for a, o in zip([en, de, en], options))
-    assert not whisper_batch.fits(en, SpeechOptions(prompt="fox")) and not whisper_batch.fits(np.tile(en, 7), options[0])
+    assert not whisper_batch.fits(en, SpeechOptions(prompt="fox")) and not whisper_batch.fits(
+        np.tile(en, 7), options[0]
+    )
     first, second, third = whisper_batch.transcribe_batch(whisper_base, [en, de, en], options)
     assert first.language == "en" and first.language_probability > 0.5 and third.language_probability == 1.0
     assert assets.wer(assets.EN_SENTENCE, first.text) <= 0.3 and first.text == third.text
     assert second.language == "de" and second.task == "translate"
-    assert {"morning", "weather", "coffee"} & set(second.text.lower().replace(",", " ").replace(".", " ").split())
+    assert {"morning", "weather", "coffee"} & set(
+        second.text.lower().replace(",", " ").replace(".", " ").split()
+    )
     for result, audio in ((first, en), (second, de)):
-        assert result.segments and 0 <= result.segments[0].start < result.segments[-1].end <= audio.size / 16000 + 1e-6
+        assert (
+            result.segments
+            and 0 <= result.segments[0].start < result.segments[-1].end <= audio.size / 16000 + 1e-6
+        )
 
 
 def test_batched_long_audio_wer(whisper_base):

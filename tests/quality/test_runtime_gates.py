@@ -1,6 +1,7 @@
 """The accuracy gates of the compiled CPU runtimes (models/accel.py), against fp32 torch on real
 inputs: cosine >= 0.99 on the test photos and sentences, the same ImageNet top-1 on every test
 photo, and ConSE zero-shot unchanged. A runtime whose output drifts fails here."""
+
 import numpy as np
 import pytest
 import torch
@@ -16,8 +17,13 @@ from tests import assets
 pytestmark = pytest.mark.slow
 
 GATE = 0.99
-SENTENCES = ["a kitten sleeps on the sofa", "stock prices fell sharply today", "a cup of hot espresso",
-             "the rocket launch was delayed by rain", "an astronaut waves from the space station"]
+SENTENCES = [
+    "a kitten sleeps on the sofa",
+    "stock prices fell sharply today",
+    "a cup of hot espresso",
+    "the rocket launch was delayed by rain",
+    "an astronaut waves from the space station",
+]
 # int8 is offered but measured below the gates (benchmarks/runtime_compare.py: the astronaut's top-1
 # flips; MiniLM's cosine falls to 0.96), so it is no default and not listed here
 CHOICES = [("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "bf16")]
@@ -26,8 +32,10 @@ TORCH_FP32 = {"runtime": "torch", "precision": "fp32"}
 
 def _needs(precision: str) -> None:
     if precision == "bf16" and not accel.openvino_bf16_supported():
-        pytest.skip("this CPU has no native bf16 (AVX-512 BF16 or AMX): OpenVINO refuses precision bf16 here "
-                    "and precision auto serves fp32, so no bf16 path runs to gate")
+        pytest.skip(
+            "this CPU has no native bf16 (AVX-512 BF16 or AMX): OpenVINO refuses precision bf16 here "
+            "and precision auto serves fp32, so no bf16 path runs to gate"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +53,12 @@ def reference(photos):
     spec = VisionModelSpec(**TORCH_FP32)
     embedder = load_embedder(spec, TextModelSpec(**TORCH_FP32), classifier=load_classifier(spec))
     top1, image = _outputs(embedder, photos)
-    return {"top1": top1, "image": image, "embedder": embedder,
-            "text": load_text(TextModelSpec(**TORCH_FP32)).embed(SENTENCES)}
+    return {
+        "top1": top1,
+        "image": image,
+        "embedder": embedder,
+        "text": load_text(TextModelSpec(**TORCH_FP32)).embed(SENTENCES),
+    }
 
 
 @pytest.mark.parametrize("runtime, precision", CHOICES)
@@ -57,8 +69,15 @@ def test_vision_runtime_matches_fp32_torch(reference, photos, runtime, precision
     classifier = load_classifier(VisionModelSpec(runtime=runtime, precision=precision))
     assert classifier.runtime == runtime
     head = reference["embedder"]
-    top1, image = _outputs(ConSEEmbedder(classifier=classifier, class_embeddings=head.class_embeddings.numpy(),
-                                         space=head.space, top_t=head.top_t), photos)
+    top1, image = _outputs(
+        ConSEEmbedder(
+            classifier=classifier,
+            class_embeddings=head.class_embeddings.numpy(),
+            space=head.space,
+            top_t=head.top_t,
+        ),
+        photos,
+    )
     assert np.array_equal(top1, reference["top1"]), (top1, reference["top1"])
     cosines = (image * reference["image"]).sum(1)
     assert np.all(cosines >= GATE), cosines
@@ -78,7 +97,9 @@ def served():
     models = AppArgs()
     assert models.vision.model.runtime == models.text.model.runtime == "openvino"
     text = load_text(models.text.model)
-    return text, load_embedder(models.vision.model, models.text.model, classifier=load_classifier(models.vision.model))
+    return text, load_embedder(
+        models.vision.model, models.text.model, classifier=load_classifier(models.vision.model)
+    )
 
 
 @pytest.mark.parametrize("photo, expected", [("chelsea", "cat"), ("coffee", "coffee"), ("rocket", "rocket")])
@@ -89,4 +110,3 @@ def test_served_runtime_zero_shot(served, photo, expected):
     image = embedder.embed(embedder.preprocess(decode_image(assets.photo(photo)))[None])[0]
     prompts = text.embed([f"a photo of a {label}" for label in labels])
     assert labels[int(np.argmax(prompts @ image))] == expected
-

@@ -1,5 +1,6 @@
 """models.accel on a tiny network (no packaged weights): export once into the cache, both runtimes
 give torch's answer, threads are safe, and the specs refuse what a runtime cannot run."""
+
 import threading
 
 import numpy as np
@@ -19,14 +20,17 @@ def cache(tmp_path, monkeypatch):
 
 def _tiny() -> torch.nn.Module:
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU6(), torch.nn.Flatten(), torch.nn.LazyLinear(5))
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU6(), torch.nn.Flatten(), torch.nn.LazyLinear(5)
+    )
 
 
 def _export(module: torch.nn.Module) -> tuple:
     example = torch.randn(1, 3, 8, 8)
     module(example)  # materialise the lazy layer
-    path = accel.export_onnx(module, (example,), names=("x", "y"), dynamic_axes={"x": {0: "b"}, "y": {0: "b"}},
-                             key="tiny")
+    path = accel.export_onnx(
+        module, (example,), names=("x", "y"), dynamic_axes={"x": {0: "b"}, "y": {0: "b"}}, key="tiny"
+    )
     return path, module
 
 
@@ -83,7 +87,9 @@ def test_precisions_a_runtime_cannot_run_are_refused():
     with pytest.raises(ValueError, match="fp16"):
         accel.resolve_precision("openvino", "fp16")
     assert accel.resolve_precision("onnxruntime", "auto") == "fp32"
-    assert accel.resolve_precision("openvino", "auto") == ("bf16" if accel.openvino_bf16_supported() else "fp32")
+    assert accel.resolve_precision("openvino", "auto") == (
+        "bf16" if accel.openvino_bf16_supported() else "fp32"
+    )
 
 
 def test_specs_refuse_int8_on_torch_and_compiled_clip():

@@ -1,4 +1,5 @@
 """The adapter space without weights or Ray: loss, metrics, training on toy features, checkpoints, specs."""
+
 import json
 import math
 
@@ -19,11 +20,18 @@ def toy_features(n_groups=6, per_group=6, *, seed=0, noise_seed=0, noise=0.3) ->
     rng = np.random.default_rng([seed, noise_seed])
     groups = np.repeat(np.arange(n_groups), per_group)
     images = concept[groups] @ img_mix + noise * rng.normal(size=(len(groups), 32))
-    tokens = np.repeat((concept[groups] @ txt_mix)[:, None, :], 3, axis=1) + noise * rng.normal(size=(len(groups), 3, 12))
-    return adapter.FeatureSet(image_pooled=images.astype(np.float32), text_tokens=tokens.astype(np.float32),
-                              text_mask=np.ones((len(groups), 3), np.float32), image_of_text=np.arange(len(groups)),
-                              groups=groups, base_image=rng.normal(size=(len(groups), 4)).astype(np.float32),
-                              base_text=rng.normal(size=(len(groups), 4)).astype(np.float32))
+    tokens = np.repeat((concept[groups] @ txt_mix)[:, None, :], 3, axis=1) + noise * rng.normal(
+        size=(len(groups), 3, 12)
+    )
+    return adapter.FeatureSet(
+        image_pooled=images.astype(np.float32),
+        text_tokens=tokens.astype(np.float32),
+        text_mask=np.ones((len(groups), 3), np.float32),
+        image_of_text=np.arange(len(groups)),
+        groups=groups,
+        base_image=rng.normal(size=(len(groups), 4)).astype(np.float32),
+        base_text=rng.normal(size=(len(groups), 4)).astype(np.float32),
+    )
 
 
 def test_clip_loss_is_symmetric_infonce_and_groups_soften_the_targets():
@@ -31,21 +39,30 @@ def test_clip_loss_is_symmetric_infonce_and_groups_soften_the_targets():
     txt = torch.nn.functional.normalize(torch.randn(4, 5), dim=-1)
     logits = 10 * img @ txt.T
     target = torch.arange(4)
-    expected = (torch.nn.functional.cross_entropy(logits, target) + torch.nn.functional.cross_entropy(logits.T, target)) / 2
+    expected = (
+        torch.nn.functional.cross_entropy(logits, target)
+        + torch.nn.functional.cross_entropy(logits.T, target)
+    ) / 2
     assert torch.isclose(adapter.clip_loss(img, txt, torch.tensor(10.0)), expected)
     assert torch.isclose(adapter.clip_loss(img, txt, torch.tensor(10.0), torch.arange(4)), expected)
     # two pairs per group: grouped targets prefer one point per group, plain InfoNCE prefers every
     # pair apart (pushing two captions of one photo away from each other)
     collapsed = torch.tensor([[1.0, 0, 0, 0], [1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 1.0, 0, 0]])
     apart, scale, groups = torch.eye(4), torch.tensor(50.0), torch.tensor([0, 0, 1, 1])
-    assert adapter.clip_loss(collapsed, collapsed, scale, groups) < adapter.clip_loss(apart, apart, scale, groups)
+    assert adapter.clip_loss(collapsed, collapsed, scale, groups) < adapter.clip_loss(
+        apart, apart, scale, groups
+    )
     assert adapter.clip_loss(apart, apart, scale) < adapter.clip_loss(collapsed, collapsed, scale)
-    assert math.isclose(float(adapter.clip_loss(collapsed, collapsed, scale, groups)), math.log(2), rel_tol=1e-3)
+    assert math.isclose(
+        float(adapter.clip_loss(collapsed, collapsed, scale, groups)), math.log(2), rel_tol=1e-3
+    )
 
 
 def test_retrieval_metrics_on_a_known_ranking():
     image = np.eye(3, dtype=np.float32)
-    text = np.array([[1, 0, 0], [0, 0.4, 0.6], [0, 0, 1], [0.3, 0.9, 0]], np.float32)  # captions 1, 3 misranked
+    text = np.array(
+        [[1, 0, 0], [0, 0.4, 0.6], [0, 0, 1], [0.3, 0.9, 0]], np.float32
+    )  # captions 1, 3 misranked
     m = adapter.retrieval_metrics(image, text, np.array([0, 1, 2, 0]))
     assert m["t2i_r1"] == 0.5 and m["t2i_r5"] == 1.0
     assert m["i2t_r1"] == pytest.approx(2 / 3) and m["i2t_r5"] == 1.0
@@ -72,13 +89,21 @@ def test_fit_lowers_the_loss_and_beats_the_base_space_on_held_out_pairs():
 def test_checkpoint_round_trip_is_atomic_and_names_its_space(tmp_path):
     heads, _ = adapter.fit(toy_features(), adapter.TrainConfig(epochs=2, dim=8))
     out = tmp_path / "ckpt"
-    meta = adapter.save_checkpoint(out, heads, name="toy", base={"image": "x", "text": "y"},
-                                   training={"epochs": 2}, metrics={"val": {"before": {}, "after": {}}})
+    meta = adapter.save_checkpoint(
+        out,
+        heads,
+        name="toy",
+        base={"image": "x", "text": "y"},
+        training={"epochs": 2},
+        metrics={"val": {"before": {}, "after": {}}},
+    )
     assert sorted(p.name for p in out.iterdir()) == sorted([adapter.WEIGHTS_FILE, adapter.META_FILE])
     assert meta["space"].startswith("adapter:toy@") and adapter.adapter_space(out) == meta["space"]
     loaded, meta2 = adapter.load_heads(out)
     feats = toy_features()
-    assert torch.allclose(loaded.image(torch.from_numpy(feats.image_pooled)), heads.image(torch.from_numpy(feats.image_pooled)))
+    assert torch.allclose(
+        loaded.image(torch.from_numpy(feats.image_pooled)), heads.image(torch.from_numpy(feats.image_pooled))
+    )
     # retrained weights replace the old checkpoint in place, under a new space name; no staging dirs remain
     heads2, _ = adapter.fit(toy_features(seed=1), adapter.TrainConfig(epochs=2, dim=8, seed=1))
     meta3 = adapter.save_checkpoint(out, heads2, name="toy", base={}, training={}, metrics={})

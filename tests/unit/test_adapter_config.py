@@ -1,6 +1,7 @@
 """Serving a fine-tuned adapter from config (no weights loaded, no Ray): AppArgs resolves and checks
 the checkpoint, the one-space check names both sides, and the live-rollout user_config is refused
 when it cannot work."""
+
 import os
 
 import pytest

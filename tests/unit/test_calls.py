@@ -1,13 +1,13 @@
 """The handle-call wrapper without Ray: deadlines cancel the call (504), a replica lost under a call
 is retried once, cancellation reaches the call and is never swallowed, and an input that was in
 flight when two replicas died is held (422 poison_request) and then refused without being sent."""
+
 from __future__ import annotations
 
 import asyncio
 import time
 
 import numpy as np
-
 import pytest
 from ray.exceptions import ActorDiedError
 from ray.serve.exceptions import BackPressureError
@@ -229,7 +229,9 @@ async def test_retries_after_a_death_run_one_at_a_time_per_method():
         running[0] -= 1
         return "ok"
 
-    results = await asyncio.gather(*(calls.call(_Named(_death_on("A"), tracked), f"victim {i}") for i in range(4)))
+    results = await asyncio.gather(
+        *(calls.call(_Named(_death_on("A"), tracked), f"victim {i}") for i in range(4))
+    )
     assert results == ["ok"] * 4 and most[0] == 1
 
 
@@ -257,11 +259,13 @@ def test_fingerprints_tell_inputs_and_methods_apart_and_take_surrogates():
     assert base == quarantine.fingerprint("AudioModel.transcribe", (audio.copy(), {"language": "\ud800"}), {})
     louder = audio.copy()
     louder[0] = 1.0
-    for other in [quarantine.fingerprint("AudioModel.features", (audio, {"language": "\ud800"}), {}),
-                  quarantine.fingerprint("AudioModel.transcribe", (louder, {"language": "\ud800"}), {}),
-                  quarantine.fingerprint("AudioModel.transcribe", (audio, {"language": "en"}), {}),
-                  quarantine.fingerprint("AudioModel.transcribe", ([b"ab"], {}), {}),
-                  quarantine.fingerprint("AudioModel.transcribe", ([b"a", b"b"], {}), {})]:
+    for other in [
+        quarantine.fingerprint("AudioModel.features", (audio, {"language": "\ud800"}), {}),
+        quarantine.fingerprint("AudioModel.transcribe", (louder, {"language": "\ud800"}), {}),
+        quarantine.fingerprint("AudioModel.transcribe", (audio, {"language": "en"}), {}),
+        quarantine.fingerprint("AudioModel.transcribe", ([b"ab"], {}), {}),
+        quarantine.fingerprint("AudioModel.transcribe", ([b"a", b"b"], {}), {}),
+    ]:
         assert other != base
     assert quarantine.fingerprint("m", ([b"ab"],), {}) != quarantine.fingerprint("m", ([b"a", b"b"],), {})
 

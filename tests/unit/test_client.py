@@ -1,4 +1,5 @@
 """Client retries and errors against a real (tiny, stdlib) HTTP server."""
+
 import asyncio
 import json
 import time
@@ -20,10 +21,15 @@ class _Flaky(StubHandler):
     def do_GET(self):  # noqa: N802 (stdlib name)
         type(self).seen.append(time.monotonic())
         if self.path == "/v1/models":
-            return self._json(422, {"error": {"type": "invalid_request_error", "message": "nope", "param": "x"}})
+            return self._json(
+                422, {"error": {"type": "invalid_request_error", "message": "nope", "param": "x"}}
+            )
         if len(type(self).seen) <= type(self).failures:
-            return self._json(429, {"error": {"type": "rate_limited", "message": "slow down", "param": None}},
-                              {"Retry-After": "0.3"})
+            return self._json(
+                429,
+                {"error": {"type": "rate_limited", "message": "slow down", "param": None}},
+                {"Retry-After": "0.3"},
+            )
         self._json(200, json.loads(HEALTH))
 
     def _json(self, status, body, headers=None):
@@ -66,5 +72,9 @@ def test_gives_up_after_attempts(server):
 def test_error_carries_server_error(server):
     with Client(server) as client, pytest.raises(MMServeError) as err:
         client.models()
-    assert (err.value.status, err.value.type, err.value.message, err.value.param) == (422, "invalid_request_error",
-                                                                                     "nope", "x")
+    assert (err.value.status, err.value.type, err.value.message, err.value.param) == (
+        422,
+        "invalid_request_error",
+        "nope",
+        "x",
+    )

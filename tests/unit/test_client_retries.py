@@ -1,5 +1,6 @@
 """Which answers the client retries: 502/503/504, broken connections and the proxy's own plain 500
 on idempotent routes; never a non-idempotent call (``drop_index``) after the server may have run it."""
+
 import json
 import socket
 

@@ -1,4 +1,5 @@
 """Query-side ConSE and prompt ensembles, on a deterministic toy text encoder (no weights, no Ray)."""
+
 import numpy as np
 import pytest
 
@@ -82,4 +83,6 @@ def test_feature_versions_change_with_the_conse_options():
     plain, query = TextModelSpec(), TextModelSpec(query_conse=QueryConSESpec())
     assert text_version(plain) != text_version(query)
     assert image_version(VisionModelSpec(), plain) == image_version(VisionModelSpec(), query)
-    assert image_version(VisionModelSpec(), plain) != image_version(VisionModelSpec(conse_prompts="ensemble"), plain)
+    assert image_version(VisionModelSpec(), plain) != image_version(
+        VisionModelSpec(conse_prompts="ensemble"), plain
+    )

@@ -1,5 +1,6 @@
 """The generated pages of the docs site say what their sources say: the configuration reference what
 the pydantic models of config/ declare, the performance page what benchmarks/reference/*.json holds."""
+
 from pathlib import Path
 
 from benchmarks import performance_page
@@ -10,8 +11,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_configuration_reference_matches_the_models():
     committed = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
-    assert committed == config_reference.render(), \
+    assert committed == config_reference.render(), (
         "run `python -m tools.config_reference` and commit docs/configuration.md"
+    )
 
 
 def test_configuration_reference_lists_every_field():
@@ -27,11 +29,13 @@ def test_configuration_reference_lists_every_field():
 
 def test_performance_page_matches_the_reference_results():
     committed = (ROOT / "docs" / "performance.md").read_text(encoding="utf-8")
-    assert committed == performance_page.render(), \
+    assert committed == performance_page.render(), (
         "run `python -m benchmarks.performance_page` and commit docs/performance.md"
+    )
 
 
 def test_every_reference_result_is_described():
     files = {p.name for p in (ROOT / "benchmarks" / "reference").glob("*.json")}
-    assert files == set(performance_page.REFERENCES), \
+    assert files == set(performance_page.REFERENCES), (
         "describe each file of benchmarks/reference/ in performance_page.REFERENCES"
+    )

@@ -1,4 +1,5 @@
 """Fusion heads on tiny dims: shapes, masking, collation, checkpoints, compatibility, prediction."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,8 +25,13 @@ from models.fusion import (
     save_checkpoint,
 )
 
-DIMS = FusionDims(pooled={"image": 6, "text": 5, "audio": 4}, tokens={"image": 7, "text": 3, "audio": 5},
-                  hidden=8, heads=2, dropout=0.0)
+DIMS = FusionDims(
+    pooled={"image": 6, "text": 5, "audio": 4},
+    tokens={"image": 7, "text": 3, "audio": 5},
+    hidden=8,
+    heads=2,
+    dropout=0.0,
+)
 LABELS = ["cat", "dog", "bird"]
 KINDS = sorted(HEAD_KINDS)
 
@@ -34,17 +40,28 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def feat(rng, m, n_tokens=3, dims=DIMS):
-    return ModalityFeatures(rng.normal(size=dims.pooled[m]).astype(np.float32),
-                            rng.normal(size=(n_tokens, dims.tokens[m])).astype(np.float32))
+    return ModalityFeatures(
+        rng.normal(size=dims.pooled[m]).astype(np.float32),
+        rng.normal(size=(n_tokens, dims.tokens[m])).astype(np.float32),
+    )
 
 
 def rows_with(present: list[tuple[str, ...]], seed=0):
     rng = np.random.default_rng(seed)
-    return [{m: feat(rng, m, n_tokens=1 + (i + j) % 4) for j, m in enumerate(ms)} for i, ms in enumerate(present)]
+    return [
+        {m: feat(rng, m, n_tokens=1 + (i + j) % 4) for j, m in enumerate(ms)} for i, ms in enumerate(present)
+    ]
 
 
-MIXED = [("image", "text", "audio"), ("text",), ("image",), ("audio",), ("image", "audio"), ("text", "audio"),
-         ("image", "text")]
+MIXED = [
+    ("image", "text", "audio"),
+    ("text",),
+    ("image",),
+    ("audio",),
+    ("image", "audio"),
+    ("text", "audio"),
+    ("image", "text"),
+]
 
 
 def make_head(kind, seed=0):
@@ -59,9 +76,12 @@ def perturbed(batch, rows_mask_fn, seed=1):
     out = dataclasses.replace(batch, pooled=dict(batch.pooled), tokens=dict(batch.tokens))
     for m in batch.pooled:
         sel = rows_mask_fn(m, batch)
-        out.pooled[m] = torch.where(sel[:, None], torch.randn(batch.pooled[m].shape, generator=g) * 5, batch.pooled[m])
-        out.tokens[m] = torch.where(sel[:, None, None], torch.randn(batch.tokens[m].shape, generator=g) * 5,
-                                    batch.tokens[m])
+        out.pooled[m] = torch.where(
+            sel[:, None], torch.randn(batch.pooled[m].shape, generator=g) * 5, batch.pooled[m]
+        )
+        out.tokens[m] = torch.where(
+            sel[:, None, None], torch.randn(batch.tokens[m].shape, generator=g) * 5, batch.tokens[m]
+        )
     return out
 
 
@@ -127,9 +147,13 @@ def test_attention_padding_tokens_are_ignored():
     head, batch = make_head("attention"), collate(rows_with(MIXED), DIMS)
     assert (~batch.token_mask["image"]).any()  # there is padding to perturb
     g = torch.Generator().manual_seed(3)
-    noisy = dataclasses.replace(batch, tokens={
-        m: torch.where(batch.token_mask[m][..., None], t, torch.randn(t.shape, generator=g) * 5)
-        for m, t in batch.tokens.items()})
+    noisy = dataclasses.replace(
+        batch,
+        tokens={
+            m: torch.where(batch.token_mask[m][..., None], t, torch.randn(t.shape, generator=g) * 5)
+            for m, t in batch.tokens.items()
+        },
+    )
     torch.testing.assert_close(head(noisy), head(batch), rtol=0, atol=1e-6)
 
 
@@ -148,7 +172,10 @@ def test_late_fusion_renormalises_over_present_modalities():
 def test_heads_for_a_subset_of_modalities():
     dims = FusionDims(pooled={"image": 6, "audio": 4}, tokens={"image": 7, "audio": 5}, hidden=8, heads=2)
     rng = np.random.default_rng(0)
-    rows = [{"image": feat(rng, "image", dims=dims)}, {"audio": feat(rng, "audio", dims=dims), "text": feat(rng, "text")}]
+    rows = [
+        {"image": feat(rng, "image", dims=dims)},
+        {"audio": feat(rng, "audio", dims=dims), "text": feat(rng, "text")},
+    ]
     for kind in KINDS:
         logits = build_head(kind, dims=dims, num_labels=2).eval()(collate(rows, dims))
         assert logits.shape == (2, 2) and torch.isfinite(logits).all()
@@ -177,11 +204,14 @@ def test_collate_pads_and_marks_absent():
     assert (batch.tokens["image"][0, 1:] == 0).all() and (batch.pooled["image"][1] == 0).all()
 
 
-@pytest.mark.parametrize("bad, expect", [
-    (ModalityFeatures(np.zeros(9, np.float32), np.zeros((2, 7), np.float32)), "(6,)"),
-    (ModalityFeatures(np.zeros(6, np.float32), np.zeros((2, 8), np.float32)), "(T, 7)"),
-    (ModalityFeatures(np.zeros(6, np.float32), np.zeros(7, np.float32)), "(T, 7)"),
-])
+@pytest.mark.parametrize(
+    "bad, expect",
+    [
+        (ModalityFeatures(np.zeros(9, np.float32), np.zeros((2, 7), np.float32)), "(6,)"),
+        (ModalityFeatures(np.zeros(6, np.float32), np.zeros((2, 8), np.float32)), "(T, 7)"),
+        (ModalityFeatures(np.zeros(6, np.float32), np.zeros(7, np.float32)), "(T, 7)"),
+    ],
+)
 def test_collate_rejects_wrong_dims(bad, expect):
     rows = rows_with([("text",)]) + [{"image": bad}]
     with pytest.raises(Incompatible) as info:
@@ -200,17 +230,30 @@ def test_collate_rejects_unknown_modality_and_nan():
 
 # ------------------------------------------------------------------------------------ checkpoints
 def meta_for(kind, head_id="pets_v1", dims=DIMS):
-    return HeadMeta(head_id=head_id, kind=kind, labels=LABELS, dims=dims,
-                    encoders={"image": {"id": "conse-effnet", "version": "1"}, "text": {"id": "minilm", "version": "1"},
-                              "audio": {"id": "whisper-base", "version": "1"}},
-                    metrics={"val_accuracy": 0.9}, created=1700000000, mmserve_version="0.1.0")
+    return HeadMeta(
+        head_id=head_id,
+        kind=kind,
+        labels=LABELS,
+        dims=dims,
+        encoders={
+            "image": {"id": "conse-effnet", "version": "1"},
+            "text": {"id": "minilm", "version": "1"},
+            "audio": {"id": "whisper-base", "version": "1"},
+        },
+        metrics={"val_accuracy": 0.9},
+        created=1700000000,
+        mmserve_version="0.1.0",
+    )
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_checkpoint_round_trip_gives_identical_logits(tmp_path, kind):
     head, meta = make_head(kind), meta_for(kind)
     path = save_checkpoint(tmp_path, head, meta)
-    assert path == tmp_path / "pets_v1" and sorted(p.name for p in path.iterdir()) == ["meta.json", "weights.safetensors"]
+    assert path == tmp_path / "pets_v1" and sorted(p.name for p in path.iterdir()) == [
+        "meta.json",
+        "weights.safetensors",
+    ]
     loaded, loaded_meta = load_checkpoint(tmp_path, "pets_v1")
     assert loaded_meta == meta and not loaded.training
     batch = collate(rows_with(MIXED), DIMS)
@@ -268,9 +311,11 @@ def test_tampered_meta_or_weights_are_incompatible(tmp_path):
 
 
 # ---------------------------------------------------------------------------------- compatibility
-RUNNING = {"image": {"id": "conse-effnet", "pooled_dim": 6, "token_dim": 7},
-           "text": {"id": "minilm", "pooled_dim": 5, "token_dim": 3},
-           "audio": {"id": "whisper-base", "pooled_dim": 4, "token_dim": 5}}
+RUNNING = {
+    "image": {"id": "conse-effnet", "pooled_dim": 6, "token_dim": 7},
+    "text": {"id": "minilm", "pooled_dim": 5, "token_dim": 3},
+    "audio": {"id": "whisper-base", "pooled_dim": 4, "token_dim": 5},
+}
 
 
 def test_check_compatible_accepts_matching_and_partial_services():
@@ -278,11 +323,14 @@ def test_check_compatible_accepts_matching_and_partial_services():
     check_compatible(meta_for("late"), {"text": RUNNING["text"]})  # missing modalities are masked
 
 
-@pytest.mark.parametrize("change, words", [
-    ({"id": "clip-b32"}, ["'conse-effnet'", "'clip-b32'", "image"]),
-    ({"pooled_dim": 512}, ["6-d", "512-d"]),
-    ({"token_dim": 1280}, ["7-d", "1280-d"]),
-])
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"id": "clip-b32"}, ["'conse-effnet'", "'clip-b32'", "image"]),
+        ({"pooled_dim": 512}, ["6-d", "512-d"]),
+        ({"token_dim": 1280}, ["7-d", "1280-d"]),
+    ],
+)
 def test_check_compatible_rejects_mismatch(change, words):
     running = {**RUNNING, "image": {**RUNNING["image"], **change}}
     with pytest.raises(Incompatible) as info:

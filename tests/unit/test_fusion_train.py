@@ -5,6 +5,7 @@ half of the rows and pure noise on the other half; each modality is also missing
 A single modality therefore tops out near 0.5 + 0.5/3 ~ 0.67 accuracy, while a head that learns
 which modality to trust per row can reach ~0.85.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -45,10 +46,14 @@ def synthetic(n: int, *, seed: int = 0, missing: float = 0.15) -> list[Example]:
                 continue
             informative, n_tokens = rng.random() < 0.5, int(rng.integers(2, 6))
             pooled = protos[m][y] * informative + rng.normal(size=POOLED[m]) * (0.5 if informative else 1.0)
-            tokens = token_protos[m][y] * informative + rng.normal(size=(n_tokens, TOKENS[m])) * (0.5 if informative else 1.0)
+            tokens = token_protos[m][y] * informative + rng.normal(size=(n_tokens, TOKENS[m])) * (
+                0.5 if informative else 1.0
+            )
             feats[m] = ModalityFeatures(pooled.astype(np.float32), tokens.astype(np.float32))
         if not feats:  # keep at least one (uninformative) modality per row
-            feats["text"] = ModalityFeatures(rng.normal(size=10).astype(np.float32), rng.normal(size=(3, 5)).astype(np.float32))
+            feats["text"] = ModalityFeatures(
+                rng.normal(size=10).astype(np.float32), rng.normal(size=(3, 5)).astype(np.float32)
+            )
         examples.append(Example(feats, LABELS[y]))
     return examples
 
@@ -64,8 +69,10 @@ def data():
 @pytest.fixture(scope="module")
 def trained(data):
     train, val, _, dims = data
-    return {kind: train_head(kind, train, val, dims=dims, labels=LABELS, epochs=EPOCHS, lr=3e-3, seed=0)
-            for kind in sorted(HEAD_KINDS)}
+    return {
+        kind: train_head(kind, train, val, dims=dims, labels=LABELS, epochs=EPOCHS, lr=3e-3, seed=0)
+        for kind in sorted(HEAD_KINDS)
+    }
 
 
 def accuracy(result, dims, examples) -> float:
@@ -84,15 +91,19 @@ def test_late_fusion_beats_best_single_modality(data, trained):
     train, _, test, dims = data
     baselines = single_modality_baselines(train, test, labels=LABELS, dims=dims)
     assert set(baselines) == {"image", "text", "audio"}
-    assert all(0.45 < acc < 0.85 for acc in baselines.values()), baselines  # each modality alone is informative but weak
+    assert all(0.45 < acc < 0.85 for acc in baselines.values()), (
+        baselines
+    )  # each modality alone is informative but weak
     assert accuracy(trained["late"], dims, test) > max(baselines.values()) + 0.05, baselines
 
 
 def test_history_and_best_epoch(trained):
     for result in trained.values():
         assert [s.epoch for s in result.history] == list(range(1, EPOCHS + 1))
-        assert all(isinstance(s, EpochStats) and np.isfinite(s.train_loss) and np.isfinite(s.val_loss)
-                   for s in result.history)
+        assert all(
+            isinstance(s, EpochStats) and np.isfinite(s.train_loss) and np.isfinite(s.val_loss)
+            for s in result.history
+        )
         best = result.history[result.best_epoch - 1]
         assert result.val_accuracy == best.val_accuracy == max(s.val_accuracy for s in result.history)
         assert not result.head.training
@@ -103,8 +114,10 @@ def test_training_is_deterministic_and_leaves_global_rng_alone(data):
     seen = []
     torch.manual_seed(123)
     before = torch.get_rng_state()
-    runs = [train_head("attention", train, val, dims=dims, labels=LABELS, epochs=3, seed=s, on_epoch=seen.append)
-            for s in (7, 7, 8)]
+    runs = [
+        train_head("attention", train, val, dims=dims, labels=LABELS, epochs=3, seed=s, on_epoch=seen.append)
+        for s in (7, 7, 8)
+    ]
     assert torch.equal(torch.get_rng_state(), before)
     assert runs[0].history == runs[1].history and runs[0].history != runs[2].history
     a, b = runs[0].head.state_dict(), runs[1].head.state_dict()

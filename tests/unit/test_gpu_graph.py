@@ -1,4 +1,5 @@
 """benchmarks.gpu_graph's graph is a valid config that fits the node it starts (one GPU, shared by fractions)."""
+
 from __future__ import annotations
 
 import pytest
@@ -25,5 +26,8 @@ def test_batches_can_fill() -> None:
     args = AppArgs.model_validate(graph_args(PATHS, False, "bf16"))
     settings = args.gateway.settings
     assert args.vision.batch.max_batch_size == 256 <= args.vision.max_ongoing_requests
-    assert min(settings.max_inflight, settings.inflight_budgets["image"], settings.max_requests_per_client) >= 256
+    assert (
+        min(settings.max_inflight, settings.inflight_budgets["image"], settings.max_requests_per_client)
+        >= 256
+    )
     assert settings.embed_cache_size == 0

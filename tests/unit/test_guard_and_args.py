@@ -2,16 +2,17 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from config.args import AppArgs
 from graphs import guard
 from graphs.app import demands
-from config.args import AppArgs
 
 ONE_GPU_NODE = [{"CPU": 4.0, "GPU": 1.0, "memory": 8e9}]
 
 
 def test_fractions_that_fit_pass():
-    args = AppArgs.model_validate({"vision": {"num_gpus": 0.25}, "text": {"num_gpus": 0.125},
-                                   "audio": {"num_gpus": 0.5}})
+    args = AppArgs.model_validate(
+        {"vision": {"num_gpus": 0.25}, "text": {"num_gpus": 0.125}, "audio": {"num_gpus": 0.5}}
+    )
     assert guard.problems(demands(args), ONE_GPU_NODE) == []
 
 
@@ -22,7 +23,9 @@ def test_replica_bigger_than_any_node_is_named():
 
 
 def test_sum_of_min_replicas_over_total():
-    args = AppArgs.model_validate({"audio": {"num_gpus": 0.5, "autoscaling": {"min_replicas": 3, "max_replicas": 3}}})
+    args = AppArgs.model_validate(
+        {"audio": {"num_gpus": 0.5, "autoscaling": {"min_replicas": 3, "max_replicas": 3}}}
+    )
     found = guard.problems(demands(args), ONE_GPU_NODE)
     assert found and "AudioModel 3x0.5" in found[0] and "'GPU'" in found[0]
 
@@ -40,13 +43,19 @@ def test_batch_larger_than_ongoing_limit_rejected():
 
 def test_mismatched_spaces_rejected():
     with pytest.raises(ValidationError, match="share a space"):
-        AppArgs.model_validate({"vision": {"model": {"embedder": "clip", "embedder_path": "openai/clip-vit-base-patch32"}}})
+        AppArgs.model_validate(
+            {"vision": {"model": {"embedder": "clip", "embedder_path": "openai/clip-vit-base-patch32"}}}
+        )
 
 
 def test_clip_pair_accepted():
     clip = "openai/clip-vit-base-patch32"
-    args = AppArgs.model_validate({"vision": {"model": {"embedder": "clip", "embedder_path": clip}},
-                                   "text": {"model": {"kind": "clip", "path": clip}}})
+    args = AppArgs.model_validate(
+        {
+            "vision": {"model": {"embedder": "clip", "embedder_path": clip}},
+            "text": {"model": {"kind": "clip", "path": clip}},
+        }
+    )
     assert args.vision.model.space(args.text.model) == args.text.model.space
 
 
@@ -65,8 +74,11 @@ def test_gpu_config_fractions_fit_one_gpu():
     assert gpus["VisionEncoder"] == 0.25 and gpus["TextEncoder"] == 0.125 and gpus["AudioModel"] == 0.5
     assert gpus["VisionLanguage"] == 0.125 and sum(gpus.values()) <= 1.0
     paths = {m.path for m in args.vision_language.models}
-    assert paths == {"Salesforce/blip-image-captioning-base", "Salesforce/blip-vqa-base",
-                     "dandelin/vilt-b32-finetuned-vqa"}
+    assert paths == {
+        "Salesforce/blip-image-captioning-base",
+        "Salesforce/blip-vqa-base",
+        "dandelin/vilt-b32-finetuned-vqa",
+    }
 
 
 def test_vision_language_is_off_by_default_and_needs_models_when_on():
@@ -76,17 +88,33 @@ def test_vision_language_is_off_by_default_and_needs_models_when_on():
     model = {"id": "cap", "task": "caption", "engine": "blip", "path": "/m/blip"}
     with pytest.raises(ValueError, match="unique"):
         AppArgs.model_validate({"vision_language": {"enabled": True, "models": [model, model]}})
-    on = AppArgs.model_validate({"vision_language": {"enabled": True, "models": [model], "num_gpus": 0.5,
-                                                     "batch": {"max_batch_size": 4}}})
-    assert on.deployments()["VisionLanguage"].serve_options(user_config=on.vision_language.batch.model_dump())[
-        "user_config"]["max_batch_size"] == 4
-    assert [d.per_replica for d in demands(on) if d.deployment == "VisionLanguage"] == [{"CPU": 1.0, "GPU": 0.5}]
+    on = AppArgs.model_validate(
+        {
+            "vision_language": {
+                "enabled": True,
+                "models": [model],
+                "num_gpus": 0.5,
+                "batch": {"max_batch_size": 4},
+            }
+        }
+    )
+    assert (
+        on.deployments()["VisionLanguage"].serve_options(user_config=on.vision_language.batch.model_dump())[
+            "user_config"
+        ]["max_batch_size"]
+        == 4
+    )
+    assert [d.per_replica for d in demands(on) if d.deployment == "VisionLanguage"] == [
+        {"CPU": 1.0, "GPU": 0.5}
+    ]
 
 
 def test_a_milvus_lite_file_keeps_search_at_one_replica():
     with pytest.raises(ValueError, match="one process at a time"):
         AppArgs.model_validate({"search": {"uri": "/tmp/x/search.db", "autoscaling": {"max_replicas": 2}}})
-    server = AppArgs.model_validate({"search": {"uri": "http://milvus:19530", "autoscaling": {"max_replicas": 4}}})
+    server = AppArgs.model_validate(
+        {"search": {"uri": "http://milvus:19530", "autoscaling": {"max_replicas": 4}}}
+    )
     assert server.search.uri == "http://milvus:19530"
     assert "SearchIndex" in server.deployments() and "FusionHead" in server.deployments()
     off = AppArgs.model_validate({"search": {"enabled": False}, "fusion": {"enabled": False}})
@@ -94,13 +122,22 @@ def test_a_milvus_lite_file_keeps_search_at_one_replica():
 
 
 def test_max_replicas_per_node_needs_enough_nodes_and_reaches_serve():
-    args = AppArgs.model_validate({"text": {"num_gpus": 0.125, "max_replicas_per_node": 1,
-                                            "autoscaling": {"min_replicas": 1, "max_replicas": 2}}})
+    args = AppArgs.model_validate(
+        {
+            "text": {
+                "num_gpus": 0.125,
+                "max_replicas_per_node": 1,
+                "autoscaling": {"min_replicas": 1, "max_replicas": 2},
+            }
+        }
+    )
     assert args.text.serve_options()["max_replicas_per_node"] == 1
     assert "max_replicas_per_node" not in args.vision.serve_options()  # unset: Serve's default, no limit
     found = guard.problems(demands(args), ONE_GPU_NODE)
-    assert found == ["deployment 'TextEncoder': 2 replicas at its maximum, at most 1 per node "
-                     "(max_replicas_per_node), but 1 node(s) can host one"]
+    assert found == [
+        "deployment 'TextEncoder': 2 replicas at its maximum, at most 1 per node "
+        "(max_replicas_per_node), but 1 node(s) can host one"
+    ]
     cpu_only = {"CPU": 4.0, "memory": 8e9}  # a node that cannot host a GPU replica does not count
     assert guard.problems(demands(args), ONE_GPU_NODE + [cpu_only]) == found
     assert guard.problems(demands(args), ONE_GPU_NODE * 2) == []

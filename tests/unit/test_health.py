@@ -1,4 +1,5 @@
 """check_health fails a replica whose batch has stopped progressing, so Serve replaces it."""
+
 from __future__ import annotations
 
 import asyncio
@@ -25,7 +26,9 @@ class _Wedgeable(ModelReplica):
 async def test_check_health_fails_a_replica_whose_batch_never_finishes():
     replica = _Wedgeable()
     replica.check_health()
-    running = asyncio.ensure_future(replica._run_batch("embed", lambda items: replica.release.wait() and items, [1]))
+    running = asyncio.ensure_future(
+        replica._run_batch("embed", lambda items: replica.release.wait() and items, [1])
+    )
     try:
         await asyncio.sleep(0.1)
         replica.check_health()  # a batch running for less than stall_timeout_s is fine
@@ -71,8 +74,10 @@ async def test_readyz_counts_a_deployment_that_answered_lately_as_ready_without_
     from deployments.gateway.routes.service import readyz
 
     busy, idle = _Busy("BusyEncoder"), _Busy("IdleEncoder")
-    svc = SimpleNamespace(deployments=lambda: {"VisionEncoder": busy, "TextEncoder": idle},
-                          settings=SimpleNamespace(ready_timeout_s=0.2))
+    svc = SimpleNamespace(
+        deployments=lambda: {"VisionEncoder": busy, "TextEncoder": idle},
+        settings=SimpleNamespace(ready_timeout_s=0.2),
+    )
     liveness.answered("BusyEncoder")
     answer = await readyz(svc)
     states = json.loads(answer.body)["deployments"]

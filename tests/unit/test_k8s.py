@@ -1,6 +1,7 @@
 """The KubeRay manifest (configs/k8s/rayservice.yaml): rendered from configs/gpu_cluster.yaml, a
 valid Serve config with valid app args, and hostable by the node shapes its worker groups declare.
 Ray-free: nothing here starts Ray (the Serve schema is only imported)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,6 +41,7 @@ def _app_args(env: dict = ENV, monkeypatch=None) -> AppArgs:
 
 # --- rendered, never drifting -----------------------------------------------------------------
 
+
 def test_embedded_serve_config_is_the_rendered_one():
     assert MANIFEST.read_text() == render.rendered(), "run `mmserve render k8s`"
 
@@ -68,8 +70,11 @@ def test_render_rewrites_host_paths_and_milvus_to_the_pods():
 def test_a_milvus_lite_source_is_refused(tmp_path):
     source = tmp_path / "gpu.yaml"
     text = Path("configs/gpu_cluster.yaml").read_text()
-    source.write_text(re.sub(r"uri: \S+", "uri: /data/search.db", text).replace("max_replicas: 4, target_ongoing_requests: 16}\n      fusion",
-                                                                             "max_replicas: 1}\n      fusion"))
+    source.write_text(
+        re.sub(r"uri: \S+", "uri: /data/search.db", text).replace(
+            "max_replicas: 4, target_ongoing_requests: 16}\n      fusion", "max_replicas: 1}\n      fusion"
+        )
+    )
     with pytest.raises(render.RenderError, match="Milvus server"):
         render.pod_serve_config(source)
 
@@ -81,6 +86,7 @@ def test_cli_render_check(capsys):
 
 
 # --- a valid Serve config with valid app args -------------------------------------------------
+
 
 def test_serve_config_v2_validates_as_a_serve_config():
     schema = ServeDeploySchema.model_validate(_serve_config())
@@ -117,9 +123,11 @@ def _node(group: dict) -> dict[str, float]:
     """The Ray resources one pod of a group declares: rayStartParams, else its container limits."""
     params = group["rayStartParams"]
     limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
-    return {"CPU": float(params.get("num-cpus", limits["cpu"])),
-            "GPU": float(params.get("num-gpus", limits.get("nvidia.com/gpu", 0))),
-            "memory": _bytes(limits["memory"])}
+    return {
+        "CPU": float(params.get("num-cpus", limits["cpu"])),
+        "GPU": float(params.get("num-gpus", limits.get("nvidia.com/gpu", 0))),
+        "memory": _bytes(limits["memory"]),
+    }
 
 
 def _groups() -> dict[str, dict]:
@@ -134,8 +142,10 @@ def _nodes(count: str) -> list[dict[str, float]]:
 
 def _at_max(args: AppArgs) -> list[guard.ReplicaDemand]:
     """Every deployment at its autoscaling maximum."""
-    return [guard.ReplicaDemand(d.deployment, d.per_replica, deployment.autoscaling.max_replicas)
-            for d, deployment in zip(demands(args), args.deployments().values())]
+    return [
+        guard.ReplicaDemand(d.deployment, d.per_replica, deployment.autoscaling.max_replicas)
+        for d, deployment in zip(demands(args), args.deployments().values())
+    ]
 
 
 def test_groups_declare_what_the_issue_asks():
@@ -179,6 +189,7 @@ def test_a_deployment_bigger_than_any_group_is_named(monkeypatch):
 
 # --- what reaches the pods from outside ----------------------------------------------------------
 
+
 def test_network_policy_admits_only_the_serve_port_from_outside():
     policy = _docs()["NetworkPolicy"]["spec"]
     labels = policy["podSelector"]["matchLabels"]
@@ -198,9 +209,14 @@ def test_every_pod_mounts_the_tenants_secret_and_the_store():
         spec = group["template"]["spec"]
         mounts = {m["mountPath"]: m["name"] for m in spec["containers"][0]["volumeMounts"]}
         volumes = {v["name"]: v for v in spec["volumes"]}
-        assert volumes[mounts[str(Path(render.TENANTS_FILE).parent)]]["secret"]["secretName"] == "mmserve-tenants"
-        assert volumes[mounts[render.MODEL_STORE]]["persistentVolumeClaim"]["claimName"] == \
-            _docs()["PersistentVolumeClaim"]["metadata"]["name"]
+        assert (
+            volumes[mounts[str(Path(render.TENANTS_FILE).parent)]]["secret"]["secretName"]
+            == "mmserve-tenants"
+        )
+        assert (
+            volumes[mounts[render.MODEL_STORE]]["persistentVolumeClaim"]["claimName"]
+            == _docs()["PersistentVolumeClaim"]["metadata"]["name"]
+        )
         env = spec["containers"][0]
         assert {"configMapRef": {"name": _docs()["ConfigMap"]["metadata"]["name"]}} in env["envFrom"]
         assert any(e["name"] == "MILVUS_TOKEN" for e in env["env"])

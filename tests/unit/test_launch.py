@@ -1,4 +1,5 @@
 """The launcher's honesty about the config file (Ray-free: nothing here may start Ray)."""
+
 from __future__ import annotations
 
 import pytest
@@ -19,6 +20,7 @@ def _config(tmp_path, **app) -> str:
 def no_ray(monkeypatch):
     def refuse(*_, **__):
         raise AssertionError("the launcher started Ray for a config it should refuse")
+
     monkeypatch.setattr(launch.local_ray, "start", refuse)
 
 
@@ -35,6 +37,7 @@ def test_runtime_env_goes_to_ray_init(tmp_path, monkeypatch):
     def start(**kwargs):  # the launcher's private local Ray; ray.init gets the same keywords
         seen.update(kwargs)
         raise RuntimeError("stop here")
+
     monkeypatch.setattr(launch.local_ray, "start", start)
     env = {"working_dir": ".", "env_vars": {"MMSERVE_X": "1"}}
     with pytest.raises(RuntimeError, match="stop here"):
@@ -49,7 +52,9 @@ def test_the_shipped_configs_are_accepted():
 
 def test_different_runtime_envs_per_application_are_refused():
     raw = yaml.safe_load(open("serve_config.yaml"))
-    second = dict(raw["applications"][0], name="other", route_prefix="/other", runtime_env={"env_vars": {"A": "1"}})
+    second = dict(
+        raw["applications"][0], name="other", route_prefix="/other", runtime_env={"env_vars": {"A": "1"}}
+    )
     raw["applications"].append(second)
     with pytest.raises(launch.UnsupportedConfig, match="different runtime_env"):
         launch.job_runtime_env(raw)

@@ -1,6 +1,7 @@
 """The limits applied while a body is read (deployments/gateway/limits.py), with scripted ASGI
 ``receive`` callables: a minimum body rate after a grace period, the deadline, and the bytes all
 bodies of one replica may buffer at once. No Ray, no sockets."""
+
 from __future__ import annotations
 
 import asyncio
@@ -11,8 +12,15 @@ import pytest
 from deployments.gateway.limits import BufferedBytes, Limits, RequestLimits, limited_receive
 from models.errors import Overloaded, RequestTimeout
 
-LIMITS = Limits(max_body_bytes=10_000, body_timeout_s=5.0, max_header_bytes=4096, max_requests_per_client=4,
-                min_body_rate=1000, body_grace_s=0.2, max_buffered_bytes=20_000)
+LIMITS = Limits(
+    max_body_bytes=10_000,
+    body_timeout_s=5.0,
+    max_header_bytes=4096,
+    max_requests_per_client=4,
+    min_body_rate=1000,
+    body_grace_s=0.2,
+    max_buffered_bytes=20_000,
+)
 
 
 def trickle(parts: list[bytes], every_s: float):
@@ -102,8 +110,12 @@ async def test_the_middleware_refuses_a_body_the_buffer_cannot_take_before_readi
 
     middleware = RequestLimits(app, limits=LIMITS)
     held = middleware.buffered.reserve(15_000)
-    scope = {"type": "http", "path": "/v1/classify", "client": ("127.0.0.1", 1),
-             "headers": [(b"content-length", b"8000")]}
+    scope = {
+        "type": "http",
+        "path": "/v1/classify",
+        "client": ("127.0.0.1", 1),
+        "headers": [(b"content-length", b"8000")],
+    }
     await middleware(scope, receive, send)
     assert reached == [] and sent[0]["status"] == 503
     assert (b"retry-after", b"1") in sent[0]["headers"]

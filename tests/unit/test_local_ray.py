@@ -1,4 +1,5 @@
 """The embedded Ray's token file and environment (graphs/local_ray.py), without starting Ray."""
+
 import os
 import stat
 import subprocess
@@ -86,12 +87,17 @@ def test_the_launcher_and_this_module_import_no_ray():
 
 def test_a_client_of_this_machine_gets_the_token_and_loopback(tmp_path):
     env = local_ray.client_env({"RAY_AUTH_TOKEN_PATH": str(tmp_path / "tok")})
-    assert env == {"RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-                   "RAY_AUTH_TOKEN_PATH": str(tmp_path / "tok")}
+    assert env == {
+        "RAY_AUTH_MODE": "token",
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "RAY_AUTH_TOKEN_PATH": str(tmp_path / "tok"),
+    }
 
 
-TIMEOUT = Exception("The current node timed out during startup. This could happen because some of the raylet "
-                    "failed to startup or the GCS has become overloaded.")
+TIMEOUT = Exception(
+    "The current node timed out during startup. This could happen because some of the raylet "
+    "failed to startup or the GCS has become overloaded."
+)
 
 
 @pytest.fixture
@@ -113,12 +119,16 @@ def failing_starts(monkeypatch, tmp_path):
             (session / "logs").mkdir(parents=True)
             current["session"] = session
             if queue:
-                (session / "logs" / "raylet.out").write_text("starting\nCheck failed: bind: Address already in use\n")
+                (session / "logs" / "raylet.out").write_text(
+                    "starting\nCheck failed: bind: Address already in use\n"
+                )
                 raise queue.pop(0)
             return SimpleNamespace(address_info={"session_dir": str(session)})
 
         monkeypatch.setattr(local_ray, "_init_private", init)
-        monkeypatch.setattr(local_ray.ray_startup, "own_node", lambda before: (current["session"], [f"node {len(calls)}"]))
+        monkeypatch.setattr(
+            local_ray.ray_startup, "own_node", lambda before: (current["session"], [f"node {len(calls)}"])
+        )
         monkeypatch.setattr(local_ray, "_undo_failed_start", lambda processes: undone.extend(processes))
         return calls, undone
 
@@ -136,9 +146,11 @@ def test_a_node_that_times_out_once_is_reported_undone_and_started_again(failing
     assert len(calls) == 2 and undone == ["node 1"]
     assert "Address already in use" in caplog.text  # the raylet's own words reach the log
     # the failed start's folder is gone; the live one and the other Ray's stay
-    assert _session_names(root) == ["session_2026-01-01_00-00-01_000000_99",
-                                    Path(context.address_info["session_dir"]).name,
-                                    "session_2026-01-01_00-00-02_000000_99"]
+    assert _session_names(root) == [
+        "session_2026-01-01_00-00-01_000000_99",
+        Path(context.address_info["session_dir"]).name,
+        "session_2026-01-01_00-00-02_000000_99",
+    ]
 
 
 def test_a_node_that_times_out_twice_fails_with_what_it_logged(failing_starts):
@@ -147,7 +159,10 @@ def test_a_node_that_times_out_twice_fails_with_what_it_logged(failing_starts):
     with pytest.raises(local_ray.PrivateRayError, match="Address already in use"):
         local_ray.start(num_cpus=1)
     assert len(calls) == 2 and undone == ["node 1", "node 2"]
-    assert _session_names(root) == ["session_2026-01-01_00-00-01_000000_99", "session_2026-01-01_00-00-02_000000_99"]
+    assert _session_names(root) == [
+        "session_2026-01-01_00-00-01_000000_99",
+        "session_2026-01-01_00-00-02_000000_99",
+    ]
 
 
 def test_the_failed_node_is_found_among_this_processs_children_only(tmp_path):
@@ -158,13 +173,22 @@ def test_the_failed_node_is_found_among_this_processs_children_only(tmp_path):
 
     from graphs import ray_startup
 
-    ours, theirs = tmp_path / "session_2026-01-01_00-00-00_000000_1", tmp_path / "session_2026-01-01_00-00-00_000000_2"
+    ours, theirs = (
+        tmp_path / "session_2026-01-01_00-00-00_000000_1",
+        tmp_path / "session_2026-01-01_00-00-00_000000_2",
+    )
     sleep = "import time; time.sleep(60)"
     before = ray_startup.child_pids()  # e.g. the session's own Ray when the whole suite runs
     node = subprocess.Popen([sys.executable, "-c", sleep, f"--session-dir={ours}"])
-    launcher = subprocess.Popen([sys.executable, "-c", "import os, subprocess, sys, time; subprocess.Popen([sys.executable, "
-                                 f"'-c', {sleep!r}, '--log-dir=' + os.environ['THEIRS']]); time.sleep(60)"],
-                                env={**os.environ, "THEIRS": f"{theirs}/logs"})  # the launcher's own args name none
+    launcher = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, subprocess, sys, time; subprocess.Popen([sys.executable, "
+            f"'-c', {sleep!r}, '--log-dir=' + os.environ['THEIRS']]); time.sleep(60)",
+        ],
+        env={**os.environ, "THEIRS": f"{theirs}/logs"},
+    )  # the launcher's own args name none
     try:
         deadline = time.monotonic() + 10
         while len(psutil.Process(launcher.pid).children()) < 1 and time.monotonic() < deadline:
@@ -193,7 +217,9 @@ def test_a_metrics_port_in_use_is_refused_before_ray_starts(monkeypatch):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        with pytest.raises(local_ray.PrivateRayError, match=f"metrics port {taken.getsockname()[1]} .* taken"):
+        with pytest.raises(
+            local_ray.PrivateRayError, match=f"metrics port {taken.getsockname()[1]} .* taken"
+        ):
             local_ray.start(metrics_port=taken.getsockname()[1])
 
 

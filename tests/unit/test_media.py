@@ -12,8 +12,8 @@ from PIL import Image
 
 from api.schemas import MediaError, media_bytes
 from config.settings import GatewaySettings
-from models.errors import InvalidInput, MMServeError, PayloadTooLarge, UnsupportedMedia
 from models import media
+from models.errors import InvalidInput, MMServeError, PayloadTooLarge, UnsupportedMedia
 from models.image_input import Encoded, InputSize, for_replica
 from models.media import AUDIO_FORMATS, IMAGE_FORMATS, SAMPLE_RATE, MediaLimits, decode_audio, decode_image
 from tests import assets, hostile_media
@@ -78,8 +78,10 @@ def test_image_roundtrip_keeps_content():
 
 # ----------------------------------------------------------------------- hostile inputs
 # Text that must never reach a caller: exception class names, errno codes, library internals.
-_LEAKS = re.compile(r"[A-Za-z]+(Error|Exception)\b|Errno|errno|Traceback|object at 0x|<_io|tuple index|"
-                    r"avcodec|libsndfile|returned -?\d+|image file is|cannot identify|Invalid data found")
+_LEAKS = re.compile(
+    r"[A-Za-z]+(Error|Exception)\b|Errno|errno|Traceback|object at 0x|<_io|tuple index|"
+    r"avcodec|libsndfile|returned -?\d+|image file is|cannot identify|Invalid data found"
+)
 
 
 @pytest.mark.parametrize("case", hostile_media.CASES, ids=lambda c: c.name)
@@ -204,8 +206,10 @@ def test_corrupt_header_leaves_nothing_on_stderr(monkeypatch):
     unraisable = []
     monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
     with pytest.raises(InvalidInput):  # AIFF is off by default; libsndfile reads it once allowed
-        decode_audio(hostile_media._head(lambda: hostile_media.encoded("AIFF"), 24)(),
-                     limits=MediaLimits(audio_formats=AUDIO_FORMATS + ("AIFF",)))
+        decode_audio(
+            hostile_media._head(lambda: hostile_media.encoded("AIFF"), 24)(),
+            limits=MediaLimits(audio_formats=AUDIO_FORMATS + ("AIFF",)),
+        )
     gc.collect()
     assert unraisable == []
 
@@ -237,11 +241,16 @@ def test_every_image_transport_refuses_alike(case, transport):
         decode_image(case.data, param="upload")
     with pytest.raises(MMServeError) as err:
         _through(transport, case.data, "upload")
-    assert (type(err.value), err.value.message, err.value.param) == \
-        (type(expected.value), expected.value.message, expected.value.param)
+    assert (type(err.value), err.value.message, err.value.param) == (
+        type(expected.value),
+        expected.value.message,
+        expected.value.param,
+    )
     if transport == "bytes" and case.expect in ("PayloadTooLarge", "UnsupportedMedia"):
         with pytest.raises(type(expected.value)):
-            for_replica(case.data, transport="bytes", size=InputSize(256, 224), limits=MediaLimits(), param="upload")
+            for_replica(
+                case.data, transport="bytes", size=InputSize(256, 224), limits=MediaLimits(), param="upload"
+            )
 
 
 # ----------------------------------------------------------------------- allow-lists
@@ -268,7 +277,9 @@ def _peak_rss_growth_mb(*case_names: str) -> float:
                 pass
         print((peak_kb() - before) / 1024)
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -279,8 +290,10 @@ def test_ico_bomb_refused_without_decoding_the_png_inside():
     case = next(c for c in hostile_media.CASES if c.name == "image-ico-wraps-12000px-png")
     with pytest.raises(UnsupportedMedia) as err:
         decode_image(case.data, param="image")
-    assert err.value.message == ("'image' is an ICO image, which this server does not decode "
-                                 "(it decodes JPEG, PNG, WebP, AVIF, GIF, BMP, TIFF)")
+    assert err.value.message == (
+        "'image' is an ICO image, which this server does not decode "
+        "(it decodes JPEG, PNG, WebP, AVIF, GIF, BMP, TIFF)"
+    )
     assert _peak_rss_growth_mb("image-ico-wraps-12000px-png", "image-ico-says-256-wraps-5000px-png") < 40
 
 
@@ -290,8 +303,15 @@ def test_later_frames_and_pages_are_never_decoded():
     or 20000 frames give their first frame, and decoding them costs no more than that frame."""
     tiff = decode_image(hostile_media.tiff_huge_second_page(real=True))
     assert tiff.shape == (32, 64, 3) and (tiff[..., 0] == hostile_media.gradient()[..., 0]).all()
-    assert _peak_rss_growth_mb("image-tiff-12000px-second-page", "image-gif-huge-later-frame",
-                               "image-gif-20000-frames", "image-apng-huge-later-frame") < 40
+    assert (
+        _peak_rss_growth_mb(
+            "image-tiff-12000px-second-page",
+            "image-gif-huge-later-frame",
+            "image-gif-20000-frames",
+            "image-apng-huge-later-frame",
+        )
+        < 40
+    )
 
 
 @pytest.mark.parametrize("name", ["image-tiff-12000px-second-page", "image-gif-huge-later-frame"])
@@ -301,7 +321,9 @@ def test_frames_are_decoded_only_up_to_the_first(name, monkeypatch):
     original = Image.Image.seek
     monkeypatch.setattr(Image.Image, "seek", lambda self, frame: seeks.append(frame) or original(self, frame))
     for cls in {type(Image.open(io.BytesIO(c.data))) for c in hostile_media.CASES if c.name == name}:
-        monkeypatch.setattr(cls, "seek", lambda self, frame, _o=cls.seek: seeks.append(frame) or _o(self, frame))
+        monkeypatch.setattr(
+            cls, "seek", lambda self, frame, _o=cls.seek: seeks.append(frame) or _o(self, frame)
+        )
     decode_image(next(c for c in hostile_media.CASES if c.name == name).data)
     assert all(frame == 0 for frame in seeks), seeks
 
@@ -316,14 +338,26 @@ def test_image_allow_list_is_configurable():
     with pytest.raises(UnsupportedMedia, match=r"\(PNG\)$"):
         decode_image(b"not an image at all", limits=png_only)
     with pytest.raises(UnsupportedMedia) as err:  # the replica's side of ``bytes`` obeys the same list
-        for_replica(hostile_media.jpeg_rgb(), transport="bytes", size=InputSize(256, 224), limits=png_only,
-                    param="photo")
+        for_replica(
+            hostile_media.jpeg_rgb(),
+            transport="bytes",
+            size=InputSize(256, 224),
+            limits=png_only,
+            param="photo",
+        )
 
 
 def test_allow_lists_come_from_the_gateway_settings():
-    assert GatewaySettings().limits().image_formats == IMAGE_FORMATS == ("JPEG", "PNG", "WebP", "AVIF", "GIF",
-                                                                         "BMP", "TIFF")
-    assert GatewaySettings().limits().audio_formats == AUDIO_FORMATS == ("WAV", "FLAC", "Ogg", "MP3", "M4A", "WebM")
+    assert (
+        GatewaySettings().limits().image_formats
+        == IMAGE_FORMATS
+        == ("JPEG", "PNG", "WebP", "AVIF", "GIF", "BMP", "TIFF")
+    )
+    assert (
+        GatewaySettings().limits().audio_formats
+        == AUDIO_FORMATS
+        == ("WAV", "FLAC", "Ogg", "MP3", "M4A", "WebM")
+    )
     limits = GatewaySettings(image_formats=["jpeg", "webp"], audio_formats=["wav", "aac"]).limits()
     assert (limits.image_formats, limits.audio_formats) == (("JPEG", "WebP"), ("WAV", "AAC"))
     assert decode_audio(hostile_media.av_encoded("adts", "aac"), limits=limits).size > 0.9 * SAMPLE_RATE
@@ -374,7 +408,9 @@ def _sideways(orientation: int, fmt: str = "PNG") -> tuple[bytes, np.ndarray]:
     return buf.getvalue(), pixels
 
 
-@pytest.mark.parametrize("orientation, turns", [(6, -1), (8, 1)])  # 6: turn clockwise to view, 8: counter-clockwise
+@pytest.mark.parametrize(
+    "orientation, turns", [(6, -1), (8, 1)]
+)  # 6: turn clockwise to view, 8: counter-clockwise
 def test_exif_orientation_is_applied(orientation, turns):
     raw, stored = _sideways(orientation)
     assert np.array_equal(decode_image(raw), np.rot90(stored, k=turns))
@@ -417,7 +453,7 @@ _WRAPPED_RAW = bytes(range(256)) * 7
 @pytest.mark.parametrize("width", [76, 64])
 def test_mime_wrapped_base64_accepted(newline, width):
     flat = base64.b64encode(_WRAPPED_RAW).decode()
-    wrapped = newline.join(flat[i:i + width] for i in range(0, len(flat), width)) + newline
+    wrapped = newline.join(flat[i : i + width] for i in range(0, len(flat), width)) + newline
     assert media_bytes(wrapped) == _WRAPPED_RAW
     assert media_bytes("data:image/png;base64," + wrapped) == _WRAPPED_RAW
     assert base64.encodebytes(_WRAPPED_RAW).decode().split("\n")[0].__len__() == 76  # what `base64` prints

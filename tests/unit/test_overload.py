@@ -1,5 +1,6 @@
 """Overload without Ray: in-flight budgets per modality, Serve's refusals in the one error shape,
 bounded queues derived from the config, and the guard's check at max replicas."""
+
 from __future__ import annotations
 
 import asyncio
@@ -55,7 +56,9 @@ def _app(**settings):
     async def acquire(_tenant):
         return None
 
-    admission = SimpleNamespace(authenticate=lambda headers, address: OPEN, acquire=acquire, release=lambda *a: None)
+    admission = SimpleNamespace(
+        authenticate=lambda headers, address: OPEN, acquire=acquire, release=lambda *a: None
+    )
     services = SimpleNamespace(settings=GatewaySettings(**settings), admission=admission)
     return create_app(services)
 
@@ -110,9 +113,19 @@ async def test_a_full_modality_refuses_without_waiting_for_the_body(blocking_app
         async def send(message):
             sent.append(message)
 
-        scope = {"type": "http", "method": "POST", "path": "/t/audio", "raw_path": b"/t/audio", "root_path": "",
-                 "query_string": b"", "headers": [(b"content-length", b"10")], "client": ("127.0.0.1", 1),
-                 "server": ("t", 80), "scheme": "http", "http_version": "1.1"}
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/t/audio",
+            "raw_path": b"/t/audio",
+            "root_path": "",
+            "query_string": b"",
+            "headers": [(b"content-length", b"10")],
+            "client": ("127.0.0.1", 1),
+            "server": ("t", 80),
+            "scheme": "http",
+            "http_version": "1.1",
+        }
         await asyncio.wait_for(app(scope, receive, send), 1)
         release.set()
         await asyncio.gather(*held)
@@ -141,9 +154,16 @@ async def test_serve_backpressure_keeps_our_shape_after_serve_adds_its_handler()
 
 
 def test_every_deployment_gets_a_bounded_queue_and_drain_settings():
-    args = AppArgs.model_validate({"audio": {"max_ongoing_requests": 8, "batch": {"max_batch_size": 4},
-                                             "autoscaling": {"max_replicas": 3}},
-                                   "text": {"max_queued_requests": 5}})
+    args = AppArgs.model_validate(
+        {
+            "audio": {
+                "max_ongoing_requests": 8,
+                "batch": {"max_batch_size": 4},
+                "autoscaling": {"max_replicas": 3},
+            },
+            "text": {"max_queued_requests": 5},
+        }
+    )
     options = {name: d.serve_options() for name, d in args.deployments().items()}
     assert options["AudioModel"]["max_queued_requests"] == 24
     assert options["TextEncoder"]["max_queued_requests"] == 5
@@ -160,11 +180,15 @@ def test_gateway_refuses_before_serve_would_queue_it():
 def test_unknown_budget_modality_is_refused():
     with pytest.raises(ValueError, match="unknown modality"):
         GatewaySettings(inflight_budgets={"video": 3})
-    assert GatewaySettings(inflight_budgets={"audio": 3}).inflight_budgets["image"] > 0  # others keep defaults
+    assert (
+        GatewaySettings(inflight_budgets={"audio": 3}).inflight_budgets["image"] > 0
+    )  # others keep defaults
 
 
 def test_guard_refuses_max_replicas_that_do_not_fit():
-    args = AppArgs.model_validate({"audio": {"num_cpus": 1, "autoscaling": {"min_replicas": 1, "max_replicas": 3}}})
+    args = AppArgs.model_validate(
+        {"audio": {"num_cpus": 1, "autoscaling": {"min_replicas": 1, "max_replicas": 3}}}
+    )
     found = guard.problems(demands(args), [{"CPU": 2.0}])
     assert any("maximum replicas" in f and "AudioModel 3x1" in f for f in found), found
 
@@ -207,10 +231,23 @@ def test_the_route_modality_is_found_under_a_route_prefix():
     from starlette.requests import Request
 
     app = _app()
-    for path, want in (("/chaos/v1/audio/transcriptions", "audio"), ("/chaos/v1/classify", "image"),
-                       ("/chaos/v1/indexes/photos/query", "any"), ("/v1/embeddings/text", "text"),
-                       ("/chaos/nowhere", "none")):
+    for path, want in (
+        ("/chaos/v1/audio/transcriptions", "audio"),
+        ("/chaos/v1/classify", "image"),
+        ("/chaos/v1/indexes/photos/query", "any"),
+        ("/v1/embeddings/text", "text"),
+        ("/chaos/nowhere", "none"),
+    ):
         root = "/chaos" if path.startswith("/chaos") else ""
-        scope = {"type": "http", "path": path, "root_path": root, "method": "POST", "headers": [], "app": app,
-                 "query_string": b"", "server": ("t", 80), "scheme": "http"}
+        scope = {
+            "type": "http",
+            "path": path,
+            "root_path": root,
+            "method": "POST",
+            "headers": [],
+            "app": app,
+            "query_string": b"",
+            "server": ("t", 80),
+            "scheme": "http",
+        }
         assert routing.modality_of(Request(scope)) == want, path

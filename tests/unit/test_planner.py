@@ -1,4 +1,5 @@
 """The per-request planner: which nodes a composed request needs, and that it runs them as a DAG."""
+
 import asyncio
 
 import pytest
@@ -13,9 +14,11 @@ def _ids(the_plan):
 
 
 def test_shared_nodes_are_planned_once():
-    tasks = [{"id": "e", "type": "embed", "modality": "image"},
-             {"id": "z", "type": "zero_shot", "labels": ["cat"], "template": "{}"},
-             {"id": "c", "type": "classify", "top_k": 3}]
+    tasks = [
+        {"id": "e", "type": "embed", "modality": "image"},
+        {"id": "z", "type": "zero_shot", "labels": ["cat"], "template": "{}"},
+        {"id": "c", "type": "classify", "top_k": 3},
+    ]
     the_plan = planner.plan(tasks, {"image"}, PLANNERS)
     assert _ids(the_plan) == {"decode:image", "embed:image", "labels:z", "zero_shot:z", "classify:c"}
     assert the_plan.outputs == {"e": "embed:image", "z": "zero_shot:z", "c": "classify:c"}
@@ -25,8 +28,10 @@ def test_shared_nodes_are_planned_once():
 
 
 def test_spoken_search_chains_transcription_then_text_embedding_and_shares_the_transcript():
-    tasks = [{"id": "s", "type": "search", "index": "photos", "query": "audio", "top_k": 3, "where": {}},
-             {"id": "t", "type": "transcribe", "language": None}]
+    tasks = [
+        {"id": "s", "type": "search", "index": "photos", "query": "audio", "top_k": 3, "where": {}},
+        {"id": "t", "type": "transcribe", "language": None},
+    ]
     the_plan = planner.plan(tasks, {"audio"}, PLANNERS)
     assert the_plan.outputs["t"] == "speech:transcribe:auto"
     assert ("decode:audio", "speech:transcribe:auto") in the_plan.edges()
@@ -41,9 +46,14 @@ def test_language_identification_shares_the_transcription_pass():
 
 
 def test_prompted_transcriptions_are_not_shared():
-    tasks = [{"id": "a", "type": "transcribe", "language": None, "prompt": "names: Ada"},
-             {"id": "b", "type": "transcribe", "language": None}]
-    assert set(planner.plan(tasks, {"audio"}, PLANNERS).outputs.values()) == {"speech:transcribe:a", "speech:transcribe:auto"}
+    tasks = [
+        {"id": "a", "type": "transcribe", "language": None, "prompt": "names: Ada"},
+        {"id": "b", "type": "transcribe", "language": None},
+    ]
+    assert set(planner.plan(tasks, {"audio"}, PLANNERS).outputs.values()) == {
+        "speech:transcribe:a",
+        "speech:transcribe:auto",
+    }
 
 
 def test_fuse_waits_for_the_features_of_the_modalities_present():
@@ -54,12 +64,15 @@ def test_fuse_waits_for_the_features_of_the_modalities_present():
         planner.plan([{"id": "f", "type": "fuse", "head": "h", "modalities": ["audio"]}], {"image"}, PLANNERS)
 
 
-@pytest.mark.parametrize("task, missing", [
-    ({"id": "c", "type": "classify", "top_k": 1}, "image"),
-    ({"id": "t", "type": "translate"}, "audio"),
-    ({"id": "e", "type": "embed", "modality": "text"}, "text"),
-    ({"id": "s", "type": "search", "index": "i", "query": "image", "top_k": 1, "where": {}}, "image"),
-])
+@pytest.mark.parametrize(
+    "task, missing",
+    [
+        ({"id": "c", "type": "classify", "top_k": 1}, "image"),
+        ({"id": "t", "type": "translate"}, "audio"),
+        ({"id": "e", "type": "embed", "modality": "text"}, "text"),
+        ({"id": "s", "type": "search", "index": "i", "query": "image", "top_k": 1, "where": {}}, "image"),
+    ],
+)
 def test_a_task_without_its_modality_is_refused_naming_the_input(task, missing):
     with pytest.raises(InvalidInput) as err:
         planner.plan([task], {"text"} if missing != "text" else {"image"}, PLANNERS)
@@ -67,7 +80,9 @@ def test_a_task_without_its_modality_is_refused_naming_the_input(task, missing):
 
 
 def test_identical_tasks_share_one_node():
-    tasks = [{"id": f"t{n}", "type": "transcribe", "language": None, "prompt": "names: Ada"} for n in range(16)]
+    tasks = [
+        {"id": f"t{n}", "type": "transcribe", "language": None, "prompt": "names: Ada"} for n in range(16)
+    ]
     the_plan = planner.plan(tasks, {"audio"}, PLANNERS)
     assert [n.op for n in the_plan.nodes.values()].count("speech") == 1
     assert set(the_plan.outputs.values()) == {"speech:transcribe:t0"}
@@ -80,8 +95,11 @@ def test_duplicate_task_ids_are_refused():
 
 
 def test_execute_runs_independent_branches_concurrently_and_dependents_after():
-    tasks = [{"id": "c", "type": "classify", "top_k": 1}, {"id": "e", "type": "embed", "modality": "text"},
-             {"id": "t", "type": "transcribe", "language": None}]
+    tasks = [
+        {"id": "c", "type": "classify", "top_k": 1},
+        {"id": "e", "type": "embed", "modality": "text"},
+        {"id": "t", "type": "transcribe", "language": None},
+    ]
     the_plan = planner.plan(tasks, {"image", "text", "audio"}, PLANNERS)
     order = []
 

@@ -1,4 +1,5 @@
 """The middleware Serve's HTTP proxy runs (deployments/gateway/proxy_errors.py), driven as plain ASGI."""
+
 import asyncio
 import json
 
@@ -14,8 +15,12 @@ def _run(inner, scope=None) -> list[dict]:
     async def send(message):
         sent.append(message)
 
-    scope = scope or {"type": "http", "method": "GET", "path": "/v1/models",
-                      "headers": [(b"x-request-id", b"req-7")]}
+    scope = scope or {
+        "type": "http",
+        "method": "GET",
+        "path": "/v1/models",
+        "headers": [(b"x-request-id", b"req-7")],
+    }
     asyncio.run(proxy_errors.AnswerLostRequests(inner)(scope, receive, send))
     return sent
 

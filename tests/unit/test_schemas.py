@@ -33,7 +33,10 @@ def test_unknown_fields_rejected():
 
 
 def test_srt_and_vtt():
-    segs = [Segment(id=0, start=0.0, end=1.5, text="hello"), Segment(id=1, start=61.25, end=3725.0, text="world")]
+    segs = [
+        Segment(id=0, start=0.0, end=1.5, text="hello"),
+        Segment(id=1, start=61.25, end=3725.0, text="world"),
+    ]
     srt = to_srt(segs)
     assert srt.startswith("1\n00:00:00,000 --> 00:00:01,500\nhello\n")
     assert "2\n00:01:01,250 --> 01:02:05,000\nworld" in srt
@@ -49,8 +52,14 @@ def test_form_parts_named_like_the_openai_client_fill_list_fields():
 
     from deployments.gateway.parsing import _form
 
-    form = FormData([("file", b"RIFF"), ("response_format", "verbose_json"),
-                     ("timestamp_granularities[]", "word"), ("timestamp_granularities[]", "segment")])
+    form = FormData(
+        [
+            ("file", b"RIFF"),
+            ("response_format", "verbose_json"),
+            ("timestamp_granularities[]", "word"),
+            ("timestamp_granularities[]", "segment"),
+        ]
+    )
     request = s.TranscriptionRequest.model_validate(asyncio.run(_form(form, s.TranscriptionRequest)))
     assert request.timestamp_granularities == ["word", "segment"] and request.word_timestamps()
     two = asyncio.run(_form(FormData([("images", b"GIF89a"), ("images", b"\x89PNG")]), s.CaptionRequest))

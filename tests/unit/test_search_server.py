@@ -2,6 +2,7 @@
 (tests/milvus_server.py: Milvus 2.3.5 standalone, authentication on): two processes share one
 index, as two SearchIndex replicas do, which a Milvus Lite file cannot offer; what one writes, the
 other reads at once (counts included); a wrong token is refused."""
+
 import subprocess
 import sys
 import textwrap
@@ -11,8 +12,8 @@ import numpy as np
 import pytest
 
 from config.args import AppArgs
-from models.search import Item, VectorStore
 from models.errors import Unavailable
+from models.search import Item, VectorStore
 from tests.milvus_server import TOKEN, milvus_server
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,14 +45,25 @@ def test_two_processes_share_one_index_on_a_server(server_uri):
     assert not store.is_local
     rows = np.eye(DIM, dtype=np.float32)
     store.create("acme", "shared", encoder="enc-a", space="space-a", dim=DIM)
-    assert store.add("acme", "shared", [Item(id=f"p{i}", vector=rows[i], metadata={"by": "first"})
-                                        for i in range(4)], encoder="enc-a") == (4, 0)
-    done = subprocess.run([sys.executable, "-c", _OTHER, server_uri, TOKEN], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
+    assert store.add(
+        "acme",
+        "shared",
+        [Item(id=f"p{i}", vector=rows[i], metadata={"by": "first"}) for i in range(4)],
+        encoder="enc-a",
+    ) == (4, 0)
+    done = subprocess.run(
+        [sys.executable, "-c", _OTHER, server_uri, TOKEN],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     # the other process found the first's row, added two, and saw p0 was already there
     assert done.stdout.split() == ["p3", "(2,", "1)", "6"]
-    hits = store.search("acme", "shared", rows[5], space="space-a", top_k=1)  # no flush: a server searches growing segments
+    hits = store.search(
+        "acme", "shared", rows[5], space="space-a", top_k=1
+    )  # no flush: a server searches growing segments
     assert (hits[0].id, hits[0].metadata) == ("p5", {"by": "other"})
     assert store.count("acme", "shared") == 6
     assert store.delete("acme", "shared", ["p0", "p1"]) == 2

@@ -1,4 +1,5 @@
 """VectorStore on a real Milvus Lite file in tmp_path (no Ray, no server)."""
+
 import subprocess
 import sys
 import textwrap
@@ -8,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.errors import Incompatible, InvalidInput, NotFound
 from api.schemas import content_id
+from models.errors import Incompatible, InvalidInput, NotFound
 from models.search import (
     Item,
     VectorStore,
@@ -114,8 +115,11 @@ def test_tenant_isolation(store, cats):
 def test_readd_is_idempotent(store, cats):
     assert store.add("acme", "cats", items(cats[:10]), encoder="enc-a") == (0, 10)
     fresh = unit_rows(3, seed=9)
-    batch = [Item(id="new1", vector=fresh[0], metadata={}), Item(id="new1", vector=fresh[1], metadata={}),
-             Item(id="v0", vector=fresh[2], metadata={})]
+    batch = [
+        Item(id="new1", vector=fresh[0], metadata={}),
+        Item(id="new1", vector=fresh[1], metadata={}),
+        Item(id="v0", vector=fresh[2], metadata={}),
+    ]
     assert store.add("acme", "cats", batch, encoder="enc-a") == (1, 2)
     assert store.count("acme", "cats") == 41
     assert store.has("acme", "cats", ["v0", "new1", "absent"]) == {"v0", "new1"}
@@ -163,7 +167,9 @@ def test_ranking_matches_numpy_cosine(store):
     store.create("acme", "rank", encoder="e", space="s", dim=DIM)
     rng = np.random.default_rng(3)
     raw = rng.standard_normal((300, DIM)).astype(np.float32) * rng.uniform(0.1, 10, (300, 1))  # not unit
-    store.add("acme", "rank", [Item(id=f"r{i}", vector=v, metadata={}) for i, v in enumerate(raw)], encoder="e")
+    store.add(
+        "acme", "rank", [Item(id=f"r{i}", vector=v, metadata={}) for i, v in enumerate(raw)], encoder="e"
+    )
     unit = raw / np.linalg.norm(raw, axis=1, keepdims=True)
     for query in rng.standard_normal((5, DIM)).astype(np.float32):
         sims = unit @ (query / np.linalg.norm(query))
@@ -176,16 +182,23 @@ def test_ranking_matches_numpy_cosine(store):
 def test_metadata_filter_and_types(store):
     store.create("acme", "meta", encoder="e", space="s", dim=DIM)
     vectors = unit_rows(12, seed=4)
-    rows = [Item(id=f"m{i}", vector=v, metadata={"source": ["skimage", "web", "scan"][i % 3], "page": i,
-                                                   "ok": i % 2 == 0, "w": i / 4})
-            for i, v in enumerate(vectors)]
+    rows = [
+        Item(
+            id=f"m{i}",
+            vector=v,
+            metadata={"source": ["skimage", "web", "scan"][i % 3], "page": i, "ok": i % 2 == 0, "w": i / 4},
+        )
+        for i, v in enumerate(vectors)
+    ]
     store.add("acme", "meta", rows, encoder="e")
     hits = store.search("acme", "meta", vectors[0], space="s", top_k=12, where={"source": "skimage"})
     assert sorted(h.id for h in hits) == ["m0", "m3", "m6", "m9"]
     assert all(h.metadata["source"] == "skimage" for h in hits)
     assert hits[0].metadata == {"source": "skimage", "page": 0, "ok": True, "w": 0.0}
     assert [h.id for h in store.search("acme", "meta", vectors[0], space="s", where={"page": 7})] == ["m7"]
-    odd_web = store.search("acme", "meta", vectors[0], space="s", top_k=12, where={"source": "web", "ok": False})
+    odd_web = store.search(
+        "acme", "meta", vectors[0], space="s", top_k=12, where={"source": "web", "ok": False}
+    )
     assert sorted(h.id for h in odd_web) == ["m1", "m7"]
     assert [h.id for h in store.search("acme", "meta", vectors[0], space="s", where={"w": 2.5})] == ["m10"]
     assert store.search("acme", "meta", vectors[0], space="s", where={"absent": "x"}) == []
@@ -197,14 +210,31 @@ def test_filter_injection_matches_literally(store):
     evil = 'x" or id != "'
     tricky = 'back\\slash "quoted"\nline'
     metas = [{"k": evil}, {"k": tricky}] + [{"k": "plain"}] * 4
-    store.add("acme", "inj", [Item(id=f"i{i}", vector=v, metadata=m) for i, (v, m) in enumerate(zip(vectors, metas))],
-              encoder="e")
-    assert [h.id for h in store.search("acme", "inj", vectors[3], space="s", top_k=6, where={"k": evil})] == ["i0"]
-    assert [h.id for h in store.search("acme", "inj", vectors[3], space="s", top_k=6, where={"k": tricky})] == ["i1"]
-    assert store.search("acme", "inj", vectors[3], space="s", top_k=6, where={"k": 'nomatch" or id != "'}) == []
+    store.add(
+        "acme",
+        "inj",
+        [Item(id=f"i{i}", vector=v, metadata=m) for i, (v, m) in enumerate(zip(vectors, metas))],
+        encoder="e",
+    )
+    assert [h.id for h in store.search("acme", "inj", vectors[3], space="s", top_k=6, where={"k": evil})] == [
+        "i0"
+    ]
+    assert [
+        h.id for h in store.search("acme", "inj", vectors[3], space="s", top_k=6, where={"k": tricky})
+    ] == ["i1"]
+    assert (
+        store.search("acme", "inj", vectors[3], space="s", top_k=6, where={"k": 'nomatch" or id != "'}) == []
+    )
     assert store.search("acme", "inj", vectors[3], space="s", top_k=6, where={"k": "x\\"}) == []
-    for bad_where in ({'k"] == "plain" or id != "': "x"}, {"k": ["a"]}, {"k": {"$ne": 1}}, {"k": "a\x00b"},
-                      {"k": float("nan")}, {"$meta": "x"}, "k == 1"):
+    for bad_where in (
+        {'k"] == "plain" or id != "': "x"},
+        {"k": ["a"]},
+        {"k": {"$ne": 1}},
+        {"k": "a\x00b"},
+        {"k": float("nan")},
+        {"$meta": "x"},
+        "k == 1",
+    ):
         with pytest.raises(InvalidInput):
             store.search("acme", "inj", vectors[3], space="s", where=bad_where)
     with pytest.raises(InvalidInput):
@@ -218,7 +248,9 @@ def test_delete_and_count(store, cats):
     assert store.count("acme", "cats") == 38
     assert store.describe("acme", "cats").count == 38
     assert store.has("acme", "cats", ["v0", "v1", "v2"]) == {"v2"}
-    assert all(h.id not in ("v0", "v1") for h in store.search("acme", "cats", cats[0], encoder="enc-a", top_k=40))
+    assert all(
+        h.id not in ("v0", "v1") for h in store.search("acme", "cats", cats[0], encoder="enc-a", top_k=40)
+    )
     assert store.delete("acme", "cats", []) == 0
     assert store.add("acme", "cats", items(cats[:2]), encoder="enc-a") == (2, 0)  # deleted ids may come back
     assert store.count("acme", "cats") == 40
@@ -252,8 +284,9 @@ _CHILD = textwrap.dedent("""
 
 
 def _child(db_path: str) -> str:
-    done = subprocess.run([sys.executable, "-c", _CHILD, db_path], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, db_path], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout.strip().splitlines()[-1]
 

@@ -1,4 +1,5 @@
 """Tenants: key hashing and lookup, allow-lists, and the token-bucket arithmetic behind quotas."""
+
 import pytest
 import yaml
 
@@ -125,7 +126,9 @@ def test_failed_logins_throttle_an_address_then_forgive_it():
     assert err.value.retry_after == pytest.approx(60)
     assert _fail(failures, "10.0.0.8") == 401  # other addresses are not affected
     clock.now += 30
-    assert [_fail(failures, "10.0.0.9") for _ in range(3)] == [429] * 3  # refused: not counted, no longer wait
+    assert [_fail(failures, "10.0.0.9") for _ in range(3)] == [
+        429
+    ] * 3  # refused: not counted, no longer wait
     clock.now += 31
     assert _fail(failures, "10.0.0.9") == 401
 
@@ -136,7 +139,11 @@ def _admission(tenants_file, **limits):
     path, key_a, _ = tenants_file
     clock = Clock()
     failures = tenancy.FailedLogins(clock=clock, **limits)
-    return Admission(tenancy.Directory.build(tenants.load_tenants(path)), None, failures=failures), key_a, clock
+    return (
+        Admission(tenancy.Directory.build(tenants.load_tenants(path)), None, failures=failures),
+        key_a,
+        clock,
+    )
 
 
 def _wrong_secret(key: str) -> str:
@@ -175,10 +182,17 @@ def test_guessing_one_key_id_from_many_addresses_is_throttled_like_an_unknown_id
 
 def test_keys_that_do_not_parse_count_against_the_address_only():
     failures = tenancy.FailedLogins(per_address=100, per_key_id=2, clock=Clock())
-    for key in ("nonsense", None, "mms__x", "mms_" + "a" * 65 + "_x"):  # no id, or one longer than any of ours
+    for key in (
+        "nonsense",
+        None,
+        "mms__x",
+        "mms_" + "a" * 65 + "_x",
+    ):  # no id, or one longer than any of ours
         assert tenancy.throttle_key_id(key) is None
     assert tenancy.throttle_key_id("mms_0a1b2c3d_secret_with_underscores") == "0a1b2c3d"
-    assert [_fail(failures, f"10.0.1.{n}", tenancy.throttle_key_id("nonsense")) for n in range(5)] == [401] * 5
+    assert [_fail(failures, f"10.0.1.{n}", tenancy.throttle_key_id("nonsense")) for n in range(5)] == [
+        401
+    ] * 5
     assert failures.by_key_id.times == {}
 
 
@@ -239,4 +253,3 @@ def test_tenant_key_refuses_a_bad_id_with_a_message_not_a_traceback(tmp_path, ca
     err = capsys.readouterr().err
     assert "tenant ids match" in err and "Traceback" not in err
     assert not (tmp_path / "tenants.yaml").exists()
-

@@ -1,6 +1,6 @@
 """The packaged text encoder (all-MiniLM-L6-v2) on inputs far beyond its token limit."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import numpy as np
 import pytest
@@ -20,7 +20,9 @@ def test_ten_megabyte_text_is_cut_before_tokenising(minilm, monkeypatch):
     huge = (SENTENCE * (10_000_000 // len(SENTENCE) + 1))[:10_000_000]
     seen: list[int] = []
     tokenizer = minilm.tokenizer
-    monkeypatch.setattr(minilm, "tokenizer", lambda texts, **kw: seen.extend(map(len, texts)) or tokenizer(texts, **kw))
+    monkeypatch.setattr(
+        minilm, "tokenizer", lambda texts, **kw: seen.extend(map(len, texts)) or tokenizer(texts, **kw)
+    )
     vec = minilm.embed([huge])
     # the tokenizer saw a cut string (the whole one took 13 s and ~1.5 GB)
     assert seen and max(seen) <= minilm.max_length * minilm.chars_per_token

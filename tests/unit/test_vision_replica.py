@@ -1,5 +1,6 @@
 """VisionEncoder.embed's handling of what the gateway sends (models/image_input.py), without Ray or a
 model: the replica's class with a stand-in embedder and batch."""
+
 from __future__ import annotations
 
 import asyncio
@@ -7,7 +8,6 @@ import threading
 import time
 
 import numpy as np
-import pytest
 
 from deployments import vision
 from models.image_input import Cropped, Encoded, InputSize

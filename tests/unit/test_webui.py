@@ -1,6 +1,7 @@
 """The playground and the docs without Ray: served from local files without an API key (the API still
 needs one), with the playground's security headers, out of the OpenAPI spec; and the thumbnails that
 index items carry."""
+
 from __future__ import annotations
 
 import base64
@@ -33,7 +34,9 @@ def _locked_app():
 
 @pytest.fixture
 async def http():
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=_locked_app()), base_url="http://t") as client:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=_locked_app()), base_url="http://t"
+    ) as client:
         yield client
 
 
@@ -73,9 +76,19 @@ def test_pages_stay_out_of_the_spec():
     assert not [p for p in paths if p.startswith(("/ui", "/docs", "/redoc"))]
 
 
-@pytest.mark.parametrize("path, open_", [("/ui/", True), ("/ui/js/main.js", True), ("/docs/static/x.css", True),
-                                         ("/healthz", True), ("/v1/models", False), ("/uix", False),
-                                         ("/ui/../v1/models", False), ("/docs/static/../../v1/stats", False)])
+@pytest.mark.parametrize(
+    "path, open_",
+    [
+        ("/ui/", True),
+        ("/ui/js/main.js", True),
+        ("/docs/static/x.css", True),
+        ("/healthz", True),
+        ("/v1/models", False),
+        ("/uix", False),
+        ("/ui/../v1/models", False),
+        ("/docs/static/../../v1/stats", False),
+    ],
+)
 def test_open_paths(path, open_):
     assert routing.is_open(path) is open_
 
@@ -110,9 +123,16 @@ def test_no_thumbnail_for_what_is_not_an_image():
 
 
 def test_the_server_takes_only_small_image_data_urls_as_thumbnails():
-    for bad in ("https://example.org/cat.jpg", "javascript:alert(1)", "data:text/html;base64,PGI+",
-                "data:image/jpeg;base64," + "A" * s.MAX_THUMBNAIL_CHARS, 42):
+    for bad in (
+        "https://example.org/cat.jpg",
+        "javascript:alert(1)",
+        "data:text/html;base64,PGI+",
+        "data:image/jpeg;base64," + "A" * s.MAX_THUMBNAIL_CHARS,
+        42,
+    ):
         with pytest.raises(InvalidInput, match="thumbnail"):
             search.check_metadata({"thumbnail": bad})
     with pytest.raises(InvalidInput, match="1024"):
-        search.check_metadata({"caption": "data:image/jpeg;base64," + "A" * 2000})  # other keys keep their limit
+        search.check_metadata(
+            {"caption": "data:image/jpeg;base64," + "A" * 2000}
+        )  # other keys keep their limit

@@ -1,6 +1,23 @@
 """One router per feature; ``ROUTERS`` is what the gateway app includes."""
-from deployments.gateway.routes import (audio, compose, embeddings, fusion, search, service, vision,
-                                        vision_language)
 
-ROUTERS = [service.router, embeddings.router, vision.router, audio.router, search.router, compose.router,
-           fusion.router, vision_language.router]
+from deployments.gateway.routes import (
+    audio,
+    compose,
+    embeddings,
+    fusion,
+    search,
+    service,
+    vision,
+    vision_language,
+)
+
+ROUTERS = [
+    service.router,
+    embeddings.router,
+    vision.router,
+    audio.router,
+    search.router,
+    compose.router,
+    fusion.router,
+    vision_language.router,
+]

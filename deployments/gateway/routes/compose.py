@@ -1,5 +1,6 @@
 """``POST /v1/compose``: one request with any mix of image, text and audio, and several tasks,
 planned into a DAG over the deployments (``TASKS``) and run with independent branches at once."""
+
 from __future__ import annotations
 
 import functools
@@ -14,8 +15,14 @@ from deployments.gateway.compose import PLANNERS, TASKS, Context, run_node
 router = APIRouter()
 
 
-@routing.post(router, "/v1/compose", body=s.ComposeRequest, modality="any", multipart=False,
-              response_model=s.ComposeResponse)
+@routing.post(
+    router,
+    "/v1/compose",
+    body=s.ComposeRequest,
+    modality="any",
+    multipart=False,
+    response_model=s.ComposeResponse,
+)
 async def compose(svc: deps.Services, body=routing.body_of(s.ComposeRequest)):
     """Plan the tasks into a DAG over the deployments and run it: independent branches at once."""
     tasks = body.task_dicts()
@@ -26,14 +33,23 @@ async def compose(svc: deps.Services, body=routing.body_of(s.ComposeRequest)):
     the_plan = planner.plan(tasks, body.inputs.present(), PLANNERS)
     ctx = Context(services=svc, inputs=body.inputs)
     run = await planner.execute(the_plan, functools.partial(run_node, ctx))
-    results = {t["id"]: await TASKS[t["type"]].shape(ctx, t, run.results[the_plan.outputs[t["id"]]])
-               for t in tasks}
+    results = {
+        t["id"]: await TASKS[t["type"]].shape(ctx, t, run.results[the_plan.outputs[t["id"]]]) for t in tasks
+    }
     return s.ComposeResponse(results=results, dag=_dag(the_plan, run), latency_ms=_latency(run))
 
 
 def _dag(the_plan: planner.Plan, run: planner.Execution) -> s.Dag:
-    nodes = [s.DagNode(id=n.id, op=n.op, deps=list(n.deps), started_ms=run.timings[n.id].started_ms,
-                       latency_ms=run.timings[n.id].latency_ms) for n in the_plan.nodes.values()]
+    nodes = [
+        s.DagNode(
+            id=n.id,
+            op=n.op,
+            deps=list(n.deps),
+            started_ms=run.timings[n.id].started_ms,
+            latency_ms=run.timings[n.id].latency_ms,
+        )
+        for n in the_plan.nodes.values()
+    ]
     return s.Dag(nodes=nodes, edges=[list(edge) for edge in the_plan.edges()])
 
 

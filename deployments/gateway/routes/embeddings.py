@@ -1,4 +1,5 @@
 """Embeddings: OpenAI's ``/v1/embeddings`` for every modality, and one route per modality."""
+
 from __future__ import annotations
 
 import asyncio
@@ -24,13 +25,21 @@ def _texts(inputs: list[str]) -> list[str]:
     """Text inputs get the same cap as on every other route (the field also carries base64 media)."""
     for n, text in enumerate(inputs):
         if len(text) > s.MAX_TEXT_CHARS:
-            raise InvalidInput(f"input[{n}] is {len(text)} characters; a text may have at most {s.MAX_TEXT_CHARS}",
-                               param=f"input[{n}]")
+            raise InvalidInput(
+                f"input[{n}] is {len(text)} characters; a text may have at most {s.MAX_TEXT_CHARS}",
+                param=f"input[{n}]",
+            )
     return inputs
 
 
-@routing.post(router, "/v1/embeddings", body=s.OpenAIEmbeddingRequest, modality="any", multipart=False,
-              response_model=s.OpenAIEmbeddingResponse)
+@routing.post(
+    router,
+    "/v1/embeddings",
+    body=s.OpenAIEmbeddingRequest,
+    modality="any",
+    multipart=False,
+    response_model=s.OpenAIEmbeddingResponse,
+)
 async def openai_embeddings(enc: deps.Encoders, body=routing.body_of(s.OpenAIEmbeddingRequest)):
     """OpenAI-compatible embeddings for every modality; ``model`` (or ``modality``) picks it."""
     modality = (await enc.embedders()).get(body.model)
@@ -44,26 +53,43 @@ async def openai_embeddings(enc: deps.Encoders, body=routing.body_of(s.OpenAIEmb
         raws = [_media(x, f"input[{n}]") for n, x in enumerate(body.inputs())]
         rows = await enc.embed_many(modality, raws, "input")
     if body.dimensions not in (None, rows.shape[1]):
-        raise InvalidInput(f"'{body.model}' has {rows.shape[1]} dimensions, not {body.dimensions}", param="dimensions")
+        raise InvalidInput(
+            f"'{body.model}' has {rows.shape[1]} dimensions, not {body.dimensions}", param="dimensions"
+        )
     return await responses.rendered(responses.openai_embeddings, body.model, rows, body.encoding_format)
 
 
-@routing.post(router, "/v1/embeddings/text", body=s.TextEmbedRequest, modality="text",
-              response_model=s.EmbeddingResponse)
+@routing.post(
+    router,
+    "/v1/embeddings/text",
+    body=s.TextEmbedRequest,
+    modality="text",
+    response_model=s.EmbeddingResponse,
+)
 async def embed_text(enc: deps.Encoders, body=routing.body_of(s.TextEmbedRequest)):
     rows, info = await asyncio.gather(enc.embed_texts(body.texts), enc.info("text"))
     return await responses.rendered(responses.embeddings, info, rows)
 
 
-@routing.post(router, "/v1/embeddings/image", body=s.ImageEmbedRequest, modality="image",
-              response_model=s.EmbeddingResponse)
+@routing.post(
+    router,
+    "/v1/embeddings/image",
+    body=s.ImageEmbedRequest,
+    modality="image",
+    response_model=s.EmbeddingResponse,
+)
 async def embed_image(enc: deps.Encoders, body=routing.body_of(s.ImageEmbedRequest)):
     rows = await enc.embed_many("image", body.images, "images")
     return await responses.rendered(responses.embeddings, await enc.info("image"), rows)
 
 
-@routing.post(router, "/v1/embeddings/audio", body=s.AudioEmbedRequest, modality="audio",
-              response_model=s.EmbeddingResponse)
+@routing.post(
+    router,
+    "/v1/embeddings/audio",
+    body=s.AudioEmbedRequest,
+    modality="audio",
+    response_model=s.EmbeddingResponse,
+)
 async def embed_audio(enc: deps.Encoders, body=routing.body_of(s.AudioEmbedRequest)):
     rows = await enc.embed_many("audio", body.audio, "audio")
     return await responses.rendered(responses.embeddings, await enc.info("audio"), rows)

@@ -1,4 +1,5 @@
 """Fusion heads: the heads this tenant may use (they answer through ``/v1/compose`` tasks ``fuse``)."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter

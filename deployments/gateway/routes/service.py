@@ -1,4 +1,5 @@
 """Probes, the model list and batch statistics."""
+
 from __future__ import annotations
 
 import asyncio
@@ -26,8 +27,9 @@ async def readyz(svc: deps.Services):
     most ``ready_timeout_s`` (< 1 s): a deployment with no replica answering in time is named in a
     503, rather than the probe hanging."""
     named = {n: h for n, h in svc.deployments().items() if not liveness.recently(h.deployment_name)}
-    results = await asyncio.gather(*(_ping(h, svc.settings.ready_timeout_s) for h in named.values()),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        *(_ping(h, svc.settings.ready_timeout_s) for h in named.values()), return_exceptions=True
+    )
     states = {n: "ok" for n in svc.deployments()}
     states.update({n: ("ok" if r == "ok" else f"not ready: {_why(r)}") for n, r in zip(named, results)})
     ready = all(v == "ok" for v in states.values())
@@ -49,7 +51,9 @@ async def _await(response):
 
 
 def _why(result) -> str:
-    return "no answer within the probe's timeout" if isinstance(result, TimeoutError) else type(result).__name__
+    return (
+        "no answer within the probe's timeout" if isinstance(result, TimeoutError) else type(result).__name__
+    )
 
 
 @routing.get(router, "/v1/models", response_model=s.ModelList)
@@ -58,15 +62,31 @@ async def models(svc: deps.Services) -> s.ModelList:
     image, text, audio = i["image"], i["text"], i["audio"]
     cards = [
         s.ModelCard(id=image.task_model, modality="image", task="classification", device=image.device),
-        s.ModelCard(id=image.model, modality="image", task="embedding", space=image.space, dim=image.dim,
-                    device=image.device),
-        s.ModelCard(id=text.model, modality="text", task="embedding", space=text.space, dim=text.dim,
-                    device=text.device),
+        s.ModelCard(
+            id=image.model,
+            modality="image",
+            task="embedding",
+            space=image.space,
+            dim=image.dim,
+            device=image.device,
+        ),
+        s.ModelCard(
+            id=text.model,
+            modality="text",
+            task="embedding",
+            space=text.space,
+            dim=text.dim,
+            device=text.device,
+        ),
         s.ModelCard(id=audio.task_model, modality="audio", task="transcription", device=audio.device),
-        s.ModelCard(id=audio_encoder_id(audio), modality="audio", task="embedding", dim=audio.dim, device=audio.device),
+        s.ModelCard(
+            id=audio_encoder_id(audio), modality="audio", task="embedding", dim=audio.dim, device=audio.device
+        ),
     ]
-    cards += [s.ModelCard(id=m.id, modality="image+text", task=m.task, device=m.device)
-              for m in await svc.vision_language.models()]  # none while vision_language is off
+    cards += [
+        s.ModelCard(id=m.id, modality="image+text", task=m.task, device=m.device)
+        for m in await svc.vision_language.models()
+    ]  # none while vision_language is off
     for card in cards:
         card.created = svc.started
     return s.ModelList(data=cards)
@@ -77,7 +97,10 @@ async def stats(svc: deps.Services) -> dict:
     """Batch sizes each model replica really ran (the replica that answered, per deployment); with a
     tenants file, for operator tenants only: the counters show every tenant's traffic."""
     tenancy.current().require_operator()
-    handles = {name: h for name, h in svc.deployments().items()
-               if name in ("VisionEncoder", "TextEncoder", "AudioModel", "VisionLanguage")}
+    handles = {
+        name: h
+        for name, h in svc.deployments().items()
+        if name in ("VisionEncoder", "TextEncoder", "AudioModel", "VisionLanguage")
+    }
     found = await asyncio.gather(*(call(h.batch_stats) for h in handles.values()))
     return dict(zip(handles, found))

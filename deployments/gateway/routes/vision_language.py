@@ -7,6 +7,7 @@ there is some; a VQA model answers the text (no text: the first caption model ca
 Streaming sends the finished answer word by word in OpenAI's chunk format: the model decodes a
 whole batch at once, so the first chunk comes when the answer is done.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -45,13 +46,19 @@ def _images(body: s.CaptionRequest) -> list[tuple[bytes, str]]:
     return [(raw, f"images[{n}]") for n, raw in enumerate(body.images)]
 
 
-@routing.post(router, "/v1/captions", body=s.CaptionRequest, modality="image", response_model=s.CaptionResponse)
+@routing.post(
+    router, "/v1/captions", body=s.CaptionRequest, modality="image", response_model=s.CaptionResponse
+)
 async def captions(vl: deps.VisionLanguage, body=routing.body_of(s.CaptionRequest)):
     """Caption each image; with ``prompt``, each caption starts with it."""
     model = await vl.pick(body.model, "caption")
     images = await asyncio.gather(*(vl.image(raw, param) for raw, param in _images(body)))
-    outs = await asyncio.gather(*(vl.run(model, image, body.prompt, max_tokens=body.max_tokens,
-                                         num_beams=body.num_beams) for image in images))
+    outs = await asyncio.gather(
+        *(
+            vl.run(model, image, body.prompt, max_tokens=body.max_tokens, num_beams=body.num_beams)
+            for image in images
+        )
+    )
     data = [s.Caption(index=n, caption=o["text"], tokens=o["tokens"]) for n, o in enumerate(outs)]
     return s.CaptionResponse(model=model.id, data=data, usage=usage(outs))
 
@@ -68,10 +75,16 @@ async def vqa(vl: deps.VisionLanguage, body=routing.body_of(s.VQARequest)):
     model = await vl.pick(body.model, "vqa")
     questions = _questions(body)
     image = await vl.image(body.image, "image")
-    outs = await asyncio.gather(*(vl.run(model, image, q, max_tokens=body.max_tokens, num_beams=body.num_beams,
-                                         top_k=body.top_k) for q in questions))
-    data = [s.VQAAnswer(index=n, question=q, answer=o["text"], tokens=o["tokens"], answers=answers(o))
-            for n, (q, o) in enumerate(zip(questions, outs))]
+    outs = await asyncio.gather(
+        *(
+            vl.run(model, image, q, max_tokens=body.max_tokens, num_beams=body.num_beams, top_k=body.top_k)
+            for q in questions
+        )
+    )
+    data = [
+        s.VQAAnswer(index=n, question=q, answer=o["text"], tokens=o["tokens"], answers=answers(o))
+        for n, (q, o) in enumerate(zip(questions, outs))
+    ]
     return s.VQAResponse(model=model.id, data=data, usage=usage(outs))
 
 
@@ -79,20 +92,29 @@ async def vqa(vl: deps.VisionLanguage, body=routing.body_of(s.VQARequest)):
 def refuse_unsupported(body: s.ChatCompletionRequest) -> None:
     """A 400 naming each parameter these models cannot honour, rather than silently ignoring it."""
     refused = {
-        "tools": bool(body.tools), "functions": bool(body.functions),
-        "tool_choice": body.tool_choice not in (None, "none"), "n": body.n not in (None, 1),
-        "logprobs": bool(body.logprobs), "top_logprobs": body.top_logprobs is not None,
+        "tools": bool(body.tools),
+        "functions": bool(body.functions),
+        "tool_choice": body.tool_choice not in (None, "none"),
+        "n": body.n not in (None, 1),
+        "logprobs": bool(body.logprobs),
+        "top_logprobs": body.top_logprobs is not None,
     }
     for param, bad in refused.items():
         if bad:
-            raise InvalidInput(f"'{param}' is not supported: vision-language models answer one caption or answer "
-                               f"per request, without tools or token log-probabilities", param=param)
+            raise InvalidInput(
+                f"'{param}' is not supported: vision-language models answer one caption or answer "
+                f"per request, without tools or token log-probabilities",
+                param=param,
+            )
 
 
 def _image_bytes(url: str, param: str) -> bytes:
     if not url.strip().lower().startswith("data:"):
-        raise InvalidInput("remote image URLs are not fetched (the server answers offline): send the image as a "
-                           "data URL, data:image/jpeg;base64,...", param=param)
+        raise InvalidInput(
+            "remote image URLs are not fetched (the server answers offline): send the image as a "
+            "data URL, data:image/jpeg;base64,...",
+            param=param,
+        )
     try:
         return s.media_bytes(url)
     except s.MediaError as exc:
@@ -106,13 +128,17 @@ def user_turn(messages: list[s.ChatMessage]) -> tuple[str | None, bytes, str]:
     if at is None:
         raise InvalidInput("no user message", param="messages")
     content = messages[at].content
-    parts = [s.ChatContentPart(type="text", text=content)] if isinstance(content, str) else list(content or [])
+    parts = (
+        [s.ChatContentPart(type="text", text=content)] if isinstance(content, str) else list(content or [])
+    )
     texts = [p.text for p in parts if p.type == "text" and p.text]
     images = [(n, p) for n, p in enumerate(parts) if p.type == "image_url"]
     if len(images) != 1:
         found = "no image" if not images else f"{len(images)} images"
-        raise InvalidInput(f"the last user message must carry exactly one image_url part; it has {found}",
-                           param=f"messages[{at}].content")
+        raise InvalidInput(
+            f"the last user message must carry exactly one image_url part; it has {found}",
+            param=f"messages[{at}].content",
+        )
     n, part = images[0]
     param = f"messages[{at}].content[{n}].image_url"
     if part.image_url is None:
@@ -126,9 +152,19 @@ async def _chat_model(vl: VisionLanguage, name: str, text: str | None) -> VLMode
     return await vl.pick(None, "caption") if model.task == "vqa" and text is None else model
 
 
-@routing.post(router, "/v1/chat/completions", body=s.ChatCompletionRequest, modality=MODALITY, multipart=False,
-              responses={200: {"model": s.ChatCompletionResponse,
-                               "description": "JSON, or with stream: true server-sent ChatCompletionChunk events"}})
+@routing.post(
+    router,
+    "/v1/chat/completions",
+    body=s.ChatCompletionRequest,
+    modality=MODALITY,
+    multipart=False,
+    responses={
+        200: {
+            "model": s.ChatCompletionResponse,
+            "description": "JSON, or with stream: true server-sent ChatCompletionChunk events",
+        }
+    },
+)
 async def chat_completions(vl: deps.VisionLanguage, body=routing.body_of(s.ChatCompletionRequest)):
     """OpenAI's chat completions for an image and optional text (caption or visual question)."""
     refuse_unsupported(body)
@@ -136,13 +172,22 @@ async def chat_completions(vl: deps.VisionLanguage, body=routing.body_of(s.ChatC
     text, raw, param = user_turn(body.messages)
     model = await _chat_model(vl, body.model, text)
     image = await vl.image(raw, param)
-    out = await vl.run(model, image, text, max_tokens=body.max_completion_tokens or body.max_tokens, clamp=True)
+    out = await vl.run(
+        model, image, text, max_tokens=body.max_completion_tokens or body.max_tokens, clamp=True
+    )
     finish = "length" if model.engine != "vilt" and out["tokens"] >= out["max_tokens"] else "stop"
-    reply = Reply(id=f"chatcmpl-{uuid.uuid4().hex[:24]}", created=int(time.time()), model=model.id,
-                  content=out["text"], finish=finish, usage=usage([out]))
+    reply = Reply(
+        id=f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        created=int(time.time()),
+        model=model.id,
+        content=out["text"],
+        finish=finish,
+        usage=usage([out]),
+    )
     if body.stream:
-        return StreamingResponse(reply.events(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache"})
+        return StreamingResponse(
+            reply.events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
     return reply.completion()
 
 
@@ -153,12 +198,22 @@ class Reply:
 
     def completion(self) -> s.ChatCompletionResponse:
         message = s.ChatResponseMessage(content=self.content)
-        return s.ChatCompletionResponse(id=self.id, created=self.created, model=self.model, usage=self.usage,
-                                        choices=[s.ChatChoice(message=message, finish_reason=self.finish)])
+        return s.ChatCompletionResponse(
+            id=self.id,
+            created=self.created,
+            model=self.model,
+            usage=self.usage,
+            choices=[s.ChatChoice(message=message, finish_reason=self.finish)],
+        )
 
     def _chunk(self, delta: s.ChatDelta, finish: str | None = None, usage: s.TokenUsage | None = None) -> str:
-        chunk = s.ChatCompletionChunk(id=self.id, created=self.created, model=self.model, usage=usage,
-                                      choices=[s.ChatChunkChoice(delta=delta, finish_reason=finish)])
+        chunk = s.ChatCompletionChunk(
+            id=self.id,
+            created=self.created,
+            model=self.model,
+            usage=usage,
+            choices=[s.ChatChunkChoice(delta=delta, finish_reason=finish)],
+        )
         return f"data: {json.dumps(chunk.model_dump(exclude_none=True))}\n\n"
 
     async def events(self):
