@@ -30,12 +30,16 @@ serve: setup
 
 # The first line of the log names the CPU and the features that change code paths (AVX-512, bf16,
 # AMX, VNNI): CI machines differ, and so do the kernels the numeric gates measure. lint-imports
-# checks the layer contracts in pyproject.toml before the suite runs, and `mkdocs build --strict` the docs
+# checks the layer contracts in pyproject.toml before the suite runs; ruff the lint rules and the format
+# (pyproject.toml [tool.ruff]); mypy --strict the packages in [tool.mypy] files; and `mkdocs build --strict` the docs
 # site (mkdocs.yml: a broken link or anchor, or a page left out of the nav, fails it). tests/cluster (several Ray nodes)
 # runs in a pytest process of its own, so the rest starts its Ray in a fresh one.
 test: setup test-deps
 	@$(BIN)/python -m tests.cpu_line
 	$(BIN)/lint-imports
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 	$(BIN)/python -m pytest tests/cluster
 	$(BIN)/python -m pytest --ignore=tests/cluster

@@ -12,7 +12,7 @@ import binascii
 import hashlib
 import re
 import string
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
@@ -283,6 +283,9 @@ class RetrievalResponse(_Response):
 ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
 
 
+Granularity = Literal["word", "segment"]
+
+
 class TranscriptionRequest(_Request):
     file: Media
     model: str | None = Field(None, description="ignored beyond validation: the deployment serves one model")
@@ -290,10 +293,12 @@ class TranscriptionRequest(_Request):
     prompt: str | None = Field(None, max_length=2000)
     response_format: ResponseFormat = "json"
     temperature: Float = Field(0.0, ge=0.0, le=1.0)
-    timestamp_granularities: list[Literal["word", "segment"]] = Field(
-        default_factory=lambda: ["segment"],
+    timestamp_granularities: list[Granularity] = Field(
+        default_factory=lambda: list[Granularity](["segment"]),
         max_length=2,
-        description="with 'word', verbose_json carries word timestamps (multipart: 'timestamp_granularities[]')",
+        description=(
+            "with 'word', verbose_json carries word timestamps (multipart: 'timestamp_granularities[]')"
+        ),
     )
 
     def word_timestamps(self) -> bool:
@@ -343,7 +348,9 @@ FeatureName = Literal["mel", "mfcc", "chroma"]
 
 class FeaturesRequest(_Request):
     audio: Media
-    features: list[FeatureName] = Field(default_factory=lambda: ["mel", "mfcc", "chroma"], min_length=1)
+    features: list[FeatureName] = Field(
+        default_factory=lambda: list[FeatureName](["mel", "mfcc", "chroma"]), min_length=1
+    )
 
 
 class FeatureMatrix(_Response):
@@ -479,9 +486,9 @@ class ChatCompletionRequest(_OpenAI):
         None, description="accepted; decoding is deterministic (greedy or beam)"
     )
     n: Int | None = Field(None, description="only 1")
-    tools: list[dict] | None = Field(None, description="not supported: 400")
-    tool_choice: str | dict | None = Field(None, description="not supported: 400")
-    functions: list[dict] | None = Field(None, description="not supported: 400")
+    tools: list[dict[str, Any]] | None = Field(None, description="not supported: 400")
+    tool_choice: str | dict[str, Any] | None = Field(None, description="not supported: 400")
+    functions: list[dict[str, Any]] | None = Field(None, description="not supported: 400")
     logprobs: bool | None = Field(None, description="not supported: 400 when true")
     top_logprobs: Int | None = Field(None, description="not supported: 400")
 
@@ -643,8 +650,8 @@ class FusionHeadCard(_Response):
     kind: str
     labels: list[str]
     modalities: list[str]
-    encoders: dict[str, dict] = Field(default_factory=dict)
-    metrics: dict = Field(default_factory=dict)
+    encoders: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
     created: int = 0
 
 
@@ -706,7 +713,9 @@ class LanguageTask(_Task):
 
 class FeaturesTask(_Task):
     type: Literal["features"]
-    features: list[FeatureName] = Field(default_factory=lambda: ["mel", "mfcc", "chroma"], min_length=1)
+    features: list[FeatureName] = Field(
+        default_factory=lambda: list[FeatureName](["mel", "mfcc", "chroma"]), min_length=1
+    )
 
 
 class FuseTask(_Task):
@@ -768,7 +777,7 @@ class ComposeRequest(_Request):
     inputs: ComposeInputs
     tasks: list[ComposeTask] = Field(min_length=1, max_length=16)
 
-    def task_dicts(self) -> list[dict]:
+    def task_dicts(self) -> list[dict[str, Any]]:
         """Tasks with their ids filled in: the type, or '<type>-<n>' when a type repeats."""
         counts: dict[str, int] = {}
         for task in self.tasks:

@@ -124,8 +124,9 @@ def _row(r: dict) -> str:
     q = r["query_conse"]
     query = f"top{q['top_t']} T={q['temperature']} mix={q['mix']}" if q else "raw"
     return (
-        f"{r['image_prompts']:>8} {r['label_prompts']:>8} {query:>24} | zs test {r['zero_shot_top1_test_photos']:.2f}"
-        f"  zs all {r['zero_shot_top1_all_photos']:.2f} | t2i R@1 val {r['t2i_r1_val']:.2f}  test {r['t2i_r1_test']:.2f}"
+        f"{r['image_prompts']:>8} {r['label_prompts']:>8} {query:>24} | zs test "
+        f"{r['zero_shot_top1_test_photos']:.2f}  zs all {r['zero_shot_top1_all_photos']:.2f} | "
+        f"t2i R@1 val {r['t2i_r1_val']:.2f}  test {r['t2i_r1_test']:.2f}"
     )
 
 

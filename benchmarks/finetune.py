@@ -106,8 +106,9 @@ def main(argv=None) -> int:
         shutil.rmtree(context.address_info.get("session_dir") or "/nonexistent", ignore_errors=True)
     for r in runs:
         print(
-            f"{r['workers']} worker(s): {r['samples_per_s']} samples/s ({r['samples_per_epoch']} pairs/epoch, "
-            f"{r['epochs']} epochs, {r['wall_s']} s wall incl. Ray Train start), final loss {r['final_loss']}"
+            f"{r['workers']} worker(s): {r['samples_per_s']} samples/s ({r['samples_per_epoch']} "
+            f"pairs/epoch, {r['epochs']} epochs, {r['wall_s']} s wall incl. Ray Train start), "
+            f"final loss {r['final_loss']}"
         )
         for split, m in r["metrics"].items():
             print(f"  {split:>4} before (ConSE): {_fmt(m['before'])}")

@@ -1,7 +1,7 @@
 """The served graph on one GPU, in one time-boxed run (issue 15, part 7).
 
     python -m benchmarks.gpu_graph --out gpu_graph.json    # on a CUDA machine (about 6 minutes)
-    python -m benchmarks.gpu_graph --smoke --out x.json    # tiny models on CPU, a logical GPU: checks the script
+    python -m benchmarks.gpu_graph --smoke --out x.json  # tiny models on CPU, a logical GPU: checks the script
 
 Random weights (speed does not depend on their values), saved at run start and loaded through the
 production loaders: CLIP ViT-B/32 (vision embedder, text kind clip), a ViT-B/16 classifier (the
@@ -137,7 +137,8 @@ def gpu_processes() -> dict[int, int]:
 
 
 def placement_report() -> dict:
-    """Each model deployment's replica pids, whether nvidia-smi lists them, and what the replica says it runs on."""
+    """Each model deployment's replica pids, whether nvidia-smi lists them, and what the replica says it
+    runs on."""
     from ray import serve
 
     from tests.serve_state import replica_pids
@@ -491,7 +492,8 @@ def summary(result: dict) -> None:
         for name, p in served["placement"].items():
             if name != "nvidia_smi":
                 print(
-                    f"{name:14s} pids {p['pids']} on GPU {p['on_gpu']} MiB {p['gpu_mib']} device {p['device']}"
+                    f"{name:14s} pids {p['pids']} on GPU {p['on_gpu']} MiB {p['gpu_mib']} "
+                    f"device {p['device']}"
                 )
         for p in served["image"]["points"]:
             print(

@@ -20,8 +20,8 @@ through its own handle: two hops. The difference of the medians is one hop. Both
 argument and with a decoded photo (a distinct ~420 KB uint8 array per call, as the gateway sends
 VisionEncoder). (3) A no-op over HTTP through Serve's proxy. (4) The real graph (not in
 ``grpc_handle``, whose switch is per handle): ``POST /v1/classify`` with a distinct JPEG per request,
-one at a time (proxy -> Gateway -> VisionEncoder). Guards: Echo counts its calls, Relay reports the transport its handle used, and
-VisionEncoder's batch counters must show every classify request.
+one at a time (proxy -> Gateway -> VisionEncoder). Guards: Echo counts its calls, Relay reports the
+transport its handle used, and VisionEncoder's batch counters must show every classify request.
 """
 
 from __future__ import annotations
@@ -130,7 +130,8 @@ def _blocking(fn):
 
 
 def photo_arrays(count: int, seed: int = 0) -> list[np.ndarray]:
-    """Distinct ~420 KB decoded-photo arrays: random crops of the bundled photos, each marked with its index."""
+    """Distinct ~420 KB decoded-photo arrays: random crops of the bundled photos, each marked with its
+    index."""
     from tools.demo_data import source_photo
 
     rng = np.random.default_rng(seed)
@@ -149,7 +150,10 @@ def photo_arrays(count: int, seed: int = 0) -> list[np.ndarray]:
 
 def bare_uvicorn_ms(calls: int) -> float:
     port = free_port()
-    code = f"import uvicorn; from benchmarks.hop_overhead import app; uvicorn.run(app, port={port}, log_level='warning')"
+    code = (
+        "import uvicorn; from benchmarks.hop_overhead import app; "
+        f"uvicorn.run(app, port={port}, log_level='warning')"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code])
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:

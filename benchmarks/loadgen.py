@@ -230,8 +230,8 @@ def main() -> None:
     )
     for p in points:
         print(
-            f"{p.mode:6s} load={p.load:<6g} {p.throughput:7.1f} req/s  p50 {p.p50_ms:7.1f}  p99 {p.p99_ms:7.1f} ms"
-            f"  errors {p.error_rate:.1%}  windows {p.windows}"
+            f"{p.mode:6s} load={p.load:<6g} {p.throughput:7.1f} req/s  p50 {p.p50_ms:7.1f}  p99 "
+            f"{p.p99_ms:7.1f} ms  errors {p.error_rate:.1%}  windows {p.windows}"
         )
     write({args.route: points}, args.out)
 

@@ -5,7 +5,7 @@ proxy uses too), same models (ConSE over EfficientNet-Lite0; all-MiniLM-L6-v2 fo
 response shape.
 
     python -m benchmarks.naive_server --port 8100
-    python -m benchmarks.naive_server --text-path DIR   # a local MiniLM directory (the served graph's text.model.path)
+    python -m benchmarks.naive_server --text-path DIR  # a local MiniLM directory (the graph's text.model.path)
 """
 
 from __future__ import annotations

@@ -80,8 +80,9 @@ def runtime_compare(name: str) -> str:
     for row in r["rows"]:
         lines.append(
             f"| {row['runtime']} | {row['precision']} | {row['vision_images_per_s']:.1f} | "
-            f"{row['text_per_s']:.1f} | {row['image_cosine_min']:.4f} | {'yes' if row['top1_same'] else 'no'} | "
-            f"{row['text_cosine_min']:.4f} | {'pass' if row['vision_passes'] else 'fail'} | "
+            f"{row['text_per_s']:.1f} | {row['image_cosine_min']:.4f} | "
+            f"{'yes' if row['top1_same'] else 'no'} | {row['text_cosine_min']:.4f} | "
+            f"{'pass' if row['vision_passes'] else 'fail'} | "
             f"{'pass' if row['text_passes'] else 'fail'} |"
         )
     fastest = "; ".join(f"{k}: {' '.join(v)}" for k, v in r["fastest_passing"].items())
@@ -145,8 +146,8 @@ def finetune(name: str) -> str:
         for split, m in run["metrics"].items():
             lines.append(
                 f"| {run['workers']} | {run['samples_per_s']:.1f} | {run['wall_s']:.1f} | "
-                f"{run['final_loss']:.4f} | {split} | {m['before']['t2i_r1']:.2f} / {m['before']['i2t_r1']:.2f} | "
-                f"{m['after']['t2i_r1']:.2f} / {m['after']['i2t_r1']:.2f} |"
+                f"{run['final_loss']:.4f} | {split} | {m['before']['t2i_r1']:.2f} / "
+                f"{m['before']['i2t_r1']:.2f} | {m['after']['t2i_r1']:.2f} / {m['after']['i2t_r1']:.2f} |"
             )
     return "\n".join(lines)
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from typing_extensions import Self
 
 from config.settings import BatchConfig, GatewaySettings, absolute
 from models.errors import MMServeError
@@ -25,7 +26,7 @@ def expand_env(value: str) -> str:
     """Replace each ``${NAME}`` with that environment variable; one that is not set is an error
     (an unset Milvus URI must not quietly become a local file named '${MILVUS_URI}')."""
 
-    def lookup(match: re.Match) -> str:
+    def lookup(match: re.Match[str]) -> str:
         name = match.group(1)
         if name not in os.environ:
             raise ValueError(f"environment variable {name} is not set (named as ${{{name}}})")
@@ -46,7 +47,7 @@ class Autoscaling(_Args):
     downscale_delay_s: float = Field(600.0, ge=0)
 
     @model_validator(mode="after")
-    def _ordered(self):
+    def _ordered(self) -> Self:
         if self.min_replicas > self.max_replicas:
             raise ValueError("autoscaling.min_replicas must be <= max_replicas")
         return self
@@ -63,8 +64,8 @@ class DeploymentArgs(_Args):
         None,
         ge=1,
         description=(
-            "at most this many replicas on one Ray node, so the replicas of a scale-up, and the survivors of a "
-            "node loss, are on other nodes (Serve's max_replicas_per_node); default: no limit"
+            "at most this many replicas on one Ray node, so the replicas of a scale-up, and the survivors of "
+            "a node loss, are on other nodes (Serve's max_replicas_per_node); default: no limit"
         ),
     )
     max_ongoing_requests: int = Field(32, ge=1)
@@ -72,8 +73,8 @@ class DeploymentArgs(_Args):
         None,
         ge=1,
         description=(
-            "requests each caller (a gateway replica's handle, or the proxy) queues for this deployment before "
-            "refusing more with 503; default: one more full load of every replica at max_replicas"
+            "requests each caller (a gateway replica's handle, or the proxy) queues for this deployment "
+            "before refusing more with 503; default: one more full load of every replica at max_replicas"
         ),
     )
     graceful_shutdown_wait_loop_s: float = Field(
@@ -99,8 +100,8 @@ class DeploymentArgs(_Args):
         wanted = {"CPU": self.num_cpus, "GPU": self.num_gpus, **self.resources}
         return {k: v for k, v in wanted.items() if v > 0}
 
-    def serve_options(self, *, user_config: dict | None = None) -> dict:
-        options = {
+    def serve_options(self, *, user_config: dict[str, Any] | None = None) -> dict[str, Any]:
+        options: dict[str, Any] = {
             "ray_actor_options": {
                 "num_cpus": self.num_cpus,
                 "num_gpus": self.num_gpus,
@@ -123,7 +124,7 @@ class _ModelDeploymentArgs(DeploymentArgs):
     batch: BatchConfig = BatchConfig()
 
     @model_validator(mode="after")
-    def _room_for_a_batch(self):
+    def _room_for_a_batch(self) -> Self:
         if self.max_ongoing_requests < self.batch.max_batch_size:
             raise ValueError(
                 f"max_ongoing_requests ({self.max_ongoing_requests}) < batch.max_batch_size "
@@ -132,11 +133,13 @@ class _ModelDeploymentArgs(DeploymentArgs):
         return self
 
 
-def _adapter_checkpoint(path: str, field: str) -> str:
+def _adapter_checkpoint(path: str | None, field: str) -> str:
     """An adapter checkpoint directory made absolute (replicas do not share the config's working
     directory) and checked readable now, so a wrong path fails the config, not a replica."""
     from models.adapter import read_meta
 
+    if not path:
+        raise ValueError(f"{field}: an adapter needs the path of its checkpoint directory")
     path = absolute(path)
     try:
         read_meta(path)
@@ -151,7 +154,7 @@ def _adapter_checkpoint(path: str, field: str) -> str:
 SERVED_RUNTIME = {"runtime": "openvino", "precision": "auto"}
 
 
-def served_runtime(model, compiled: bool):
+def served_runtime(model: Any, compiled: bool) -> Any:
     """A model dict without a ``runtime`` gets ``SERVED_RUNTIME`` (a ``precision`` it names is kept)."""
     if isinstance(model, dict) and "runtime" not in model and compiled:
         return SERVED_RUNTIME | model
@@ -163,7 +166,7 @@ class VisionArgs(_ModelDeploymentArgs):
 
     @field_validator("model", mode="before")
     @classmethod
-    def _runtime(cls, model):
+    def _runtime(cls, model: Any) -> Any:
         compiled = (
             isinstance(model, dict)
             and model.get("classifier", "efficientnet-lite0") == "efficientnet-lite0"
@@ -186,7 +189,7 @@ class TextArgs(_ModelDeploymentArgs):
 
     @field_validator("model", mode="before")
     @classmethod
-    def _runtime(cls, model):
+    def _runtime(cls, model: Any) -> Any:
         return served_runtime(model, isinstance(model, dict) and model.get("kind", "minilm") != "clip")
 
     @field_validator("model")
@@ -215,7 +218,7 @@ class SearchArgs(DeploymentArgs):
     num_cpus: float = Field(0.1, ge=0)
 
     @model_validator(mode="after")
-    def _one_process_per_file(self):
+    def _one_process_per_file(self) -> Self:
         if is_local_uri(self.uri) and self.autoscaling.max_replicas > 1:
             raise ValueError(
                 "search.uri is a Milvus Lite file, which one process at a time can open: keep "
@@ -225,7 +228,7 @@ class SearchArgs(DeploymentArgs):
 
     @field_validator("uri", "token", mode="before")
     @classmethod
-    def _from_environment(cls, value):
+    def _from_environment(cls, value: Any) -> Any:
         """``${NAME}`` is read from the environment of the process that builds the app (on
         Kubernetes: a ConfigMap for the uri, a Secret for the token), so neither sits in the config."""
         return expand_env(value) if isinstance(value, str) else value
@@ -263,7 +266,7 @@ class VisionLanguageArgs(_ModelDeploymentArgs):
     batch: BatchConfig = BatchConfig(max_batch_size=8)
 
     @model_validator(mode="after")
-    def _models_when_on(self):
+    def _models_when_on(self) -> Self:
         if self.enabled and not self.models:
             raise ValueError("vision_language.enabled needs vision_language.models (id, task, engine, path)")
         ids = [m.id for m in self.models]
@@ -281,7 +284,7 @@ class GatewayArgs(DeploymentArgs):
     settings: GatewaySettings = GatewaySettings()
 
     @model_validator(mode="after")
-    def _refuse_before_serve_queues(self):
+    def _refuse_before_serve_queues(self) -> Self:
         """The gateway's own admission refuses (in the error shape, with Retry-After) before Serve's
         per-replica limit would make the proxy queue or answer in plain text."""
         if self.settings.max_inflight >= self.max_ongoing_requests:
@@ -305,20 +308,20 @@ class AppArgs(_Args):
     )
 
     @model_validator(mode="after")
-    def _one_space(self):
+    def _one_space(self) -> Self:
         vision_space, text_space = self.vision.model.space(self.text.model), self.text.model.space
         if self.text.model.kind == "adapter" and self.vision.model.embedder != "adapter":
             raise ValueError(
                 f"text embeddings come from the adapter checkpoint {self.text.model.path} ({text_space}) but "
-                f"vision.model.embedder is {self.vision.model.embedder}: set vision.model.embedder=adapter and "
-                "embedder_path to the same checkpoint"
+                f"vision.model.embedder is {self.vision.model.embedder}: set vision.model.embedder=adapter "
+                "and embedder_path to the same checkpoint"
             )
         if vision_space != text_space:
             raise ValueError(
                 f"vision embeddings ({vision_space}) and text embeddings ({text_space}) must share a space "
-                "for zero-shot and retrieval: pair CLIP with the same CLIP checkpoint, ConSE with any text model, "
-                "or a fine-tuned adapter (vision.model.embedder=adapter) with text.model.kind=adapter on the same "
-                "checkpoint directory"
+                "for zero-shot and retrieval: pair CLIP with the same CLIP checkpoint, ConSE with any text "
+                "model, or a fine-tuned adapter (vision.model.embedder=adapter) with text.model.kind=adapter on the "
+                "same checkpoint directory"
             )
         return self
 

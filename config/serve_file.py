@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -14,11 +15,12 @@ from config.args import AppArgs
 @dataclass(frozen=True)
 class ServeFile:
     path: Path
-    raw: dict  # the file as Serve reads it
+    raw: dict[str, Any]  # the file as Serve reads it
 
     @property
-    def applications(self) -> list[dict]:
-        return self.raw["applications"]
+    def applications(self) -> list[dict[str, Any]]:
+        apps: list[dict[str, Any]] = self.raw["applications"]
+        return apps
 
     def app_args(self, name: str | None = None) -> AppArgs:
         """The typed args of the named application (the first one by default)."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from typing_extensions import Self
 
 from models.image_input import Transport
 from models.media import MediaLimits, allowed_formats
@@ -27,8 +29,8 @@ class BatchConfig(BaseModel):
         300.0,
         gt=0,
         description=(
-            "check_health fails the replica when work is queued or running and no batch has finished for this "
-            "long (a wedged forward pass); longer than the slowest legitimate batch"
+            "check_health fails the replica when work is queued or running and no batch has finished for "
+            "this long (a wedged forward pass); longer than the slowest legitimate batch"
         ),
     )
 
@@ -82,9 +84,9 @@ class GatewaySettings(BaseModel):
     image_transport: Transport = Field(
         "bytes",
         description=(
-            "how an image to embed crosses to VisionEncoder: bytes (header checked here, decoded there: the best "
-            "measured on 2 CPU cores, python -m benchmarks.image_throughput --transports), draft (decoded here to "
-            "the size the model resizes to: spares a GPU replica's CPU), input (the model's crop), array "
+            "how an image to embed crosses to VisionEncoder: bytes (header checked here, decoded there: the "
+            "best measured on 2 CPU cores, python -m benchmarks.image_throughput --transports), draft (decoded "
+            "here to the size the model resizes to: spares a GPU replica's CPU), input (the model's crop), array "
             "(decoded whole); models/image_input.py"
         ),
     )
@@ -115,16 +117,16 @@ class GatewaySettings(BaseModel):
         5.0,
         gt=0,
         description=(
-            "time a body's first bytes may take before min_body_rate applies: Serve's proxy relays a body late "
-            "when the machine is saturated (1 s cut honest requests with 408 under a 200-client crowd on 2 cores)"
+            "time a body's first bytes may take before min_body_rate applies: Serve's proxy relays a body "
+            "late when the machine is saturated (1 s cut honest requests with 408 under a 200-client crowd on 2 cores)"
         ),
     )
     max_buffered_bytes: int = Field(
         512 * 1024 * 1024,
         ge=1024,
         description=(
-            "request-body bytes one gateway replica buffers at once, reserved from Content-Length before reading "
-            "(503 + Retry-After beyond it)"
+            "request-body bytes one gateway replica buffers at once, reserved from Content-Length before "
+            "reading (503 + Retry-After beyond it)"
         ),
     )
     max_header_bytes: int = Field(
@@ -155,8 +157,8 @@ class GatewaySettings(BaseModel):
         600.0,
         gt=0,
         description=(
-            "how long an input that was in flight when two model replicas died is refused with 422 poison_request "
-            "(and a suspect, after one death, remembered); deployments/gateway/calls.py"
+            "how long an input that was in flight when two model replicas died is refused with 422 "
+            "poison_request (and a suspect, after one death, remembered); deployments/gateway/calls.py"
         ),
     )
     poison_quarantine_size: int = Field(
@@ -176,7 +178,7 @@ class GatewaySettings(BaseModel):
         return {**INFLIGHT_BUDGETS, **budgets}
 
     @model_validator(mode="after")
-    def _one_body_fits(self):
+    def _one_body_fits(self) -> Self:
         if self.max_buffered_bytes < self.max_body_bytes:
             raise ValueError(
                 f"max_buffered_bytes ({self.max_buffered_bytes}) must be at least max_body_bytes "
@@ -186,15 +188,15 @@ class GatewaySettings(BaseModel):
 
     @field_validator("image_formats", "audio_formats")
     @classmethod
-    def _known_formats(cls, names: list[str], info) -> list[str]:
-        return list(allowed_formats(names, kind=info.field_name.split("_")[0]))
+    def _known_formats(cls, names: list[str], info: ValidationInfo) -> list[str]:
+        return list(allowed_formats(names, kind=str(info.field_name).split("_")[0]))
 
     @field_validator("tenants_file", "allowed_root")
     @classmethod
     def _absolute(cls, path: str | None) -> str | None:
         return None if path is None else absolute(path)
 
-    def request_limits(self) -> dict:
+    def request_limits(self) -> dict[str, Any]:
         return {
             "max_body_bytes": self.max_body_bytes,
             "body_timeout_s": self.body_timeout_s,

@@ -450,7 +450,8 @@ def _encoder_problem(meta: HeadMeta, m: str, running: dict) -> str | None:
         return None
     return (
         f"head {meta.head_id!r} was trained on {m} encoder {trained_id!r} ({want_p}-d, tokens {want_t}-d) "
-        f"but the service runs {running.get('id')!r} ({running.get('pooled_dim')}-d, tokens {running.get('token_dim')}-d)"
+        f"but the service runs {running.get('id')!r} ({running.get('pooled_dim')}-d, "
+        f"tokens {running.get('token_dim')}-d)"
     )
 
 

@@ -26,8 +26,8 @@ What this module relies on, measured with pymilvus 3.0.2 / milvus-lite 3.2.2:
   file is followed by a flush (~20 ms for a small batch, 0.8 s for 10k rows; Lite compacts the
   small segments in the background). Sealed search still makes a per-row Python pass (dedup
   and tombstones, ~1-2 us per row per query), so it grows linearly with the index (50k x 384:
-  ~100 ms median): use a server for indexes past a few tens of thousands of rows. A Milvus server is not flushed per write: it
-  rate-limits flushes and searches growing segments natively.
+  ~100 ms median): use a server for indexes past a few tens of thousands of rows. A Milvus server
+  is not flushed per write: it rate-limits flushes and searches growing segments natively.
 - **Load state.** A reopened Lite file lists its collections as not loaded ("Collection 'x' is
   in state 'released'" on search); the store loads each collection on first use.
 - **One process per file.** Lite takes an advisory ``flock`` on ``<file>/LOCK``; a second
@@ -103,7 +103,8 @@ class IndexInfo:
 
 @dataclass(frozen=True)
 class Item:
-    """One vector to index, under a caller-chosen id (the media's content hash, ``api.schemas.content_id``, typically)."""
+    """One vector to index, under a caller-chosen id (typically the media's content hash,
+    ``api.schemas.content_id``)."""
 
     id: str
     vector: np.ndarray

@@ -23,8 +23,8 @@ from models.errors import MMServeError, Throttled, Unauthorized
 def _limit_message(tenant: Tenant, limit: str, wait: float) -> str:
     if limit == "max_concurrent":
         return (
-            f"tenant '{tenant.id}' already has {tenant.max_concurrent} requests in flight (its max_concurrent); "
-            f"retry after {wait:.2f}s"
+            f"tenant '{tenant.id}' already has {tenant.max_concurrent} requests in flight (its "
+            f"max_concurrent); retry after {wait:.2f}s"
         )
     rate = tenant.rate_limit
     return (

@@ -1,4 +1,5 @@
-"""tools.finetune on the session's local Ray (tests/conftest.py ray_cluster): 2 DDP workers on the demo caption set (features cached first).
+"""tools.finetune on the session's local Ray (tests/conftest.py ray_cluster): 2 DDP workers on the demo
+caption set (features cached first).
 The CLIP family is plumbing only: a tiny *random* CLIP (tests/checkpoints.py) trains a few steps through the
 same trainer; nothing is claimed about the quality of a CLIP fine-tune (no CLIP weights offline)."""
 

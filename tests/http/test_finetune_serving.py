@@ -111,7 +111,8 @@ def rollout(ray_cluster, checkpoint, tmp_path_factory):
                 break
             time.sleep(1)
         print(
-            f"\nConSE app up and indexed in {swapped - started:.1f}s; adapter live {time.monotonic() - swapped:.1f}s later"
+            f"\nConSE app up and indexed in {swapped - started:.1f}s; "
+            f"adapter live {time.monotonic() - swapped:.1f}s later"
         )
         yield {
             "client": c,

@@ -414,7 +414,8 @@ FRAMING_CASES = [  # (name, raw request, the status line must start with one of 
     ),
     (
         "content-length-over-cap",
-        b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 999999999999\r\n\r\n",
+        b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 999999999999\r\n\r\n",
         (b"HTTP/1.1 413",),
     ),
 ]
