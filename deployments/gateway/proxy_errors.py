@@ -12,6 +12,11 @@ configure_http_middlewares``), in the proxy's own process. :func:`middlewares` i
 for the embedded Ray (``graphs/local_ray.py`` sets the variable); on a cluster, set it on every
 node. It must stay importable in the proxy: a callback that fails to import keeps the proxy from
 starting.
+
+The proxy also answers some requests itself, in plain text, before or instead of the gateway:
+408 when ``request_timeout_s`` runs out, 429/503 when the gateway's queue is full (backpressure).
+Those answers pass through this middleware as well, and it gives them the one error shape (the
+gateway answers JSON, so a ``text/plain`` answer with one of these statuses is the proxy's own).
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ class AnswerLostRequests:
     """Pure ASGI middleware around Serve's proxy: an HTTP request the proxy let go unanswered (its
     ingress replica died under it, or the request failed inside Ray before a response began) gets
     503 ``overloaded`` with Retry-After in the error shape instead of uvicorn's plain-text 500, so a
-    client knows it may come back; the X-Request-ID Serve gave it is kept."""
+    client knows it may come back; the X-Request-ID Serve gave it is kept. The proxy's own
+    plain-text 408/429/503 answers are sent in the error shape too (:func:`_proxy_error`)."""
 
     def __init__(self, app) -> None:
         self.app = app
@@ -43,11 +49,19 @@ class AnswerLostRequests:
             await self.app(scope, receive, send)
             return
         started = False
+        replaced = False  # the proxy's own plain-text answer, sent in the error shape instead
 
         async def watching(message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+            nonlocal started, replaced
+            if message["type"] == "http.response.start":
+                started = True
+                error = None if scope["path"].startswith("/-/") else _proxy_error(message)
+                if error is not None:
+                    replaced = True
+                    await _shaped(error, _request_id(scope))(scope, receive, send)
+                    return
+            if not (replaced and message["type"] == "http.response.body"):
+                await send(message)
 
         await self.app(scope, receive, watching)
         if not started:
@@ -55,15 +69,45 @@ class AnswerLostRequests:
 
 
 def _lost_response(request_id: str | None):
-    from deployments.gateway.errors import domain_response
     from models.errors import Overloaded
 
-    response = domain_response(
-        Overloaded("the gateway replica serving this request was lost before it answered; retry shortly")
-    )
+    lost = Overloaded("the gateway replica serving this request was lost before it answered; retry shortly")
+    return _shaped(lost, request_id)
+
+
+def _shaped(error, request_id: str | None):
+    from deployments.gateway.errors import domain_response
+
+    response = domain_response(error)
     if request_id:
         response.headers["X-Request-ID"] = request_id
     return response
+
+
+def _proxy_error(start: dict):
+    """The domain error for a response start that is one of the proxy's own plain-text answers."""
+    from models.errors import Overloaded, RequestTimeout, Throttled
+
+    headers = {bytes(k).lower(): bytes(v) for k, v in start.get("headers", ())}
+    if not headers.get(b"content-type", b"").startswith(b"text/plain"):
+        return None
+    retry_after = _seconds(headers.get(b"retry-after"))
+    status = start["status"]
+    if status == 408:
+        return RequestTimeout("the request did not complete within the server's request timeout")
+    if status == 429:
+        return Throttled("the gateway's queue is full; retry shortly", retry_after=retry_after)
+    if status == 503:
+        message = "the gateway's queue is full or no gateway replica is ready; retry shortly"
+        return Overloaded(message, retry_after=retry_after)
+    return None
+
+
+def _seconds(value: bytes | None) -> float:
+    try:
+        return max(1.0, float(value or 1))
+    except ValueError:
+        return 1.0
 
 
 def middlewares() -> list[Middleware]:
