@@ -20,10 +20,12 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # espeak-ng synthesises the speech the tests transcribe; Debian's chromium is the browser that
-# tests/browser drives through Playwright (whose own browser download needs a network CI lacks).
+# tests/browser drives through Playwright (whose own browser download needs a network CI lacks);
+# Node runs tests/js with the official openai npm package (pinned in tests/js/package-lock.json).
 test-deps:
-	@command -v espeak-ng >/dev/null && command -v chromium >/dev/null || \
-		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends espeak-ng chromium; }
+	@command -v espeak-ng >/dev/null && command -v chromium >/dev/null && command -v npm >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends espeak-ng chromium nodejs npm; }
+	cd tests/js && npm ci --no-audit --no-fund --loglevel=error
 
 serve: setup
 	$(BIN)/python -m graphs.launch serve_config.yaml
