@@ -11,7 +11,6 @@ from config.tenants import Tenant
 from deployments.gateway.services import GatewayServices
 from deployments.gateway.services.encoders import Encoders
 from deployments.gateway.services.fusion import Fusion
-from deployments.gateway.services.media import MediaDecoder
 from deployments.gateway.services.search import Search
 from deployments.gateway.services.speech import Speech
 from deployments.gateway.services.vision import Vision
@@ -25,10 +24,6 @@ def _services(request: Request) -> GatewayServices:
 
 def _encoders(request: Request) -> Encoders:
     return _services(request).encoders
-
-
-def _media(request: Request) -> MediaDecoder:
-    return _services(request).media
 
 
 def _vision(request: Request) -> Vision:
@@ -54,7 +49,6 @@ def _vision_language(request: Request) -> VisionLanguageClient:
 CurrentTenant = Annotated[Tenant, Depends(current_tenant)]  # 401 when admission bound none
 ServicesDep = Annotated[GatewayServices, Depends(_services)]
 EncodersDep = Annotated[Encoders, Depends(_encoders)]
-MediaDep = Annotated[MediaDecoder, Depends(_media)]
 VisionDep = Annotated[Vision, Depends(_vision)]
 SpeechDep = Annotated[Speech, Depends(_speech)]
 SearchDep = Annotated[Search, Depends(_search)]
