@@ -79,18 +79,15 @@ class Search:
         ids = await off_loop(lambda: [s.content_id(raw) for raw in raws])
         present = await call(self.store().has, tenant.id, name, ids)
         todo = [n for n, i in enumerate(ids) if i not in present and i not in ids[:n]]
-        rows = await self._rows(tenant, [(ids[n], raws[n], items[n].metadata, f"items[{n}]") for n in todo])
+        vectors = await self._embed(tenant, [raws[n] for n in todo], [f"items[{n}]" for n in todo])
+        rows = [(ids[n], v, items[n].metadata) for n, v in zip(todo, vectors)]
         encoder = (await self.encoders.info("image")).model
         added, _ = await call(self.store().add, tenant.id, name, rows, encoder=encoder) if rows else (0, 0)
         return s.AddItemsResponse(ids=ids, added=added, already_present=len(ids) - added)
 
-    async def _rows(self, tenant: Tenant, todo: list[tuple[str, bytes, dict, str]]) -> list[tuple]:
-        """(id, vector, metadata) of the items to add, embedded together."""
-        if not todo:
-            return []
-        raws, names = [t[1] for t in todo], [t[3] for t in todo]
-        vectors = await self.encoders.embed_many(tenant, "image", raws, "items", names=names)
-        return [(item_id, v, metadata) for (item_id, _, metadata, _), v in zip(todo, vectors)]
+    async def _embed(self, tenant: Tenant, raws: list[bytes], names: list[str]) -> np.ndarray | list:
+        """The image embeddings of the items to add (none to embed: nothing asked of the encoder)."""
+        return await self.encoders.embed_many(tenant, "image", raws, "items", names=names) if raws else []
 
     async def lookup(self, tenant: Tenant, name: str, ids: list[str]) -> list[str]:
         """Which of ``ids`` the index holds, in the order asked."""
