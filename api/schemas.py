@@ -777,8 +777,8 @@ class ComposeRequest(_Request):
     inputs: ComposeInputs
     tasks: list[ComposeTask] = Field(min_length=1, max_length=16)
 
-    def task_dicts(self) -> list[dict[str, Any]]:
-        """Tasks with their ids filled in: the type, or '<type>-<n>' when a type repeats."""
+    def named_tasks(self) -> list[ComposeTask]:
+        """The tasks with their ids filled in: the type, or '<type>-<n>' when a type repeats."""
         counts: dict[str, int] = {}
         for task in self.tasks:
             counts[task.type] = counts.get(task.type, 0) + 1
@@ -787,7 +787,7 @@ class ComposeRequest(_Request):
         for task in self.tasks:
             seen[task.type] = seen.get(task.type, 0) + 1
             default = task.type if counts[task.type] == 1 else f"{task.type}-{seen[task.type]}"
-            out.append({**task.model_dump(), "id": task.id or default})
+            out.append(task.model_copy(update={"id": task.id or default}))
         return out
 
 

@@ -1,16 +1,18 @@
 """Tenancy on the request path: API-key authentication against the tenants file, and the tenant of
-the request being served (a context variable set by the gateway's admission middleware, so any
-code on the request path can ask ``current()``). The file's schema lives in ``config.tenants``."""
+the request being served: admission binds it to the request, and routes take it as a dependency
+(``Depends(current_tenant)``) and hand it to the services explicitly. The file's schema lives in
+``config.tenants``."""
 
 from __future__ import annotations
 
 import collections
-import contextvars
 import hmac
 import time
 from dataclasses import dataclass, field
 
-from config.tenants import KEY_PREFIX, OPEN, Tenant, digest
+from starlette.requests import HTTPConnection
+
+from config.tenants import KEY_PREFIX, Tenant, digest
 from models.errors import Forbidden, Throttled, Unauthorized
 
 
@@ -163,12 +165,19 @@ def key_from_headers(headers) -> str | None:
 
 
 # ---- the request's tenant --------------------------------------------------------------------
-_current: contextvars.ContextVar[Tenant] = contextvars.ContextVar("mmserve_tenant", default=OPEN)
+TENANT_SCOPE_KEY = "mmserve.tenant"  # where admission leaves the authenticated tenant in the ASGI scope
 
 
-def current() -> Tenant:
-    return _current.get()
+def bind(scope: dict, tenant: Tenant) -> None:
+    """Admission's record of who the request is from, once the key was checked."""
+    scope[TENANT_SCOPE_KEY] = tenant
 
 
-def bind(tenant: Tenant) -> contextvars.Token:
-    return _current.set(tenant)
+def current_tenant(request: HTTPConnection) -> Tenant:
+    """The route dependency (``Depends(current_tenant)``): the tenant admission authenticated for this
+    request. There is no default: a request that admission did not bind (an open path, a route mounted
+    without the middleware) is refused, never served as the open tenant, which is an operator."""
+    tenant = request.scope.get(TENANT_SCOPE_KEY)
+    if not isinstance(tenant, Tenant):
+        raise Unauthorized("this request has no authenticated tenant")
+    return tenant

@@ -180,7 +180,7 @@ async def _admit(request: Request, receive, held: contextlib.ExitStack, seen: di
     receive = _replay(await request.body(), receive)
     held.enter_context(budgets.slot(modality))
     lease = await services.admission.acquire(admitted)
-    tenancy.bind(admitted)
+    tenancy.bind(request.scope, admitted)
     return receive, lease
 
 

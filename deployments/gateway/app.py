@@ -14,12 +14,12 @@ from deployments.gateway.admission import AdmitAndMeasure
 from deployments.gateway.budgets import Budgets
 from deployments.gateway.limits import Limits, RequestLimits
 from deployments.gateway.routes import ROUTERS
-from deployments.gateway.services import Services
+from deployments.gateway.services import GatewayServices
 
 DESCRIPTION = "Multimodal inference on Ray Serve: vision, text and audio deployments behind one gateway."
 
 
-def create_app(services: Services | None = None) -> errors.GatewayApp:
+def create_app(services: GatewayServices | None = None) -> errors.GatewayApp:
     app = errors.GatewayApp(
         title="mmserve", version="0.1.0", description=DESCRIPTION, docs_url=None, redoc_url=None
     )
@@ -36,6 +36,6 @@ def create_app(services: Services | None = None) -> errors.GatewayApp:
     return app
 
 
-def _budgets(services: Services) -> Budgets:
+def _budgets(services: GatewayServices) -> Budgets:
     settings = services.settings
     return Budgets(settings.inflight_budgets, settings.max_inflight, retry_after_s=settings.retry_after_s)

@@ -15,8 +15,14 @@ from deployments import tenancy
 from deployments.gateway import calls
 from deployments.gateway.admission import Admission
 from deployments.gateway.app import create_app
-from deployments.gateway.services import Encoders, Fusion, Media, Search, Services
-from deployments.gateway.vision_language import VisionLanguage
+from deployments.gateway.services import GatewayServices
+from deployments.gateway.services.encoders import Encoders
+from deployments.gateway.services.fusion import Fusion
+from deployments.gateway.services.media import MediaDecoder
+from deployments.gateway.services.search import Search
+from deployments.gateway.services.speech import Speech
+from deployments.gateway.services.vision import Vision
+from deployments.gateway.services.vision_language import VisionLanguageClient
 from models.embed_cache import EmbedCache
 
 log = logging.getLogger("ray.serve")
@@ -47,9 +53,9 @@ def build_services(
     fusion: DeploymentHandle | None = None,
     quota: DeploymentHandle | None = None,
     vision_language: DeploymentHandle | None = None,
-) -> Services:
+) -> GatewayServices:
     calls.configure_quarantine(ttl_s=settings.poison_quarantine_s, capacity=settings.poison_quarantine_size)
-    media = Media(settings.limits(), settings.image_transport)
+    media = MediaDecoder(settings.limits(), settings.image_transport)
     encoders = Encoders(
         {"image": vision, "text": text, "audio": audio}, media, EmbedCache(capacity=settings.embed_cache_size)
     )
@@ -60,13 +66,16 @@ def build_services(
         "VisionLanguage": vision_language,
     }
     shared_root = settings.allowed_root if settings.tenants_file is None else None  # tenants name their own
-    return Services(
+    speech = Speech(encoders)
+    return GatewayServices(
         settings=settings,
         encoders=encoders,
-        search=Search(search, encoders, shared_root),
+        vision=Vision(encoders),
+        speech=speech,
+        search=Search(search, encoders, speech, shared_root),
         fusion=Fusion(fusion, encoders),
         admission=_admission(settings, quota),
-        vision_language=VisionLanguage(vision_language, media),
+        vision_language=VisionLanguageClient(vision_language, media),
         optional={name: h for name, h in optional.items() if h is not None},
     )
 

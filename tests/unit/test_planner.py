@@ -3,10 +3,18 @@
 import asyncio
 
 import pytest
+from pydantic import TypeAdapter
 
+from api import schemas as s
 from deployments.gateway import planner
-from deployments.gateway.compose import PLANNERS
 from models.errors import InvalidInput
+
+TASK = TypeAdapter(s.ComposeTask)
+
+
+def _plan(tasks: list[dict], present: set[str], heads: dict | None = None) -> planner.Plan:
+    """Plan tasks given as on the wire (with their ids), typed as the route types them."""
+    return planner.plan([TASK.validate_python(t) for t in tasks], present, heads)
 
 
 def _ids(the_plan):
@@ -19,7 +27,7 @@ def test_shared_nodes_are_planned_once():
         {"id": "z", "type": "zero_shot", "labels": ["cat"], "template": "{}"},
         {"id": "c", "type": "classify", "top_k": 3},
     ]
-    the_plan = planner.plan(tasks, {"image"}, PLANNERS)
+    the_plan = _plan(tasks, {"image"})
     assert _ids(the_plan) == {"decode:image", "embed:image", "labels:z", "zero_shot:z", "classify:c"}
     assert the_plan.outputs == {"e": "embed:image", "z": "zero_shot:z", "c": "classify:c"}
     assert ("embed:image", "zero_shot:z") in the_plan.edges()
@@ -32,7 +40,7 @@ def test_spoken_search_chains_transcription_then_text_embedding_and_shares_the_t
         {"id": "s", "type": "search", "index": "photos", "query": "audio", "top_k": 3, "where": {}},
         {"id": "t", "type": "transcribe", "language": None},
     ]
-    the_plan = planner.plan(tasks, {"audio"}, PLANNERS)
+    the_plan = _plan(tasks, {"audio"})
     assert the_plan.outputs["t"] == "speech:transcribe:auto"
     assert ("decode:audio", "speech:transcribe:auto") in the_plan.edges()
     assert ("speech:transcribe:auto", "embed:transcript") in the_plan.edges()
@@ -41,7 +49,7 @@ def test_spoken_search_chains_transcription_then_text_embedding_and_shares_the_t
 
 def test_language_identification_shares_the_transcription_pass():
     tasks = [{"id": "l", "type": "language"}, {"id": "t", "type": "transcribe", "language": None}]
-    the_plan = planner.plan(tasks, {"audio"}, PLANNERS)
+    the_plan = _plan(tasks, {"audio"})
     assert the_plan.outputs == {"l": "speech:transcribe:auto", "t": "speech:transcribe:auto"}
 
 
@@ -50,18 +58,19 @@ def test_prompted_transcriptions_are_not_shared():
         {"id": "a", "type": "transcribe", "language": None, "prompt": "names: Ada"},
         {"id": "b", "type": "transcribe", "language": None},
     ]
-    assert set(planner.plan(tasks, {"audio"}, PLANNERS).outputs.values()) == {
+    assert set(_plan(tasks, {"audio"}).outputs.values()) == {
         "speech:transcribe:a",
         "speech:transcribe:auto",
     }
 
 
 def test_fuse_waits_for_the_features_of_the_modalities_present():
-    tasks = [{"id": "f", "type": "fuse", "head": "h", "modalities": ["image", "text", "audio"]}]
-    the_plan = planner.plan(tasks, {"image", "text"}, PLANNERS)
+    tasks = [{"id": "f", "type": "fuse", "head": "h"}]
+    the_plan = _plan(tasks, {"image", "text"}, {"h": ["image", "text", "audio"]})
     assert the_plan.nodes["fuse:f"].deps == ("fusion_features:image", "fusion_features:text")
+    assert the_plan.nodes["fuse:f"].task == s.FuseTask(id="f", type="fuse", head="h")
     with pytest.raises(InvalidInput, match="none of them"):
-        planner.plan([{"id": "f", "type": "fuse", "head": "h", "modalities": ["audio"]}], {"image"}, PLANNERS)
+        _plan(tasks, {"image"}, {"h": ["audio"]})
 
 
 @pytest.mark.parametrize(
@@ -75,7 +84,7 @@ def test_fuse_waits_for_the_features_of_the_modalities_present():
 )
 def test_a_task_without_its_modality_is_refused_naming_the_input(task, missing):
     with pytest.raises(InvalidInput) as err:
-        planner.plan([task], {"text"} if missing != "text" else {"image"}, PLANNERS)
+        _plan([task], {"text"} if missing != "text" else {"image"})
     assert err.value.param == f"inputs.{missing}"
 
 
@@ -83,7 +92,7 @@ def test_identical_tasks_share_one_node():
     tasks = [
         {"id": f"t{n}", "type": "transcribe", "language": None, "prompt": "names: Ada"} for n in range(16)
     ]
-    the_plan = planner.plan(tasks, {"audio"}, PLANNERS)
+    the_plan = _plan(tasks, {"audio"})
     assert [n.op for n in the_plan.nodes.values()].count("speech") == 1
     assert set(the_plan.outputs.values()) == {"speech:transcribe:t0"}
 
@@ -91,7 +100,7 @@ def test_identical_tasks_share_one_node():
 def test_duplicate_task_ids_are_refused():
     tasks = [{"id": "x", "type": "classify", "top_k": 1}, {"id": "x", "type": "classify", "top_k": 2}]
     with pytest.raises(InvalidInput, match="share the id"):
-        planner.plan(tasks, {"image"}, PLANNERS)
+        _plan(tasks, {"image"})
 
 
 def test_execute_runs_independent_branches_concurrently_and_dependents_after():
@@ -100,7 +109,7 @@ def test_execute_runs_independent_branches_concurrently_and_dependents_after():
         {"id": "e", "type": "embed", "modality": "text"},
         {"id": "t", "type": "transcribe", "language": None},
     ]
-    the_plan = planner.plan(tasks, {"image", "text", "audio"}, PLANNERS)
+    the_plan = _plan(tasks, {"image", "text", "audio"})
     order = []
 
     async def run(node, args):
@@ -125,7 +134,7 @@ def test_execute_runs_independent_branches_concurrently_and_dependents_after():
 
 def test_execute_cancels_the_rest_when_a_node_fails():
     tasks = [{"id": "c", "type": "classify", "top_k": 1}, {"id": "e", "type": "embed", "modality": "text"}]
-    the_plan = planner.plan(tasks, {"image", "text"}, PLANNERS)
+    the_plan = _plan(tasks, {"image", "text"})
     finished = []
 
     async def run(node, args):

@@ -1,16 +1,14 @@
-"""``POST /v1/compose``: one request with any mix of image, text and audio, and several tasks,
-planned into a DAG over the deployments (``TASKS``) and run with independent branches at once."""
+"""``POST /v1/compose``: one request with any mix of image, text and audio, and several typed tasks,
+planned into a DAG of steps (``planner.plan``), each run by the service that owns it
+(``ComposedRequest.run``), with independent branches at once."""
 
 from __future__ import annotations
-
-import functools
 
 from fastapi import APIRouter
 
 from api import schemas as s
 from deployments.gateway import deps, planner, routing
-from deployments.gateway.calls import call
-from deployments.gateway.compose import PLANNERS, TASKS, Context, run_node
+from deployments.gateway.composed_request import ComposedRequest
 
 router = APIRouter()
 
@@ -23,19 +21,16 @@ router = APIRouter()
     multipart=False,
     response_model=s.ComposeResponse,
 )
-async def compose(svc: deps.Services, body=routing.body_of(s.ComposeRequest)):
+async def compose(svc: deps.ServicesDep, tenant: deps.CurrentTenant, body=routing.body_of(s.ComposeRequest)):
     """Plan the tasks into a DAG over the deployments and run it: independent branches at once."""
-    tasks = body.task_dicts()
-    if any(t["type"] in ("caption", "vqa") for t in tasks):
+    tasks = body.named_tasks()
+    if any(isinstance(t, s.CaptionTask | s.VQATask) for t in tasks):
         svc.vision_language.deployment()  # 503 naming the switch when off, before anything is decoded
-    for task in (t for t in tasks if t["type"] == "fuse"):
-        task["modalities"] = (await call(svc.fusion.head(task["head"]).describe))["modalities"]
-    the_plan = planner.plan(tasks, body.inputs.present(), PLANNERS)
-    ctx = Context(services=svc, inputs=body.inputs)
-    run = await planner.execute(the_plan, functools.partial(run_node, ctx))
-    results = {
-        t["id"]: await TASKS[t["type"]].shape(ctx, t, run.results[the_plan.outputs[t["id"]]]) for t in tasks
-    }
+    heads = {t.head: await svc.fusion.modalities(tenant, t.head) for t in tasks if isinstance(t, s.FuseTask)}
+    the_plan = planner.plan(tasks, body.inputs.present(), heads)
+    request = ComposedRequest(svc, tenant, body.inputs)
+    run = await planner.execute(the_plan, request.run)
+    results = {t.id: await request.result(t, run.results[the_plan.outputs[t.id]]) for t in tasks}
     return s.ComposeResponse(results=results, dag=_dag(the_plan, run), latency_ms=_latency(run))
 
 

@@ -40,7 +40,9 @@ def _texts(inputs: list[str]) -> list[str]:
     multipart=False,
     response_model=s.OpenAIEmbeddingResponse,
 )
-async def openai_embeddings(enc: deps.Encoders, body=routing.body_of(s.OpenAIEmbeddingRequest)):
+async def openai_embeddings(
+    enc: deps.EncodersDep, tenant: deps.CurrentTenant, body=routing.body_of(s.OpenAIEmbeddingRequest)
+):
     """OpenAI-compatible embeddings for every modality; ``model`` (or ``modality``) picks it."""
     modality = (await enc.embedders()).get(body.model)
     if modality is None:
@@ -48,10 +50,10 @@ async def openai_embeddings(enc: deps.Encoders, body=routing.body_of(s.OpenAIEmb
     if body.modality not in (None, modality):
         raise Incompatible(f"model '{body.model}' embeds {modality}, not {body.modality}", param="modality")
     if modality == "text":
-        rows = await enc.embed_texts(_texts(body.inputs()))
+        rows = await enc.embed_texts(tenant, _texts(body.inputs()))
     else:
         raws = [_media(x, f"input[{n}]") for n, x in enumerate(body.inputs())]
-        rows = await enc.embed_many(modality, raws, "input")
+        rows = await enc.embed_many(tenant, modality, raws, "input")
     if body.dimensions not in (None, rows.shape[1]):
         raise InvalidInput(
             f"'{body.model}' has {rows.shape[1]} dimensions, not {body.dimensions}", param="dimensions"
@@ -66,8 +68,10 @@ async def openai_embeddings(enc: deps.Encoders, body=routing.body_of(s.OpenAIEmb
     modality="text",
     response_model=s.EmbeddingResponse,
 )
-async def embed_text(enc: deps.Encoders, body=routing.body_of(s.TextEmbedRequest)):
-    rows, info = await asyncio.gather(enc.embed_texts(body.texts), enc.info("text"))
+async def embed_text(
+    enc: deps.EncodersDep, tenant: deps.CurrentTenant, body=routing.body_of(s.TextEmbedRequest)
+):
+    rows, info = await asyncio.gather(enc.embed_texts(tenant, body.texts), enc.info("text"))
     return await responses.rendered(responses.embeddings, info, rows)
 
 
@@ -78,8 +82,10 @@ async def embed_text(enc: deps.Encoders, body=routing.body_of(s.TextEmbedRequest
     modality="image",
     response_model=s.EmbeddingResponse,
 )
-async def embed_image(enc: deps.Encoders, body=routing.body_of(s.ImageEmbedRequest)):
-    rows = await enc.embed_many("image", body.images, "images")
+async def embed_image(
+    enc: deps.EncodersDep, tenant: deps.CurrentTenant, body=routing.body_of(s.ImageEmbedRequest)
+):
+    rows = await enc.embed_many(tenant, "image", body.images, "images")
     return await responses.rendered(responses.embeddings, await enc.info("image"), rows)
 
 
@@ -90,6 +96,8 @@ async def embed_image(enc: deps.Encoders, body=routing.body_of(s.ImageEmbedReque
     modality="audio",
     response_model=s.EmbeddingResponse,
 )
-async def embed_audio(enc: deps.Encoders, body=routing.body_of(s.AudioEmbedRequest)):
-    rows = await enc.embed_many("audio", body.audio, "audio")
+async def embed_audio(
+    enc: deps.EncodersDep, tenant: deps.CurrentTenant, body=routing.body_of(s.AudioEmbedRequest)
+):
+    rows = await enc.embed_many(tenant, "audio", body.audio, "audio")
     return await responses.rendered(responses.embeddings, await enc.info("audio"), rows)

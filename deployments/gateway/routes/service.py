@@ -8,10 +8,9 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from api import schemas as s
-from deployments import tenancy
 from deployments.gateway import deps, liveness, routing
-from deployments.gateway.calls import call
-from deployments.gateway.services import audio_encoder_id
+from deployments.gateway.services import ping
+from deployments.gateway.services.encoders import audio_encoder_id
 
 router = APIRouter()
 
@@ -22,32 +21,19 @@ async def healthz() -> s.Health:
 
 
 @routing.get(router, "/readyz", open=True, response_model=s.Health, responses={503: {"model": s.Health}})
-async def readyz(svc: deps.Services):
+async def readyz(svc: deps.ServicesDep):
     """Pings every deployment that has not answered a call lately (``liveness``) at once, each for at
     most ``ready_timeout_s`` (< 1 s): a deployment with no replica answering in time is named in a
     503, rather than the probe hanging."""
     named = {n: h for n, h in svc.deployments().items() if not liveness.recently(h.deployment_name)}
     results = await asyncio.gather(
-        *(_ping(h, svc.settings.ready_timeout_s) for h in named.values()), return_exceptions=True
+        *(ping(h, svc.settings.ready_timeout_s) for h in named.values()), return_exceptions=True
     )
     states = {n: "ok" for n in svc.deployments()}
     states.update({n: ("ok" if r == "ok" else f"not ready: {_why(r)}") for n, r in zip(named, results)})
     ready = all(v == "ok" for v in states.values())
     body = s.Health(status="ready" if ready else "not_ready", deployments=states)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
-
-
-async def _ping(handle, timeout_s: float) -> str:
-    response = handle.ping.remote()
-    try:
-        return await asyncio.wait_for(_await(response), timeout_s)
-    except BaseException:
-        response.cancel()  # a ping still queued for a replica that is not there must not pile up
-        raise
-
-
-async def _await(response):
-    return await response
 
 
 def _why(result) -> str:
@@ -57,7 +43,7 @@ def _why(result) -> str:
 
 
 @routing.get(router, "/v1/models", response_model=s.ModelList)
-async def models(svc: deps.Services) -> s.ModelList:
+async def models(svc: deps.ServicesDep) -> s.ModelList:
     i = await svc.encoders.infos()
     image, text, audio = i["image"], i["text"], i["audio"]
     cards = [
@@ -93,14 +79,7 @@ async def models(svc: deps.Services) -> s.ModelList:
 
 
 @routing.get(router, "/v1/stats")
-async def stats(svc: deps.Services) -> dict:
+async def stats(svc: deps.ServicesDep, tenant: deps.CurrentTenant) -> dict:
     """Batch sizes each model replica really ran (the replica that answered, per deployment); with a
     tenants file, for operator tenants only: the counters show every tenant's traffic."""
-    tenancy.current().require_operator()
-    handles = {
-        name: h
-        for name, h in svc.deployments().items()
-        if name in ("VisionEncoder", "TextEncoder", "AudioModel", "VisionLanguage")
-    }
-    found = await asyncio.gather(*(call(h.batch_stats) for h in handles.values()))
-    return dict(zip(handles, found))
+    return await svc.batch_stats(tenant)

@@ -8,7 +8,6 @@ from fastapi import APIRouter
 
 from api import schemas as s
 from deployments.gateway import deps, responses, routing
-from deployments.gateway.calls import call
 
 router = APIRouter()
 
@@ -16,24 +15,19 @@ router = APIRouter()
 @routing.post(
     router, "/v1/zero-shot", body=s.ZeroShotRequest, modality="image+text", response_model=s.ZeroShotResponse
 )
-async def zero_shot(enc: deps.Encoders, body=routing.body_of(s.ZeroShotRequest)):
-    info, image, labels = await asyncio.gather(
-        enc.shared_space(),
-        enc.embed_media("image", body.image, "image"),
-        enc.label_embeddings(body.labels, body.template),
-    )
-    return responses.zero_shot_response(info, image, labels, body.labels)
+async def zero_shot(
+    vision: deps.VisionDep, tenant: deps.CurrentTenant, body=routing.body_of(s.ZeroShotRequest)
+):
+    return await vision.zero_shot(tenant, body.image, body.labels, body.template, param="image")
 
 
 @routing.post(
     router, "/v1/classify", body=s.ClassifyRequest, modality="image", response_model=s.ClassifyResponse
 )
-async def classify(enc: deps.Encoders, body=routing.body_of(s.ClassifyRequest)):
-    image = await enc.media.decode("image", body.image, "image")
-    predictions, info = await asyncio.gather(
-        call(enc.use("image").classify, image, body.top_k), enc.info("image")
-    )
-    return s.ClassifyResponse(model=info.task_model, predictions=predictions)
+async def classify(
+    vision: deps.VisionDep, tenant: deps.CurrentTenant, body=routing.body_of(s.ClassifyRequest)
+):
+    return await vision.classify(tenant, await vision.decode(tenant, body.image, "image"), body.top_k)
 
 
 @routing.post(
@@ -43,9 +37,13 @@ async def classify(enc: deps.Encoders, body=routing.body_of(s.ClassifyRequest)):
     modality="image+text",
     response_model=s.RetrievalResponse,
 )
-async def retrieval(enc: deps.Encoders, body=routing.body_of(s.RetrievalRequest)):
+async def retrieval(
+    enc: deps.EncodersDep, tenant: deps.CurrentTenant, body=routing.body_of(s.RetrievalRequest)
+):
     info, images, texts = await asyncio.gather(
-        enc.shared_space(), enc.embed_many("image", body.images, "images"), enc.embed_texts(body.texts)
+        enc.shared_space(),
+        enc.embed_many(tenant, "image", body.images, "images"),
+        enc.embed_texts(tenant, body.texts),
     )
     sim = images @ texts.T
     return s.RetrievalResponse(

@@ -22,7 +22,7 @@ from fastapi.responses import StreamingResponse
 from api import schemas as s
 from deployments.gateway import deps, routing
 from deployments.gateway.errors import media_invalid
-from deployments.gateway.vision_language import VisionLanguage, VLModel
+from deployments.gateway.services.vision_language import VisionLanguageClient, VLModel
 from models.errors import InvalidInput
 
 router = APIRouter()
@@ -49,10 +49,12 @@ def _images(body: s.CaptionRequest) -> list[tuple[bytes, str]]:
 @routing.post(
     router, "/v1/captions", body=s.CaptionRequest, modality="image", response_model=s.CaptionResponse
 )
-async def captions(vl: deps.VisionLanguage, body=routing.body_of(s.CaptionRequest)):
+async def captions(
+    vl: deps.VisionLanguageDep, tenant: deps.CurrentTenant, body=routing.body_of(s.CaptionRequest)
+):
     """Caption each image; with ``prompt``, each caption starts with it."""
     model = await vl.pick(body.model, "caption")
-    images = await asyncio.gather(*(vl.image(raw, param) for raw, param in _images(body)))
+    images = await asyncio.gather(*(vl.image(tenant, raw, param) for raw, param in _images(body)))
     outs = await asyncio.gather(
         *(
             vl.run(model, image, body.prompt, max_tokens=body.max_tokens, num_beams=body.num_beams)
@@ -70,11 +72,11 @@ def _questions(body: s.VQARequest) -> list[str]:
 
 
 @routing.post(router, "/v1/vqa", body=s.VQARequest, modality=MODALITY, response_model=s.VQAResponse)
-async def vqa(vl: deps.VisionLanguage, body=routing.body_of(s.VQARequest)):
+async def vqa(vl: deps.VisionLanguageDep, tenant: deps.CurrentTenant, body=routing.body_of(s.VQARequest)):
     """Answer each question about the image (ViLT also gives its top answers with probabilities)."""
     model = await vl.pick(body.model, "vqa")
     questions = _questions(body)
-    image = await vl.image(body.image, "image")
+    image = await vl.image(tenant, body.image, "image")
     outs = await asyncio.gather(
         *(
             vl.run(model, image, q, max_tokens=body.max_tokens, num_beams=body.num_beams, top_k=body.top_k)
@@ -147,7 +149,7 @@ def user_turn(messages: list[s.ChatMessage]) -> tuple[str | None, bytes, str]:
     return text, _image_bytes(part.image_url.url, f"{param}.url"), param
 
 
-async def _chat_model(vl: VisionLanguage, name: str, text: str | None) -> VLModel:
+async def _chat_model(vl: VisionLanguageClient, name: str, text: str | None) -> VLModel:
     model = await vl.pick(name, None)
     return await vl.pick(None, "caption") if model.task == "vqa" and text is None else model
 
@@ -165,13 +167,15 @@ async def _chat_model(vl: VisionLanguage, name: str, text: str | None) -> VLMode
         }
     },
 )
-async def chat_completions(vl: deps.VisionLanguage, body=routing.body_of(s.ChatCompletionRequest)):
+async def chat_completions(
+    vl: deps.VisionLanguageDep, tenant: deps.CurrentTenant, body=routing.body_of(s.ChatCompletionRequest)
+):
     """OpenAI's chat completions for an image and optional text (caption or visual question)."""
     refuse_unsupported(body)
     vl.deployment()
     text, raw, param = user_turn(body.messages)
     model = await _chat_model(vl, body.model, text)
-    image = await vl.image(raw, param)
+    image = await vl.image(tenant, raw, param)
     out = await vl.run(
         model, image, text, max_tokens=body.max_completion_tokens or body.max_tokens, clamp=True
     )

@@ -4,17 +4,15 @@ request names, and captions or answers routed to a replica holding that model (m
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 from ray.serve.handle import DeploymentHandle
 
+from api import schemas as s
+from config.tenants import Tenant
 from deployments.gateway.calls import call
+from deployments.gateway.services.media import MediaDecoder
 from models.errors import Incompatible, NotFound, Unavailable
-
-if TYPE_CHECKING:
-    from deployments.gateway.services import Media
-
 
 VL_SWITCH = "vision_language.enabled"
 
@@ -29,10 +27,11 @@ class VLModel:
     device: str
 
 
-class VisionLanguage:
-    """The VisionLanguage deployment: captions and answers, routed (multiplexed) by model id."""
+class VisionLanguageClient:
+    """The gateway's side of the VisionLanguage deployment: captions and answers, routed
+    (multiplexed) by model id."""
 
-    def __init__(self, handle: DeploymentHandle | None, media: Media) -> None:
+    def __init__(self, handle: DeploymentHandle | None, media: MediaDecoder) -> None:
         self.handle, self.media = handle, media
         self._models: list[VLModel] | None = None
 
@@ -76,8 +75,8 @@ class VisionLanguage:
             raise Incompatible(f"model '{model}' does {found.task}, not {task}", param="model")
         return found
 
-    async def image(self, raw: bytes, param: str) -> np.ndarray:
-        return await self.media.decode("image", raw, param)
+    async def image(self, tenant: Tenant, raw: bytes, param: str) -> np.ndarray:
+        return await self.media.decode(tenant, "image", raw, param)
 
     async def run(
         self,
@@ -94,3 +93,23 @@ class VisionLanguage:
         the model's limit is lowered to it instead of refused."""
         options = {"max_tokens": max_tokens, "num_beams": num_beams, "top_k": top_k, "clamp": clamp}
         return await call(self.deployment().options(multiplexed_model_id=model.id).run, image, text, options)
+
+    async def caption(self, task: s.CaptionTask, image: np.ndarray) -> s.CaptionResult:
+        """A compose ``caption`` task on the image its request decoded once."""
+        model = await self.pick(task.model, "caption")
+        out = await self.run(model, image, task.prompt, max_tokens=task.max_tokens, num_beams=task.num_beams)
+        return s.CaptionResult(model=model.id, caption=out["text"], tokens=out["tokens"])
+
+    async def answer(self, task: s.VQATask, image: np.ndarray) -> s.VQAResult:
+        """A compose ``vqa`` task on the image its request decoded once."""
+        model = await self.pick(task.model, "vqa")
+        out = await self.run(
+            model,
+            image,
+            task.question,
+            max_tokens=task.max_tokens,
+            num_beams=task.num_beams,
+            top_k=task.top_k,
+        )
+        answers = [s.ScoredAnswer(**a) for a in out["answers"]]
+        return s.VQAResult(model=model.id, question=task.question, answer=out["text"], answers=answers)
