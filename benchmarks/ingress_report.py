@@ -1,0 +1,143 @@
+"""The committed reference of an ``image_throughput --ingress ... --profile`` run: a small JSON and a
+markdown page (issue 24, parts 1 and 3) from the run's result files.
+
+    python -m benchmarks.ingress_report --results benchmarks/results/ingress \\
+        --out benchmarks/reference/ingress_2core
+
+Reads ``<results>.json`` (the runs, one row per round and mode) and each mode's own
+``<results>_<mode>_r<round>.json`` (its profile tables); writes ``<out>.json`` and ``<out>.md``: per mode
+the median over rounds of throughput, p99 and CPU ms per request of the ingress hop and the gateway,
+the checks, and each process's CPU ms per request and top self-time and own-code tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+KEEP_SELF, KEEP_OWN = 20, 10
+
+
+def medians(runs: list[dict]) -> dict[str, dict]:
+    """Per mode and sweep: the median over rounds of rate, p99 and CPU ms (ingress, gateway, all)."""
+    out: dict[str, dict] = {}
+    for mode in dict.fromkeys(r["mode"] for r in runs):
+        mine = [r for r in runs if r["mode"] == mode]
+        out[mode] = {
+            sweep: {
+                key: round(statistics.median(r[sweep][key] for r in mine), 2)
+                for key in ("per_s", "p99_ms", "cpu_ms_ingress", "cpu_ms_gateway", "cpu_ms_all")
+            }
+            | {"c": mine[0][sweep]["c"], "rounds": len(mine), "errors": sum(r[sweep]["errors"] for r in mine)}
+            for sweep in ("image", "text")
+        }
+    return out
+
+
+def profiles(results: Path, runs: list[dict]) -> dict[str, list[dict]]:
+    """Each mode's profile tables from its first round, trimmed to the top rows."""
+    out = {}
+    for mode in dict.fromkeys(r["mode"] for r in runs):
+        path = results.with_name(f"{results.name}_{mode}_r0.json")
+        if not path.exists():
+            continue
+        tables = json.loads(path.read_text())["served"].get("image_profiled", {}).get("profile", [])
+        out[mode] = [
+            {
+                "process": t["process"],
+                "cpu_ms_per_request": t["cpu_ms_per_request"],
+                "sampled_ms_per_request": t["sampled_ms_per_request"],
+                "top_self": t["top_self"][:KEEP_SELF],
+                "top_own_inclusive": t.get("top_own_inclusive", [])[:KEEP_OWN],
+            }
+            for t in tables
+        ]
+    return out
+
+
+def comparison_md(summary: dict[str, dict], runs: list[dict]) -> list[str]:
+    lines = [
+        "| mode | img/s c=16 | p99 ms | ingress CPU ms/img | gateway CPU ms/img | all CPU ms/img | "
+        "text/s c=32 | p99 ms | ingress CPU ms/text | gateway CPU ms/text | all CPU ms/text |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for mode, s in summary.items():
+        i, t = s["image"], s["text"]
+        lines.append(
+            f"| {mode} | {i['per_s']} | {i['p99_ms']:.0f} | {i['cpu_ms_ingress']} | {i['cpu_ms_gateway']} | "
+            f"{i['cpu_ms_all']} | {t['per_s']} | {t['p99_ms']:.0f} | {t['cpu_ms_ingress']} | "
+            f"{t['cpu_ms_gateway']} | {t['cpu_ms_all']} |"
+        )
+    lines += [
+        "",
+        "| mode | off loopback | 40 KiB header | 100 MB body | unknown route | proxy callback in | auth |",
+    ]
+    lines += ["|---|---|---|---|---|---|---|"]
+    for mode in summary:
+        c = next(r for r in runs if r["mode"] == mode)["checks"]
+        off = ", ".join(f"{o['process']} {o['address']}" for o in c["off_loopback"]) or "nothing"
+        limits = [f"{s} {'shape' if shaped else 'NOT the error shape'}" for s, shaped in c["limits"].values()]
+        auth = "token" if all(v == "token" for v in c["auth_mode"].values()) else json.dumps(c["auth_mode"])
+        logs = ", ".join(c["proxy_callback_logged_in"])
+        lines.append(f"| {mode} | {off} | {' | '.join(limits)} | {logs} | {auth} |")
+    return lines
+
+
+def cpu_md(runs: list[dict]) -> list[str]:
+    """CPU ms per request of every process, first round of each mode."""
+    lines = ["| mode | sweep | rate/s | CPU ms per request by process |", "|---|---|---|---|"]
+    for r in (r for r in runs if r["round"] == 0):
+        for sweep in ("image", "text"):
+            ms = ", ".join(f"{k.replace('ray::', '')} {v}" for k, v in r[sweep]["cpu_ms"].items())
+            lines.append(f"| {r['mode']} | {sweep} c={r[sweep]['c']} | {r[sweep]['per_s']} | {ms} |")
+    return lines
+
+
+def profile_md(tables: dict[str, list[dict]]) -> list[str]:
+    lines = []
+    for mode, processes in tables.items():
+        for t in processes:
+            lines += [
+                "",
+                f"#### {mode}: {t['process']}, {t['cpu_ms_per_request']} CPU ms/img (/proc), "
+                f"{t['sampled_ms_per_request']} sampled",
+                "",
+                "| # | self share | ~CPU ms/img | function | | own code, inclusive | share | ~CPU ms/img |",
+                "|---|---|---|---|---|---|---|---|",
+            ]
+            own = t["top_own_inclusive"] + [None] * KEEP_SELF
+            for n, (row, mine) in enumerate(zip(t["top_self"], own), 1):
+                right = (
+                    f"`{mine['function']}` | {mine['share']:.1%} | {mine['cpu_ms_per_request']}"
+                    if mine
+                    else "| |"
+                )
+                left = f"{row['share']:.1%} | {row['cpu_ms_per_request']} | `{row['function']}`"
+                lines.append(f"| {n} | {left} | | {right} |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--results", type=Path, default=Path("benchmarks/results/ingress"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/reference/ingress_2core"))
+    args = parser.parse_args(argv)
+    run = json.loads(args.results.with_suffix(".json").read_text())
+    summary, tables = medians(run["runs"]), profiles(args.results, run["runs"])
+    loads = [r["load_average"] for r in run["runs"]]
+    body = {"command": run["command"], "load_averages": loads, "median_by_mode": summary, "runs": run["runs"]}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(body | {"profiles": tables}, indent=1))
+    page = [f"`{run['command']}`", "", f"Load averages (1, 5, 15 min) after each mode: {loads}", ""]
+    page += comparison_md(summary, run["runs"]) + [""] + cpu_md(run["runs"]) + profile_md(tables)
+    args.out.with_suffix(".md").write_text("\n".join(page) + "\n")
+    print("\n".join(comparison_md(summary, run["runs"])))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
