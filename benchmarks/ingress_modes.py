@@ -42,7 +42,8 @@ MODES: dict[str, dict[str, str]] = {
     },
 }
 # HAProxy's files (config, admin and metrics sockets, server state) default to /tmp/haproxy-serve, a
-# folder shared by every user of the machine: each run gets a private one (0700), removed after it.
+# folder shared by every user of the machine: each run gets a private one (0700), removed after it
+# (/tmp/mmhx<8>: "/tmp/mmserve-haproxy-<8>/<node id>/metrics.sock" was 112 bytes and HAProxy refused it).
 HAPROXY_FILES = {
     "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": "haproxy.cfg",
     "RAY_SERVE_HAPROXY_SOCKET_PATH": "admin.sock",
@@ -60,7 +61,8 @@ def enter(mode: str) -> Path | None:
     os.environ.update(MODES[mode])
     if mode != "haproxy":
         return None
-    folder = Path(tempfile.mkdtemp(prefix="mmserve-haproxy-"))
+    # short: Ray puts a 56-character node folder below it, and HAProxy refuses socket paths over 97 bytes
+    folder = Path(tempfile.mkdtemp(prefix="mmhx", dir="/tmp"))
     for name, file in HAPROXY_FILES.items():
         os.environ.setdefault(name, str(folder / file) if file else str(folder))
     return folder
