@@ -302,6 +302,10 @@ def replica_batch_stats(deployment: str, replicas: int = 1, probes: int = 64) ->
     from ray import serve
 
     handle, seen = serve.get_deployment_handle(deployment, app_name="bench"), {}
+    # this driver calls it outside any event loop: its router needs a loop of its own, even where the
+    # replicas run theirs on one loop (--ingress direct-1loop sets RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0)
+    if not handle.is_initialized:  # Serve caches handles: only the first call initialises it
+        handle._init(_run_router_in_separate_loop=True)
     for _ in range(probes * replicas):
         answer = handle.replica_batch_stats.remote().result()
         seen[answer["actor_id"]] = answer["sizes"]
