@@ -1,11 +1,12 @@
 """The committed reference of an ``image_throughput --ingress ... --profile`` run: a small JSON and a
 markdown page (issue 24, parts 1 and 3) from the run's result files.
 
-    python -m benchmarks.ingress_report --results benchmarks/results/ingress \\
+    python -m benchmarks.ingress_report --results benchmarks/results/ingress [more runs] \\
         --out benchmarks/reference/ingress_2core
 
-Reads ``<results>.json`` (the runs, one row per round and mode) and each mode's own
-``<results>_<mode>_r<round>.json`` (its profile tables); writes ``<out>.json`` and ``<out>.md``: per mode
+Reads each ``<results>.json`` (the runs, one row per round and mode; the rounds of several runs are
+numbered on) and each mode's own ``<results>_<mode>_r<round>.json`` (its profile tables, from the
+first run and round that has them); writes ``<out>.json`` and ``<out>.md``: per mode
 the median over rounds of throughput, p99 and CPU ms per request of the ingress hop and the gateway,
 the checks, and each process's CPU ms per request and top self-time and own-code tables.
 """
@@ -36,15 +37,15 @@ def medians(runs: list[dict]) -> dict[str, dict]:
     return out
 
 
-def profiles(results: Path, runs: list[dict]) -> dict[str, list[dict]]:
-    """Each mode's profile tables from its first round, trimmed to the top rows."""
-    out = {}
-    for mode in dict.fromkeys(r["mode"] for r in runs):
-        path = results.with_name(f"{results.name}_{mode}_r0.json")
-        if not path.exists():
+def profiles(runs: list[dict]) -> dict[str, list[dict]]:
+    """Each mode's profile tables from its first run that has them, trimmed to the top rows."""
+    out: dict[str, list[dict]] = {}
+    for row in runs:
+        path = Path(row["result"])
+        if row["mode"] in out or not path.exists():
             continue
         tables = json.loads(path.read_text())["served"].get("image_profiled", {}).get("profile", [])
-        out[mode] = [
+        out[row["mode"]] = [
             {
                 "process": t["process"],
                 "cpu_ms_per_request": t["cpu_ms_per_request"],
@@ -55,6 +56,20 @@ def profiles(results: Path, runs: list[dict]) -> dict[str, list[dict]]:
             for t in tables
         ]
     return out
+
+
+def merged_runs(results: list[Path]) -> tuple[list[str], list[dict]]:
+    """The commands and the runs of several ``--ingress`` results, rounds numbered on, each run with
+    the path of its mode's own result file."""
+    commands, runs, offset = [], [], 0
+    for prefix in results:
+        body = json.loads(prefix.with_suffix(".json").read_text())
+        commands.append(body["command"])
+        for row in body["runs"]:
+            result = prefix.with_name(f"{prefix.name}_{row['mode']}_r{row['round']}.json")
+            runs.append(row | {"round": row["round"] + offset, "result": str(result)})
+        offset = max((r["round"] for r in runs), default=-1) + 1
+    return commands, runs
 
 
 def comparison_md(summary: dict[str, dict], runs: list[dict]) -> list[str]:
@@ -88,7 +103,8 @@ def comparison_md(summary: dict[str, dict], runs: list[dict]) -> list[str]:
 def cpu_md(runs: list[dict]) -> list[str]:
     """CPU ms per request of every process, first round of each mode."""
     lines = ["| mode | sweep | rate/s | CPU ms per request by process |", "|---|---|---|---|"]
-    for r in (r for r in runs if r["round"] == 0):
+    firsts = {r["mode"]: r for r in reversed(runs)}  # each mode's first round
+    for r in firsts.values():
         for sweep in ("image", "text"):
             ms = ", ".join(f"{k.replace('ray::', '')} {v}" for k, v in r[sweep]["cpu_ms"].items())
             lines.append(f"| {r['mode']} | {sweep} c={r[sweep]['c']} | {r[sweep]['per_s']} | {ms} |")
@@ -123,19 +139,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--results", type=Path, default=Path("benchmarks/results/ingress"))
+    parser.add_argument("--results", type=Path, nargs="+", default=[Path("benchmarks/results/ingress")])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/reference/ingress_2core"))
     args = parser.parse_args(argv)
-    run = json.loads(args.results.with_suffix(".json").read_text())
-    summary, tables = medians(run["runs"]), profiles(args.results, run["runs"])
-    loads = [r["load_average"] for r in run["runs"]]
-    body = {"command": run["command"], "load_averages": loads, "median_by_mode": summary, "runs": run["runs"]}
+    commands, runs = merged_runs(args.results)
+    summary, tables = medians(runs), profiles(runs)
+    loads = [[r["mode"], r["round"], r["load_average"]] for r in runs]
+    body = {"commands": commands, "load_averages": loads, "median_by_mode": summary, "runs": runs}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(body | {"profiles": tables}, indent=1))
-    page = [f"`{run['command']}`", "", f"Load averages (1, 5, 15 min) after each mode: {loads}", ""]
-    page += comparison_md(summary, run["runs"]) + [""] + cpu_md(run["runs"]) + profile_md(tables)
+    page = [
+        *(f"`{c}`" for c in commands),
+        "",
+        f"Load averages (1, 5, 15 min) after each mode and round: {loads}",
+    ]
+    page += ["", *comparison_md(summary, runs), "", *cpu_md(runs), *profile_md(tables)]
     args.out.with_suffix(".md").write_text("\n".join(page) + "\n")
-    print("\n".join(comparison_md(summary, run["runs"])))
+    print("\n".join(comparison_md(summary, runs)))
     return 0
 
 
