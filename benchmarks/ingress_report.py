@@ -6,7 +6,7 @@ markdown page (issue 24, parts 1 and 3) from the run's result files.
 
 Reads each ``<results>.json`` (the runs, one row per round and mode; the rounds of several runs are
 numbered on) and each mode's own ``<results>_<mode>_r<round>.json`` (its profile tables, from the
-first run and round that has them); writes ``<out>.json`` and ``<out>.md``: per mode
+first run and round that has them); writes ``<out>.json`` (no profiles) and ``<out>.md``: per mode
 the median over rounds of throughput, p99 and CPU ms per request of the ingress hop and the gateway,
 the checks, and each process's CPU ms per request and top self-time and own-code tables.
 """
@@ -66,6 +66,8 @@ def merged_runs(results: list[Path]) -> tuple[list[str], list[dict]]:
         body = json.loads(prefix.with_suffix(".json").read_text())
         commands.append(body["command"])
         for row in body["runs"]:
+            if row["rc"] != 0:  # a mode that failed may have left an older run's file where its own goes
+                continue
             result = prefix.with_name(f"{prefix.name}_{row['mode']}_r{row['round']}.json")
             runs.append(row | {"round": row["round"] + offset, "result": str(result)})
         offset = max((r["round"] for r in runs), default=-1) + 1
@@ -147,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     loads = [[r["mode"], r["round"], r["load_average"]] for r in runs]
     body = {"commands": commands, "load_averages": loads, "median_by_mode": summary, "runs": runs}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(body | {"profiles": tables}, indent=1))
+    args.out.with_suffix(".json").write_text(json.dumps(body, indent=1))  # the profiles: in the page
     page = [
         *(f"`{c}`" for c in commands),
         "",
