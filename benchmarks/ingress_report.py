@@ -19,6 +19,23 @@ import statistics
 from pathlib import Path
 
 KEEP_SELF, KEEP_OWN = 20, 10
+PREAMBLE = [
+    "Served graph at c=16 (images, distinct photos, multipart) and c=32 (texts) on one machine, each Ray "
+    "Serve ingress in its own Ray, side by side in one run; medians over rounds. CPU ms per request: the "
+    "cores each process used over the sweep (/proc user+system) over the rate answered. *ingress*: Serve's "
+    "ProxyActor, or HAProxy plus its HAProxyManager actor (and the idle head proxy Serve still starts); "
+    "*all*: every Ray process plus the load generator (driver+loadgen, ~3 ms).",
+    "",
+    "Checks through each ingress: listening sockets of this Ray off loopback (`ss -ltnp`); the gateway's "
+    "431 (40 KiB of headers), 413 (100 MB declared) and 404 in the error shape; the Ray log that says Serve "
+    "called the proxy callback (`RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH`); `RAY_AUTH_MODE` of the driver, "
+    "the proxy and the gateway.",
+    "",
+    "Profiles: py-spy at 100 Hz during one more image sweep at c=16; gateway and proxy with `--gil` (their "
+    "sampled ms match /proc within ~15 %), the encoder without (it counts threads waiting in C). "
+    "*~CPU ms*: the share of samples times the process's /proc CPU ms per image.",
+    "",
+]
 
 
 def medians(runs: list[dict]) -> dict[str, dict]:
@@ -151,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(body, indent=1))  # the profiles: in the page
     page = [
+        *PREAMBLE,
         *(f"`{c}`" for c in commands),
         "",
         f"Load averages (1, 5, 15 min) after each mode and round: {loads}",
