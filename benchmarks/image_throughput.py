@@ -898,9 +898,10 @@ def ingress_main(args, argv: list[str]) -> int:
             command = [sys.executable, "-m", "benchmarks.image_throughput", *child, "--served-only"]
             command += ["--ingress-mode", mode, "--out", str(out)]
             print(f"--- round {rnd} ingress {mode}: {' '.join(command[1:])}", flush=True)
+            result = out.with_suffix(".json")
+            result.unlink(missing_ok=True)  # a mode that fails must not leave an older run's figures
             rc = subprocess.run(command, check=False).returncode
             failed += rc != 0
-            result = out.with_suffix(".json")
             if result.exists():
                 runs.append({"round": rnd, "rc": rc} | ingress_row(json.loads(result.read_text())))
     for row in runs:
