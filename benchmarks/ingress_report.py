@@ -18,6 +18,8 @@ import json
 import statistics
 from pathlib import Path
 
+from benchmarks import pyspy
+
 KEEP_SELF, KEEP_OWN = 20, 10
 PREAMBLE = [
     "Served graph at c=16 (images, distinct photos, multipart) and c=32 (texts) on one machine, each Ray "
@@ -61,10 +63,12 @@ def profiles(runs: list[dict]) -> dict[str, list[dict]]:
         path = Path(row["result"])
         if row["mode"] in out or not path.exists():
             continue
-        tables = json.loads(path.read_text())["served"].get("image_profiled", {}).get("profile", [])
+        profiled = json.loads(path.read_text())["served"].get("image_profiled", {})
+        tables = profiled.get("profile", [])
         out[row["mode"]] = [
             {
                 "process": t["process"],
+                "buckets": _buckets(Path(profiled["profile_dir"]), t),
                 "cpu_ms_per_request": t["cpu_ms_per_request"],
                 "sampled_ms_per_request": t["sampled_ms_per_request"],
                 "top_self": t["top_self"][:KEEP_SELF],
@@ -73,6 +77,20 @@ def profiles(runs: list[dict]) -> dict[str, list[dict]]:
             for t in tables
         ]
     return out
+
+
+def _buckets(folder: Path, table: dict) -> list[dict]:
+    """The process's samples by bucket (``pyspy.BUCKETS``), from its collapsed stacks: share and share
+    of its /proc CPU ms per image."""
+    path = folder / f"{table['process']}.collapsed.txt"
+    if not path.exists():
+        return []
+    stacks = pyspy.read_stacks(path)
+    total, cpu = max(sum(stacks.values()), 1), table["cpu_ms_per_request"] or 0.0
+    return [
+        {"bucket": name, "share": round(n / total, 3), "cpu_ms": round(cpu * n / total, 2)}
+        for name, n in pyspy.buckets(stacks)
+    ]
 
 
 def merged_runs(results: list[Path]) -> tuple[list[str], list[dict]]:
@@ -134,8 +152,10 @@ def profile_md(tables: dict[str, list[dict]]) -> list[str]:
     lines = []
     for mode, processes in tables.items():
         for t in processes:
+            parts = "; ".join(f"{b['bucket']} {b['cpu_ms']} ({b['share']:.0%})" for b in t["buckets"])
             lines += [
                 "",
+                f"{mode}, {t['process']}: CPU ms/img by bucket (first match on the stack): {parts}",
                 f"#### {mode}: {t['process']}, {t['cpu_ms_per_request']} CPU ms/img (/proc), "
                 f"{t['sampled_ms_per_request']} sampled",
                 "",

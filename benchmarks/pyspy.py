@@ -34,6 +34,38 @@ OWN = re.compile(r"\((api|config|deployments|graphs|models)/")
 TARGETS = {"Gateway": True, "ProxyActor": True, "VisionEncoder": False}
 
 
+# Where a Serve process's samples go: the first bucket whose frame (or file) is on a stack takes it.
+# mmserve's own work first, then Serve's request path; what is left is mostly asyncio and concurrent
+# futures callbacks that carry results between Serve's event loops and threads.
+BUCKETS = (
+    ("metrics (ray.util.metrics)", "Metric._record"),
+    ("mmserve: parse the body (off the loop)", "parse_body (deployments/"),
+    ("mmserve: render the response (off the loop)", "rendered.<locals>"),
+    ("mmserve: model calls (calls.py, handle)", "(deployments/gateway/calls.py)"),
+    ("mmserve: middlewares and routes (the rest of the app)", "RequestLimits.__call__"),
+    ("FastAPI/Starlette outside mmserve's middlewares", "FastAPI.__call__"),
+    ("Serve: handle router loop", "_run_router_event_loop"),
+    ("Serve: replica request entry (proxy -> replica call)", "handle_request"),
+    ("Serve: ASGI receive/send relay", "(ray/serve/_private/http_util.py)"),
+    ("thread pool workers", "_worker (concurrent/futures/thread.py)"),
+    ("ThreadPoolExecutor.submit", "ThreadPoolExecutor.submit"),
+    ("Serve: user-code event loop", "_run_user_code_event_loop"),
+    ("Ray core worker main loop", "Worker.main_loop"),
+    ("uvicorn", "(uvicorn/"),
+    ("Serve: proxy request path", "(ray/serve/_private/proxy"),
+)
+OTHER = "other (futures crossing Serve's loops and threads, native threads)"
+
+
+def buckets(stacks: Counter) -> list[tuple[str, int]]:
+    """Samples per :data:`BUCKETS` bucket (first match on the stack), largest first."""
+    counts: Counter = Counter()
+    for frames, count in stacks.items():
+        joined = ";".join(frames)
+        counts[next((name for name, key in BUCKETS if key in joined), OTHER)] += count
+    return counts.most_common()
+
+
 @dataclass
 class Recording:
     name: str
@@ -147,6 +179,7 @@ def table(
     rows = _rows(self_time(stacks, top), total, requests, cpu_ms, rate)
     whole = _rows(inclusive(stacks, top), total, requests, cpu_ms, rate)
     own = _rows(inclusive(stacks, top, own=True), total, requests, cpu_ms, rate)
+    parts = _rows(buckets(stacks), total, requests, cpu_ms, rate)
     ms = round(1000 * total / rate / max(requests, 1), 2)
     return {
         "process": name,
@@ -156,11 +189,12 @@ def table(
         "top_self": rows,
         "top_inclusive": whole,
         "top_own_inclusive": own,
+        "buckets": parts,
     }
 
 
 def markdown(tables: list[dict]) -> str:
-    """The tables as markdown, one section per process: self time, inclusive time, and mmserve's own
+    """The tables as markdown, one section per process: buckets, self time, inclusive time, mmserve's own
     functions by inclusive time (what each of its steps costs, Ray and libraries below it included)."""
     lines = []
     for t in tables:
@@ -169,6 +203,7 @@ def markdown(tables: list[dict]) -> str:
             f"{t['cpu_ms_per_request']} CPU ms (/proc) per request",
             "",
         ]
+        lines += _markdown_rows("bucket", t["buckets"])
         lines += _markdown_rows("self time", t["top_self"])
         lines += _markdown_rows("inclusive", t["top_inclusive"])
         lines += _markdown_rows("mmserve's own functions, inclusive", t["top_own_inclusive"])

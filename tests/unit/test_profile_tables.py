@@ -84,3 +84,18 @@ def test_ingress_children_get_the_command_line_less_the_mode_list():
 def test_ingress_cpu_adds_the_proxy_or_haproxy_and_its_manager():
     ms = {"Gateway": 9.0, "ray::ProxyActor": 0.4, "ray::HAProxyManager": 0.5, "haproxy": 0.6}
     assert ingress_ms(ms) == 1.5
+
+
+def test_buckets_take_each_stack_once_by_the_first_matching_rule():
+    stacks = Counter(
+        {
+            ("run (ray/replica.py)", "RequestLimits.__call__ (deployments/gateway/limits.py)", "x (a.py)"): 3,
+            ("RequestLimits.__call__ (deployments/gateway/limits.py)", "Metric._record (ray/metrics.py)"): 1,
+            ("_chain_future (asyncio/futures.py)",): 2,
+        }
+    )
+    assert dict(pyspy.buckets(stacks)) == {
+        "mmserve: middlewares and routes (the rest of the app)": 3,
+        pyspy.OTHER: 2,
+        "metrics (ray.util.metrics)": 1,
+    }
