@@ -13,6 +13,15 @@
 
     python -m benchmarks.image_throughput --window 3 --out benchmarks/results/image_throughput
 
+Where the CPU goes (issue 24): ``--profile`` adds an image sweep at the top concurrency while py-spy
+samples the gateway, the HTTP proxy and the VisionEncoder replicas (``benchmarks.pyspy``: an SVG flame
+graph and top-20 tables per process into ``<out>_profile/``); ``--served-only`` runs only the served
+graph and prints CPU ms per request per process; ``--ingress proxy direct haproxy`` runs that once per
+Ray Serve ingress (``benchmarks.ingress_modes``), each in its own process, side by side:
+
+    python -m benchmarks.image_throughput --ingress proxy direct haproxy --rounds 2 --profile \
+        --concurrency 16 --text-concurrency 32 --window 4 --out benchmarks/results/ingress
+
 On a machine without the packaged MiniLM and Whisper (the GPU machine's 16 cores), ``--text-model``
 and ``--audio-model`` name random-weight stand-ins of the same architecture (``benchmarks.standins``;
 speed does not depend on weight values); the naive server gets the same text model.
@@ -32,6 +41,7 @@ import asyncio
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -42,7 +52,7 @@ from pathlib import Path
 import httpx
 import torch
 
-from benchmarks import loadgen
+from benchmarks import ingress_modes, loadgen, pyspy
 from benchmarks.inputs import distinct_photos, distinct_texts, more_than_cache
 from config.args import AppArgs
 from config.settings import GatewaySettings
@@ -251,24 +261,32 @@ def ray_cpus(app: AppArgs) -> int:
     return max(8, math.ceil(wanted))
 
 
-def process_cpu_seconds() -> dict[str, float]:
-    """CPU seconds (user + system) so far of each Ray process, by its title (ray::...), plus this one."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    totals: dict[str, float] = {}
+def ray_processes() -> list[tuple[int, str, float]]:
+    """(pid, name, CPU seconds so far) of each Ray process (by its title, ray::...; the raylet, the GCS,
+    HAProxy) and of this one ("driver+loadgen")."""
+    ticks, found = os.sysconf("SC_CLK_TCK"), []
     for proc in Path("/proc").iterdir():
         try:
             title = (proc / "cmdline").read_bytes().split(b"\0")[0].decode(errors="ignore")
             fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if proc.name == str(os.getpid()):
-            title = "driver+loadgen"
-        elif not title.startswith("ray::") and "raylet" not in title and "gcs_server" not in title:
-            continue
         name = title.split(" ")[0].rsplit("/", 1)[-1]
+        if proc.name == str(os.getpid()):
+            name = "driver+loadgen"
+        elif not title.startswith("ray::") and name not in ("raylet", "gcs_server", "haproxy"):
+            continue
         if name.startswith("ray::"):  # a replica's title names the method it runs now: keep the actor only
             name = name.split(".", 1)[0]
-        totals[name] = totals.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+        found.append((int(proc.name), name, (int(fields[11]) + int(fields[12])) / ticks))
+    return found
+
+
+def process_cpu_seconds() -> dict[str, float]:
+    """CPU seconds (user + system) so far of each Ray process, by its name, plus this one."""
+    totals: dict[str, float] = {}
+    for _, name, seconds in ray_processes():
+        totals[name] = totals.get(name, 0.0) + seconds
     return totals
 
 
@@ -284,6 +302,10 @@ def replica_batch_stats(deployment: str, replicas: int = 1, probes: int = 64) ->
     from ray import serve
 
     handle, seen = serve.get_deployment_handle(deployment, app_name="bench"), {}
+    # this driver calls it outside any event loop: its router needs a loop of its own, even where the
+    # replicas run theirs on one loop (--ingress direct-1loop sets RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0)
+    if not handle.is_initialized:  # Serve caches handles: only the first call initialises it
+        handle._init(_run_router_in_separate_loop=True)
     for _ in range(probes * replicas):
         answer = handle.replica_batch_stats.remote().result()
         seen[answer["actor_id"]] = answer["sizes"]
@@ -327,6 +349,28 @@ def measured_sweep(
     }
 
 
+def profiled_sweep(
+    deployment: str,
+    send: loadgen.Send,
+    url: str,
+    concurrency: list[int],
+    window: float,
+    replicas: int,
+    out: Path,
+) -> dict:
+    """``measured_sweep`` while py-spy samples the gateway, proxy and encoder processes (``--profile``):
+    an SVG and a top-20 self-time table per process into ``out``."""
+    recordings = pyspy.start([(pid, name) for pid, name, _ in ray_processes()], out)
+    try:
+        sweep = measured_sweep(deployment, send, url, concurrency, window, replicas)
+    finally:
+        errors = pyspy.stop(recordings)
+    rate = sweep["answered"] / sweep["seconds"]
+    cpu_ms = {k: round(1000 * v / rate, 2) for k, v in sweep["cores_used_by_process"].items()}
+    tables = pyspy.write(recordings, out, requests=sweep["answered"], cpu_ms=cpu_ms)
+    return sweep | {"profile": tables, "profile_errors": errors, "profile_dir": str(out)}
+
+
 def run_served(jpegs: list[bytes], texts: list[str], args) -> dict[str, dict]:
     from ray import serve
 
@@ -339,11 +383,11 @@ def run_served(jpegs: list[bytes], texts: list[str], args) -> dict[str, dict]:
     context = local_ray.start(
         num_cpus=ray_cpus(AppArgs.model_validate(served_args(args))), log_to_driver=False, **memory
     )
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    port, mode = free_port(), args.ingress_mode or "proxy"
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_app(served_args(args)), name="bench", route_prefix="/")
+        url = ingress_modes.ingress_url(mode, f"http://127.0.0.1:{port}", "bench")
         layout = layout_of(args)
         vision, text = int(layout["vision_replicas"]), int(layout["text_replicas"])
         out = {
@@ -372,10 +416,22 @@ def run_served(jpegs: list[bytes], texts: list[str], args) -> dict[str, dict]:
                 text,
             ),
         }
+        if args.profile:
+            out["image_profiled"] = profiled_sweep(
+                "VisionEncoder",
+                loadgen.image_sender(IMAGE_ROUTE, jpegs),
+                url,
+                [max(args.concurrency)],
+                args.window,
+                vision,
+                args.out.with_name(f"{args.out.name}_profile"),
+            )
         out["batch_sizes"] = {
             "VisionEncoder": merged_sizes(replica_batch_stats("VisionEncoder", vision)),
             "TextEncoder": merged_sizes(replica_batch_stats("TextEncoder", text)),
         }
+        session = context.address_info.get("session_dir", "")
+        out["ingress"] = {"mode": mode} | ingress_modes.checks(url, IMAGE_ROUTE, session, ray_processes())
         return out
     finally:
         serve.shutdown()
@@ -700,7 +756,33 @@ def main(argv: list[str] | None = None) -> int:
         "docs/performance.md (python -m benchmarks.performance_page), which renders "
         "benchmarks/reference/image_throughput_*.json: give --out benchmarks/reference/<name>",
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="one more image sweep at the top concurrency with py-spy sampling the gateway, proxy and "
+        "encoder processes: an SVG and a top-20 self-time table each into <out>_profile/",
+    )
+    parser.add_argument(
+        "--served-only", action="store_true", help="only the served graph's sweeps (no raw grid, no naive)"
+    )
+    parser.add_argument(
+        "--ingress",
+        nargs="*",
+        choices=sorted(ingress_modes.MODES),
+        help="instead of the whole benchmark: --served-only once per ingress mode, alternated over "
+        "--rounds, each in its own process (writes <out>.json)",
+    )
+    parser.add_argument("--ingress-mode", choices=sorted(ingress_modes.MODES), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.ingress:
+        return ingress_main(args, sys.argv[1:] if argv is None else argv)
+    if args.served_only:
+        folder = ingress_modes.enter(args.ingress_mode) if args.ingress_mode else None
+        try:
+            return served_main(args)
+        finally:
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
     if args.transports:  # the cache is off there: a few hundred photos are distinct enough
         return transports_main(distinct_photos(600, enlarge=args.enlarge), args)
     jpegs = distinct_photos(more_than_cache(GatewaySettings().embed_cache_size))
@@ -741,6 +823,116 @@ def main(argv: list[str] | None = None) -> int:
 
         performance_page.main([])
     return 1 if failures else 0
+
+
+# ------------------------------------------------------------------------------------------- ingress
+def cpu_table(served: dict) -> dict[str, dict]:
+    """Per sweep (image, text): requests/s over the sweep and CPU ms per request of each process."""
+    out = {}
+    for name in ("image", "text"):
+        sweep = served[name]
+        out[name] = {
+            "requests_per_s": round(sweep["answered"] / sweep["seconds"], 1),
+            "cpu_ms_per_request": cpu_ms_per_image(sweep),
+        }
+    return out
+
+
+def ingress_ms(cpu_ms: dict[str, float]) -> float:
+    """CPU ms per request of the ingress hop: Serve's proxy, or HAProxy and its manager actor."""
+    return round(sum(v for k, v in cpu_ms.items() if "proxy" in k.lower()), 2)
+
+
+def served_main(args) -> int:
+    """``--served-only``: the served graph's sweeps alone (in ``--ingress-mode``), its CPU per request
+    and the ingress checks; writes <out>.json."""
+    load_before = os.getloadavg()
+    jpegs = distinct_photos(more_than_cache(GatewaySettings().embed_cache_size))
+    served = run_served(jpegs, distinct_texts(20_000), args)
+    table = cpu_table(served)
+    for name in ("image", "text"):
+        for p in served[name]["points"]:
+            print(
+                f"{name:5s} c={p.load:<4g} {p.throughput:7.1f}/s p50 {p.p50_ms:6.0f} p99 {p.p99_ms:6.0f} ms"
+            )
+        print(f"{name:5s} CPU ms per request: {table[name]['cpu_ms_per_request']}")
+    print("ingress:", json.dumps(served["ingress"], indent=1))
+    failures = guard(served, int(layout_of(args)["gateway_replicas"]))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    body = {
+        "command": "python -m benchmarks.image_throughput " + " ".join(sys.argv[1:]),
+        "ingress_mode": args.ingress_mode or "proxy",
+        "cpu_count": os.cpu_count(),
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "cpu_ms_per_request": table,
+        "served": _plain(served),
+        "guard_failures": failures,
+    }
+    args.out.with_suffix(".json").write_text(json.dumps(body, indent=1))
+    for failure in failures:
+        print("GUARD FAILED:", failure)
+    return 1 if failures else 0
+
+
+def without_option(argv: list[str], option: str) -> list[str]:
+    """``argv`` less ``option`` and the values after it."""
+    out, skipping = [], False
+    for arg in argv:
+        if arg == option:
+            skipping = True
+        elif skipping and arg.startswith("--"):
+            skipping = False
+        if not skipping:
+            out.append(arg)
+    return out
+
+
+def ingress_main(args, argv: list[str]) -> int:
+    """``--ingress``: the served sweeps once per ingress mode, alternated over ``--rounds``, each in its
+    own process (Ray reads the modes' variables at start); a comparison into <out>.json."""
+    child, runs, failed = without_option(argv, "--ingress"), [], 0
+    for rnd in range(args.rounds):
+        for mode in args.ingress:
+            out = args.out.with_name(f"{args.out.name}_{mode}_r{rnd}")
+            command = [sys.executable, "-m", "benchmarks.image_throughput", *child, "--served-only"]
+            command += ["--ingress-mode", mode, "--out", str(out)]
+            print(f"--- round {rnd} ingress {mode}: {' '.join(command[1:])}", flush=True)
+            result = out.with_suffix(".json")
+            result.unlink(missing_ok=True)  # a mode that fails must not leave an older run's figures
+            rc = subprocess.run(command, check=False).returncode
+            failed += rc != 0
+            if result.exists():
+                runs.append({"round": rnd, "rc": rc} | ingress_row(json.loads(result.read_text())))
+    for row in runs:
+        print(json.dumps(row))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    command = "python -m benchmarks.image_throughput " + " ".join(argv)
+    args.out.with_suffix(".json").write_text(json.dumps({"command": command, "runs": runs}, indent=1))
+    return 1 if failed else 0
+
+
+def ingress_row(run: dict) -> dict:
+    """One mode's figures: throughput and p99 at the top concurrency, CPU ms per request (the ingress hop,
+    the gateway, all processes), and its checks."""
+    served, table, checks = run["served"], run["cpu_ms_per_request"], run["served"]["ingress"]
+    row = {"mode": run["ingress_mode"], "load_average": [round(x, 2) for x in run["load_average_after"]]}
+    for name in ("image", "text"):
+        top = served[name]["points"][-1]
+        ms = table[name]["cpu_ms_per_request"]
+        row[name] = {
+            "c": top["load"],
+            "per_s": round(top["throughput"], 1),
+            "p99_ms": round(top["p99_ms"], 1),
+            "errors": top["errors"],
+            "cpu_ms_ingress": ingress_ms(ms),
+            "cpu_ms_gateway": ms.get("Gateway", 0.0),
+            "cpu_ms_all": round(sum(ms.values()), 1),
+            "cpu_ms": ms,
+        }
+    row["checks"] = {k: checks[k] for k in ("url", "off_loopback", "proxy_callback_logged_in", "auth_mode")}
+    row["checks"]["limits"] = {k: [v["status"], v["error_shape"]] for k, v in checks["limits"].items()}
+    return row
 
 
 def transports_main(jpegs: list[bytes], args) -> int:
