@@ -776,6 +776,13 @@ class ComposeInputs(_Request):
 class ComposeRequest(_Request):
     inputs: ComposeInputs
     tasks: list[ComposeTask] = Field(min_length=1, max_length=16)
+    stream: bool = Field(
+        False,
+        description=(
+            "answer with server-sent events: a 'node' event as each node finishes, then the whole "
+            "response, then [DONE] (also chosen by Accept: text/event-stream)"
+        ),
+    )
 
     def named_tasks(self) -> list[ComposeTask]:
         """The tasks with their ids filled in: the type, or '<type>-<n>' when a type repeats."""
@@ -856,3 +863,11 @@ class ComposeResponse(_Response):
     results: dict[str, ComposeResult] = Field(description="one entry per task id")
     dag: Dag
     latency_ms: float
+
+
+class ComposeNodeEvent(DagNode):
+    """A streamed compose's event for one finished node: the node, and the typed result of each
+    task it answers (none for the shared steps: decoding, embedding an input)."""
+
+    type: Literal["node"] = "node"
+    results: dict[str, ComposeResult] = Field(default_factory=dict, description="task id -> its result")

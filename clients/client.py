@@ -18,8 +18,10 @@ cancels its work when the client would stop waiting anyway. Other errors raise `
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,6 +126,43 @@ def _speech_form(audio: MediaInput, fields: dict, fmt: str) -> dict:
 
 def _present(body: dict) -> dict:
     return {k: v for k, v in body.items() if v is not None}
+
+
+def _compose_body(
+    tasks: list[dict], image: MediaInput | None, text: str | None, audio: MediaInput | None
+) -> dict:
+    inputs = {
+        "image": _b64(image) if image is not None else None,
+        "text": text,
+        "audio": _b64(audio) if audio is not None else None,
+    }
+    return {"inputs": _present(inputs), "tasks": tasks}
+
+
+def server_sent_events(lines: Iterator[str]) -> Iterator[tuple[str, str]]:
+    """``(event, data)`` for each server-sent event in a stream of lines (the default event name is
+    ``message``; ``data: [DONE]`` ends the stream)."""
+    event, data = "message", []
+    for line in lines:
+        if line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].lstrip())
+        elif not line and data:
+            if data == ["[DONE]"]:
+                return
+            yield event, "\n".join(data)
+            event, data = "message", []
+
+
+def _compose_event(event: str, data: str) -> s.ComposeNodeEvent | s.ComposeResponse:
+    if event == "node":
+        return s.ComposeNodeEvent.model_validate_json(data)
+    if event == "response":
+        return s.ComposeResponse.model_validate_json(data)
+    body = json.loads(data)
+    error = s.ErrorResponse.model_validate(body).error
+    raise MMServeError(body.get("status", 500), error.type, error.message, error.param)
 
 
 class _Routes:
@@ -294,13 +333,7 @@ class _Routes:
         text: str | None = None,
         audio: MediaInput | None = None,
     ):
-        inputs = {
-            "image": _b64(image) if image is not None else None,
-            "text": text,
-            "audio": _b64(audio) if audio is not None else None,
-        }
-        body = {"inputs": {k: v for k, v in inputs.items() if v is not None}, "tasks": tasks}
-        return self._json("/v1/compose", body, s.ComposeResponse)
+        return self._json("/v1/compose", _compose_body(tasks, image, text, audio), s.ComposeResponse)
 
     def fusion_heads(self):
         return self._call(_Call("GET", "/v1/fusion/heads", s.FusionHeadList))
@@ -340,6 +373,25 @@ class Client(_Routes):
             if last or not _retryable(call, response):
                 return _parse(call, response)
             time.sleep(self.retry.delay(attempt, response))
+
+    def compose_stream(
+        self,
+        tasks: list[dict],
+        *,
+        image: MediaInput | None = None,
+        text: str | None = None,
+        audio: MediaInput | None = None,
+    ) -> Iterator[s.ComposeNodeEvent | s.ComposeResponse]:
+        """A composed request, streamed: each node as it finishes (``ComposeNodeEvent``, with the
+        results of the tasks it answers), then the whole ``ComposeResponse``. A failure raises
+        ``MMServeError``; leaving the loop early closes the stream, and the server cancels the rest."""
+        body = {**_compose_body(tasks, image, text, audio), "stream": True}
+        with self._http.stream("POST", "/v1/compose", json=body) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise _error(response)
+            for event, data in server_sent_events(response.iter_lines()):
+                yield _compose_event(event, data)
 
     def close(self) -> None:
         self._http.close()

@@ -43,6 +43,7 @@ class StubModel:
     def __init__(self, modality: str, delay_s: float) -> None:
         self.modality, self.delay_s = modality, delay_s
         self.embedded = 0  # embed calls served, so tests can see which requests reached the model
+        self.embeds_finished = 0  # ... and how many ran to the end (a cancelled call does not)
 
     async def _wait(self) -> None:
         await asyncio.sleep(self.delay_s)
@@ -59,9 +60,13 @@ class StubModel:
     def embed_calls(self) -> int:
         return self.embedded
 
+    def finished_embeds(self) -> int:
+        return self.embeds_finished
+
     async def embed(self, x) -> np.ndarray:
         self.embedded += 1
         await self._wait()
+        self.embeds_finished += 1
         return (
             np.stack([_unit(len(t)) for t in x])
             if self.modality == "text"

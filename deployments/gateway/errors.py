@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 
@@ -141,14 +142,26 @@ def domain_response(err: MMServeError) -> JSONResponse:
 
 
 async def _on_any(_: Request, exc: Exception) -> JSONResponse:
+    return response_for(exc)
+
+
+def response_for(exc: BaseException) -> JSONResponse:
+    """The error answer for any exception: its domain error, Serve's refusals as 503, else 500."""
     domain = _domain_cause(exc)
     if domain is not None:
         return domain_response(domain)
     overload = as_overload(exc)
     if overload is not None:
         return domain_response(overload)
-    log.exception("unhandled error")
+    log.error("unhandled error", exc_info=exc)
     return error_response(500, "internal_error", f"internal error ({type(exc).__name__})")
+
+
+def error_event(exc: BaseException) -> dict:
+    """The error of a stream whose 200 already went out: the body ``response_for`` would have
+    answered, with its status in it (``{"error": {...}, "status": 503}``)."""
+    response = response_for(exc)
+    return {**json.loads(bytes(response.body)), "status": response.status_code}
 
 
 def as_overload(exc: BaseException) -> Overloaded | None:

@@ -176,10 +176,12 @@ def _plan_fuse(plan: Plan, task: s.FuseTask, present: set[str], modalities: list
 
 # ---- execution -----------------------------------------------------------------------------
 Runner = Callable[[Node, tuple], Awaitable[Any]]
+Finished = Callable[[Node, Any, Timing], None]
 
 
-async def execute(the_plan: Plan, run: Runner) -> Execution:
-    """Run every node once its dependencies finished; the first failure cancels the rest."""
+async def execute(the_plan: Plan, run: Runner, finished: Finished | None = None) -> Execution:
+    """Run every node once its dependencies finished; the first failure cancels the rest.
+    ``finished`` (if given) is told of each node as it finishes, with its value and timing."""
     origin = time.perf_counter()
     futures: dict[str, asyncio.Task] = {}
     timings: dict[str, Timing] = {}
@@ -191,6 +193,8 @@ async def execute(the_plan: Plan, run: Runner) -> Execution:
         timings[node.id] = Timing(
             round((started - origin) * 1000, 2), round((time.perf_counter() - started) * 1000, 2)
         )
+        if finished is not None:
+            finished(node, out, timings[node.id])
         return out
 
     for node in _topological(the_plan):

@@ -1,5 +1,6 @@
 """Compose through real Ray with slowed backends: independent branches overlap, dependent ones chain."""
 
+import json
 import time
 
 import httpx
@@ -7,6 +8,7 @@ import pytest
 from ray import serve
 
 from api.schemas import encode_media
+from clients.client import server_sent_events
 from deployments.gateway.ingress import Gateway
 from tests.assets import photo, speech
 from tests.stub_backends import stub_models
@@ -61,3 +63,62 @@ def test_dependent_nodes_run_after_their_inputs(slow_url):
     assert zs["started_ms"] >= image["started_ms"] + image["latency_ms"] - 1
     assert ["embed:image", "zero_shot:zero_shot"] in body["dag"]["edges"]
     assert body["latency_ms"] < 1.6 * DELAY * 1000
+
+
+def _stream(url: str, tasks: list[dict], headers: dict | None = None, **inputs):
+    """``(seconds since sent, event, data)`` for each server-sent event of a streamed compose."""
+    started = time.perf_counter()
+    body = {"inputs": inputs, "tasks": tasks, "stream": True}
+    with httpx.stream("POST", f"{url}/v1/compose", json=body, headers=headers or {}, timeout=60) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        for event, data in server_sent_events(r.iter_lines()):
+            yield time.perf_counter() - started, event, data
+
+
+def test_a_streamed_compose_sends_each_node_as_it_finishes_then_the_whole_response(slow_url):
+    inputs = {
+        "image": encode_media(photo("chelsea")),
+        "text": "a cat",
+        "audio": encode_media(speech("hello")),
+    }
+    tasks = [{"type": "classify"}, {"type": "embed", "modality": "text"}, {"type": "transcribe"}]
+    events = list(_stream(slow_url, tasks, **inputs))
+    nodes = [(at, json.loads(data)) for at, event, data in events if event == "node"]
+    ((done_at, _, final),) = [e for e in events if e[1] == "response"]
+    final = json.loads(final)
+    print(f"\nSTREAM first node event after {nodes[0][0]:.3f} s, whole response after {done_at:.3f} s")
+    assert [e for _, e, _ in events][-1] == "response" and len(nodes) == len(final["dag"]["nodes"]) == 5
+    assert nodes[0][0] < 0.5 * DELAY < DELAY < done_at  # the decodes arrive long before the models answer
+    by_id = {n["id"]: n for _, n in nodes}
+    assert by_id["classify:classify"]["results"]["classify"]["predictions"][0]["label"] == "slow"
+    assert by_id["speech:transcribe:auto"]["results"]["transcribe"]["text"] == "slow words"
+    assert by_id["decode:image"]["results"] == {} and by_id["classify:classify"]["deps"] == ["decode:image"]
+    assert set(final["results"]) == {"classify", "embed", "transcribe"}
+    assert final["results"]["classify"] == by_id["classify:classify"]["results"]["classify"]
+
+
+def test_a_failure_after_the_stream_started_is_its_last_event_in_the_error_shape(slow_url):
+    tasks = [{"type": "embed", "modality": "text"}]
+    events = list(_stream(slow_url, tasks, headers={"X-Request-Timeout": "0.3"}, text="a cat"))
+    ((at, event, data),) = events
+    assert event == "error" and at < DELAY, events
+    assert json.loads(data) == {
+        "error": {
+            "type": "deadline_exceeded",
+            "message": json.loads(data)["error"]["message"],
+            "param": None,
+        },
+        "status": 504,
+    }
+
+
+def test_leaving_a_stream_cancels_the_nodes_still_running(slow_url):
+    text = serve.get_deployment_handle("SlowText", "slow")
+    before = text.finished_embeds.remote().result()
+    tasks = [{"type": "embed", "modality": "text"}, {"type": "transcribe"}]
+    stream = _stream(slow_url, tasks, text="a cat", audio=encode_media(speech("hello")))
+    at, event, data = next(stream)  # decode:audio, while the 1 s text embedding runs
+    assert event == "node" and json.loads(data)["id"] == "decode:audio" and at < 0.5 * DELAY
+    stream.close()  # the client goes away
+    time.sleep(2 * DELAY)
+    assert text.finished_embeds.remote().result() == before, "the text embedding ran on after the client left"
