@@ -86,7 +86,10 @@ def test_closing_the_stream_cancels_the_nodes_still_running():
 
 
 def test_server_sent_events_are_read_as_sent():
-    text = 'event: node\ndata: {"a":1}\n\n: a comment\ndata: line one\ndata: line two\n\ndata: [DONE]\n\ndata: after\n\n'
+    text = (
+        'event: node\ndata: {"a":1}\n\n: a comment\ndata: line one\ndata: line two\n\n'
+        "data: [DONE]\n\ndata: after\n\n"
+    )
     assert list(server_sent_events(iter(text.split("\n")))) == [
         ("node", '{"a":1}'),
         ("message", "line one\nline two"),

@@ -25,6 +25,7 @@ from deployments.gateway.composed_request import ComposedRequest
 
 router = APIRouter()
 EVENT_STREAM = "text/event-stream"
+_EVENTS_DOC = "with stream: 'node' events (ComposeNodeEvent), then 'response' (ComposeResponse), then [DONE]"
 
 
 @routing.post(
@@ -34,9 +35,7 @@ EVENT_STREAM = "text/event-stream"
     modality="any",
     multipart=False,
     response_model=s.ComposeResponse,
-    responses={
-        200: {"content": {EVENT_STREAM: {"description": "with stream: node events, then the response"}}}
-    },
+    responses={200: {"content": {EVENT_STREAM: {"schema": {"type": "string", "description": _EVENTS_DOC}}}}},
 )
 async def compose(
     request: Request,
