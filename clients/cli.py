@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from api import schemas as s
 from clients.client import Client, MMServeError
 
 
@@ -57,6 +58,14 @@ def parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     ask.add_argument("question")
     ask.add_argument("--top-k", type=int, default=None, help="answers to list (ViLT)")
     _generation_args(ask)
+    comp = sub.add_parser("compose", help="several tasks on one request's image, text and audio")
+    comp.add_argument("--image", type=Path)
+    comp.add_argument("--text")
+    comp.add_argument("--audio", type=Path)
+    comp.add_argument(
+        "--task", action="append", required=True, help="a task type (classify) or a task as JSON; repeatable"
+    )
+    comp.add_argument("--stream", action="store_true", help="print each node as it finishes")
     _index_parser(sub)
     return parser, sub
 
@@ -287,6 +296,43 @@ def _index(client: Client, args):
     return result
 
 
+def _task(text: str) -> dict:
+    return json.loads(text) if text.lstrip().startswith("{") else {"type": text}
+
+
+def _compose(client: Client, args):
+    tasks = [_task(t) for t in args.task]
+    inputs = {"image": args.image, "text": args.text, "audio": args.audio}
+    if not args.stream:
+        return client.compose(tasks, **inputs)
+    for event in client.compose_stream(tasks, **inputs):
+        if args.json:
+            print(event.model_dump_json(), flush=True)
+        elif isinstance(event, s.ComposeNodeEvent):
+            _print_node(event)
+        else:
+            print(f"{event.latency_ms:9.1f} ms  done")
+    return None
+
+
+def _print_node(event) -> None:
+    print(f"{event.started_ms + event.latency_ms:9.1f} ms  {event.id}", flush=True)
+    for task_id, result in event.results.items():
+        print(f"{'':14}{task_id}: {_summary(result)}", flush=True)
+
+
+def _summary(result) -> str:
+    """One line for a task's result: the top label, the transcript, or the start of its JSON."""
+    if isinstance(result, s.ClassifyResponse):
+        return f"{result.predictions[0].label} ({result.predictions[0].score:.2f})"
+    if isinstance(result, s.ZeroShotResponse):
+        return f"{result.labels[0].label} ({result.labels[0].score:.2f})"
+    if isinstance(getattr(result, "text", None), str):
+        return result.text.strip()
+    text = result.model_dump_json() if isinstance(result, BaseModel) else json.dumps(result)
+    return text[:120] + ("..." if len(text) > 120 else "")
+
+
 COMMANDS = {
     "models": _models,
     "classify": _classify,
@@ -299,6 +345,7 @@ COMMANDS = {
     "index": _index,
     "caption": _caption,
     "ask": _ask,
+    "compose": _compose,
 }
 
 

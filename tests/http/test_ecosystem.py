@@ -172,6 +172,18 @@ def test_cli_round_trips(base_url, files, tmp_path, capsys):
     assert "whisper-base" in run("models")
 
 
+def test_cli_compose_stream_prints_each_node_as_it_finishes(base_url, files, capsys):
+    """Real models: the classification (tens of ms) is printed before Whisper's transcript (~1 s)."""
+    args = ["compose", "--image", files["cat"], "--audio", files["en"], "--task", "classify"]
+    assert cli.main(["--url", base_url, *map(str, args), "--task", "transcribe", "--stream"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    order = [line.split()[-1] for line in lines if " ms  " in line]
+    assert order[-1] == "done" and "decode:image" in order, lines
+    assert order.index("classify:classify") < order.index("speech:transcribe:auto"), lines
+    out = "\n".join(lines)
+    assert ("tabby" in out or "tiger cat" in out) and "fox" in out.lower(), out
+
+
 def test_cli_features_png(base_url, files, tmp_path):
     png = tmp_path / "features.png"
     assert cli.main(["--url", base_url, "features", str(files["en"]), "--output", str(png)]) == 0
