@@ -4,7 +4,7 @@ request names, and captions or answers routed to a replica holding that model (m
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 from ray.serve.handle import DeploymentHandle
@@ -12,8 +12,12 @@ from ray.serve.handle import DeploymentHandle
 from deployments.gateway.calls import call
 from models.errors import Incompatible, NotFound, Unavailable
 
-if TYPE_CHECKING:
-    from deployments.gateway.services import Media
+
+class Media(Protocol):
+    """What this service needs of ``services.Media`` (which holds this service: an import of it would
+    be a circle): decoding an untrusted image within the limits."""
+
+    async def decode(self, modality: str, raw: bytes, param: str) -> np.ndarray: ...
 
 
 VL_SWITCH = "vision_language.enabled"
