@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models import adapter
+from models import adapter, registry
 from models.errors import InvalidInput
 from models.finetune_families import AdapterFamily, ClipFamily, clip_rows, clip_split, save_clip_checkpoint
 
@@ -172,7 +172,7 @@ def finetune(
     storage: str | Path | None = None,
     name: str | None = None,
     cache_dir: str | Path | None = None,
-    encoders_fn: Callable[[], adapter.FrozenEncoders] = adapter.FrozenEncoders.load_packaged,
+    encoders_fn: Callable[[], adapter.FrozenEncoders] = registry.load_frozen_encoders,
     family: str = "adapter",
     base: str | None = None,
     lock_image: bool = False,
