@@ -210,6 +210,14 @@ def test_prometheus_metrics_per_route_and_batch(base_url, ray_cluster, files):
     ]
     body = assets.scrape_metrics(ray_cluster["metrics_port"], wanted)
     errors = [
-        line for line in body.splitlines() if line.startswith("ray_mmserve_errors_total") and 'status="422"' in line
+        line
+        for line in body.splitlines()
+        if line.startswith("ray_mmserve_errors_total") and 'status="422"' in line
     ]
     assert errors and float(errors[0].rsplit(" ", 1)[1]) >= 1
+    classify = [
+        line
+        for line in body.splitlines()
+        if line.startswith("ray_mmserve_requests_total{") and 'route="/v1/classify"' in line
+    ]
+    assert classify and all('modality="image"' in line for line in classify), classify  # the route's own
