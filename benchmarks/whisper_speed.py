@@ -212,7 +212,9 @@ def encoder_compute_types(repeats: int = 5) -> dict:
         for batch in (1, 4):
             storage = get_ctranslate2_storage(np.stack([features] * batch))
             model.model.encode(storage, to_cpu=True)  # warm-up
-            times = [_timed(lambda m=model, s=storage: m.model.encode(s, to_cpu=True))[0] for _ in range(repeats)]
+            times = [
+                _timed(lambda m=model, s=storage: m.model.encode(s, to_cpu=True))[0] for _ in range(repeats)
+            ]
             row[f"batch{batch}_ms_per_window"] = round(statistics.median(times) / batch * 1000, 1)
         out[asked] = row
         del model

@@ -47,7 +47,9 @@ def zero_shot_response(
 ) -> s.ZeroShotResponse:
     probs = softmax(info.logit_scale * (labels_emb @ image))
     ranked = sorted(zip(labels, probs.tolist()), key=lambda p: -p[1])
-    return s.ZeroShotResponse(model=info.model, labels=[s.LabelScore(label=label, score=p) for label, p in ranked])
+    return s.ZeroShotResponse(
+        model=info.model, labels=[s.LabelScore(label=label, score=p) for label, p in ranked]
+    )
 
 
 def features_response(audio: np.ndarray, feats: dict[str, np.ndarray]) -> s.FeaturesResponse:
