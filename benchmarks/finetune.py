@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from models import adapter
+from models import adapter, registry
 from tools import demo_captions
 from tools.finetune import FINGERPRINT, finetune
 
@@ -36,7 +36,7 @@ def prepare(data: Path) -> Path:
 
     def load():
         if not encoders:
-            encoders.append(adapter.FrozenEncoders.load_packaged())
+            encoders.append(registry.load_frozen_encoders())
         return encoders[0]
 
     for split in adapter.SPLITS:

@@ -7,9 +7,10 @@ what the committed JSON says.
 
 The template holds the prose and the summary table (figures from runs whose full output is not
 kept); each ``{{name}}`` line in it becomes the tables rendered from ``benchmarks/reference/<name>.json``
-(the image/text block through ``benchmarks.image_throughput.markdown``, the one that benchmark's
-``--docs`` run refreshes), and ``{{reference_index}}`` the list of every reference file, which must
-each be described in ``REFERENCES`` (``tests/unit/test_docs_pages.py`` fails on a new file that is not).
+(the image/text block through ``image_throughput_markdown``, the one that ``benchmarks.image_throughput
+--docs`` refreshes; rendering imports no benchmark), and ``{{reference_index}}`` the list of every
+reference file, which must each be described in ``REFERENCES`` (``tests/unit/test_docs_pages.py``
+fails on a new file that is not).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ REFERENCES = {
     ),
     "image_throughput_2core.json": ("benchmarks.image_throughput", "2 shared CPU cores"),
     "image_transport_2core.json": ("benchmarks.image_throughput --transports", "2 shared CPU cores"),
+    "ingress_2core.json": ("benchmarks.image_throughput --ingress --profile", "2 shared CPU cores"),
     "replica_layout_2core.json": ("benchmarks.replica_layout", "2 shared CPU cores"),
     "runtime_compare_2core.json": ("benchmarks.runtime_compare", "2 shared CPU cores"),
     "soak_2core.json": ("benchmarks.soak", "2 shared CPU cores"),
@@ -58,13 +60,89 @@ def _load(name: str) -> dict:
 
 
 def image_throughput(name: str) -> str:
-    from benchmarks.image_throughput import markdown  # imports the benchmark's stack only when rendering
-
     result = _load(name)
     command = re.sub(
         r"^\S*benchmarks/image_throughput\.py", "python -m benchmarks.image_throughput", result["command"]
     )
-    return markdown(result) + f"\n\nRecorded command: `{command}` (`benchmarks/reference/{name}.json`)."
+    return (
+        image_throughput_markdown(result)
+        + f"\n\nRecorded command: `{command}` (`benchmarks/reference/{name}.json`)."
+    )
+
+
+def image_throughput_markdown(result: dict) -> str:
+    """The image/text block of the page, from one ``benchmarks.image_throughput`` run's JSON."""
+
+    def row(name: str, p: dict, unit: str) -> str:
+        return f"| {name} | {p['load']:g} | {p['throughput']:.1f} {unit} | {p['p50_ms']:.0f} | {p['p99_ms']:.0f} |"
+
+    served = result["served"]
+    lines = [
+        f"Measured on {result['cpu_count']} "
+        f"cores (a shared machine: other sessions ran beside it). Served and raw encoders: vision "
+        f"`{json.dumps(result['vision_model'])}`, text `{json.dumps(result['text_model'])}`; the naive server "
+        "runs fp32 torch." + _layout_sentence(result),
+        "",
+        "| path | c | throughput | p50 ms | p99 ms |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [row("naive torch server, image", p, "img/s") for p in result["naive"]]
+    lines += [row("mmserve, image (distinct photos)", p, "img/s") for p in served["image"]["points"]]
+    lines += [row("mmserve, image (cache hits)", p, "img/s") for p in served["cache_hits"]["points"]]
+    lines += [row("naive torch server, text", p, "texts/s") for p in result["naive_text"]]
+    lines += [row("mmserve, text (distinct)", p, "texts/s") for p in served["text"]["points"]]
+    cells = ", ".join(
+        f"b{r['batch']}/t{r['threads']}/w{r['workers']} {r['images_per_s']:.1f}" for r in result["raw_grid"]
+    )
+    best = result["honest_ceiling"]
+    lines += [
+        "",
+        f"Honest ceiling (in-process, decode + preprocess included, batch/threads/workers -> img/s): {cells}; "
+        f"best: batch {best['batch']}, {best['threads']} threads, {best['workers']} workers, "
+        f"{best['images_per_s']:.1f} img/s.",
+        "",
+        "| target | measured | goal | |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {g['target']} | {g['value']:.2f} | {g['goal']} | {'met' if g['met'] else 'missed'} |"
+        for g in result["targets"]
+    ]
+    lines += ["", _where_the_time_goes(result)]
+    return "\n".join(lines)
+
+
+def _layout_sentence(result: dict) -> str:
+    """The served layout and the naive server's cores, for runs that recorded them."""
+    if "served_layout" not in result:
+        return ""
+    lay, naive = result["served_layout"], result["naive_cores_used"]
+    return (
+        f" Served layout: {lay['gateway_replicas']:g} gateway replicas, {lay['vision_replicas']:g} VisionEncoder "
+        f"x {lay['vision_cpus']:g} CPUs, {lay['text_replicas']:g} TextEncoder x {lay['text_cpus']:g} CPUs; the "
+        f"naive server used {naive['image']:.1f} cores over its image sweep, {naive['text']:.1f} over its text "
+        "one."
+    )
+
+
+def _where_the_time_goes(result: dict) -> str:
+    """CPU milliseconds per image in each process during the served image sweep (the sweep's cores
+    divided by its throughput), against the ceiling's whole per-image budget on this machine."""
+    served, cores = result["served"]["image"], result["cpu_count"]
+    rate = served["answered"] / served["seconds"]  # the sweep's mean rate, over the time its cores were read
+    ms = {k: 1000 * v / rate for k, v in served["cores_used_by_process"].items()}
+    model = sum(v for k, v in ms.items() if "VisionEncoder" in k)
+    outside = sum(ms.values()) - model
+    ceiling_ms = 1000 * cores / result["honest_ceiling"]["images_per_s"]
+    used = sum(served["cores_used_by_process"].values())
+    return (
+        f"Where the time goes (CPU ms per image over the served image sweep, {used:.2f} of {cores} cores busy): "
+        + ", ".join(f"{k.replace('ray::ServeReplica:bench:', '')} {v:.1f}" for k, v in ms.items() if v >= 0.1)
+        + f". The model replica spends {model:.1f} ms per image, everything outside it {outside:.1f} ms; the "
+        f"in-process ceiling spends {ceiling_ms:.1f} ms in all. Even were every core busy, "
+        f"{cores} cores / {model + outside:.1f} ms caps this path at {1000 * cores / (model + outside):.0f} img/s, "
+        f"{ceiling_ms / (model + outside):.2f}x the ceiling."
+    )
 
 
 def runtime_compare(name: str) -> str:
@@ -165,7 +243,30 @@ def reference_index(_: str = "") -> str:
     return "\n".join(lines)
 
 
+def ingress(name: str) -> str:
+    """Where the CPU of a request goes, per ingress path (``image_throughput --ingress --profile``)."""
+    r = _load(name)
+    commands = "\n".join(f"`{c}`  " for c in r["commands"])
+    lines = [
+        f"{commands}\n\nMedians over rounds on 2 shared cores; CPU ms per request from /proc over the "
+        "rate answered (*ingress*: Serve's proxy, or HAProxy and its manager). The per-process tables "
+        "and the py-spy profiles of each mode: `benchmarks/reference/ingress_2core.md`.",
+        "",
+        "| ingress | img/s (c=16) | p99 ms | ingress ms/img | gateway ms/img | texts/s (c=32) | p99 ms "
+        "| ingress ms/text | gateway ms/text |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for mode, m in r["median_by_mode"].items():
+        i, t = m["image"], m["text"]
+        lines.append(
+            f"| {mode} | {i['per_s']} | {i['p99_ms']:.0f} | {i['cpu_ms_ingress']} | {i['cpu_ms_gateway']} | "
+            f"{t['per_s']} | {t['p99_ms']:.0f} | {t['cpu_ms_ingress']} | {t['cpu_ms_gateway']} |"
+        )
+    return "\n".join(lines)
+
+
 RENDERERS = {
+    "ingress_2core": ingress,
     "image_throughput_2core": image_throughput,
     "image_throughput_16core_h200host": image_throughput,
     "runtime_compare_2core": runtime_compare,

@@ -35,7 +35,7 @@ class BatchConfig(BaseModel):
     )
 
 
-# In-flight requests per gateway replica, by the modality label of the route (routing.MODALITY).
+# In-flight requests per gateway replica, by the modality label of the route (routing.GatewayRoute.modality).
 # Each is refused (503 + Retry-After) beyond its budget, so a flood of one kind cannot starve the others.
 INFLIGHT_BUDGETS = {"image": 24, "text": 32, "audio": 8, "image+text": 12, "any": 12, "none": 16}
 

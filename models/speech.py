@@ -2,7 +2,8 @@
 
 Contract (``SpeechEngine``): ``model_id``, ``multilingual``, ``languages``, ``dim``,
 ``transcribe(audio, options) -> Transcript``, ``embed(list of audio) -> [B, dim]``, ``warmup()``.
-Audio is mono float32 at 16 kHz (see ``models.media``).
+Audio is mono float32 at 16 kHz (see ``models.media``); options and transcripts are plain data
+(``models.transcript``).
 
 Token-level features (for cross-modal attention fusion): ``token_dim`` and ``tokens(clips)``, one
 ``(T_i, token_dim)`` float32 array per clip: the encoder states over the frames that hold real audio,
@@ -14,59 +15,19 @@ encoder pass.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 
+from models import whisper_batch
 from models.errors import Incompatible, InvalidInput
 from models.media import SAMPLE_RATE
+from models.transcript import CHUNK_SECONDS, Segment, SpeechOptions, Transcript, Word
 
-Task = Literal["transcribe", "translate"]
-CHUNK_SECONDS = 30
 ENCODER_FRAMES = 1500  # encoder positions per 30 s window (mel hop 10 ms, conv stride 2)
 MAX_AUDIO_TOKENS = 50
 AUDIO_TOKEN_FRAMES = ENCODER_FRAMES // MAX_AUDIO_TOKENS  # 30 encoder frames = 0.6 s per audio token
-
-
-@dataclass(frozen=True)
-class SpeechOptions:
-    task: Task = "transcribe"
-    language: str | None = None
-    prompt: str | None = None
-    temperature: float = 0.0
-    beam_size: int = 1
-    word_timestamps: bool = False  # faster-whisper aligns each word (cross-attention + DTW); slower
-
-
-@dataclass(frozen=True)
-class Segment:
-    id: int
-    start: float
-    end: float
-    text: str
-    avg_logprob: float = 0.0
-    no_speech_prob: float = 0.0
-
-
-@dataclass(frozen=True)
-class Word:
-    word: str
-    start: float
-    end: float
-    probability: float
-
-
-@dataclass(frozen=True)
-class Transcript:
-    text: str
-    language: str
-    language_probability: float
-    duration: float
-    task: Task
-    segments: list[Segment] = field(default_factory=list)
-    words: list[Word] | None = None  # with SpeechOptions.word_timestamps
 
 
 class SpeechEngine(Protocol):
@@ -192,8 +153,6 @@ class FasterWhisperEngine(_EncoderOutputs):
 
     def transcribe(self, audio: np.ndarray, options: SpeechOptions) -> Transcript:
         check_options(self, options)
-        from models import whisper_batch  # it builds on this module
-
         if self.long_audio_batch_size and whisper_batch.fits_long(audio, options):
             result = whisper_batch.transcribe_long(
                 self, audio, options, batch_size=self.long_audio_batch_size

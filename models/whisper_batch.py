@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from models.media import SAMPLE_RATE
-from models.speech import CHUNK_SECONDS, Segment, SpeechOptions, Transcript
+from models.transcript import CHUNK_SECONDS, Segment, SpeechOptions, Transcript
 
 TIME_STEP = 0.02  # seconds per timestamp token
 LONG_SPAN_SECONDS = 25.0

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from clients import cli
 from models.errors import MMServeError
+from tools.finetune_args import add_finetune_args
 
 
 def _add_offline(sub) -> None:
@@ -60,27 +61,6 @@ def _add_finetune(sub) -> None:
             "finetune", help="fine-tune an image-text space on an image-caption JSONL manifest (Ray Train)"
         )
     )
-
-
-def add_finetune_args(f: argparse.ArgumentParser) -> None:
-    """The options of ``mmserve finetune`` (and of ``python -m tools.finetune``)."""
-    f.add_argument("manifest", type=Path)
-    f.add_argument("--out", type=Path, required=True, help="checkpoint directory to write (atomically)")
-    f.add_argument("--workers", type=int, default=2, help="data-parallel training workers")
-    f.add_argument("--gpu", action="store_true", help="one GPU per worker")
-    f.add_argument("--epochs", type=int, default=30)
-    f.add_argument("--batch-size", type=int, default=64)
-    f.add_argument("--lr", type=float, default=1e-3)
-    f.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray started for the run")
-    f.add_argument(
-        "--family",
-        choices=("adapter", "clip"),
-        default="adapter",
-        help="adapter: heads over the frozen packaged encoders (default); clip: a transformers CLIPModel "
-        "from --base, full fine-tuning or --lock-image (plumbing only here: no CLIP weights offline)",
-    )
-    f.add_argument("--base", default=None, help="--family clip: CLIP hub id or local directory")
-    f.add_argument("--lock-image", action="store_true", help="--family clip: freeze the image tower (LiT)")
 
 
 def _tenant_key(args) -> dict:

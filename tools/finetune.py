@@ -40,9 +40,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models import adapter
+from models import adapter, registry
 from models.errors import InvalidInput
 from models.finetune_families import AdapterFamily, ClipFamily, clip_rows, clip_split, save_clip_checkpoint
+from tools.finetune_args import add_finetune_args
 
 STATE_FILE = "state.pt"
 FINGERPRINT = "efficientnet-lite0+all-MiniLM-L6-v2+conse-top10"  # the frozen encoders the feature cache holds
@@ -172,7 +173,7 @@ def finetune(
     storage: str | Path | None = None,
     name: str | None = None,
     cache_dir: str | Path | None = None,
-    encoders_fn: Callable[[], adapter.FrozenEncoders] = adapter.FrozenEncoders.load_packaged,
+    encoders_fn: Callable[[], adapter.FrozenEncoders] = registry.load_frozen_encoders,
     family: str = "adapter",
     base: str | None = None,
     lock_image: bool = False,
@@ -330,8 +331,6 @@ def _remove_session_dir(context) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from tools.cli import add_finetune_args
-
     parser = argparse.ArgumentParser(prog="python -m tools.finetune", description=__doc__.splitlines()[0])
     add_finetune_args(parser)
     run_local(parser.parse_args(argv))

@@ -93,11 +93,6 @@ class Admission:
                     self.quota.renew.remote(tenant_id, sorted(leases))
 
 
-def _is_open(request: Request) -> bool:
-    """Probes, docs and the playground's files need no key (paths relative to the app's route prefix)."""
-    return routing.is_open(routing.app_path(request))
-
-
 def _route(scope) -> str:
     return getattr(scope.get("route"), "path", "unmatched")
 
@@ -116,10 +111,11 @@ def _replay(body: bytes, receive):
 class AdmitAndMeasure:
     """Pure ASGI middleware: authenticate and admit before any body is read; count requests, errors,
     latency and throttling per route and tenant. (Starlette's ``BaseHTTPMiddleware`` ran every
-    request through an extra task and memory streams: CPU each request paid, refusals included.)"""
+    request through an extra task and memory streams: CPU each request paid, refusals included.)
+    ``routes``: the app's routes, for the paths that need no key and each request's modality."""
 
-    def __init__(self, app) -> None:
-        self.app = app
+    def __init__(self, app, *, routes: routing.RouteTable) -> None:
+        self.app, self.routes = app, routes
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -134,10 +130,9 @@ class AdmitAndMeasure:
         try:
             await self._admitted(scope, receive, send_and_see, seen)
         finally:
-            route = _route(scope)
             observe_request(
-                route,
-                routing.MODALITY.get(route, "none"),
+                _route(scope),
+                routing.route_modality(scope.get("route")),
                 seen["status"],
                 (time.perf_counter() - started) * 1000,
                 tenant=seen["tenant"],
@@ -145,12 +140,13 @@ class AdmitAndMeasure:
 
     async def _admitted(self, scope, receive, send, seen: dict) -> None:
         request = Request(scope, receive)
-        if _is_open(request):
+        if self.routes.is_open(routing.app_path(request)):  # probes, docs and the playground's files
             return await self.app(scope, receive, send)
         services, lease = request.app.state.services, None
         with contextlib.ExitStack() as held:
             try:
-                receive, lease = await _admit(request, receive, held, seen)
+                modality = self.routes.modality_of(request)
+                receive, lease = await _admit(request, modality, receive, held, seen)
             except MMServeError as err:  # refused at admission: 401, 403, 429 or 503 (over budget)
                 if isinstance(err, Throttled):
                     observe_throttled(seen["tenant"])
@@ -162,7 +158,7 @@ class AdmitAndMeasure:
                     services.admission.release(seen["tenant"], lease)
 
 
-async def _admit(request: Request, receive, held: contextlib.ExitStack, seen: dict):
+async def _admit(request: Request, modality: str, receive, held: contextlib.ExitStack, seen: dict):
     """Who is calling, the request's deadline, its body (within the limits of limits.py), a budget
     slot and a quota lease: the ``receive`` the app then reads the body from, and the lease.
 
@@ -175,7 +171,7 @@ async def _admit(request: Request, receive, held: contextlib.ExitStack, seen: di
     calls.start_deadline(
         calls.request_timeout(request.headers.get(calls.TIMEOUT_HEADER), services.settings.request_timeout_s)
     )
-    budgets, modality = request.app.state.budgets, routing.modality_of(request)
+    budgets = request.app.state.budgets
     budgets.check(modality)
     receive = _replay(await request.body(), receive)
     held.enter_context(budgets.slot(modality))

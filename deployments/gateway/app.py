@@ -2,14 +2,19 @@
 
 ``create_app(services)`` runs inside each gateway replica (``Gateway.__serve_build_asgi_app__``), so
 the routes reach that replica's services through ``app.state``; ``create_app()`` without services
-builds the same app for the committed OpenAPI spec.
+builds the same app for the committed OpenAPI spec. What the gateway derives from its routes (body
+schemas, modalities, open paths: ``routing.RouteTable``) is read from the app once its routers are in.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from fastapi import APIRouter
+
 from api import schemas as s
 from config.settings import GatewaySettings
-from deployments.gateway import errors, openapi, routing, webui
+from deployments.gateway import errors, routing, spec, webui
 from deployments.gateway.admission import AdmitAndMeasure
 from deployments.gateway.budgets import Budgets
 from deployments.gateway.limits import Limits, RequestLimits
@@ -19,20 +24,23 @@ from deployments.gateway.services import GatewayServices
 DESCRIPTION = "Multimodal inference on Ray Serve: vision, text and audio deployments behind one gateway."
 
 
-def create_app(services: GatewayServices | None = None) -> errors.GatewayApp:
+def create_app(
+    services: GatewayServices | None = None, routers: Sequence[APIRouter] = ROUTERS
+) -> errors.GatewayApp:
     app = errors.GatewayApp(
         title="mmserve", version="0.1.0", description=DESCRIPTION, docs_url=None, redoc_url=None
     )
     app.state.services = services
     app.state.budgets = None if services is None else _budgets(services)
     errors.install(app)
-    for router in ROUTERS:
+    for router in routers:
         app.include_router(router)
     webui.install(app)  # the playground at /ui/ and the docs, with local assets
-    app.add_middleware(AdmitAndMeasure)
+    routes = routing.RouteTable.of(app.routes)
+    app.add_middleware(AdmitAndMeasure, routes=routes)
     settings = services.settings if services is not None else GatewaySettings()
     app.add_middleware(RequestLimits, limits=Limits(**settings.request_limits()))  # outermost: runs first
-    openapi.install(app, [s.ErrorResponse, *routing.BODY_SCHEMAS.values()])
+    spec.install(app, [s.ErrorResponse, *routes.bodies])
     return app
 
 

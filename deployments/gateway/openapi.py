@@ -1,74 +1,18 @@
-"""OpenAPI for routes that parse their own bodies (JSON or multipart with one schema).
+"""``python -m deployments.gateway.openapi > openapi.json`` writes the committed spec (``make openapi``).
 
-FastAPI cannot see those bodies, so each route declares ``openapi_extra=body(Model)`` (through
-``routing.post``) and ``install`` adds the models to ``components.schemas``: the JSON form as the
-model's own schema, the multipart form with media fields as binary file parts. The error responses
-come from the one status table in ``errors``.
+The command sits above the app it documents: ``spec`` builds the spec that ``create_app`` serves, and
+this module only runs it, so nothing in the gateway imports back up to the app.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import sys
 
-from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
-from pydantic import BaseModel
-
-from deployments.gateway.errors import documented_errors
-
-REF = "#/components/schemas/{model}"
-
-
-def body(schema: type[BaseModel], *, multipart: bool = True) -> dict:
-    content = {"application/json": {"schema": {"$ref": REF.format(model=schema.__name__)}}}
-    if multipart:
-        content["multipart/form-data"] = {"schema": {"$ref": REF.format(model=f"{schema.__name__}Form")}}
-    error = {"content": {"application/json": {"schema": {"$ref": REF.format(model="ErrorResponse")}}}}
-    errors = {code: {**error, "description": text} for code, text in documented_errors().items()}
-    return {"requestBody": {"required": True, "content": content}, "responses": errors}
-
-
-def _as_file(prop: dict) -> dict:
-    if prop.get("contentEncoding") == "base64":
-        return {"type": "string", "format": "binary", "description": prop.get("description", "")}
-    if prop.get("type") == "array" and prop.get("items", {}).get("contentEncoding") == "base64":
-        return {**prop, "items": _as_file(prop["items"])}
-    return prop
-
-
-def _form_schema(schema: dict) -> dict:
-    form = copy.deepcopy(schema)
-    form["properties"] = {name: _as_file(prop) for name, prop in form.get("properties", {}).items()}
-    form["title"] = f"{schema.get('title', '')}Form"
-    return form
-
-
-def install(app: FastAPI, schemas: list[type[BaseModel]]) -> None:
-    """Serve a spec that also describes ``schemas`` (the bodies routes parse themselves)."""
-
-    def openapi() -> dict:
-        if app.openapi_schema is None:
-            spec = get_openapi(
-                title=app.title, version=app.version, description=app.description, routes=app.routes
-            )
-            components = spec.setdefault("components", {}).setdefault("schemas", {})
-            for model in schemas:
-                js = model.model_json_schema(ref_template=REF)
-                components.update(js.pop("$defs", {}))
-                components[model.__name__] = js
-                components[f"{model.__name__}Form"] = _form_schema(js)
-            app.openapi_schema = spec
-        return app.openapi_schema
-
-    app.openapi = openapi
+from deployments.gateway.app import create_app
 
 
 def main() -> None:
-    """``python -m deployments.gateway.openapi > openapi.json`` writes the committed spec."""
-    from deployments.gateway.app import create_app
-
     json.dump(create_app().openapi(), sys.stdout, indent=2, sort_keys=True)
     sys.stdout.write("\n")
 

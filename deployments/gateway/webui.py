@@ -3,7 +3,7 @@
 Every asset is served from this machine, so both work offline: the playground's HTML, CSS and
 JavaScript modules live in ``deployments/gateway/ui/`` (package data), Swagger UI's and ReDoc's in the
 ``fastapi-offline`` package (Swagger UI 5, which renders OpenAPI 3.1). The pages and their assets need
-no API key (``routing.OPEN_PATHS`` / ``OPEN_PREFIXES``); the API calls the playground makes send the key
+no API key (``routing.OPEN_PAGES`` / ``OPEN_PREFIXES``); the API calls the playground makes send the key
 the user typed. None of these routes is part of the OpenAPI spec.
 """
 

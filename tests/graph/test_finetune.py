@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from models import adapter
+from models import adapter, registry
 from tests import checkpoints
 from tools import demo_captions, finetune
 
@@ -26,7 +26,7 @@ def caption_manifest(tmp_path_factory):
 @pytest.fixture(scope="module")
 def caption_set(caption_manifest):
     root, manifest = caption_manifest
-    encoders = adapter.FrozenEncoders.load_packaged()  # features cached before Ray starts
+    encoders = registry.load_frozen_encoders()  # features cached before Ray starts
     pairs = adapter.read_manifest(manifest)
     for split in adapter.SPLITS:
         adapter.cached_features(

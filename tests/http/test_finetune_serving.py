@@ -14,7 +14,7 @@ from ray.serve.schema import ServeDeploySchema
 
 from clients.client import Client, MMServeError
 from config.args import AppArgs
-from models import adapter
+from models import adapter, registry
 from tests.assets import photo, speech
 from tests.conftest import TEST_ARGS
 from tools import demo_captions
@@ -35,7 +35,7 @@ def checkpoint(tmp_path_factory) -> dict:
     features of 3 views per photo, 30 epochs; tests/graph/test_finetune.py covers Ray Train)."""
     root = tmp_path_factory.mktemp("finetune")
     pairs = adapter.read_manifest(demo_captions.build(root, views=4))
-    encoders = adapter.FrozenEncoders.load_packaged()
+    encoders = registry.load_frozen_encoders()
     heads, _ = adapter.fit(
         encoders.features([p for p in pairs if p.split == "train"]), adapter.TrainConfig(epochs=30)
     )

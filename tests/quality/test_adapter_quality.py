@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from models import adapter
+from models import adapter, registry
 from models.media import decode_image
 from models.registry import TextModelSpec, VisionModelSpec, load_classifier, load_embedder, load_text
 from tools import demo_captions
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("captions")
     pairs = adapter.read_manifest(demo_captions.build(root))
-    encoders = adapter.FrozenEncoders.load_packaged()
+    encoders = registry.load_frozen_encoders()
     feats = {
         s: adapter.cached_features(
             pairs, s, encoders_fn=lambda: encoders, cache_dir=root / "cache", fingerprint="test"

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 import yaml
+from fastapi import APIRouter
 from ray.serve.exceptions import BackPressureError
 
 from config.args import AppArgs
@@ -18,6 +19,7 @@ from config.tenants import OPEN
 from deployments.gateway import routing
 from deployments.gateway.app import create_app
 from deployments.gateway.budgets import Budgets
+from deployments.gateway.routes import ROUTERS
 from graphs import guard
 from graphs.app import demands
 from models.errors import Overloaded
@@ -52,7 +54,9 @@ def test_a_slot_is_given_back_when_the_request_fails():
         pass
 
 
-def _app(**settings):
+def _app(*extra: APIRouter, **settings):
+    """The gateway app without Ray, with the routes of ``extra`` routers beside the gateway's own."""
+
     async def acquire(_tenant):
         return None
 
@@ -60,23 +64,21 @@ def _app(**settings):
         authenticate=lambda headers, address: OPEN, acquire=acquire, release=lambda *a: None
     )
     services = SimpleNamespace(settings=GatewaySettings(**settings), admission=admission)
-    return create_app(services)
+    return create_app(services, routers=[*ROUTERS, *extra])
 
 
 @pytest.fixture
-def blocking_app(monkeypatch):
+def blocking_app():
     """The gateway app with two extra routes, audio and image, that wait until released."""
-    app = _app(max_inflight=10, inflight_budgets={"audio": 2, "image": 2})
-    release = asyncio.Event()
+    release, router = asyncio.Event(), APIRouter()
 
     async def wait():
         await release.wait()
         return {"ok": True}
 
     for path, modality in (("/t/audio", "audio"), ("/t/image", "image")):
-        monkeypatch.setitem(routing.MODALITY, path, modality)
-        app.get(path)(wait)
-    return app, release
+        routing.get(router, path, modality=modality)(wait)
+    return _app(router, max_inflight=10, inflight_budgets={"audio": 2, "image": 2}), release
 
 
 async def test_over_budget_requests_are_refused_at_once_in_the_error_shape(blocking_app):
@@ -198,11 +200,10 @@ def test_the_embedded_default_fits_two_cores_at_max_replicas():
     assert guard.problems(demands(args), [{"CPU": 2.0}]) == []
 
 
-async def test_the_request_deadline_reaches_handle_calls_and_answers_504(monkeypatch):
+async def test_the_request_deadline_reaches_handle_calls_and_answers_504():
     from deployments.gateway import calls
 
-    app = _app(request_timeout_s=30)
-    cancelled = []
+    cancelled, router = [], APIRouter()
 
     class _Slow:
         def __await__(self):
@@ -211,11 +212,11 @@ async def test_the_request_deadline_reaches_handle_calls_and_answers_504(monkeyp
         def cancel(self):
             cancelled.append(True)
 
-    @app.get("/t/slow")
+    @routing.get(router, "/t/slow", modality="audio")
     async def slow():
         return await calls.call(SimpleNamespace(remote=lambda: _Slow()))
 
-    monkeypatch.setitem(routing.MODALITY, "/t/slow", "audio")
+    app = _app(router, request_timeout_s=30)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
         started = time.perf_counter()
         r = await asyncio.wait_for(http.get("/t/slow", headers={"X-Request-Timeout": "0.2"}), 5)
@@ -231,6 +232,7 @@ def test_the_route_modality_is_found_under_a_route_prefix():
     from starlette.requests import Request
 
     app = _app()
+    routes = routing.RouteTable.of(app.routes)
     for path, want in (
         ("/chaos/v1/audio/transcriptions", "audio"),
         ("/chaos/v1/classify", "image"),
@@ -250,4 +252,4 @@ def test_the_route_modality_is_found_under_a_route_prefix():
             "server": ("t", 80),
             "scheme": "http",
         }
-        assert routing.modality_of(Request(scope)) == want, path
+        assert routes.modality_of(Request(scope)) == want, path
