@@ -33,6 +33,8 @@ from models.errors import InvalidInput, UnsupportedMedia, safe_text
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+RAW_TYPE = "application/octet-stream"
+RAW_FIELDS: dict[str, str] = {}  # body schema name -> the media field an octet-stream body fills
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -66,15 +68,48 @@ async def parse_body(request: Request, schema: type[M]) -> M:
     if content_type in FORM_TYPES:
         data = await _form(await request.form(), schema)
         return await maybe_off_loop(_form_size(data), _validate_form, data, schema)
+    raw_field = RAW_FIELDS.get(schema.__name__)
+    if content_type == RAW_TYPE and raw_field:
+        data = await _raw(request, schema, raw_field)
+        return await maybe_off_loop(_form_size(data), _validate_form, data, schema)
     raise UnsupportedMedia(
         (
             f"content type '{content_type}' is not accepted"
             if content_type
             else "the request has no content type"
         )
-        + "; send application/json or multipart/form-data",
+        + "; send application/json"
+        + (f", {RAW_TYPE} (the {raw_field!r} bytes)" if raw_field else "")
+        + " or multipart/form-data",
         param="content-type",
     )
+
+
+def accept_raw(schema: type[BaseModel], field: str) -> None:
+    """Let ``schema`` come as an octet-stream body: the body is ``field`` (one media item, or the one
+    item of a list), the other fields are query parameters."""
+    if field not in schema.model_fields:
+        raise ValueError(f"{schema.__name__} has no field {field!r}")
+    RAW_FIELDS[schema.__name__] = field
+
+
+async def _raw(request: Request, schema: type[BaseModel], field: str) -> dict:
+    """An octet-stream body as form data: the body is ``field``, the query gives the other fields.
+    The body is read through the same byte cap, rate and deadline as any other (``limits``)."""
+    data = _query(request, schema)
+    raw = await request.body()
+    data[field] = [raw] if _is_list(schema, field) else raw
+    return data
+
+
+def _query(request: Request, schema: type[BaseModel]) -> dict:
+    """The query parameters as fields of ``schema``, repeated ones as lists for list fields (as
+    ``_form`` does for parts); unknown names are left for the schema to refuse."""
+    params = request.query_params
+    return {
+        name: params.getlist(name) if _is_list(schema, name) else params.getlist(name)[-1]
+        for name in dict.fromkeys(params.keys())
+    }
 
 
 class _OutOfRange:

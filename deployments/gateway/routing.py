@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from starlette.routing import compile_path
 
 from deployments.gateway import openapi
-from deployments.gateway.parsing import parse_body
+from deployments.gateway.parsing import accept_raw, parse_body
 
 BODY_SCHEMAS: dict[str, type[BaseModel]] = {}  # schema name -> schema, for the OpenAPI components
 MODALITY: dict[str, str] = {}  # route path -> modality label of its metrics
@@ -32,11 +32,23 @@ def body_of(schema: type[BaseModel]):
 
 
 def post(
-    router: APIRouter, path: str, *, body: type[BaseModel], modality: str, multipart: bool = True, **kwargs
+    router: APIRouter,
+    path: str,
+    *,
+    body: type[BaseModel],
+    modality: str,
+    multipart: bool = True,
+    raw: str | None = None,
+    **kwargs,
 ):
+    """``raw``: the media field an ``application/octet-stream`` body fills (the image routes), the
+    other fields then come as query parameters."""
     BODY_SCHEMAS[body.__name__] = body
     MODALITY[path] = modality
-    return router.post(path, openapi_extra=openapi.body(body, multipart=multipart), **kwargs)
+    if raw:
+        accept_raw(body, raw)
+    extra = openapi.body(body, multipart=multipart, raw=raw)
+    return router.post(path, openapi_extra=extra, **kwargs)
 
 
 def get(router: APIRouter, path: str, *, modality: str = "none", open: bool = False, **kwargs):

@@ -82,6 +82,7 @@ async def embed_text(
     "/v1/embeddings/image",
     body=s.ImageEmbedRequest,
     modality="image",
+    raw="images",
     response_model=s.EmbeddingResponse,
 )
 async def embed_image(
