@@ -65,7 +65,7 @@ class Encoders:
         if row is None:
             if decoded is None:
                 decoded = await self.media.for_encoder(tenant, modality, raw, param, info)
-            row = await call(self.use(tenant, modality).embed, decoded)
+            row = await call(self.use(tenant, modality).embed, decoded, content=key)  # hashed once
             self.cache.put(scope, key, row)
         return row
 
