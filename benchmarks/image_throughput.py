@@ -184,7 +184,11 @@ def run_naive(jpegs: list[bytes], texts: list[str], args) -> dict:
     try:
         _wait_ready(f"{url}/healthz")
         image, image_cores = naive_sweep(
-            proc.pid, loadgen.image_sender(IMAGE_ROUTE, jpegs), url, args.concurrency, args.window
+            proc.pid,
+            loadgen.image_sender(IMAGE_ROUTE, jpegs),  # the naive server takes multipart only
+            url,
+            args.concurrency,
+            args.window,
         )
         text, text_cores = naive_sweep(
             proc.pid, loadgen.text_sender(TEXT_ROUTE, texts), url, args.text_concurrency, args.window
@@ -393,7 +397,7 @@ def run_served(jpegs: list[bytes], texts: list[str], args) -> dict[str, dict]:
         out = {
             "image": measured_sweep(
                 "VisionEncoder",
-                loadgen.image_sender(IMAGE_ROUTE, jpegs),
+                loadgen.image_sender(IMAGE_ROUTE, jpegs, args.image_body),
                 url,
                 args.concurrency,
                 args.window,
@@ -401,7 +405,7 @@ def run_served(jpegs: list[bytes], texts: list[str], args) -> dict[str, dict]:
             ),
             "cache_hits": measured_sweep(
                 "VisionEncoder",
-                loadgen.image_sender(IMAGE_ROUTE, [photo("chelsea")]),
+                loadgen.image_sender(IMAGE_ROUTE, [photo("chelsea")], args.image_body),
                 url,
                 [max(args.concurrency)],
                 args.window,
@@ -419,7 +423,7 @@ def run_served(jpegs: list[bytes], texts: list[str], args) -> dict[str, dict]:
         if args.profile:
             out["image_profiled"] = profiled_sweep(
                 "VisionEncoder",
-                loadgen.image_sender(IMAGE_ROUTE, jpegs),
+                loadgen.image_sender(IMAGE_ROUTE, jpegs, args.image_body),
                 url,
                 [max(args.concurrency)],
                 args.window,
@@ -464,7 +468,7 @@ def run_transports(jpegs: list[bytes], args) -> list[dict]:
         for rnd in range(args.rounds):
             for transport in args.transports:
                 serve.run(build_app(served_args(args, transport)), name="bench", route_prefix="/")
-                send = loadgen.image_sender(IMAGE_ROUTE, jpegs)
+                send = loadgen.image_sender(IMAGE_ROUTE, jpegs, args.image_body)
                 measured_sweep("VisionEncoder", send, url, [4], 1.0)  # warm the new gateway
                 for c in args.concurrency:
                     sweep = measured_sweep("VisionEncoder", send, url, [c], args.window)
@@ -689,6 +693,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--served-only", action="store_true", help="only the served graph's sweeps (no raw grid, no naive)"
+    )
+    parser.add_argument(
+        "--image-body",
+        choices=("multipart", "raw"),
+        default="multipart",
+        help="how the served sweeps upload images: multipart file parts, or the octet-stream body",
     )
     parser.add_argument(
         "--ingress",

@@ -177,9 +177,15 @@ def write(series: dict[str, list[Point]], out: Path, extra: dict | None = None) 
     plot(series, out.with_suffix(".png"))
 
 
-def image_sender(route: str, images: list[bytes]) -> Send:
-    """Uploads ``images`` in turn (distinct inputs, so a cache answers none until they wrap)."""
+RAW_HEADERS = {"content-type": "application/octet-stream"}
+
+
+def image_sender(route: str, images: list[bytes], body: str = "multipart") -> Send:
+    """Uploads ``images`` in turn (distinct inputs, so a cache answers none until they wrap), as
+    multipart file parts or (``body="raw"``) as the octet-stream body itself."""
     cycle, field_name = Cycle(images), "images" if route.endswith("/image") else "image"
+    if body == "raw":
+        return lambda client: client.post(route, content=cycle.next(), headers=RAW_HEADERS)
     return lambda client: client.post(route, files={field_name: ("x.jpg", cycle.next())})
 
 

@@ -32,6 +32,7 @@ from pydantic import BaseModel
 from api import schemas as s
 
 MediaInput = bytes | str | Path
+RAW_TYPE = "application/octet-stream"
 REFUSED = 429  # nothing ran: safe to retry on any route
 RETRY_STATUSES = (502, 503, 504)  # retried on idempotent routes
 # The request never reached the server: safe on any route.
@@ -119,6 +120,17 @@ def _parse(call: _Call, response: httpx.Response):
     return response.text if call.schema is None else call.schema.model_validate(response.json())
 
 
+def _raw(media: MediaInput, params: dict) -> dict:
+    """An image as an ``application/octet-stream`` body, the other fields as query parameters: no
+    base64 and no body parsing on the server (the image routes take it)."""
+    return {"content": _read(media), "params": params, "headers": {"content-type": RAW_TYPE}}
+
+
+def _files(name: str, media: list[MediaInput], data: dict | None = None) -> dict:
+    """A multipart body: each media item a file part (no base64), ``data`` as text fields."""
+    return {"files": [(name, (f"{name}{n}", _read(m))) for n, m in enumerate(media)], "data": data or {}}
+
+
 def _speech_form(audio: MediaInput, fields: dict, fmt: str) -> dict:
     data = {k: str(v) for k, v in fields.items() if v is not None} | {"response_format": fmt}
     return {"files": {"file": ("audio", _read(audio))}, "data": data}
@@ -192,18 +204,22 @@ class _Routes:
         return self._json("/v1/embeddings/text", {"texts": texts}, s.EmbeddingResponse)
 
     def embed_images(self, images: list[MediaInput]):
-        return self._json("/v1/embeddings/image", {"images": [_b64(i) for i in images]}, s.EmbeddingResponse)
+        """One image as the raw body, several as multipart file parts."""
+        send = _raw(images[0], {}) if len(images) == 1 else _files("images", images)
+        return self._call(_Call("POST", "/v1/embeddings/image", s.EmbeddingResponse, send))
 
     def embed_audio(self, clips: list[MediaInput]):
         return self._json("/v1/embeddings/audio", {"audio": [_b64(c) for c in clips]}, s.EmbeddingResponse)
 
     # ---- vision ----
     def classify(self, image: MediaInput, *, top_k: int = 5):
-        return self._json("/v1/classify", {"image": _b64(image), "top_k": top_k}, s.ClassifyResponse)
+        send = _raw(image, {"top_k": top_k})
+        return self._call(_Call("POST", "/v1/classify", s.ClassifyResponse, send))
 
     def zero_shot(self, image: MediaInput, labels: list[str], *, template: str = "a photo of a {}"):
-        body = {"image": _b64(image), "labels": labels, "template": template}
-        return self._json("/v1/zero-shot", body, s.ZeroShotResponse)
+        """Multipart: up to 1000 labels would not fit a query string."""
+        send = _files("image", [image], {"labels": labels, "template": template})
+        return self._call(_Call("POST", "/v1/zero-shot", s.ZeroShotResponse, send))
 
     def retrieval(self, images: list[MediaInput], texts: list[str], *, top_k: int = 5):
         body = {"images": [_b64(i) for i in images], "texts": texts, "top_k": top_k}

@@ -155,12 +155,13 @@ def dead_replica(exc: BaseException) -> str:
 
 
 class _Call:
-    """One handle call and, once needed, its input's fingerprint (hashed off the event loop)."""
+    """One handle call and, once needed, its input's fingerprint: from the content hash the caller
+    already has (``content``: an image's sha256, not read again), else hashed off the event loop."""
 
-    def __init__(self, method, args: tuple, kwargs: dict) -> None:
+    def __init__(self, method, args: tuple, kwargs: dict, content: str | None = None) -> None:
         self.method, self.args, self.kwargs = method, args, kwargs
         self.name = _name(method)
-        self._fingerprint: str | None = None
+        self._fingerprint = None if content is None else fingerprint(self.name, (f"content:{content}",), {})
         self.sent_at = 0.0  # when the attempt now running was sent (the quarantine's clock)
 
     async def fingerprint(self) -> str:
@@ -203,11 +204,12 @@ class _Call:
         )
 
 
-async def call(method, *args, retry: bool = True, **kwargs) -> Any:
+async def call(method, *args, retry: bool = True, content: str | None = None, **kwargs) -> Any:
     """``method.remote(*args, **kwargs)`` awaited within the request's deadline; retried once when
     its replica died under it and ``retry`` (see the module docstring for which calls may), unless
-    its input is held as a poison request (422)."""
-    this = _Call(method, args, kwargs)
+    its input is held as a poison request (422). ``content``: a hash that already names the input
+    (the quarantine then fingerprints it without reading the arguments again)."""
+    this = _Call(method, args, kwargs, content)
     if QUARANTINE.watching(this.name):
         await this.refuse_if_held()
     try:

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from starlette.routing import BaseRoute, compile_path
 
 from deployments.gateway import spec
-from deployments.gateway.parsing import parse_body
+from deployments.gateway.parsing import check_raw_field, parse_body
 
 # Pages no route of ours declares that need no API key: the docs, the spec and the playground
 # (webui.py), and the prefixes of their static assets.
@@ -32,7 +32,8 @@ OPEN_PREFIXES: tuple[str, ...] = ("/ui/", "/docs/static/")
 class GatewayRoute(APIRoute):
     """A route with what the gateway needs to know of it: ``body``, the schema the route parses itself
     (``body_of``), for the OpenAPI spec; ``modality``, the label of its metrics and the in-flight
-    budget it counts against; ``open``, a probe that answers without an API key."""
+    budget it counts against; ``open``, a probe that answers without an API key; ``raw``, the media
+    field an ``application/octet-stream`` body fills (the image routes)."""
 
     def __init__(
         self,
@@ -42,24 +43,27 @@ class GatewayRoute(APIRoute):
         body: type[BaseModel] | None = None,
         modality: str = "none",
         open: bool = False,
+        raw: str | None = None,
         **kwargs,
     ) -> None:
         super().__init__(path, endpoint, **kwargs)
-        self.body, self.modality, self.open = body, modality, open
+        self.body, self.modality, self.open, self.raw = body, modality, open, raw
 
 
 def body_of(schema: type[BaseModel]):
     """A dependency that reads, parses and validates the request body as ``schema`` (JSON or multipart)."""
 
     async def read(request: Request) -> BaseModel:
-        return await parse_body(request, schema)
+        return await parse_body(request, schema, getattr(request.scope.get("route"), "raw", None))
 
     return Depends(read)
 
 
-def _declare(router: APIRouter, method: str, path: str, *, body=None, modality: str, open=False, **kwargs):
+def _declare(
+    router: APIRouter, method: str, path: str, *, body=None, modality: str, open=False, raw=None, **kwargs
+):
     """A decorator that adds the endpoint to ``router`` as a ``GatewayRoute`` carrying the metadata."""
-    route_class = functools.partial(GatewayRoute, body=body, modality=modality, open=open)
+    route_class = functools.partial(GatewayRoute, body=body, modality=modality, open=open, raw=raw)
 
     def declare(endpoint):
         router.add_api_route(path, endpoint, methods=[method], route_class_override=route_class, **kwargs)
@@ -69,10 +73,23 @@ def _declare(router: APIRouter, method: str, path: str, *, body=None, modality: 
 
 
 def post(
-    router: APIRouter, path: str, *, body: type[BaseModel], modality: str, multipart: bool = True, **kwargs
+    router: APIRouter,
+    path: str,
+    *,
+    body: type[BaseModel],
+    modality: str,
+    multipart: bool = True,
+    raw: str | None = None,
+    **kwargs,
 ):
-    extra = spec.body(body, multipart=multipart)
-    return _declare(router, "POST", path, body=body, modality=modality, openapi_extra=extra, **kwargs)
+    """``raw``: the media field an ``application/octet-stream`` body fills (the image routes), the
+    other fields then come as query parameters."""
+    if raw:
+        check_raw_field(body, raw)
+    extra = spec.body(body, multipart=multipart, raw=raw)
+    return _declare(
+        router, "POST", path, body=body, modality=modality, raw=raw, openapi_extra=extra, **kwargs
+    )
 
 
 def get(router: APIRouter, path: str, *, modality: str = "none", open: bool = False, **kwargs):

@@ -20,13 +20,21 @@ from deployments.gateway.errors import documented_errors
 REF = "#/components/schemas/{model}"
 
 
-def body(schema: type[BaseModel], *, multipart: bool = True) -> dict:
+def body(schema: type[BaseModel], *, multipart: bool = True, raw: str | None = None) -> dict:
+    """``raw``: the media field an ``application/octet-stream`` body carries (other fields in the query)."""
     content = {"application/json": {"schema": {"$ref": REF.format(model=schema.__name__)}}}
     if multipart:
         content["multipart/form-data"] = {"schema": {"$ref": REF.format(model=f"{schema.__name__}Form")}}
+    request_body: dict = {"required": True, "content": content}
+    if raw:
+        content["application/octet-stream"] = {"schema": {"type": "string", "format": "binary"}}
+        request_body["description"] = (
+            f"application/octet-stream: the body is the bytes of '{raw}' (one item); the other fields "
+            "go as query parameters (repeat a list field's name)"
+        )
     error = {"content": {"application/json": {"schema": {"$ref": REF.format(model="ErrorResponse")}}}}
     errors = {code: {**error, "description": text} for code, text in documented_errors().items()}
-    return {"requestBody": {"required": True, "content": content}, "responses": errors}
+    return {"requestBody": request_body, "responses": errors}
 
 
 def _as_file(prop: dict) -> dict:

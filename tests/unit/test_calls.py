@@ -253,6 +253,19 @@ async def test_the_normal_path_hashes_nothing(monkeypatch):
     assert len(hashed) == 1  # only once a replica died under it
 
 
+async def test_a_known_content_hash_is_the_fingerprint_and_nothing_is_read_again(monkeypatch):
+    calls.start_deadline(5)
+    with pytest.raises(PoisonRequest):
+        await calls.call(_Named(_death_on("A"), _death_on("B")), b"poison", content="sha-1")
+    read = []
+    monkeypatch.setattr(calls, "off_loop", lambda *a: read.append(a))
+    again = _Named(_ok)
+    with pytest.raises(PoisonRequest):  # other argument objects, the same content: held
+        await calls.call(again, b"another copy", content="sha-1")
+    assert again.responses == [] and read == []
+    assert await calls.call(_Named(_ok), b"poison", content="sha-2") == "ok"
+
+
 def test_fingerprints_tell_inputs_and_methods_apart_and_take_surrogates():
     audio = np.zeros(16000, np.float32)
     base = quarantine.fingerprint("AudioModel.transcribe", (audio, {"language": "\ud800"}), {})

@@ -51,4 +51,5 @@ async def features(
 ):
     audio = await speech.decode(tenant, body.audio, "audio")
     feats = await speech.features(tenant, audio, body.features)
-    return await responses.rendered(responses.features_response, audio, feats)
+    floats = sum(v.size for v in feats.values())
+    return await responses.rendered(responses.features_response, audio, feats, floats=floats)

@@ -58,7 +58,9 @@ async def openai_embeddings(
         raise InvalidInput(
             f"'{body.model}' has {rows.shape[1]} dimensions, not {body.dimensions}", param="dimensions"
         )
-    return await responses.rendered(responses.openai_embeddings, body.model, rows, body.encoding_format)
+    return await responses.rendered(
+        responses.openai_embeddings, body.model, rows, body.encoding_format, floats=rows.size
+    )
 
 
 @routing.post(
@@ -72,7 +74,7 @@ async def embed_text(
     enc: deps.EncodersDep, tenant: deps.CurrentTenant, body=routing.body_of(s.TextEmbedRequest)
 ):
     rows, info = await asyncio.gather(enc.embed_texts(tenant, body.texts), enc.info("text"))
-    return await responses.rendered(responses.embeddings, info, rows)
+    return await responses.rendered(responses.embeddings, info, rows, floats=rows.size)
 
 
 @routing.post(
@@ -80,13 +82,14 @@ async def embed_text(
     "/v1/embeddings/image",
     body=s.ImageEmbedRequest,
     modality="image",
+    raw="images",
     response_model=s.EmbeddingResponse,
 )
 async def embed_image(
     enc: deps.EncodersDep, tenant: deps.CurrentTenant, body=routing.body_of(s.ImageEmbedRequest)
 ):
     rows = await enc.embed_many(tenant, "image", body.images, "images")
-    return await responses.rendered(responses.embeddings, await enc.info("image"), rows)
+    return await responses.rendered(responses.embeddings, await enc.info("image"), rows, floats=rows.size)
 
 
 @routing.post(
@@ -100,4 +103,4 @@ async def embed_audio(
     enc: deps.EncodersDep, tenant: deps.CurrentTenant, body=routing.body_of(s.AudioEmbedRequest)
 ):
     rows = await enc.embed_many(tenant, "audio", body.audio, "audio")
-    return await responses.rendered(responses.embeddings, await enc.info("audio"), rows)
+    return await responses.rendered(responses.embeddings, await enc.info("audio"), rows, floats=rows.size)

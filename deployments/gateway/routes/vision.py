@@ -13,7 +13,12 @@ router = APIRouter()
 
 
 @routing.post(
-    router, "/v1/zero-shot", body=s.ZeroShotRequest, modality="image+text", response_model=s.ZeroShotResponse
+    router,
+    "/v1/zero-shot",
+    body=s.ZeroShotRequest,
+    modality="image+text",
+    raw="image",
+    response_model=s.ZeroShotResponse,
 )
 async def zero_shot(
     vision: deps.VisionDep, tenant: deps.CurrentTenant, body=routing.body_of(s.ZeroShotRequest)
@@ -22,7 +27,12 @@ async def zero_shot(
 
 
 @routing.post(
-    router, "/v1/classify", body=s.ClassifyRequest, modality="image", response_model=s.ClassifyResponse
+    router,
+    "/v1/classify",
+    body=s.ClassifyRequest,
+    modality="image",
+    raw="image",
+    response_model=s.ClassifyResponse,
 )
 async def classify(
     vision: deps.VisionDep, tenant: deps.CurrentTenant, body=routing.body_of(s.ClassifyRequest)

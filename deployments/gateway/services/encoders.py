@@ -12,7 +12,7 @@ from ray.serve.handle import DeploymentHandle
 from api import schemas as s
 from config.tenants import Tenant
 from deployments.gateway.calls import call
-from deployments.gateway.parsing import off_loop
+from deployments.gateway.parsing import HASH_SPEEDUP, maybe_off_loop
 from deployments.gateway.services.media import MediaDecoder
 from deployments.info import EncoderInfo
 from deployments.metrics import observe_cache
@@ -59,13 +59,13 @@ class Encoders:
         tenant.require_modality(modality)
         info = await self.info(modality)
         scope = f"{tenant.id}/{info.model}/{info.space}"  # a new checkpoint never reuses old rows
-        key = await off_loop(s.content_id, raw)
+        key = await maybe_off_loop(len(raw) // HASH_SPEEDUP, s.content_id, raw)
         row = self.cache.get(scope, key)
         observe_cache(modality, row is not None)
         if row is None:
             if decoded is None:
                 decoded = await self.media.for_encoder(tenant, modality, raw, param, info)
-            row = await call(self.use(tenant, modality).embed, decoded)
+            row = await call(self.use(tenant, modality).embed, decoded, content=key)  # hashed once
             self.cache.put(scope, key, row)
         return row
 
