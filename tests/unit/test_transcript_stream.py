@@ -5,10 +5,11 @@ own event decoder and types."""
 import asyncio
 import json
 
+import pytest
 from openai._streaming import SSEDecoder
 from openai.types.audio import TranscriptionTextDeltaEvent, TranscriptionTextDoneEvent
 
-from deployments.gateway.transcript_stream import events
+from deployments.gateway.transcript_stream import events, started
 from models.errors import DeadlineExceeded
 
 SEGMENTS = [
@@ -57,3 +58,12 @@ def test_a_failure_after_the_first_delta_is_the_last_event_in_the_error_shape():
     assert first == {"type": "transcript.text.delta", "delta": "Hello there."}
     assert error["status"] == 504 and error["error"]["type"] == "deadline_exceeded", error
     assert end == "[DONE]"
+
+
+def test_a_failure_before_the_first_segment_is_raised_before_the_stream_starts():
+    async def first_then_rest():
+        assert [s["id"] async for s in await started(_segments())] == [0, 1, 2]
+        with pytest.raises(DeadlineExceeded):
+            await started(_segments(fail_after=0))
+
+    asyncio.run(first_then_rest())

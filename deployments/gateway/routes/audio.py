@@ -53,7 +53,7 @@ async def _speech(speech, tenant, body, options: Transcription) -> Response:
         )
     audio = await speech.decode(tenant, body.file, "file")
     if body.stream:
-        segments = speech.transcribe_stream(tenant, audio, options)
+        segments = await transcript_stream.started(speech.transcribe_stream(tenant, audio, options))
         return sse.response(transcript_stream.events(segments, seconds=audio.size / SAMPLE_RATE))
     result = s.VerboseTranscriptionResponse.model_validate(await speech.transcribe(tenant, audio, options))
     return responses.render_transcript(result, body.response_format)
