@@ -45,18 +45,24 @@ async def translations(
 
 
 async def _speech(speech, tenant, body, options: Transcription) -> Response:
-    if body.stream and body.response_format not in STREAMABLE:
+    if body.stream:
+        return await _streamed(speech, tenant, body, options)
+    audio = await speech.decode(tenant, body.file, "file")
+    result = s.VerboseTranscriptionResponse.model_validate(await speech.transcribe(tenant, audio, options))
+    return responses.render_transcript(result, body.response_format)
+
+
+async def _streamed(speech, tenant, body, options: Transcription) -> Response:
+    """OpenAI's transcript.text events (``transcript_stream``), once the first segment came."""
+    if body.response_format not in STREAMABLE:
         raise InvalidInput(
             f"stream answers with text events: response_format must be json or text, not "
             f"'{body.response_format}'",
             param="response_format",
         )
     audio = await speech.decode(tenant, body.file, "file")
-    if body.stream:
-        segments = await transcript_stream.started(speech.transcribe_stream(tenant, audio, options))
-        return sse.response(transcript_stream.events(segments, seconds=audio.size / SAMPLE_RATE))
-    result = s.VerboseTranscriptionResponse.model_validate(await speech.transcribe(tenant, audio, options))
-    return responses.render_transcript(result, body.response_format)
+    segments = await transcript_stream.started(speech.transcribe_stream(tenant, audio, options))
+    return sse.response(transcript_stream.events(segments, seconds=audio.size / SAMPLE_RATE))
 
 
 @routing.post(
