@@ -300,6 +300,13 @@ class TranscriptionRequest(_Request):
             "with 'word', verbose_json carries word timestamps (multipart: 'timestamp_granularities[]')"
         ),
     )
+    stream: bool = Field(
+        False,
+        description=(
+            "answer with server-sent events: 'transcript.text.delta' as segments are decoded, then "
+            "'transcript.text.done' (response_format json or text only)"
+        ),
+    )
 
     def word_timestamps(self) -> bool:
         return "word" in self.timestamp_granularities and self.response_format == "verbose_json"
@@ -311,6 +318,13 @@ class TranslationRequest(_Request):
     prompt: str | None = Field(None, max_length=2000)
     response_format: ResponseFormat = "json"
     temperature: Float = Field(0.0, ge=0.0, le=1.0)
+    stream: bool = Field(
+        False,
+        description=(
+            "answer with server-sent events: 'transcript.text.delta' as segments are decoded, then "
+            "'transcript.text.done' (response_format json or text only)"
+        ),
+    )
 
 
 class TranscriptSegment(_Response):
@@ -341,6 +355,29 @@ class VerboseTranscriptionResponse(_Response):
     text: str
     segments: list[TranscriptSegment]
     words: list[TranscriptWord] | None = Field(None, description="when timestamp_granularities has 'word'")
+
+
+class TranscriptTextDeltaEvent(_Response):
+    """A streamed transcription's text as each segment is decoded (OpenAI's event); the deltas
+    joined are the done event's text."""
+
+    type: Literal["transcript.text.delta"] = "transcript.text.delta"
+    delta: str
+
+
+class DurationUsage(_Response):
+    """What a transcription used: seconds of audio (OpenAI's usage for duration-billed models)."""
+
+    type: Literal["duration"] = "duration"
+    seconds: float
+
+
+class TranscriptTextDoneEvent(_Response):
+    """A streamed transcription's last event: the whole text and the usage (OpenAI's event)."""
+
+    type: Literal["transcript.text.done"] = "transcript.text.done"
+    text: str
+    usage: DurationUsage
 
 
 FeatureName = Literal["mel", "mfcc", "chroma"]

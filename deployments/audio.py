@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
 
 import numpy as np
 from ray import serve
@@ -18,7 +20,7 @@ from deployments.info import EncoderInfo
 from models import audio_features, whisper_batch
 from models.fusion_features import FeatureExtractor, ModalityFeatures
 from models.registry import SpeechModelSpec, load_speech
-from models.speech import FasterWhisperEngine, SpeechOptions, check_options
+from models.speech import FasterWhisperEngine, Segment, SpeechOptions, check_options, stream_segments
 
 
 @serve.deployment(name="AudioModel")
@@ -34,6 +36,7 @@ class AudioModel(ModelReplica):
         self.engine.warmup()
         self.stats = BatchStats()
         self.fusion_inputs = FeatureExtractor(speech=self.engine)
+        self.streams: Counter[str] = Counter()  # streamed transcriptions: started, segments, finished, left
 
     async def transcribe(self, audio: np.ndarray, options: dict) -> dict:
         """Short greedy clips share batched encoder + decoder passes; the rest go clip by clip."""
@@ -44,6 +47,31 @@ class AudioModel(ModelReplica):
         else:
             result = await asyncio.to_thread(self.engine.transcribe, audio, opts)
         return dataclasses.asdict(result)
+
+    async def transcribe_stream(self, audio: np.ndarray, options: dict) -> AsyncIterator[dict]:
+        """The segments of one transcription as each is decoded (called with ``stream=True``); not
+        batched. Decoding runs a segment at a time in a worker thread, so a caller that goes away
+        (Serve cancels this generator) stops it after the segment in progress."""
+        opts = SpeechOptions(**options)
+        segments = stream_segments(self.engine, audio, opts)  # a bad option fails here, before any segment
+        self.streams["started"] += 1
+        outcome = "left"
+        try:
+            while (segment := await asyncio.to_thread(self._next_segment, segments)) is not None:
+                yield dataclasses.asdict(segment)
+            outcome = "finished"
+        finally:
+            self.streams[outcome] += 1
+
+    def _next_segment(self, segments: Iterator[Segment]) -> Segment | None:
+        segment = next(segments, None)
+        self.streams["segments"] += segment is not None
+        return segment
+
+    def stream_stats(self) -> dict[str, int]:
+        """Streamed transcriptions on this replica: started, finished, left (the caller went away)
+        and the segments decoded for them."""
+        return dict(self.streams)
 
     @serve.batch
     async def _transcribe_batch(self, clips: list[np.ndarray], options: list[SpeechOptions]) -> list:

@@ -14,7 +14,7 @@ encoder pass.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -51,6 +51,16 @@ class TokenSpeechEngine(SpeechEngine, Protocol):
     def tokens(self, clips: Sequence[np.ndarray]) -> list[np.ndarray]: ...
 
     def embed_and_tokens(self, clips: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]: ...
+
+
+def stream_segments(engine: SpeechEngine, audio: np.ndarray, options: SpeechOptions) -> Iterator[Segment]:
+    """The segments of ``audio``'s transcript in order, each as soon as the engine decoded it (on the
+    recording's clock, ids from 0); an engine without ``stream`` yields its whole transcript's."""
+    stream = getattr(engine, "stream", None)
+    if stream is not None:
+        return stream(audio, options)
+    check_options(engine, options)
+    return iter(engine.transcribe(audio, options).segments)
 
 
 def check_options(engine: SpeechEngine, options: SpeechOptions) -> None:
@@ -162,8 +172,26 @@ class FasterWhisperEngine(_EncoderOutputs):
                 return result
         return self._transcribe_sequential(audio, options)
 
-    def _transcribe_sequential(self, audio: np.ndarray, options: SpeechOptions) -> Transcript:
-        segments, info = self.model.transcribe(
+    def stream(self, audio: np.ndarray, options: SpeechOptions) -> Iterator[Segment]:
+        """Segments as they are decoded: long greedy audio one VAD span (then one batch of spans) at
+        a time, the rest as faster-whisper's sliding window finishes each segment. Decoding goes no
+        further than the segments asked for: closing or dropping the iterator stops it."""
+        check_options(self, options)
+        from models import whisper_batch  # it builds on this module
+
+        if self.long_audio_batch_size and whisper_batch.fits_long(audio, options):
+            return whisper_batch.stream_long(self, audio, options, batch_size=self.long_audio_batch_size)
+        return self.sliding(audio, options)
+
+    def sliding(self, audio: np.ndarray, options: SpeechOptions) -> Iterator[Segment]:
+        """faster-whisper's sliding window, each segment as it is decoded."""
+        segments, _ = self._decode(audio, options)
+        for i, s in enumerate(segments):
+            yield _segment(i, s)
+
+    def _decode(self, audio: np.ndarray, options: SpeechOptions):
+        """faster-whisper's lazy segments (decoded as iterated) and its transcription info."""
+        return self.model.transcribe(
             audio,
             task=options.task,
             language=options.language,
@@ -172,18 +200,11 @@ class FasterWhisperEngine(_EncoderOutputs):
             beam_size=options.beam_size,
             word_timestamps=options.word_timestamps,
         )
+
+    def _transcribe_sequential(self, audio: np.ndarray, options: SpeechOptions) -> Transcript:
+        segments, info = self._decode(audio, options)
         segments = list(segments)
-        segs = [  # ids from 0, as OpenAI's verbose_json numbers them
-            Segment(
-                id=i,
-                start=round(s.start, 3),
-                end=round(s.end, 3),
-                text=s.text.strip(),
-                avg_logprob=s.avg_logprob,
-                no_speech_prob=s.no_speech_prob,
-            )
-            for i, s in enumerate(segments)
-        ]
+        segs = [_segment(i, s) for i, s in enumerate(segments)]  # ids from 0, as OpenAI numbers them
         words = (
             [
                 Word(
@@ -229,6 +250,18 @@ class FasterWhisperEngine(_EncoderOutputs):
         tone = (0.1 * np.sin(np.arange(SAMPLE_RATE) * 2 * np.pi * 440 / SAMPLE_RATE)).astype(np.float32)
         self.transcribe(tone, SpeechOptions())
         self.embed([tone])
+
+
+def _segment(index: int, s) -> Segment:
+    """One of faster-whisper's segments as ours."""
+    return Segment(
+        id=index,
+        start=round(s.start, 3),
+        end=round(s.end, 3),
+        text=s.text.strip(),
+        avg_logprob=s.avg_logprob,
+        no_speech_prob=s.no_speech_prob,
+    )
 
 
 class TransformersWhisperEngine(_EncoderOutputs):

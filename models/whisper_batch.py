@@ -14,13 +14,14 @@ identification and a batched greedy decode with timestamps.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
 from models.media import SAMPLE_RATE
 from models.transcript import CHUNK_SECONDS, Segment, SpeechOptions, Transcript
 
+FIRST_SPAN_SECONDS = 8.0  # a stream's first span: its first words come after this much speech, not 25 s
 TIME_STEP = 0.02  # seconds per timestamp token
 LONG_SPAN_SECONDS = 25.0
 MIN_SILENCE_MS = 160  # a pause this long may end a span (faster-whisper's BatchedInferencePipeline default)
@@ -145,12 +146,17 @@ def transcribe_batch(
 def speech_spans(audio: np.ndarray, *, max_seconds: float = LONG_SPAN_SECONDS) -> list[tuple[int, int]]:
     """Sample ranges that hold speech (Silero VAD), neighbours merged while a range stays within
     ``max_seconds``; the pauses between merged regions stay in, so times within a span are real."""
+    return merge_regions(speech_regions(audio, max_seconds=max_seconds), int(max_seconds * SAMPLE_RATE))
+
+
+def speech_regions(audio: np.ndarray, *, max_seconds: float = LONG_SPAN_SECONDS) -> list[tuple[int, int]]:
+    """Silero VAD's speech ranges, in samples, none longer than ``max_seconds``."""
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
     regions = get_speech_timestamps(
         audio, VadOptions(max_speech_duration_s=max_seconds, min_silence_duration_ms=MIN_SILENCE_MS)
     )
-    return merge_regions([(r["start"], r["end"]) for r in regions], int(max_seconds * SAMPLE_RATE))
+    return [(r["start"], r["end"]) for r in regions]
 
 
 def merge_regions(regions: Sequence[tuple[int, int]], limit: int) -> list[tuple[int, int]]:
@@ -181,13 +187,46 @@ def transcribe_long(
     return _joined(parts, [a / SAMPLE_RATE for a, _ in spans], duration=round(audio.size / SAMPLE_RATE, 3))
 
 
+def stream_long(engine, audio: np.ndarray, options: SpeechOptions, *, batch_size: int) -> Iterator[Segment]:
+    """``transcribe_long`` segment by segment: a first span of at most ``FIRST_SPAN_SECONDS`` decoded
+    alone (the first words come after a few seconds of speech, not after a whole batch of 25 s spans),
+    then ``batch_size`` spans at a time, each batch's segments yielded as it finishes, on the
+    recording's clock; no speech: the sliding window's."""
+    batches = _stream_batches(speech_regions(audio), batch_size)
+    if not batches:
+        yield from engine.sliding(audio, options)
+        return
+    ids = 0
+    for batch in batches:
+        clips = [audio[a:b] for a, b in batch]
+        parts = transcribe_batch(engine, clips, [options] * len(batch), shared_language=True)
+        options = dataclasses.replace(options, language=parts[0].language)
+        for part, (a, _) in zip(parts, batch):
+            for s in part.segments:
+                yield _moved(s, ids, a / SAMPLE_RATE)
+                ids += 1
+
+
+def _stream_batches(regions: list[tuple[int, int]], batch_size: int) -> list[list[tuple[int, int]]]:
+    """The spans a stream decodes, batch by batch: the first short span alone, then the rest."""
+    if not regions:
+        return []
+    first = merge_regions(regions, int(FIRST_SPAN_SECONDS * SAMPLE_RATE))[0]
+    rest = merge_regions([r for r in regions if r[0] >= first[1]], int(LONG_SPAN_SECONDS * SAMPLE_RATE))
+    return [[first]] + [rest[i : i + batch_size] for i in range(0, len(rest), batch_size)]
+
+
+def _moved(segment: Segment, index: int, offset: float) -> Segment:
+    """A span's segment numbered ``index`` and moved ``offset`` seconds, onto the recording's clock."""
+    return dataclasses.replace(
+        segment, id=index, start=round(segment.start + offset, 3), end=round(segment.end + offset, 3)
+    )
+
+
 def _joined(parts: Sequence[Transcript], offsets: Sequence[float], *, duration: float) -> Transcript:
     """One transcript from the spans' transcripts, segment times moved to the recording's clock."""
     timed = [(s, offset) for part, offset in zip(parts, offsets) for s in part.segments]
-    segments = [
-        dataclasses.replace(s, id=i, start=round(s.start + offset, 3), end=round(s.end + offset, 3))
-        for i, (s, offset) in enumerate(timed)
-    ]
+    segments = [_moved(s, i, offset) for i, (s, offset) in enumerate(timed)]
     first = parts[0]
     return Transcript(
         text=" ".join(s.text for s in segments).strip(),

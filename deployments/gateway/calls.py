@@ -5,8 +5,10 @@ server's ``request_timeout_s``, or a shorter ``X-Request-Timeout`` from the call
 context variable, so every node of a composed request's DAG sees it. ``call`` waits for a
 DeploymentResponse only for the time left, then cancels it (``response.cancel()``: the replica
 stops the work, and a request still queued for a batch never reaches the model) and raises
-``DeadlineExceeded`` (504). A request whose client went away is cancelled by Serve; the
-``CancelledError`` cancels the handle call the same way and is re-raised, never swallowed.
+``DeadlineExceeded`` (504). ``stream`` does the same for a streamed call (a deployment generator
+method): each item is awaited within the deadline, and leaving the iteration cancels it. A request
+whose client went away is cancelled by Serve; the ``CancelledError`` cancels the handle call the
+same way and is re-raised, never swallowed.
 
 Retries. Serve retries a call only while placing it; once a replica accepted it, the replica's
 death reaches the caller. ``call`` retries such a call once, within the deadline (Serve's router
@@ -57,6 +59,7 @@ import itertools
 import logging
 import math
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
@@ -242,6 +245,47 @@ async def _retry(this: _Call) -> Any:
         slot.release()
     QUARANTINE.cleared(this.name, await this.fingerprint())
     return result
+
+
+async def stream(method, *args, **kwargs) -> AsyncIterator[Any]:
+    """The items of ``method.options(stream=True).remote(*args, **kwargs)``, each awaited within the
+    request's deadline. Leaving the iteration early (the client went away, the deadline passed, the
+    caller failed) cancels the call on the replica. A held input is refused as ``call`` refuses it; a
+    replica death under the stream is recorded in the quarantine the same way (its second death holds
+    the input: 422), but the stream is not retried, since part of the answer may already be out."""
+    this = _Call(method, args, kwargs)
+    if QUARANTINE.watching(this.name):
+        await this.refuse_if_held()
+    check_deadline()
+    this.sent_at = QUARANTINE.clock()
+    items = method.options(stream=True).remote(*args, **kwargs)
+    done = False
+    try:
+        while (item := await _next_item(items)) is not _END:
+            yield item
+        done = True
+    except Exception as exc:
+        if replica_lost(exc):
+            await this.lost(exc)
+        raise
+    finally:
+        if not done:
+            items.cancel()
+
+
+_END = object()
+
+
+async def _next_item(items) -> Any:
+    """The stream's next item within the deadline (``_END`` when it ended)."""
+    try:
+        return await asyncio.wait_for(anext(items), remaining())
+    except StopAsyncIteration:
+        return _END
+    except TimeoutError:
+        if (remaining() or 0.0) > DEADLINE_SLACK_S:
+            raise
+        raise DeadlineExceeded("the request's deadline passed before its work finished") from None
 
 
 def _name(method) -> str:

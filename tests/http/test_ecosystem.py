@@ -44,6 +44,27 @@ def test_openai_transcribes_wav(openai_client, files):
     assert assets.wer(assets.EN_SENTENCE, result.text) <= 0.3, result.text
 
 
+def test_openai_streams_a_transcription_as_delta_events_then_done(openai_client, files):
+    """stream=True: the official client iterates OpenAI's transcript.text.delta / .done events."""
+    with open(files["en"], "rb") as f:
+        events = list(openai_client.audio.transcriptions.create(model="whisper-1", file=f, stream=True))
+    *deltas, done = events
+    assert deltas and all(e.type == "transcript.text.delta" for e in deltas), events
+    assert done.type == "transcript.text.done" and "".join(e.delta for e in deltas) == done.text
+    assert assets.wer(assets.EN_SENTENCE, done.text) <= 0.3, done.text
+    assert done.usage.type == "duration" and done.usage.seconds > 1, done.usage
+
+
+def test_a_streamed_translation_is_english_events(base_url, files):
+    with open(files["de"], "rb") as f:
+        answer = requests.post(
+            f"{base_url}/v1/audio/translations", files={"file": f}, data={"stream": "true"}, timeout=120
+        )
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/event-stream")
+    events = [json.loads(line[6:]) for line in answer.text.splitlines() if line.startswith("data: {")]
+    assert events[-1]["type"] == "transcript.text.done" and "coffee" in events[-1]["text"].lower(), events
+
+
 def test_openai_transcription_word_timestamps(openai_client, files):
     """The official client sends timestamp_granularities[] parts; with 'word', verbose_json has words."""
     with open(files["en"], "rb") as f:

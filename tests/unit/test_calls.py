@@ -289,3 +289,88 @@ def test_the_quarantine_is_bounded_per_method():
         q.died("m", f"fp{n}", "A", sent_at=0.0)
         q.died("m", f"fp{n}", "B", sent_at=q.clock())
     assert [q.held("m", f"fp{n}") for n in range(10)] == [False] * 7 + [True] * 3
+
+
+class _Items:
+    """A streamed call's items, one every ``delay`` s, ``n`` of them; its replica dies after ``die_after``."""
+
+    def __init__(
+        self, n: int, *, delay: float = 0.0, die_after: int | None = None, replica: str = "A"
+    ) -> None:
+        self.n, self.delay, self.die_after, self.replica = n, delay, die_after, replica
+        self.sent, self.cancelled = 0, False
+
+    async def __anext__(self) -> int:
+        if self.sent == self.die_after:
+            exc = ActorDiedError()
+            exc.actor_id = self.replica
+            raise exc
+        if self.sent == self.n:
+            raise StopAsyncIteration
+        await asyncio.sleep(self.delay)
+        self.sent += 1
+        return self.sent
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class _StreamOf(_Named):
+    """A generator method of a handle: each ``options(stream=True).remote()`` sends the next stream."""
+
+    method_name = "transcribe_stream"
+
+    def __init__(self, *streams: _Items) -> None:
+        super().__init__()
+        self.streams = list(streams)
+
+    def options(self, **options):
+        assert options == {"stream": True}
+        return self
+
+    def remote(self, *args, **kwargs) -> _Items:
+        stream = self.streams[len(self.responses)]
+        self.responses.append(stream)
+        return stream
+
+
+async def _drain(method, *args) -> list:
+    return [item async for item in calls.stream(method, *args)]
+
+
+async def test_a_streamed_call_yields_every_item_and_is_not_cancelled():
+    calls.start_deadline(5)
+    method = _StreamOf(_Items(3))
+    assert await _drain(method, b"audio") == [1, 2, 3] and not method.responses[0].cancelled
+
+
+async def test_a_stream_past_the_deadline_is_cancelled_and_answers_504():
+    calls.start_deadline(0.25)
+    method, got = _StreamOf(_Items(10, delay=0.1)), []
+    with pytest.raises(DeadlineExceeded):
+        async for item in calls.stream(method, b"audio"):
+            got.append(item)
+    assert 1 <= len(got) < 10 and method.responses[0].cancelled
+
+
+async def test_leaving_a_stream_early_cancels_it_on_the_replica():
+    calls.start_deadline(5)
+    method = _StreamOf(_Items(10))
+    items = calls.stream(method, b"audio")
+    assert await anext(items) == 1
+    await items.aclose()  # the client went away
+    assert method.responses[0].cancelled and method.responses[0].sent == 1
+
+
+async def test_a_stream_whose_replicas_die_twice_holds_its_input_then_refuses_it_unsent():
+    calls.start_deadline(5)
+    first = _StreamOf(_Items(3, die_after=1, replica="A"))
+    with pytest.raises(ActorDiedError):  # not retried: its first item may be out already
+        await _drain(first, b"poison")
+    second = _StreamOf(_Items(3, die_after=0, replica="B"))
+    with pytest.raises(PoisonRequest):
+        await _drain(second, b"poison")
+    third = _StreamOf(_Items(3))
+    with pytest.raises(PoisonRequest):
+        await _drain(third, b"poison")
+    assert third.responses == []  # refused at once: never sent

@@ -56,3 +56,12 @@ def test_joined_spans_move_segments_to_the_recording_clock():
         (1, 1.5, 2.5),
         (2, 20.0, 21.0),
     ]
+
+
+def test_a_stream_decodes_a_short_first_span_alone_then_the_rest_batch_by_batch():
+    regions = [(i * 4 * RATE, (i * 4 + 3) * RATE) for i in range(20)]  # 3 s of speech every 4 s
+    batches = whisper_batch._stream_batches(regions, batch_size=2)
+    assert batches[0] == [(0, 7 * RATE)]  # <= FIRST_SPAN_SECONDS: two regions
+    assert all(len(b) <= 2 for b in batches[1:]) and batches[1][0][0] == 8 * RATE
+    assert [span for b in batches for span in b][-1][1] == 79 * RATE  # every region, in order
+    assert whisper_batch._stream_batches([], batch_size=2) == []

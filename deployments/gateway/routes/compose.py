@@ -12,19 +12,16 @@ goes away. Planning errors come before the stream, as plain 4xx answers.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
 
 from api import schemas as s
-from deployments.gateway import deps, errors, planner, routing
+from deployments.gateway import deps, errors, planner, routing, sse
 from deployments.gateway.composed_request import ComposedRequest
 
 router = APIRouter()
-EVENT_STREAM = "text/event-stream"
 _EVENTS_DOC = "with stream: 'node' events (ComposeNodeEvent), then 'response' (ComposeResponse), then [DONE]"
 
 
@@ -35,7 +32,7 @@ _EVENTS_DOC = "with stream: 'node' events (ComposeNodeEvent), then 'response' (C
     modality="any",
     multipart=False,
     response_model=s.ComposeResponse,
-    responses={200: {"content": {EVENT_STREAM: {"schema": {"type": "string", "description": _EVENTS_DOC}}}}},
+    responses=sse.documented(_EVENTS_DOC),
 )
 async def compose(
     request: Request,
@@ -51,8 +48,8 @@ async def compose(
     run = _Run(
         tasks, planner.plan(tasks, body.inputs.present(), heads), ComposedRequest(svc, tenant, body.inputs)
     )
-    if body.stream or EVENT_STREAM in request.headers.get("accept", ""):
-        return StreamingResponse(run.events(), media_type=EVENT_STREAM, headers={"Cache-Control": "no-cache"})
+    if sse.wanted(body.stream, request.headers.get("accept")):
+        return sse.response(run.events())
     return await run.response(await planner.execute(run.plan, run.request.run))
 
 
@@ -72,12 +69,12 @@ class _Run:
         try:
             async for item in _as_finished(self.plan, self.request):
                 if isinstance(item, planner.Execution):
-                    yield _event("response", (await self.response(item)).model_dump(mode="json"))
+                    yield sse.event("response", (await self.response(item)).model_dump(mode="json"))
                 else:
-                    yield _event("node", (await self._node_event(*item)).model_dump(mode="json"))
+                    yield sse.event("node", (await self._node_event(*item)).model_dump(mode="json"))
         except Exception as exc:  # the 200 is out: the failure becomes the stream's last event
-            yield _event("error", errors.error_event(exc))
-        yield "data: [DONE]\n\n"
+            yield sse.event("error", errors.error_event(exc))
+        yield sse.DONE
 
     async def _node_event(self, node: planner.Node, value: Any, timing: planner.Timing) -> s.ComposeNodeEvent:
         answered = [t for t in self.tasks if self.plan.outputs[t.id] == node.id]
@@ -109,10 +106,6 @@ async def _as_finished(plan: planner.Plan, request: ComposedRequest) -> AsyncIte
         yield await running
     finally:
         running.cancel()
-
-
-def _event(name: str, data: dict) -> str:
-    return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
 def _dag(the_plan: planner.Plan, run: planner.Execution) -> s.Dag:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import asdict
 
 import numpy as np
 
 from config.tenants import Tenant
-from deployments.gateway.calls import call
+from deployments.gateway.calls import call, stream
 from deployments.gateway.services.encoders import Encoders
 from deployments.gateway.transcription import Transcription
 
@@ -24,6 +25,13 @@ class Speech:
     async def transcribe(self, tenant: Tenant, audio: np.ndarray, options: Transcription) -> dict:
         """One transcription or translation of decoded audio (a ``VerboseTranscriptionResponse`` dict)."""
         return await call(self.encoders.use(tenant, "audio").transcribe, audio, asdict(options))
+
+    def transcribe_stream(
+        self, tenant: Tenant, audio: np.ndarray, options: Transcription
+    ) -> AsyncIterator[dict]:
+        """The transcript's segments (``TranscriptSegment`` dicts) as the AudioModel decodes them; not
+        batched. Leaving the iteration stops the decoding."""
+        return stream(self.encoders.use(tenant, "audio").transcribe_stream, audio, asdict(options))
 
     async def features(self, tenant: Tenant, audio: np.ndarray, kinds: list[str]) -> dict[str, np.ndarray]:
         """Mel, MFCC, chroma...: each kind asked once, in the order first named."""
