@@ -149,6 +149,9 @@ class ErrorDetail(_Response):
     type: str
     message: str
     param: str | None = None
+    request_id: str | None = Field(
+        default=None, description="the request's id, as in the answer's X-Request-ID header"
+    )
 
 
 class ErrorResponse(_Response):
@@ -900,6 +903,9 @@ class ComposeResponse(_Response):
     results: dict[str, ComposeResult] = Field(description="one entry per task id")
     dag: Dag
     latency_ms: float
+    request_id: str | None = Field(
+        default=None, description="the request's id, as in the answer's X-Request-ID header"
+    )
 
 
 class ComposeNodeEvent(DagNode):

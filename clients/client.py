@@ -42,11 +42,26 @@ BROKEN = (*NOT_SENT, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolErro
 
 
 class MMServeError(Exception):
-    """An error answered by the server, carrying its status and ``{"error": ...}`` body."""
+    """An error answered by the server, carrying its status, its ``{"error": ...}`` body and the
+    request's id (the body's, else the ``X-Request-ID`` header's): quote it to find the request in
+    the server's logs."""
 
-    def __init__(self, status: int, error_type: str, message: str, param: str | None = None) -> None:
-        super().__init__(f"{status} {error_type}: {message}" + (f" (param: {param})" if param else ""))
+    def __init__(
+        self,
+        status: int,
+        error_type: str,
+        message: str,
+        param: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(_describe(status, error_type, message, param, request_id))
         self.status, self.type, self.message, self.param = status, error_type, message, param
+        self.request_id = request_id
+
+
+def _describe(status: int, error_type: str, message: str, param: str | None, request_id: str | None) -> str:
+    notes = [f"param: {param}"] * bool(param) + [f"request id: {request_id}"] * bool(request_id)
+    return f"{status} {error_type}: {message}" + (f" ({'; '.join(notes)})" if notes else "")
 
 
 @dataclass(frozen=True)
@@ -107,11 +122,13 @@ def _b64(media: MediaInput) -> str:
 
 
 def _error(response: httpx.Response) -> MMServeError:
+    header_id = response.headers.get("x-request-id")
     try:
         detail = s.ErrorResponse.model_validate(response.json()).error
-        return MMServeError(response.status_code, detail.type, detail.message, detail.param)
     except ValueError:
-        return MMServeError(response.status_code, "http_error", response.text[:500])
+        return MMServeError(response.status_code, "http_error", response.text[:500], request_id=header_id)
+    request_id = detail.request_id or header_id
+    return MMServeError(response.status_code, detail.type, detail.message, detail.param, request_id)
 
 
 def _parse(call: _Call, response: httpx.Response):
@@ -174,7 +191,7 @@ def _compose_event(event: str, data: str) -> s.ComposeNodeEvent | s.ComposeRespo
         return s.ComposeResponse.model_validate_json(data)
     body = json.loads(data)
     error = s.ErrorResponse.model_validate(body).error
-    raise MMServeError(body.get("status", 500), error.type, error.message, error.param)
+    raise MMServeError(body.get("status", 500), error.type, error.message, error.param, error.request_id)
 
 
 class _Routes:

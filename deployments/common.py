@@ -13,6 +13,7 @@ import ray
 
 from config.settings import BatchConfig
 from deployments.metrics import observe_batch
+from deployments.request_ids import batch_ids
 from models.runtime import resolve_device
 
 log = logging.getLogger("ray.serve")
@@ -130,7 +131,9 @@ class ModelReplica:
 
     async def _run_batch(self, method: str, forward, items: list) -> list:
         """Run one batch's forward pass in a worker thread (the event loop stays free), recording
-        its size."""
+                its size. Serve's log records in the batch's task carry no request id (it holds several): one
+        line names them all."""
+        log.info("%s: a batch of %d, request ids %s", method, len(items), ",".join(batch_ids()) or "-")
         progress = self.progress()
         ticket = progress.start(method)
         try:

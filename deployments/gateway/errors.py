@@ -1,4 +1,4 @@
-"""The one place that maps errors to HTTP: every error leaves as ``{"error": {type, message, param}}``."""
+"""The one place that maps errors to HTTP: every error leaves as ``{"error": {type, message, param, request_id}}``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.schemas import MediaError, TemplateError
+from deployments import request_ids
 from models.errors import (
     DeadlineExceeded,
     Forbidden,
@@ -64,16 +65,23 @@ def documented_errors() -> dict[str, str]:
 
 
 def error_response(
-    status: int, error_type: str, message: str, param: str | None = None, headers: dict | None = None
+    status: int,
+    error_type: str,
+    message: str,
+    param: str | None = None,
+    headers: dict | None = None,
+    request_id: str | None = None,
 ) -> JSONResponse:
     """The one error body. Message and param are made encodable (they may quote the caller's input,
     e.g. a dict key in a validation error's location): an unencodable one would turn the answer into
-    a plain-text 500."""
+    a plain-text 500. ``request_id`` is the one Serve's proxy echoes in ``X-Request-ID``: by default
+    the request this replica serves now (the proxy's own answers pass it)."""
     body = {
         "error": {
             "type": error_type,
             "message": safe_text(message),
             "param": None if param is None else safe_text(param),
+            "request_id": request_id or request_ids.current(),
         }
     }
     return JSONResponse(body, status_code=status, headers=headers)
@@ -133,12 +141,13 @@ async def _on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     return error_response(exc.status_code, kind, str(exc.detail), headers=getattr(exc, "headers", None))
 
 
-def domain_response(err: MMServeError) -> JSONResponse:
-    """The response for a domain error (also used by the admission middleware)."""
+def domain_response(err: MMServeError, request_id: str | None = None) -> JSONResponse:
+    """The response for a domain error (also used by the admission middleware and the proxy)."""
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(err, Unauthorized) else None
     if isinstance(err, (Throttled, Overloaded)):
         headers = {"Retry-After": str(max(1, math.ceil(err.retry_after)))}
-    return error_response(_status_for(err), err.error_type, err.message, err.param, headers=headers)
+    status = _status_for(err)
+    return error_response(status, err.error_type, err.message, err.param, headers, request_id)
 
 
 async def _on_any(_: Request, exc: Exception) -> JSONResponse:

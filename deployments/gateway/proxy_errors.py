@@ -13,6 +13,9 @@ for the embedded Ray (``graphs/local_ray.py`` sets the variable); on a cluster, 
 node. It must stay importable in the proxy: a callback that fails to import keeps the proxy from
 starting.
 
+A client's ``X-Request-ID`` is bounded here (``request_ids``) before Serve's own middleware keeps
+it as the request's id; a malformed one is dropped, so Serve assigns a new one.
+
 The proxy also answers some requests itself, in plain text, before or instead of the gateway:
 408 when ``request_timeout_s`` runs out, 429/503 when the gateway's queue is full (backpressure).
 Those answers pass through this middleware as well, and it gives them the one error shape (the
@@ -22,6 +25,8 @@ gateway answers JSON, so a ``text/plain`` answer with one of these statuses is t
 from __future__ import annotations
 
 from starlette.middleware import Middleware
+
+from deployments.request_ids import keep_well_formed
 
 CALLBACK = "deployments.gateway.proxy_errors:middlewares"
 REQUEST_ID = "x-request-id"
@@ -48,6 +53,9 @@ class AnswerLostRequests:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        # Serve's RequestIdMiddleware (inside this one) keeps a client's X-Request-ID as sent:
+        # only a well-formed one reaches it, any other is dropped and Serve assigns a new id.
+        scope["headers"] = keep_well_formed(scope.get("headers", []))
         started = False
         replaced = False  # the proxy's own plain-text answer, sent in the error shape instead
 
@@ -78,7 +86,7 @@ def _lost_response(request_id: str | None):
 def _shaped(error, request_id: str | None):
     from deployments.gateway.errors import domain_response
 
-    response = domain_response(error)
+    response = domain_response(error, request_id)
     if request_id:
         response.headers["X-Request-ID"] = request_id
     return response

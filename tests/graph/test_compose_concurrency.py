@@ -99,14 +99,17 @@ def test_a_streamed_compose_sends_each_node_as_it_finishes_then_the_whole_respon
 
 def test_a_failure_after_the_stream_started_is_its_last_event_in_the_error_shape(slow_url):
     tasks = [{"type": "embed", "modality": "text"}]
-    events = list(_stream(slow_url, tasks, headers={"X-Request-Timeout": "0.3"}, text="a cat"))
+    headers = {"X-Request-Timeout": "0.3", "X-Request-ID": "stream-deadline-1"}
+    events = list(_stream(slow_url, tasks, headers=headers, text="a cat"))
     ((at, event, data),) = events
     assert event == "error" and at < DELAY, events
-    assert json.loads(data) == {
+    error = json.loads(data)
+    assert error == {
         "error": {
             "type": "deadline_exceeded",
-            "message": json.loads(data)["error"]["message"],
+            "message": error["error"]["message"],
             "param": None,
+            "request_id": "stream-deadline-1",
         },
         "status": 504,
     }

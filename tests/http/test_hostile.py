@@ -310,7 +310,7 @@ JSON_CASES += SURROGATE_CASES + BIG_INT_CASES + TEMPLATE_CASES + BOOL_CASES
 
 def _shape_ok(body: dict) -> None:
     assert set(body) == {"error"}, body
-    assert set(body["error"]) == {"type", "message", "param"}, body
+    assert set(body["error"]) == {"type", "message", "param", "request_id"}, body
     assert body["error"]["message"] and "Traceback" not in body["error"]["message"]
 
 

@@ -190,7 +190,7 @@ def test_bad_input_is_a_4xx_with_one_error_shape(
     r = requests.post(f"{base_url}{path}", timeout=60, **kwargs)
     assert r.status_code == status, r.text
     error = r.json()["error"]
-    assert set(error) == {"type", "message", "param"} and error["message"]
+    assert set(error) == {"type", "message", "param", "request_id"} and error["message"]
     if param is not None:
         assert error["param"] == param, error
 

@@ -35,7 +35,7 @@ BUILDERS = {
     "tiny-blip-vqa": ("vqa", "blip", lambda p: checkpoints.blip_checkpoint(p, "vqa")),
     "tiny-vilt": ("vqa", "vilt", checkpoints.vilt_checkpoint),
 }
-ERROR_KEYS = {"type", "message", "param"}
+ERROR_KEYS = {"type", "message", "param", "request_id"}
 
 
 @pytest.fixture(scope="module")

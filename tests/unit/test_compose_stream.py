@@ -64,7 +64,12 @@ def test_a_failing_node_is_the_last_event_in_the_error_shape_and_the_rest_is_can
     events = _events(request)
     assert [e for e, _ in events] == ["node", "error"]
     assert events[-1][1] == {
-        "error": {"type": "invalid_request_error", "message": "bad input", "param": "inputs.text"},
+        "error": {
+            "type": "invalid_request_error",
+            "message": "bad input",
+            "param": "inputs.text",
+            "request_id": None,
+        },
         "status": 400,
     }
     assert "embed:text" not in request.finished

@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from api import schemas as s
+from deployments import request_ids
 from deployments.gateway import deps, errors, planner, routing, sse
 from deployments.gateway.composed_request import ComposedRequest
 
@@ -62,7 +63,12 @@ class _Run:
     async def response(self, run: planner.Execution) -> s.ComposeResponse:
         outputs = self.plan.outputs
         results = {t.id: await self.request.result(t, run.results[outputs[t.id]]) for t in self.tasks}
-        return s.ComposeResponse(results=results, dag=_dag(self.plan, run), latency_ms=_latency(run))
+        return s.ComposeResponse(
+            results=results,
+            dag=_dag(self.plan, run),
+            latency_ms=_latency(run),
+            request_id=request_ids.current(),
+        )
 
     async def events(self) -> AsyncIterator[str]:
         """The server-sent events of the run (see the module's docstring)."""
