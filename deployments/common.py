@@ -131,8 +131,8 @@ class ModelReplica:
 
     async def _run_batch(self, method: str, forward, items: list) -> list:
         """Run one batch's forward pass in a worker thread (the event loop stays free), recording
-                its size. Serve's log records in the batch's task carry no request id (it holds several): one
-        line names them all."""
+        its size. Serve's log records in the batch's task carry no request id (it holds several):
+        one line names them all."""
         log.info("%s: a batch of %d, request ids %s", method, len(items), ",".join(batch_ids()) or "-")
         progress = self.progress()
         ticket = progress.start(method)
