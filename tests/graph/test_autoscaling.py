@@ -37,6 +37,9 @@ HEAVY_WORKERS = 4
 SCALE_UP_TIMEOUT_S = 150
 SCALE_DOWN_TIMEOUT_S = 120
 REQUEST_TIMEOUT_S = 60
+# A sequential stream with no pause keeps about one request in flight, which is the scaling target:
+# Serve may then scale up again right after scaling down (CI saw a replica STARTING 3 s after).
+LIGHT_PAUSE_S = 1.0
 
 
 def _replicas(status, deployment: str) -> dict[str, int]:
@@ -74,6 +77,10 @@ class _Traffic:
                     outcome = (None, repr(exc))
                 with self.lock:
                     self.outcomes.append((stream, time.monotonic(), *outcome))
+                if (
+                    stream == "light"
+                ):  # well under target_ongoing_requests (1): one clip at a time, with a pause
+                    stop.wait(LIGHT_PAUSE_S)
 
     def start(self, stream: str, stop: threading.Event) -> None:
         t = threading.Thread(target=self._loop, args=(stream, stop), name=f"load-{stream}", daemon=True)
