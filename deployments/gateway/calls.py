@@ -126,6 +126,16 @@ def replica_lost(exc: BaseException) -> bool:
     return isinstance(exc, RayServeException) and isinstance(cause, (ActorDiedError, RayActorError))
 
 
+def _deadline_reached() -> bool:
+    """Whether a TimeoutError from waiting within ``remaining()`` is the deadline's: it is when the
+    deadline is (all but) reached, as the loop's timer may fire a hair early."""
+    return (remaining() or 0.0) <= DEADLINE_SLACK_S
+
+
+def _past_deadline() -> DeadlineExceeded:
+    return DeadlineExceeded("the request's deadline passed before its work finished")
+
+
 async def _await(response) -> Any:
     return await response
 
@@ -138,11 +148,10 @@ async def _once(method, args: tuple, kwargs: dict) -> Any:
         liveness.answered(getattr(method, "deployment_name", "?"))
         return result
     except TimeoutError:
-        # Ours when the deadline is (all but) reached: the loop's timer may fire a hair early.
-        if (remaining() or 0.0) > DEADLINE_SLACK_S:  # a TimeoutError of the call itself
+        if not _deadline_reached():  # a TimeoutError of the call itself
             raise
         response.cancel()
-        raise DeadlineExceeded("the request's deadline passed before its work finished") from None
+        raise _past_deadline() from None
     except asyncio.CancelledError:  # the client went away, or a sibling node failed: stop the work
         response.cancel()
         raise
@@ -283,9 +292,9 @@ async def _next_item(items) -> Any:
     except StopAsyncIteration:
         return _END
     except TimeoutError:
-        if (remaining() or 0.0) > DEADLINE_SLACK_S:
+        if not _deadline_reached():
             raise
-        raise DeadlineExceeded("the request's deadline passed before its work finished") from None
+        raise _past_deadline() from None
 
 
 def _name(method) -> str:
