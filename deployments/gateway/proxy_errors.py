@@ -20,9 +20,16 @@ The proxy also answers some requests itself, in plain text, before or instead of
 408 when ``request_timeout_s`` runs out, 429/503 when the gateway's queue is full (backpressure).
 Those answers pass through this middleware as well, and it gives them the one error shape (the
 gateway answers JSON, so a ``text/plain`` answer with one of these statuses is the proxy's own).
+
+A request whose framing uvicorn cannot parse (a bare LF, Content-Length beside chunked, a negative
+length) never becomes an ASGI request: uvicorn writes its own plain-text 400 and closes. The
+callback gives that answer the error shape too, with a new request id, by replacing the one method
+of uvicorn's two HTTP protocols that writes it (:func:`answer_malformed_requests_in_error_shape`).
 """
 
 from __future__ import annotations
+
+import uuid
 
 from starlette.middleware import Middleware
 
@@ -120,6 +127,41 @@ def _seconds(value: bytes | None) -> float:
         return 1.0
 
 
+def malformed_request_answer(message: str, default_headers=()) -> bytes:
+    """The whole HTTP answer to a request uvicorn could not parse: 400 in the error shape, with a
+    new request id, and the connection closed (the framing is lost, nothing after it can be read)."""
+    from models.errors import InvalidInput
+
+    request_id = str(uuid.uuid4())
+    response = _shaped(InvalidInput(f"malformed HTTP request: {message}"), request_id)
+    lines = [b"HTTP/1.1 400 Bad Request\r\n"]
+    headers = [*default_headers, *response.raw_headers, (b"connection", b"close")]
+    lines += [bytes(name) + b": " + bytes(value) + b"\r\n" for name, value in headers]
+    return b"".join(lines) + b"\r\n" + response.body
+
+
+def _send_400_response(self, msg: str) -> None:
+    """uvicorn's ``send_400_response`` (the same signature in both protocols), in the error shape."""
+    self.transport.write(malformed_request_answer(msg, self.server_state.default_headers))
+    self.transport.close()
+
+
+def answer_malformed_requests_in_error_shape() -> None:
+    """Make uvicorn's HTTP protocols (httptools and h11; the proxy takes whichever uvicorn picks)
+    answer an unparseable request with :func:`malformed_request_answer`. Only this process's
+    uvicorn changes: the callback runs in Serve's proxy."""
+    import importlib
+
+    for module, name in (("h11_impl", "H11Protocol"), ("httptools_impl", "HttpToolsProtocol")):
+        try:  # httptools is optional for uvicorn: without it, only h11 serves
+            protocol = getattr(importlib.import_module(f"uvicorn.protocols.http.{module}"), name)
+        except ImportError:
+            continue
+        protocol.send_400_response = _send_400_response
+
+
 def middlewares() -> list[Middleware]:
-    """Serve's HTTP proxy callback: the middlewares it wraps its ASGI app in."""
+    """Serve's HTTP proxy callback: the middlewares it wraps its ASGI app in (and, as the one hook
+    Serve runs in the proxy before it serves, the error shape of uvicorn's own 400)."""
+    answer_malformed_requests_in_error_shape()
     return [Middleware(AnswerLostRequests)]

@@ -7,6 +7,7 @@ JSON, path and framing cases are listed here. Framing cases go over a raw socket
 from __future__ import annotations
 
 import json
+import re
 import socket
 
 import httpx
@@ -378,11 +379,20 @@ def _raw_http(port: int, request: bytes, timeout: float = 10.0) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         try:
             sock.sendall(request)  # no half-close: the proxy takes that for a client that left
-            while b"\r\n" not in answer and (chunk := sock.recv(65536)):
+            while not _complete(answer) and (chunk := sock.recv(65536)):
                 answer += chunk
         except (ConnectionResetError, BrokenPipeError):
             pass
     return answer
+
+
+def _complete(answer: bytes) -> bool:
+    """Whether the head and the Content-Length bytes of the body have arrived."""
+    head, found, body = answer.partition(b"\r\n\r\n")
+    if not found:
+        return False
+    length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    return length is None or len(body) >= int(length.group(1))
 
 
 FRAMING_CASES = [  # (name, raw request, the status line must start with one of these)
@@ -426,6 +436,10 @@ def test_malformed_http_is_refused(served, base_url, before, name, raw, allowed)
     port = int(base_url.rsplit(":", 1)[1])
     answer = _raw_http(port, raw)
     assert answer.startswith(allowed), (name, answer[:200])
+    head, _, body = answer.partition(b"\r\n\r\n")
+    error = json.loads(body)["error"]  # uvicorn's own 400 and the gateway's refusals alike
+    _shape_ok({"error": error})
+    assert re.search(rb"(?im)^x-request-id: " + error["request_id"].encode() + rb"\r?$", head), head
 
 
 def _multipart(fields: dict[str, bytes], charset: str) -> tuple[bytes, str]:
