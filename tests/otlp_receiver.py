@@ -39,7 +39,7 @@ def _value(any_value):
     return getattr(any_value, kind) if kind else None
 
 
-def decode(body: bytes) -> list[Span]:
+def decode_spans(body: bytes) -> list[Span]:
     request = ExportTraceServiceRequest()
     request.ParseFromString(body)
     spans = []
@@ -82,7 +82,7 @@ class Receiver:
                     self.send_response(404)
                     self.end_headers()
                     return
-                spans = decode(body) if decoding else []
+                spans = decode_spans(body) if decoding else []
                 with receiver._lock:
                     receiver.spans.extend(spans)
                     receiver.requests += 1

@@ -132,3 +132,24 @@ def test_each_request_of_a_batch_gets_its_batch_and_forward_under_its_own_replic
         assert batch.attributes["batch.wait_ms"] == (started - replica.start_time) / 1e6
         assert (forward.start_time, forward.end_time) == (started, started + 5_000_000)
     assert tracing.REPLICA_SPANS.find(_carrier(callers[0])) is None  # forgotten once ended
+
+
+def test_the_test_receiver_decodes_what_the_real_otlp_exporter_sends():
+    """tests/otlp_receiver.py against OpenTelemetry's own OTLP/HTTP exporter (what the replicas use)."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    from tests.otlp_receiver import Receiver
+
+    with Receiver() as receiver:
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=receiver.endpoint)))
+        tracer = provider.get_tracer("test")
+        with tracer.start_as_current_span("outer", attributes={"batch.size": 3}) as outer:
+            with tracer.start_as_current_span("inner"):
+                pass
+        provider.shutdown()
+    inner, outer_span = receiver.spans
+    assert (inner.name, outer_span.name) == ("inner", "outer")
+    assert inner.parent_id == outer_span.span_id == f"{outer.get_span_context().span_id:016x}"
+    assert inner.trace_id == outer_span.trace_id and outer_span.attributes == {"batch.size": 3}
+    assert outer_span.start_ns <= inner.start_ns <= inner.end_ns <= outer_span.end_ns
