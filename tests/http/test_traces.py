@@ -79,7 +79,9 @@ def test_one_trace_rooted_at_the_clients_span(traced):
     spans, ids = traced["spans"], {s.span_id for s in traced["spans"]}
     assert spans, "no span of the request's trace reached the receiver"
     roots = [s for s in spans if s.parent_id not in ids]
-    assert [(s.name, s.parent_id) for s in roots] == [("proxy_http_request", traced["client_span"])]
+    assert [(s.name.split()[0], s.parent_id) for s in roots] == [
+        ("proxy_http_request", traced["client_span"])
+    ]
     assert traced["response"].headers["traceparent"].split("-")[1] == traced["trace_id"]
 
 
@@ -87,7 +89,7 @@ def test_the_gateway_spans_sit_under_its_replica_span(traced):
     spans = traced["spans"]
     by_id = {s.span_id: s for s in spans}
     gateway = _one(spans, "replica_handle_request Gateway")
-    assert by_id[by_id[gateway.parent_id].parent_id].name == "proxy_http_request"
+    assert by_id[by_id[gateway.parent_id].parent_id].name.startswith("proxy_http_request")
     for name in ("admission", "parse"):
         assert _one(spans, name).parent_id == gateway.span_id, name
     assert _one(spans, "admission").attributes["tenant.id"] == OPEN.id  # the session graph is open
