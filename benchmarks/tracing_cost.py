@@ -93,7 +93,10 @@ def verdict(summary: dict) -> str:
         return "tracing cost: no comparison (a mode has no run)"
     cost = 1 - summary["on_over_off"]
     met = "met" if cost <= MAX_COST else "missed"
+    rates = summary["images_per_s"]
     return (
         f"tracing at sampling 1.0: {summary['median_on']:.1f} img/s against {summary['median_off']:.1f} off "
-        f"(on/off {summary['on_over_off']:.3f}, cost {100 * cost:.1f} %): <= {100 * MAX_COST:g} % {met}"
+        f"(medians of {len(rates['on'])} rounds; on {rates['on']}, off {rates['off']}; on/off "
+        f"{summary['on_over_off']:.3f}, cost {100 * cost:.1f} %): <= {100 * MAX_COST:g} % {met}. "
+        "Rounds that overlap more than the cost are noise: add rounds before quoting it."
     )
