@@ -16,8 +16,10 @@
 Where the CPU goes (issue 24): ``--profile`` adds an image sweep at the top concurrency while py-spy
 samples the gateway, the HTTP proxy and the VisionEncoder replicas (``benchmarks.pyspy``: an SVG flame
 graph and top-20 tables per process into ``<out>_profile/``); ``--served-only`` runs only the served
-graph and prints CPU ms per request per process; ``--ingress proxy direct haproxy`` runs that once per
-Ray Serve ingress (``benchmarks.ingress_modes``), each in its own process, side by side:
+graph and prints CPU ms per request per process; ``--tracing`` runs that with tracing off and at
+sampling 1.0 and prints what tracing costs (``benchmarks.tracing_cost``); ``--ingress proxy direct
+haproxy`` runs it once per Ray Serve ingress (``benchmarks.ingress_modes``), each in its own process,
+side by side:
 
     python -m benchmarks.image_throughput --ingress proxy direct haproxy --rounds 2 --profile \
         --concurrency 16 --text-concurrency 32 --window 4 --out benchmarks/results/ingress
@@ -52,7 +54,7 @@ from pathlib import Path
 import httpx
 import torch
 
-from benchmarks import ingress_modes, loadgen, pyspy
+from benchmarks import ingress_modes, loadgen, pyspy, tracing_cost
 from benchmarks.inputs import distinct_photos, distinct_texts, more_than_cache
 from config.args import AppArgs
 from config.settings import GatewaySettings
@@ -384,8 +386,12 @@ def run_served(jpegs: list[bytes], texts: list[str], args) -> dict[str, dict]:
     memory = (
         {} if args.object_store_gib is None else {"object_store_memory": int(args.object_store_gib * 2**30)}
     )
+    env, receiver = tracing_cost.runtime_env(args.tracing_mode)
     context = local_ray.start(
-        num_cpus=ray_cpus(AppArgs.model_validate(served_args(args))), log_to_driver=False, **memory
+        num_cpus=ray_cpus(AppArgs.model_validate(served_args(args))),
+        log_to_driver=False,
+        runtime_env=env,
+        **memory,
     )
     port, mode = free_port(), args.ingress_mode or "proxy"
     try:
@@ -438,8 +444,12 @@ def run_served(jpegs: list[bytes], texts: list[str], args) -> dict[str, dict]:
         out["ingress"] = {"mode": mode} | ingress_modes.checks(url, IMAGE_ROUTE, session, ray_processes())
         return out
     finally:
-        serve.shutdown()
+        serve.shutdown()  # flushes the replicas' span exporters
         local_ray.stop(context)
+        out_tracing = tracing_cost.exported(receiver)
+        if receiver is not None:
+            receiver.__exit__()
+            args.exported = out_tracing
 
 
 def cpu_ms_per_image(sweep: dict) -> dict[str, float]:
@@ -708,9 +718,18 @@ def main(argv: list[str] | None = None) -> int:
         "--rounds, each in its own process (writes <out>.json)",
     )
     parser.add_argument("--ingress-mode", choices=sorted(ingress_modes.MODES), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="instead of the whole benchmark: --served-only with tracing off and at sampling 1.0, "
+        "alternated over --rounds, each in its own process; prints the cost (benchmarks.tracing_cost)",
+    )
+    parser.add_argument("--tracing-mode", choices=tracing_cost.MODES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.ingress:
         return ingress_main(args, sys.argv[1:] if argv is None else argv)
+    if args.tracing:
+        return tracing_cost.run(args, without_option(sys.argv[1:] if argv is None else argv, "--tracing"))
     if args.served_only:
         folder = ingress_modes.enter(args.ingress_mode) if args.ingress_mode else None
         try:
@@ -803,6 +822,7 @@ def served_main(args) -> int:
         "cpu_ms_per_request": table,
         "served": _plain(served),
         "guard_failures": failures,
+        "tracing": {"mode": args.tracing_mode or "off", **getattr(args, "exported", {})},
     }
     args.out.with_suffix(".json").write_text(json.dumps(body, indent=1))
     for failure in failures:

@@ -12,6 +12,7 @@ import time
 import ray
 
 from config.settings import BatchConfig
+from deployments import tracing
 from deployments.metrics import observe_batch
 from deployments.request_ids import batch_ids
 from models.runtime import resolve_device
@@ -136,10 +137,17 @@ class ModelReplica:
         log.info("%s: a batch of %d, request ids %s", method, len(items), ",".join(batch_ids()) or "-")
         progress = self.progress()
         ticket = progress.start(method)
+        started_ns = tracing.now_ns()
         try:
             out = await asyncio.to_thread(forward, items)
         finally:
             progress.finish(ticket)
+        tracing.record_batch(
+            f"{type(self).__name__}.{method}",
+            size=len(items),
+            started_ns=started_ns,
+            ended_ns=tracing.now_ns(),
+        )
         self.stats.record(method, len(items))
         return list(out)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from config.serve_file import load_serve_config
+from config.tracing import TracingConfig, with_tracing
 from graphs import local_ray
 from graphs.guard import UnschedulableError
 
@@ -36,7 +37,8 @@ class UnsupportedConfig(ValueError):
 def job_runtime_env(config: dict) -> dict | None:
     """What the launcher honours of the config beyond ``args``: refuses a ``deployments:``
     section (the options live in ``args``, where the resource guard checks them), and returns the
-    applications' ``runtime_env`` (working_dir, py_modules, env_vars...) for ``ray.init``. One
+    applications' ``runtime_env`` (working_dir, py_modules, env_vars...) for ``ray.init``, with the
+    file's ``tracing_config`` as the variables every Serve process reads (``config.tracing``). One
     driver runs every application, so they must share it."""
     for app in config["applications"]:
         if app.get("deployments"):
@@ -51,7 +53,8 @@ def job_runtime_env(config: dict) -> dict | None:
             "the applications have different runtime_env; the launcher runs them "
             "in one Ray job, so give them the same one (or use `serve deploy`)"
         )
-    return envs[0] or None
+    tracing = TracingConfig.model_validate(config.get("tracing_config") or {})
+    return with_tracing(envs[0] or None, tracing)
 
 
 def deploy(config: dict) -> None:
@@ -87,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     config = load_serve_config(args.config).raw
     try:
         runtime_env = job_runtime_env(config)
-    except UnsupportedConfig as exc:
+    except (UnsupportedConfig, ValidationError) as exc:
         print(f"mmserve: {args.config}: {exc}", file=sys.stderr)
         return EXIT_UNSUPPORTED
     # Private to this machine: every Ray port on 127.0.0.1 and token auth on (see graphs/local_ray.py).

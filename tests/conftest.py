@@ -7,8 +7,10 @@ import time
 
 import pytest
 
+from config.tracing import ENDPOINT_ENV, TracingConfig, with_tracing
 from graphs import local_ray
 from tests.assets import free_port
+from tests.otlp_receiver import Receiver
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # Before any test module imports ray: the tests' Ray is as private as `make serve`'s (loopback
@@ -71,13 +73,31 @@ def one_torch_thread():
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
+def otlp_receiver():
+    """A real OTLP/HTTP receiver (tests/otlp_receiver.py) for the session's Ray, which traces at
+    sampling 0: only a request whose ``traceparent`` asks for it is traced (tests/http/test_traces.py)."""
+    with Receiver() as receiver:
+        yield receiver
+
+
+def tracing_env(endpoint: str) -> dict:
+    """The job's runtime_env for tracing as ``graphs.launch`` sets it, exporting to ``endpoint`` soon
+    after each span ends (200 ms, not the SDK's 5 s)."""
+    env = with_tracing(None, TracingConfig(enabled=True, sampling_ratio=0.0)) or {}
+    env["env_vars"] |= {ENDPOINT_ENV: endpoint, "OTEL_BSP_SCHEDULE_DELAY": "200"}
+    return env
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(otlp_receiver):
     """A local Ray with one *logical* GPU, so fractional GPU placement is testable without CUDA."""
     from ray import serve
 
     # Ray picks the metrics port itself: one we picked (free_port) could be taken by the time the raylet
     # binds it, and a raylet that cannot bind it dies (ray.init then reports only a startup timeout).
-    context = local_ray.start(num_cpus=4, num_gpus=1, log_to_driver=False)
+    context = local_ray.start(
+        num_cpus=4, num_gpus=1, log_to_driver=False, runtime_env=tracing_env(otlp_receiver.endpoint)
+    )
     metrics_port = context.address_info["metrics_export_port"]
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})

@@ -26,6 +26,7 @@ from pydantic_core import PydanticUndefined
 
 from config.args import AppArgs
 from config.tenants import TenantsFile
+from config.tracing import TracingConfig
 from tools import generated_page
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
@@ -37,12 +38,15 @@ HEAD = """\
      tests/unit/test_docs_pages.py fails when this page differs from what the script renders. -->
 
 Every setting mmserve reads, generated from the pydantic models that validate it (`config/args.py`,
-`config/settings.py`, `config/tenants.py` and the model specs of `models/registry.py` they nest).
+`config/settings.py`, `config/tenants.py`, `config/tracing.py` and the model specs of
+`models/registry.py` they nest).
 How the pieces fit together, with examples, is in the [configuration guide](config-guide.md).
 
 - **`args:`** of the application in a Serve config (`serve_config.yaml`, `configs/gpu_cluster.yaml`):
   [AppArgs](#appargs) and the models nested in it. Unknown keys are refused everywhere.
 - **The tenants file** named by `gateway.settings.tenants_file`: [TenantsFile](#tenantsfile).
+- **`tracing_config:`** at the top of a Serve config: [TracingConfig](#tracingconfig)
+  (see [Observability](observability.md#traces)).
 
 A default shown as a model name means that model with its own defaults; "with ..." lists the fields
 whose defaults differ there. Relative paths are made absolute against the directory the config is
@@ -185,6 +189,7 @@ def render() -> str:
     sections += [model_section(model, where[model]) for model in args_models]
     sections += ["## The tenants file"]
     sections += [model_section(model, where[model]) for model in tenant_models]
+    sections += ["## Traces", model_section(TracingConfig, ["tracing_config"])]
     return "\n\n".join(sections) + "\n"
 
 

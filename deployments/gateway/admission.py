@@ -13,7 +13,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 
 from config.tenants import OPEN, Tenant
-from deployments import tenancy
+from deployments import tenancy, tracing
 from deployments.gateway import calls, errors, routing
 from deployments.metrics import observe_request, observe_throttled
 from deployments.quota import LEASE_S
@@ -125,6 +125,7 @@ class AdmitAndMeasure:
         async def send_and_see(message) -> None:
             if message["type"] == "http.response.start":
                 seen["status"] = message["status"]
+                tracing.answer_header(message)
             await send(message)
 
         try:
@@ -146,7 +147,8 @@ class AdmitAndMeasure:
         with contextlib.ExitStack() as held:
             try:
                 modality = self.routes.modality_of(request)
-                receive, lease = await _admit(request, modality, receive, held, seen)
+                with tracing.span("admission", modality=modality):
+                    receive, lease = await _admit(request, modality, receive, held, seen)
             except MMServeError as err:  # refused at admission: 401, 403, 429 or 503 (over budget)
                 if isinstance(err, Throttled):
                     observe_throttled(seen["tenant"])
@@ -168,6 +170,7 @@ async def _admit(request: Request, modality: str, receive, held: contextlib.Exit
     services = request.app.state.services
     admitted = services.admission.authenticate(request.headers, _address(request))
     seen["tenant"] = admitted.id
+    tracing.set_attributes(tenant_id=admitted.id)
     calls.start_deadline(
         calls.request_timeout(request.headers.get(calls.TIMEOUT_HEADER), services.settings.request_timeout_s)
     )

@@ -28,7 +28,15 @@ def create_app(
     services: GatewayServices | None = None, routers: Sequence[APIRouter] = ROUTERS
 ) -> errors.GatewayApp:
     app = errors.GatewayApp(
-        title="mmserve", version="0.1.0", description=DESCRIPTION, docs_url=None, redoc_url=None
+        title="mmserve",
+        version="0.1.0",
+        description=DESCRIPTION,
+        docs_url=None,
+        redoc_url=None,
+        # FastAPI's own request span would take its parent from the client's traceparent header and
+        # leave Serve's proxy and replica spans out of the trace; the gateway's spans are Serve's
+        # and deployments/tracing.py's, under the replica's (docs/observability.md#traces).
+        telemetry={"tracing": False},
     )
     app.state.services = services
     app.state.budgets = None if services is None else _budgets(services)

@@ -65,6 +65,7 @@ from typing import Any
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.serve.exceptions import RayServeException
 
+from deployments import tracing
 from deployments.gateway import liveness
 from deployments.gateway.parsing import off_loop
 from deployments.gateway.quarantine import Quarantine, fingerprint
@@ -142,7 +143,11 @@ async def _await(response) -> Any:
 
 async def _once(method, args: tuple, kwargs: dict) -> Any:
     check_deadline()
-    response = method.remote(*args, **kwargs)
+    with tracing.span(f"call {_name(method)}"):
+        return await _sent(method, method.remote(*args, **kwargs))
+
+
+async def _sent(method, response) -> Any:
     try:
         result = await asyncio.wait_for(_await(response), remaining())
         liveness.answered(getattr(method, "deployment_name", "?"))
@@ -298,4 +303,9 @@ async def _next_item(items) -> Any:
 
 
 def _name(method) -> str:
-    return f"{getattr(method, 'deployment_name', '?')}.{getattr(method, 'method_name', '?')}"
+    """``Deployment.method`` of a handle method. A real handle keeps the method in its options (its
+    ``method_name`` attribute would be a new handle for a method of that name); the tests' fakes
+    name it directly."""
+    options = getattr(method, "handle_options", None)
+    name = getattr(options, "method_name", None) or getattr(method, "method_name", "?")
+    return f"{getattr(method, 'deployment_name', '?')}.{name}"

@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 
+from deployments import tracing
 from models.errors import InvalidInput, UnsupportedMedia, safe_text
 
 M = TypeVar("M", bound=BaseModel)
@@ -62,6 +63,11 @@ async def maybe_off_loop(size: int, fn: Callable[..., T], /, *args, **kwargs) ->
 async def parse_body(request: Request, schema: type[M], raw_field: str | None = None) -> M:
     """The body as ``schema``: JSON, a form, or (where the route names ``raw_field``) an octet-stream
     body that is that media field, with the other fields in the query."""
+    with tracing.span("parse", schema=schema.__name__):
+        return await _parsed(request, schema, raw_field)
+
+
+async def _parsed(request: Request, schema: type[M], raw_field: str | None) -> M:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json":
         raw = await request.body()

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from api import schemas as s
+from deployments import tracing
 from deployments.gateway.transcription import Transcription
 from models.errors import InvalidInput
 
@@ -189,7 +190,8 @@ async def execute(the_plan: Plan, run: Runner, finished: Finished | None = None)
     async def one(node: Node) -> Any:
         args = tuple([await futures[dep] for dep in node.deps])
         started = time.perf_counter()
-        out = await run(node, args)
+        with tracing.span(f"compose {node.id}", compose_op=node.op):
+            out = await run(node, args)
         timings[node.id] = Timing(
             round((started - origin) * 1000, 2), round((time.perf_counter() - started) * 1000, 2)
         )
