@@ -60,6 +60,7 @@ class AdapterFamily:
     ) -> float:
         tensors = {
             "image": batch["image"].float(),
+            "base": batch["base"].float(),
             "tokens": batch["tokens"].float(),
             "mask": batch["mask"].float(),
             "group": batch["group"].long(),
