@@ -363,14 +363,16 @@ def make_optimizer(heads: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     return torch.optim.AdamW(heads.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
-def evaluate(heads: AdapterHeads, features: FeatureSet) -> dict[str, float]:
+def embed_features(heads: AdapterHeads, features: FeatureSet) -> tuple[np.ndarray, np.ndarray]:
+    """The heads' image vectors (one per distinct image) and text vectors (one per caption)."""
     with torch.no_grad():
-        image = heads.image(
-            torch.from_numpy(features.image_pooled), torch.from_numpy(features.base_image)
-        ).numpy()
-        text = heads.text(
-            torch.from_numpy(features.text_tokens), torch.from_numpy(features.text_mask)
-        ).numpy()
+        image = heads.image(torch.from_numpy(features.image_pooled), torch.from_numpy(features.base_image))
+        text = heads.text(torch.from_numpy(features.text_tokens), torch.from_numpy(features.text_mask))
+    return image.numpy(), text.numpy()
+
+
+def evaluate(heads: AdapterHeads, features: FeatureSet) -> dict[str, float]:
+    image, text = embed_features(heads, features)
     return retrieval_metrics(image, text, features.image_of_text)
 
 
