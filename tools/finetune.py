@@ -66,7 +66,7 @@ def train_loop(config: dict) -> None:
     optimizer = family.optimizer(module, cfg)
     start, resumed_from, history, best = _restore(module, optimizer)
     val = config["val"]
-    if best is None and val is not None:  # epoch 0: the untrained module (the base space for adapters)
+    if best is None and val is not None and family.select_on_val:  # epoch 0: untrained = the base space
         best = adapter.BestEpoch(adapter.selection_score(family.evaluate(module, val)))
         best.state = {k: v.detach().clone() for k, v in module.state_dict().items()}
     model = ray.train.torch.prepare_model(module)
@@ -93,8 +93,9 @@ def train_loop(config: dict) -> None:
         if val is not None:
             measured = family.evaluate(module, val)
             metrics.update({f"val_{k}": v for k, v in measured.items()})
-            best.update(epoch + 1, adapter.selection_score(measured), module)
-            metrics["best_epoch"] = best.epoch
+            if best is not None:
+                best.update(epoch + 1, adapter.selection_score(measured), module)
+                metrics["best_epoch"] = best.epoch
         history.append(metrics)
         if ctx.get_world_rank() == 0:
             print(
