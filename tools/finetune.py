@@ -350,6 +350,13 @@ def run_local(args) -> dict:
         f"{args.out}: space {meta['space']}; val before {val.get('before')} after {val.get('after')}",
         file=sys.stderr,
     )
+    verdict = meta.get("promotion")
+    if verdict and not verdict["beats_base"]:
+        print(
+            f"{args.out} does not beat its base on photo-held-out val (kept epoch {verdict['kept_epoch']}): "
+            "serving it needs allow_worse_than_base: true",
+            file=sys.stderr,
+        )
     return {
         "out": str(Path(args.out).resolve()),
         "space": meta["space"],
