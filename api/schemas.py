@@ -589,6 +589,11 @@ class ModelCard(_Response):
     space: str | None = None
     dim: int | None = None
     device: str | None = None
+    quality: dict[str, Any] | None = Field(
+        None,
+        description="a fine-tuned adapter's measured figures: R@1/R@5 before (base space) and after on "
+        "train, photo-held-out val and test, the split rule, and whether it beats its base on val",
+    )
 
 
 class ModelList(_Response):

@@ -5,9 +5,10 @@ none (``tools.demo_captions``), then reports for each variant:
 
 - zero-shot top-1 over the caption set's photo labels (18-way), on the 5 held-apart test photos
   and on all 18 photos uncropped;
-- text-to-image R@1 for the sentence captions: on ``val`` (13 unseen captions of 13 new crops of
-  the training photos; the settings are *chosen* here) and on ``test`` (25 captions of the 5
-  held-apart photos; *reported* only, never used to choose).
+- text-to-image R@1 for the sentence captions: on ``val`` (20 captions of the 4 validation photos;
+  the settings are *chosen* here) and on ``test`` (25 captions of the 5 held-apart photos;
+  *reported* only, never used to choose). The figures quoted in ``QueryConSESpec`` were measured
+  on the earlier caption set, whose val was 13 crops of training photos.
 
 Variants: the image side with the single class prompt or the prompt ensemble; the text side raw
 (ConSE as shipped) or query-side ConSE over a small grid of top-T, softmax temperature and mix.

@@ -1,5 +1,9 @@
 """The adapter fine-tune on Ray Train, measured: training samples/s with 1 and 2 workers, and
-retrieval R@1/R@5 before (ConSE) and after, on val and on the held-apart test photos.
+retrieval R@1/R@5 before (ConSE) and after, on train, on photo-held-out val and on the test photos.
+
+Val and test photos are held out by photo (``models.adapter.SPLIT_RULE``); the residual heads start
+as ConSE, the epoch best on val is kept (0 = ConSE itself) and the verdict says whether the kept
+heads beat ConSE on val, which serving requires unless ``allow_worse_than_base: true``.
 
 ``python -m benchmarks.finetune [--data DIR] [--epochs 30] [--workers 1 2] [--num-cpus 2] [--json OUT]``
 
@@ -63,12 +67,13 @@ def one_run(manifest: Path, data: Path, workers: int, epochs: int) -> dict:
     rates = [r["samples"] / r["epoch_s"] for r in meta["history"][1:] if r["epoch_s"] > 0]
     return {
         "workers": workers,
-        "epochs": epochs,
+        "epochs": len(meta["history"]),
         "wall_s": round(wall, 1),
         "samples_per_epoch": meta["history"][-1]["samples"],
         "samples_per_s": round(statistics.median(rates), 1) if rates else None,
         "final_loss": round(meta["history"][-1]["loss"], 4),
         "metrics": meta["metrics"],
+        "promotion": meta["promotion"],
     }
 
 
@@ -77,7 +82,7 @@ def _no_encoders():
 
 
 def _fmt(m: dict) -> str:
-    return " ".join(f"{k} {m[k]:.2f}" for k in ("t2i_r1", "t2i_r5", "i2t_r1", "i2t_r5"))
+    return " ".join(f"{k} {m[k]:.2f}" for k in ("t2i_r1", "t2i_r5", "t2i_mrr", "i2t_r1", "i2t_r5"))
 
 
 def main(argv=None) -> int:
@@ -111,8 +116,13 @@ def main(argv=None) -> int:
             f"final loss {r['final_loss']}"
         )
         for split, m in r["metrics"].items():
-            print(f"  {split:>4} before (ConSE): {_fmt(m['before'])}")
-            print(f"  {split:>4} after (adapter): {_fmt(m['after'])}")
+            print(f"  {split:>5} before (ConSE): {_fmt(m['before'])}")
+            print(f"  {split:>5} after (adapter): {_fmt(m['after'])}")
+        v = r["promotion"]
+        print(
+            f"  kept epoch {v['kept_epoch']} (0 = ConSE); beats ConSE on photo-held-out val: {v['beats_base']}"
+        )
+    print(f"command: python -m benchmarks.finetune {' '.join(sys.argv[1:])}")
     if args.json:
         args.json.write_text(json.dumps({"runs": runs, "argv": sys.argv[1:]}, indent=2) + "\n")
     return 0

@@ -210,22 +210,24 @@ def replica_layout(name: str) -> str:
 
 def finetune(name: str) -> str:
     r = _load(name)
-    argv = " ".join(a for a in r["argv"] if not a.startswith("/tmp/ft2-bench"))
-    argv = argv.replace(" --json", "")
+    args = r["argv"]
+    argv = " ".join(a for i, a in enumerate(args) if a != "--json" and (i == 0 or args[i - 1] != "--json"))
     lines = [
-        f"`python -m benchmarks.finetune {argv}` (R@1 text-to-image / image-to-text; `val`: new crops and "
-        "captions of the training photos, `test`: photos training never saw).",
+        f"`python -m benchmarks.finetune {argv}` (R@1 text-to-image / image-to-text; `val` and `test`: "
+        "photos no training row shows, held out by photo; the epoch best on `val` is kept, 0 = ConSE).",
         "",
-        "| workers | samples/s | wall s | final loss | split | before (ConSE) t2i / i2t R@1 | after (adapter) "
-        "t2i / i2t R@1 |",
-        "|---|---|---|---|---|---|---|",
+        "| workers | samples/s | epochs run | wall s | final loss | split | before (ConSE) t2i / i2t R@1 | "
+        "after (adapter) t2i / i2t R@1 | kept epoch | beats ConSE on val |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in r["runs"]:
+        verdict = run["promotion"]
         for split, m in run["metrics"].items():
             lines.append(
-                f"| {run['workers']} | {run['samples_per_s']:.1f} | {run['wall_s']:.1f} | "
+                f"| {run['workers']} | {run['samples_per_s']:.1f} | {run['epochs']} | {run['wall_s']:.1f} | "
                 f"{run['final_loss']:.4f} | {split} | {m['before']['t2i_r1']:.2f} / "
-                f"{m['before']['i2t_r1']:.2f} | {m['after']['t2i_r1']:.2f} / {m['after']['i2t_r1']:.2f} |"
+                f"{m['before']['i2t_r1']:.2f} | {m['after']['t2i_r1']:.2f} / {m['after']['i2t_r1']:.2f} | "
+                f"{verdict['kept_epoch']} | {'yes' if verdict['beats_base'] else 'no'} |"
             )
     return "\n".join(lines)
 

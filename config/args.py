@@ -133,18 +133,21 @@ class _ModelDeploymentArgs(DeploymentArgs):
         return self
 
 
-def _adapter_checkpoint(path: str | None, field: str) -> str:
+def _adapter_checkpoint(path: str | None, field: str, *, allow_worse_than_base: bool) -> str:
     """An adapter checkpoint directory made absolute (replicas do not share the config's working
-    directory) and checked readable now, so a wrong path fails the config, not a replica."""
-    from models.adapter import read_meta
+    directory) and checked now, so a wrong path, or a checkpoint not measured to beat its base without
+    ``allow_worse_than_base: true``, fails the config, not a replica."""
+    from models.adapter import check_promotion, read_meta
 
     if not path:
         raise ValueError(f"{field}: an adapter needs the path of its checkpoint directory")
     path = absolute(path)
     try:
-        read_meta(path)
+        check_promotion(read_meta(path), allow_worse_than_base=allow_worse_than_base, field=field)
     except MMServeError as exc:
-        raise ValueError(f"{field}: {exc.message}") from None
+        raise ValueError(
+            exc.message if exc.message.startswith(field) else f"{field}: {exc.message}"
+        ) from None
     return path
 
 
@@ -180,7 +183,13 @@ class VisionArgs(_ModelDeploymentArgs):
         if model.embedder != "adapter":
             return model
         return model.model_copy(
-            update={"embedder_path": _adapter_checkpoint(model.embedder_path, "vision.model.embedder_path")}
+            update={
+                "embedder_path": _adapter_checkpoint(
+                    model.embedder_path,
+                    "vision.model.embedder_path",
+                    allow_worse_than_base=model.allow_worse_than_base,
+                )
+            }
         )
 
 
@@ -197,7 +206,10 @@ class TextArgs(_ModelDeploymentArgs):
     def _adapter_path(cls, model: TextModelSpec) -> TextModelSpec:
         if model.kind != "adapter":
             return model
-        return model.model_copy(update={"path": _adapter_checkpoint(model.path, "text.model.path")})
+        path = _adapter_checkpoint(
+            model.path, "text.model.path", allow_worse_than_base=model.allow_worse_than_base
+        )
+        return model.model_copy(update={"path": path})
 
 
 class AudioArgs(_ModelDeploymentArgs):

@@ -19,6 +19,7 @@ class EncoderInfo:
     logit_scale: float = 1.0  # zero-shot softmax temperature (image-text spaces)
     task_model: str | None = None  # the model of the deployment's other task: classifier or recogniser
     input_size: InputSize | None = None  # what the embedder's preprocess makes of an image (image transports)
+    quality: dict | None = None  # a fine-tuned adapter's measured figures (models.adapter.quality)
     placement: dict = field(default_factory=dict, compare=False)
     batch: dict = field(default_factory=dict, compare=False)
 

@@ -60,6 +60,7 @@ class TextEncoder(ModelReplica):
             dim=m.dim,
             token_dim=m.token_dim,
             device=self.device,
+            quality=getattr(m, "quality", None),
             placement=placement(),
             batch=self.batch_config.model_dump(),
         )

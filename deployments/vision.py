@@ -118,6 +118,7 @@ class VisionEncoder(ModelReplica):
             logit_scale=e.logit_scale,
             task_model=self.classifier.model_id,
             input_size=getattr(e, "input_size", None),
+            quality=getattr(e, "quality", None),
             placement=placement(),
             batch=self.batch_config.model_dump(),
         )

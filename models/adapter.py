@@ -35,7 +35,7 @@ from models import packaged
 from models.errors import InvalidInput, NotFound
 
 WEIGHTS_FILE, META_FILE = "adapter.safetensors", "adapter.json"
-FORMAT = "mmserve-adapter/1"
+FORMAT = "mmserve-adapter/2"  # /2: residual heads over the base space
 
 
 # ----------------------------------------------------------------------------------- the heads
@@ -43,35 +43,51 @@ FORMAT = "mmserve-adapter/1"
 class AdapterDims:
     image_dim: int = 1280  # EfficientNet-Lite0 pooled features
     text_dim: int = 384  # all-MiniLM-L6-v2 token states
-    dim: int = 256  # the shared space
+    dim: int = 384  # the shared space = the base space (ConSE lives in MiniLM's 384-d space)
 
 
 class AdapterHeads(nn.Module):
-    """Image head, text attention pooling and head, and the learnable temperature (log scale)."""
+    """Residual heads over the base space, so that untrained heads *are* the base space.
+
+    image: ``normalize(base_image + image_res(pooled))``, ``base_image`` the image's ConSE vector;
+    text: ``normalize(mean_pool(tokens) + text_res(attention_pool(tokens)))``, the mean-pooled token
+    states being MiniLM's own sentence vector. Both residual layers start at zero (weights and bias),
+    so epoch 0 reproduces the base space exactly and weight decay pulls towards it. The attention
+    query starts at zero (= mean pooling); the temperature is learnable (log scale)."""
 
     def __init__(self, dims: AdapterDims = AdapterDims(), *, init_scale: float = 1 / 0.07):
         super().__init__()
         self.dims = dims
-        self.image_proj = nn.Linear(dims.image_dim, dims.dim)
+        self.image_res = _zero_linear(dims.image_dim, dims.dim)
         self.text_query = nn.Parameter(torch.zeros(dims.text_dim))  # zero query = mean pooling
-        self.text_proj = nn.Linear(dims.text_dim, dims.dim)
+        self.text_res = _zero_linear(dims.text_dim, dims.dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
 
-    def image(self, pooled: torch.Tensor) -> torch.Tensor:
-        return nn.functional.normalize(self.image_proj(pooled), dim=-1)
+    def image(self, pooled: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        """``pooled [B, image_dim]`` backbone features, ``base [B, dim]`` their base-space (ConSE) vectors."""
+        return nn.functional.normalize(base + self.image_res(pooled), dim=-1)
 
     def text(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``tokens [B, T, text_dim]``, ``mask [B, T]`` (1 = real token) -> ``[B, dim]`` unit vectors."""
+        mean = (tokens * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1e-9)
         scores = (tokens @ self.text_query) / math.sqrt(self.dims.text_dim)
         weights = scores.masked_fill(mask == 0, float("-inf")).softmax(-1)
-        return nn.functional.normalize(self.text_proj(torch.einsum("bt,btd->bd", weights, tokens)), dim=-1)
+        pooled = torch.einsum("bt,btd->bd", weights, tokens)
+        return nn.functional.normalize(nn.functional.normalize(mean, dim=-1) + self.text_res(pooled), dim=-1)
 
     def scale(self) -> torch.Tensor:
         return self.logit_scale.exp().clamp(max=100.0)
 
-    def forward(self, image: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor):
+    def forward(self, image: torch.Tensor, base: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor):
         """Both towers in one call (DDP syncs the gradients of what ``forward`` uses)."""
-        return self.image(image), self.text(tokens, mask)
+        return self.image(image, base), self.text(tokens, mask)
+
+
+def _zero_linear(n_in: int, n_out: int) -> nn.Linear:
+    layer = nn.Linear(n_in, n_out)
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
 
 
 def clip_loss(
@@ -110,6 +126,7 @@ def retrieval_metrics(image: np.ndarray, text: np.ndarray, image_of_text: np.nda
     truth = np.asarray(image_of_text)
     t2i_rank = (sims > sims[np.arange(len(truth)), truth][:, None]).sum(1)
     out = {f"t2i_r{k}": float(np.mean(t2i_rank < k)) for k in (1, 5)}
+    out["t2i_mrr"] = float(np.mean(1.0 / (1 + t2i_rank)))  # finer than R@1 on a few photos: model selection
     order = np.argsort(-sims.T, axis=1)  # [I, N]: captions by similarity per image
     for k in (1, 5):
         hits = [np.any(truth[order[i, :k]] == i) for i in range(len(image)) if np.any(truth == i)]
@@ -147,9 +164,11 @@ class FeatureSet:
             return cls(**{k: data[k] for k in cls.__dataclass_fields__})
 
     def pairs(self) -> dict[str, np.ndarray]:
-        """One training row per caption: its image's pooled features, its tokens, mask and group."""
+        """One training row per caption: its image's pooled features and base vector, its tokens, mask
+        and group."""
         return {
             "image": self.image_pooled[self.image_of_text],
+            "base": self.base_image[self.image_of_text],
             "tokens": self.text_tokens,
             "mask": self.text_mask,
             "group": self.groups,
@@ -171,11 +190,20 @@ class Pair:
     group: str
 
 
-def read_manifest(path: str | Path, *, val_fraction: float = 0.1) -> list[Pair]:
+SPLIT_RULE = (
+    "by photo: a row's group is its manifest 'photo', else the SHA-1 of its image bytes; a row without a "
+    "'split' goes to val when a hash of its group falls under val_fraction, else to train; no group may "
+    "appear in two splits, so validation and test never show a crop or caption of a training photo"
+)
+
+
+def read_manifest(path: str | Path, *, val_fraction: float = 0.2) -> list[Pair]:
     """JSONL rows ``{"image", "caption", "split"?, "photo"?}``; image paths relative to the manifest.
-    A row without a split goes to val when a hash of its image path says so (``val_fraction``),
-    else to train, so all captions of one image share a split. ``photo`` (else the image path)
-    groups the pairs that count as positives of each other."""
+
+    Split **by photo** (``SPLIT_RULE``): ``photo`` (else a hash of the image's bytes) is the group of
+    a row; a row without a split goes to val when a hash of its group says so (``val_fraction``), else
+    to train, so all views and captions of one photo share a split. A group found in two splits is an
+    ``InvalidInput``: a validation crop of a training photo would measure memory, not generalisation."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise NotFound(f"no manifest at '{path}'")
@@ -190,19 +218,44 @@ def read_manifest(path: str | Path, *, val_fraction: float = 0.1) -> list[Pair]:
             raise InvalidInput(
                 f"{path}:{n}: each row needs 'image' and 'caption' ({exc})", param="manifest"
             ) from None
-        split = row.get("split") or _hash_split(image, val_fraction)
-        if split not in SPLITS or not caption:
+        if row.get("split") not in (None, "", *SPLITS) or not caption:
             raise InvalidInput(
                 f"{path}:{n}: split must be one of {SPLITS} and the caption non-empty", param="manifest"
             )
-        pairs.append(Pair((path.parent / image).resolve(), caption, split, str(row.get("photo") or image)))
+        file = (path.parent / image).resolve()
+        group = str(row.get("photo") or _image_hash(file, f"{path}:{n}"))
+        split = row.get("split") or _hash_split(group, val_fraction)
+        pairs.append(Pair(file, caption, split, group))
     if not any(p.split == "train" for p in pairs):
         raise InvalidInput(f"{path}: no training rows", param="manifest")
+    _check_groups_disjoint(pairs, path)
     return pairs
 
 
-def _hash_split(image: str, val_fraction: float) -> str:
-    bucket = int(hashlib.sha1(image.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+def _image_hash(file: Path, where: str) -> str:
+    try:
+        return "sha1:" + hashlib.sha1(file.read_bytes()).hexdigest()[:16]
+    except OSError as exc:
+        raise InvalidInput(
+            f"{where}: cannot read image '{file}' ({exc.strerror})", param="manifest"
+        ) from None
+
+
+def _check_groups_disjoint(pairs: Sequence[Pair], path: Path) -> None:
+    splits: dict[str, set[str]] = {}
+    for p in pairs:
+        splits.setdefault(p.group, set()).add(p.split)
+    shared = sorted(g for g, s in splits.items() if len(s) > 1)
+    if shared:
+        raise InvalidInput(
+            f"{path}: photo(s) {', '.join(shared[:5])} appear in more than one split "
+            f"({', '.join(sorted(splits[shared[0]]))}); validation and test must be held out by photo",
+            param="manifest",
+        )
+
+
+def _hash_split(group: str, val_fraction: float) -> str:
+    bucket = int(hashlib.sha1(group.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
     return "val" if bucket < val_fraction else "train"
 
 
@@ -236,9 +289,9 @@ class FrozenEncoders:
         pooled, conse = [], []
         for chunk in chunks(images, batch_size):
             batch = torch.stack([self.classifier.preprocess(decode_image(p.read_bytes())) for p in chunk])
-            tokens = self.classifier.tokens(batch)
-            pooled.append(tokens.mean(1))
-            conse.append(self.conse.embed(batch))
+            features = self.classifier.tokens(batch).mean(1)
+            pooled.append(features)
+            conse.append(self.conse.embed_from_probs(self.classifier.probs_from_pooled(features)))
         captions = [p.caption for p in pairs]
         token_rows = [t for chunk in chunks(captions, batch_size) for t in self.text.tokens(chunk)]
         text_tokens, mask = pad_tokens(token_rows)
@@ -280,9 +333,9 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.05
-    dim: int = 256
     seed: int = 0
     group_positives: bool = True  # pairs of the same photo/image are positives of each other
+    patience: int = 10  # stop after this many epochs without a better val score (0 = run every epoch)
 
 
 def train_step(
@@ -303,19 +356,23 @@ def train_step(
 
 
 def heads_forward(heads: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    return heads(batch["image"], batch["tokens"], batch["mask"])
+    return heads(batch["image"], batch["base"], batch["tokens"], batch["mask"])
 
 
 def make_optimizer(heads: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(heads.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
-def evaluate(heads: AdapterHeads, features: FeatureSet) -> dict[str, float]:
+def embed_features(heads: AdapterHeads, features: FeatureSet) -> tuple[np.ndarray, np.ndarray]:
+    """The heads' image vectors (one per distinct image) and text vectors (one per caption)."""
     with torch.no_grad():
-        image = heads.image(torch.from_numpy(features.image_pooled)).numpy()
-        text = heads.text(
-            torch.from_numpy(features.text_tokens), torch.from_numpy(features.text_mask)
-        ).numpy()
+        image = heads.image(torch.from_numpy(features.image_pooled), torch.from_numpy(features.base_image))
+        text = heads.text(torch.from_numpy(features.text_tokens), torch.from_numpy(features.text_mask))
+    return image.numpy(), text.numpy()
+
+
+def evaluate(heads: AdapterHeads, features: FeatureSet) -> dict[str, float]:
+    image, text = embed_features(heads, features)
     return retrieval_metrics(image, text, features.image_of_text)
 
 
@@ -328,12 +385,48 @@ def batches(rows: dict[str, np.ndarray], *, batch_size: int, rng: np.random.Gene
             yield {k: torch.from_numpy(np.ascontiguousarray(v[idx])) for k, v in rows.items()}
 
 
+def selection_score(metrics: dict[str, float]) -> tuple[float, float]:
+    """What model selection maximises on group-held-out val: text-to-image R@1, ties broken by the
+    mean reciprocal rank (R@1 over a handful of photos moves in coarse steps)."""
+    return (metrics["t2i_r1"], metrics["t2i_mrr"])
+
+
+@dataclass
+class BestEpoch:
+    """Early stopping's state: the best val score so far, the epoch it came from (0 = the untrained
+    heads, i.e. the base space) and a copy of those weights."""
+
+    score: tuple[float, float]
+    epoch: int = 0
+    state: dict | None = None
+    stale: int = 0
+
+    def update(self, epoch: int, score: tuple[float, float], module: nn.Module) -> None:
+        if score > self.score:
+            self.score, self.epoch, self.stale = score, epoch, 0
+            self.state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        else:
+            self.stale += 1
+
+    def should_stop(self, patience: int) -> bool:
+        return patience > 0 and self.stale >= patience
+
+
 def fit(
-    train: FeatureSet, config: TrainConfig, *, dims: AdapterDims | None = None, on_epoch=None
+    train: FeatureSet,
+    config: TrainConfig,
+    *,
+    val: FeatureSet | None = None,
+    dims: AdapterDims | None = None,
+    on_epoch=None,
 ) -> tuple[AdapterHeads, list[float]]:
-    """Train the heads in this process; returns them and the mean loss per epoch."""
+    """Train the heads in this process; returns them and the mean loss per epoch. With ``val`` (held
+    out by photo) the heads of the best epoch on it are returned (the untrained heads = the base space
+    when no epoch beats them) and training stops after ``config.patience`` epochs without progress."""
     torch.manual_seed(config.seed)
-    dims = dims or AdapterDims(train.image_pooled.shape[1], train.text_tokens.shape[2], config.dim)
+    dims = dims or AdapterDims(
+        train.image_pooled.shape[1], train.text_tokens.shape[2], train.base_image.shape[1]
+    )
     heads = AdapterHeads(dims)
     optimizer, rng, rows, losses = (
         make_optimizer(heads, config),
@@ -341,24 +434,74 @@ def fit(
         train.pairs(),
         [],
     )
-    for epoch in range(config.epochs):
+    best = BestEpoch(selection_score(evaluate(heads, val))) if val is not None else None
+    if best is not None:
+        best.state = {k: v.detach().clone() for k, v in heads.state_dict().items()}
+    for epoch in range(1, config.epochs + 1):
         steps = [
             train_step(heads, b, optimizer, group_positives=config.group_positives)
             for b in batches(rows, batch_size=config.batch_size, rng=rng)
         ]
         losses.append(float(np.mean(steps)))
         if on_epoch:
-            on_epoch(epoch, losses[-1])
+            on_epoch(epoch - 1, losses[-1])
+        if best is not None:
+            best.update(epoch, selection_score(evaluate(heads, val)), heads)
+            if best.should_stop(config.patience):
+                break
+    if best is not None and best.state is not None:
+        heads.load_state_dict(best.state)
     return heads, losses
+
+
+def promotion(before: dict[str, float], after: dict[str, float], *, kept_epoch: int) -> dict:
+    """Whether a checkpoint beats its base on group-held-out val (``selection_score``, strictly):
+    what ``save_checkpoint`` records and serving checks (``check_promotion``)."""
+    return {
+        "beats_base": selection_score(after) > selection_score(before),
+        "rule": "val t2i R@1 (ties: t2i MRR) strictly above the base space's, val held out by photo",
+        "kept_epoch": kept_epoch,
+        "val_before": {k: before[k] for k in ("t2i_r1", "t2i_mrr")},
+        "val_after": {k: after[k] for k in ("t2i_r1", "t2i_mrr")},
+    }
+
+
+def check_promotion(meta: dict, *, allow_worse_than_base: bool, field: str) -> None:
+    """``InvalidInput`` when the checkpoint was not measured to beat its base on group-held-out val
+    (or was not measured at all) and the config did not say ``allow_worse_than_base: true``."""
+    verdict = meta.get("promotion") or {}
+    if verdict.get("beats_base") is True or allow_worse_than_base:
+        return
+    if not verdict:
+        why = "records no validation against its base"
+    else:
+        why = (
+            f"does not beat its base on photo-held-out val (t2i R@1 {verdict['val_before']['t2i_r1']:.2f} "
+            f"-> {verdict['val_after']['t2i_r1']:.2f}, MRR {verdict['val_before']['t2i_mrr']:.3f} -> "
+            f"{verdict['val_after']['t2i_mrr']:.3f})"
+        )
+    raise InvalidInput(
+        f"{field}: adapter checkpoint '{meta.get('name')}' {why}; serving it could make search worse "
+        f"than the base space: set allow_worse_than_base: true beside {field} to serve it anyway",
+        param=field,
+    )
 
 
 # ----------------------------------------------------------------------------------- checkpoints
 def save_checkpoint(
-    out_dir: Path, heads: AdapterHeads, *, name: str, base: dict, training: dict, metrics: dict
+    out_dir: Path,
+    heads: AdapterHeads,
+    *,
+    name: str,
+    base: dict,
+    training: dict,
+    metrics: dict,
+    promoted: dict | None = None,
 ) -> dict:
     """Write ``out_dir`` atomically (staging dir + rename; an older checkpoint there is replaced) and
     return its metadata. ``base``: the base encoders and their versions; ``metrics``: e.g.
-    ``{"val": {"before": {...}, "after": {...}}}``."""
+    ``{"val": {"before": {...}, "after": {...}}}``; ``promoted``: ``promotion``'s verdict (none = not
+    measured, which serving treats as not better than the base)."""
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir).expanduser().resolve()
@@ -377,6 +520,7 @@ def save_checkpoint(
         "base": base,
         "training": training,
         "metrics": metrics,
+        "promotion": promoted,
     }
     (staging / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     _swap_in(staging, out_dir)
@@ -419,19 +563,38 @@ def load_heads(path: str | Path) -> tuple[AdapterHeads, dict]:
 
 
 # ----------------------------------------------------------------------------------- serving
-class AdapterImageEmbedder:
-    """``ImageEmbedder`` of an adapter checkpoint over an EfficientNet-Lite0 classifier's features."""
+def quality(meta: dict) -> dict:
+    """The measured figures of a checkpoint, as ``/v1/models`` shows them: R@1 before (base) and after
+    per split, the split rule and the promotion verdict."""
+    figures = {
+        split: {when: {k: round(v, 3) for k, v in m.items()} for when, m in result.items()}
+        for split, result in (meta.get("metrics") or {}).items()
+    }
+    verdict = meta.get("promotion") or {}
+    return {
+        "metrics": figures,
+        "split": (meta.get("training") or {}).get("split_rule"),
+        "beats_base": verdict.get("beats_base"),
+        "kept_epoch": verdict.get("kept_epoch"),
+    }
 
-    def __init__(self, *, classifier, heads: AdapterHeads, meta: dict):
-        if getattr(classifier, "token_dim", None) != heads.dims.image_dim:
+
+class AdapterImageEmbedder:
+    """``ImageEmbedder`` of an adapter checkpoint: EfficientNet-Lite0's pooled features and their ConSE
+    vector (``conse``, the base space) through the residual image head; one feature-map pass."""
+
+    def __init__(self, *, classifier, conse, heads: AdapterHeads, meta: dict):
+        if getattr(classifier, "token_dim", None) != heads.dims.image_dim or conse.dim != heads.dims.dim:
             raise ValueError(
-                f"adapter '{meta['name']}' expects {heads.dims.image_dim}-d image features "
-                f"({meta['base']['image']}); the classifier gives {getattr(classifier, 'token_dim', None)}"
+                f"adapter '{meta['name']}' expects {heads.dims.image_dim}-d image features and a "
+                f"{heads.dims.dim}-d base space ({meta['base'].get('image')}); the classifier gives "
+                f"{getattr(classifier, 'token_dim', None)}, ConSE {conse.dim}"
             )
-        self.classifier, self.heads, self.meta = classifier, heads, meta
+        self.classifier, self.conse, self.heads, self.meta = classifier, conse, heads, meta
         self.model_id, self.space, self.dim = f"adapter-{meta['name']}", meta["space"], heads.dims.dim
         self.logit_scale = float(meta["logit_scale"])
         self.token_dim = classifier.token_dim
+        self.quality = quality(meta)
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         return self.classifier.preprocess(image)
@@ -440,8 +603,10 @@ class AdapterImageEmbedder:
         return self.classifier.tokens(batch).mean(1)
 
     def embed(self, batch: torch.Tensor) -> np.ndarray:
+        pooled = self.pooled(batch)
+        base = self.conse.embed_from_probs(self.classifier.probs_from_pooled(pooled))
         with torch.inference_mode():
-            return self.heads.image(torch.from_numpy(self.pooled(batch))).numpy()
+            return self.heads.image(torch.from_numpy(pooled), torch.from_numpy(base)).numpy()
 
     def tokens(self, batch: torch.Tensor) -> np.ndarray:
         return self.classifier.tokens(batch)
@@ -459,6 +624,7 @@ class AdapterTextEncoder:
         self.base, self.heads, self.meta = base, heads, meta
         self.model_id, self.space, self.dim = f"adapter-{meta['name']}", meta["space"], heads.dims.dim
         self.token_dim = base.token_dim
+        self.quality = quality(meta)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         tokens, mask = pad_tokens(self.base.tokens(texts))

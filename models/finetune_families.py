@@ -2,7 +2,8 @@
 
 A *family* is a small, picklable strategy object: ``build`` the trainable module (on each worker),
 ``optimizer`` over what it trains, one contrastive ``step`` on a batch of Ray Data rows,
-``evaluate`` (R@1/R@5) on a prepared split, the current ``scale`` (the learnable temperature).
+``evaluate`` (R@1/R@5) on a prepared split, the current ``scale`` (the learnable temperature), and
+``select_on_val``: whether the loop keeps the best epoch on val and stops early (the adapter).
 
 - ``AdapterFamily``: the offline default, trained heads over cached frozen features (``models.adapter``).
 - ``ClipFamily``: a transformers ``CLIPModel`` (hub id or local directory), fully fine-tuned or with
@@ -48,6 +49,7 @@ class AdapterFamily:
 
     dims: adapter.AdapterDims
     name: str = "adapter"
+    select_on_val: bool = True  # keep the best val epoch (epoch 0 = the base space), stop early
 
     def build(self) -> nn.Module:
         return adapter.AdapterHeads(self.dims)
@@ -60,6 +62,7 @@ class AdapterFamily:
     ) -> float:
         tensors = {
             "image": batch["image"].float(),
+            "base": batch["base"].float(),
             "tokens": batch["tokens"].float(),
             "mask": batch["mask"].float(),
             "group": batch["group"].long(),
@@ -82,6 +85,7 @@ class ClipFamily:
     base: str
     lock_image: bool = False
     name: str = "clip"
+    select_on_val: bool = False  # plumbing only: the last epoch is kept, as before
 
     def build(self) -> nn.Module:
         from transformers import CLIPModel

@@ -18,6 +18,7 @@ from models.adapter import (
     AdapterTextEncoder,
     FrozenEncoders,
     adapter_space,
+    check_promotion,
     load_heads,
 )
 from models.runtime import Precision
@@ -101,6 +102,11 @@ class TextModelSpec(_Spec):
     query_conse: QueryConSESpec | None = Field(
         None, description="project texts onto ConSE's class-prompt span"
     )
+    allow_worse_than_base: bool = Field(
+        False,
+        description="kind=adapter: serve a checkpoint that did not beat its base space on photo-held-out "
+        "validation (its metadata says so); refused otherwise",
+    )
 
     @model_validator(mode="after")
     def _clip_needs_path(self):
@@ -146,6 +152,11 @@ class VisionModelSpec(_Spec):
     runtime: Runtime = Field("torch", description=RUNTIME_HELP)
     torchscript: bool = Field(
         True, description="trace and freeze EfficientNet-Lite0 (fp32) for a GIL-free forward"
+    )
+    allow_worse_than_base: bool = Field(
+        False,
+        description="embedder=adapter: serve a checkpoint that did not beat its base space on photo-held-out "
+        "validation (its metadata says so); refused otherwise",
     )
 
     @model_validator(mode="after")
@@ -239,6 +250,7 @@ def load_text(spec: TextModelSpec, *, device: str = "cpu") -> TextEmbedder:
         )
     elif spec.kind == "adapter":
         heads, meta = load_heads(spec.path)
+        check_promotion(meta, allow_worse_than_base=spec.allow_worse_than_base, field="text.model.path")
         base = MiniLMEncoder.load(
             packaged.minilm_dir(),
             model_id=packaged.MINILM,
@@ -291,7 +303,19 @@ def load_embedder(
         )
     if spec.embedder == "adapter":
         heads, meta = load_heads(spec.embedder_path)
-        return AdapterImageEmbedder(classifier=classifier, heads=heads.to(device), meta=meta)
+        check_promotion(
+            meta, allow_worse_than_base=spec.allow_worse_than_base, field="vision.model.embedder_path"
+        )
+        # the base space the residual head was trained over: ConSE with its recorded settings
+        top_t = (meta["base"].get("before") or {}).get("top_t", spec.conse_top_t)
+        base_text = TextModelSpec(precision=text.precision, runtime=text.runtime)
+        conse = load_embedder(
+            spec.model_copy(update={"embedder": "conse", "embedder_path": None, "conse_top_t": top_t}),
+            base_text,
+            classifier=classifier,
+            device=device,
+        )
+        return AdapterImageEmbedder(classifier=classifier, conse=conse, heads=heads.to(device), meta=meta)
     encoder = load_text(text.model_copy(update={"query_conse": None}), device=device)
     classes = class_name_embeddings(encoder, classifier.labels, templates=class_templates(spec.conse_prompts))
     return ConSEEmbedder(

@@ -194,6 +194,12 @@ class EfficientNetLiteClassifier(_TorchVisionModel):
         """The last conv feature map before pooling as ``[B, H*W, 1280]`` (49 tokens at 224 px)."""
         return patch_tokens(self._run(batch, self._features())).contiguous().cpu().numpy()
 
+    def probs_from_pooled(self, pooled: np.ndarray) -> np.ndarray:
+        """Class probabilities from the mean of ``tokens`` (the classifier's own head on its pooled
+        features, as its forward does), so one feature-map pass gives both."""
+        with torch.inference_mode():
+            return self._eager._fc(torch.from_numpy(pooled).to(self.device)).float().softmax(-1).cpu().numpy()
+
     def _features(self) -> torch.nn.Module:
         """The feature-map network, built on first use; traced and frozen like the classifier when it is."""
         with self._feature_lock:

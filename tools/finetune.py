@@ -11,10 +11,14 @@ strategy object (``models.finetune_families``). The default family, ``adapter``:
 2. The training pairs become a Ray Data dataset; a ``TorchTrainer`` runs ``--workers`` data-parallel
    workers (DDP; gloo on CPU) over its shards, CLIP's symmetric InfoNCE with a learnable temperature.
 3. Every epoch each worker calls ``ray.train.report`` (loss, val R@1); rank 0 attaches a checkpoint
-   (heads, optimizer, epoch). ``FailureConfig(max_failures=1)``: after a worker dies the run
-   restarts from the last checkpoint, so it resumes, not restarts (``resumed_from`` says where).
-4. The final heads are written to ``--out`` atomically with R@1/R@5 before (ConSE) and after, on
-   val and, when the manifest has one, on test.
+   (heads, optimizer, epoch, the best epoch so far). ``FailureConfig(max_failures=1)``: after a worker
+   dies the run restarts from the last checkpoint, so it resumes, not restarts (``resumed_from``).
+4. Validation is held out **by photo** (``models.adapter.SPLIT_RULE``). The heads are residual over
+   ConSE and start at zero, so epoch 0 *is* the base space; the epoch best on val is kept (epoch 0
+   when none beats it) and training stops after ``--patience`` epochs without progress.
+5. The kept heads are written to ``--out`` atomically with R@1/R@5 before (ConSE) and after on train,
+   val and (when the manifest has one) test, the split rule, and the promotion verdict: whether they
+   beat the base on val. Serving a checkpoint that does not needs ``allow_worse_than_base: true``.
 
 ``--family clip --base DIR``: a transformers ``CLIPModel`` goes through the same trainer (same
 TorchTrainer, Ray Data, DDP, rank-0 checkpoints, FailureConfig): pixels and token ids are prepared
@@ -60,9 +64,12 @@ def train_loop(config: dict) -> None:
     ctx = ray.train.get_context()
     module = family.build()
     optimizer = family.optimizer(module, cfg)
-    start, resumed_from, history = _restore(module, optimizer)
-    model = ray.train.torch.prepare_model(module)
+    start, resumed_from, history, best = _restore(module, optimizer)
     val = config["val"]
+    if best is None and val is not None and family.select_on_val:  # epoch 0: untrained = the base space
+        best = adapter.BestEpoch(adapter.selection_score(family.evaluate(module, val)))
+        best.state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    model = ray.train.torch.prepare_model(module)
     shard = ray.train.get_dataset_shard("train")
     for epoch in range(start, cfg.epochs):
         started, losses = time.perf_counter(), []
@@ -84,7 +91,11 @@ def train_loop(config: dict) -> None:
             "samples": len(losses) * cfg.batch_size * ctx.get_world_size(),
         }
         if val is not None:
-            metrics.update({f"val_{k}": v for k, v in family.evaluate(module, val).items()})
+            measured = family.evaluate(module, val)
+            metrics.update({f"val_{k}": v for k, v in measured.items()})
+            if best is not None:
+                best.update(epoch + 1, adapter.selection_score(measured), module)
+                metrics["best_epoch"] = best.epoch
         history.append(metrics)
         if ctx.get_world_rank() == 0:
             print(
@@ -99,6 +110,7 @@ def train_loop(config: dict) -> None:
                         "optimizer": optimizer.state_dict(),
                         "epoch": epoch,
                         "history": history,
+                        "best": None if best is None else asdict(best),
                     },
                     os.path.join(tmp, STATE_FILE),
                 )
@@ -107,21 +119,28 @@ def train_loop(config: dict) -> None:
             ray.train.report(metrics)
         if config.get("fail_at_epoch") == epoch and resumed_from is None and ctx.get_world_rank() == 1:
             os._exit(1)  # fault injection for the resume test: this worker dies once
+        if best is not None and best.should_stop(cfg.patience):
+            break  # every worker saw the same val score, so all stop at this epoch (DDP stays in step)
 
 
-def _restore(module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, int | None, list[dict]]:
-    """(first epoch to run, epoch resumed from or None, metrics of the epochs done) from the run's
-    last checkpoint, if any."""
+def _restore(
+    module: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple[int, int | None, list[dict], adapter.BestEpoch | None]:
+    """(first epoch to run, epoch resumed from or None, metrics of the epochs done, early stopping's
+    best epoch so far) from the run's last checkpoint, if any."""
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
-        return 0, None, []
+        return 0, None, [], None
     with checkpoint.as_directory() as path:
         state = torch.load(os.path.join(path, STATE_FILE), weights_only=True)
     module.load_state_dict(state["module"])
     optimizer.load_state_dict(state["optimizer"])
-    return state["epoch"] + 1, state["epoch"], state["history"]
+    best = state.get("best")
+    if best is not None:
+        best = adapter.BestEpoch(**{**best, "score": tuple(best["score"])})
+    return state["epoch"] + 1, state["epoch"], state["history"], best
 
 
 def _fit(
@@ -137,7 +156,8 @@ def _fit(
     fail_at_epoch: int | None,
 ) -> tuple[torch.nn.Module, list[dict]]:
     """The shared trainer: ``TorchTrainer`` over a Ray Data dataset of ``rows``; returns the family's
-    module with the last checkpoint's weights and the metrics per epoch."""
+    module with the weights of the best epoch on ``val`` (early stopping; epoch 0 = untrained), or of
+    the last epoch without ``val``, and the metrics per epoch."""
     import ray.data
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -159,7 +179,8 @@ def _fit(
     module = family.build()
     with result.checkpoint.as_directory() as path:
         state = torch.load(os.path.join(path, STATE_FILE), weights_only=True)
-    module.load_state_dict(state["module"])
+    best = state.get("best")
+    module.load_state_dict(best["state"] if best and best["state"] is not None else state["module"])
     return module, state["history"]
 
 
@@ -201,8 +222,15 @@ def finetune(
         "manifest": str(Path(manifest).resolve()),
         "pairs": {s: sum(p.split == s for p in pairs) for s in adapter.SPLITS},
         "family": family,
+        "split_rule": adapter.SPLIT_RULE,
     }
     check_family(family, base, lock_image)
+    if not any(p.split == "val" for p in pairs):
+        raise InvalidInput(
+            f"{manifest}: no validation photos: early stopping and the promotion check need rows of "
+            "photos no training row shows ('split': 'val', or rows without a split)",
+            param="manifest",
+        )
     if family == "clip":
         meta, history = _finetune_clip(
             pairs, out, base=base, lock_image=lock_image, training=training, run=run, log=log
@@ -242,26 +270,34 @@ def _finetune_adapter(pairs, out: Path, *, cache_dir, encoders_fn, training: dic
         if any(p.split == s for p in pairs)
     }
     dims = adapter.AdapterDims(
-        feats["train"].image_pooled.shape[1], feats["train"].text_tokens.shape[2], run["train"].dim
+        feats["train"].image_pooled.shape[1],
+        feats["train"].text_tokens.shape[2],
+        feats["train"].base_image.shape[1],
     )
     family = AdapterFamily(dims)
     rows = feats["train"].pairs()
-    val = feats.get("val")
     heads, history = _fit(
         family,
         [{k: v[i] for k, v in rows.items()} for i in range(len(rows["group"]))],
-        val.__dict__ if val else None,
+        feats["val"].__dict__,
         **run,
     )
-    # before = ConSE; val chose nothing here, test (held-apart photos, if the manifest has them) is reported only
+    # before = ConSE (= the untrained residual heads); val (photos no train row shows) chose the epoch,
+    # test (held-apart photos, if the manifest has them) is reported only
     metrics = {
         s: {"before": feats[s].base_metrics(), "after": adapter.evaluate(heads, feats[s])}
-        for s in ("val", "test")
+        for s in adapter.SPLITS
         if s in feats
     }
+    kept = history[-1].get("best_epoch", 0) if history else 0
+    promoted = adapter.promotion(metrics["val"]["before"], metrics["val"]["after"], kept_epoch=kept)
+    log(
+        f"[finetune] kept epoch {kept} (0 = the base space); "
+        f"{'beats' if promoted['beats_base'] else 'does NOT beat'} its base on photo-held-out val"
+    )
     base = {**(encoders().describe() if loaded else {}), "fingerprint": fingerprint}
     return adapter.save_checkpoint(
-        out, heads, name=run["name"], base=base, training=training, metrics=metrics
+        out, heads, name=run["name"], base=base, training=training, metrics=metrics, promoted=promoted
     ), history
 
 
@@ -299,7 +335,9 @@ def run_local(args) -> dict:
             args.out,
             workers=args.workers,
             use_gpu=args.gpu,
-            train=adapter.TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr),
+            train=adapter.TrainConfig(
+                epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience
+            ),
             family=args.family,
             base=args.base,
             lock_image=args.lock_image,
@@ -312,12 +350,20 @@ def run_local(args) -> dict:
         f"{args.out}: space {meta['space']}; val before {val.get('before')} after {val.get('after')}",
         file=sys.stderr,
     )
+    verdict = meta.get("promotion")
+    if verdict and not verdict["beats_base"]:
+        print(
+            f"{args.out} does not beat its base on photo-held-out val (kept epoch {verdict['kept_epoch']}): "
+            "serving it needs allow_worse_than_base: true",
+            file=sys.stderr,
+        )
     return {
         "out": str(Path(args.out).resolve()),
         "space": meta["space"],
         "metrics": meta["metrics"],
         "resumed_from": meta["resumed_from"],
         "epochs": len(meta["history"]),
+        "promotion": meta.get("promotion"),
     }
 
 

@@ -17,6 +17,12 @@ def add_finetune_args(f: argparse.ArgumentParser) -> None:
     f.add_argument("--epochs", type=int, default=30)
     f.add_argument("--batch-size", type=int, default=64)
     f.add_argument("--lr", type=float, default=1e-3)
+    f.add_argument(
+        "--patience",
+        type=int,
+        default=10,
+        help="stop after this many epochs without a better score on photo-held-out val (0 = never)",
+    )
     f.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray started for the run")
     f.add_argument(
         "--family",

@@ -5,7 +5,6 @@ same trainer; nothing is claimed about the quality of a CLIP fine-tune (no CLIP 
 
 import math
 import shutil
-import time
 
 import pytest
 import torch
@@ -39,24 +38,29 @@ def caption_set(caption_manifest):
     return root, manifest
 
 
-def test_two_workers_train_and_beat_conse(caption_set, ray_cluster, tmp_path):
+def test_two_workers_train_keep_the_best_val_epoch_and_record_the_verdict(caption_set, ray_cluster, tmp_path):
+    """The heads kept are those of the best epoch on photo-held-out val (epoch 0 = ConSE itself), so
+    they are never below ConSE there; train, val and test figures, the split rule and the promotion
+    verdict are in the checkpoint's metadata."""
     root, manifest = caption_set
-    started = time.monotonic()
     meta = finetune.finetune(
         manifest,
         tmp_path / "ckpt",
         workers=2,
         cache_dir=root / "cache",
         storage=tmp_path / "runs",
-        train=adapter.TrainConfig(epochs=8, batch_size=32),
+        train=adapter.TrainConfig(epochs=8, batch_size=32, patience=0),
     )
-    elapsed = time.monotonic() - started
     losses = [r["loss"] for r in meta["history"]]
     assert len(losses) == 8 and losses[-1] < losses[0], losses
-    val = meta["metrics"]["val"]
-    assert val["after"]["t2i_r1"] > val["before"]["t2i_r1"], val
+    assert set(meta["metrics"]) == {"train", "val", "test"}
+    val, verdict = meta["metrics"]["val"], meta["promotion"]
+    assert adapter.selection_score(val["after"]) >= adapter.selection_score(val["before"]), val
+    assert verdict["kept_epoch"] == meta["history"][-1]["best_epoch"]
+    assert verdict["beats_base"] == (verdict["kept_epoch"] > 0), verdict
+    assert meta["training"]["split_rule"] == adapter.SPLIT_RULE
+    assert adapter.read_meta(tmp_path / "ckpt")["promotion"] == verdict
     assert adapter.adapter_space(tmp_path / "ckpt") == meta["space"] and meta["resumed_from"] is None
-    assert elapsed < 120, elapsed
     shutil.rmtree(tmp_path / "runs", ignore_errors=True)
 
 

@@ -32,17 +32,24 @@ PHOTOS = [
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> dict:
     """An adapter trained in this process on the training split of the demo caption set (frozen
-    features of 3 views per photo, 30 epochs; tests/graph/test_finetune.py covers Ray Train)."""
+    features of 4 views per photo, 30 epochs, the last epoch kept whatever val says, so it is served
+    with ``allow_worse_than_base``; tests/graph/test_finetune.py covers Ray Train and early stopping)."""
     root = tmp_path_factory.mktemp("finetune")
     pairs = adapter.read_manifest(demo_captions.build(root, views=4))
     encoders = registry.load_frozen_encoders()
-    heads, _ = adapter.fit(
-        encoders.features([p for p in pairs if p.split == "train"]), adapter.TrainConfig(epochs=30)
-    )
+    feats = {s: encoders.features([p for p in pairs if p.split == s]) for s in ("train", "val")}
+    heads, _ = adapter.fit(feats["train"], adapter.TrainConfig(epochs=30))
+    val = {"before": feats["val"].base_metrics(), "after": adapter.evaluate(heads, feats["val"])}
     meta = adapter.save_checkpoint(
-        root / "ckpt", heads, name="demo", base=encoders.describe(), training={"epochs": 30}, metrics={}
+        root / "ckpt",
+        heads,
+        name="demo",
+        base=encoders.describe(),
+        training={"epochs": 30},
+        metrics={"val": val},
+        promoted=adapter.promotion(val["before"], val["after"], kept_epoch=30),
     )
-    return {"path": str(root / "ckpt"), "space": meta["space"], "root": root}
+    return {"path": str(root / "ckpt"), "space": meta["space"], "root": root, "val": val}
 
 
 def _config(args: dict, overrides: list[dict] | None = None) -> ServeDeploySchema:
@@ -91,14 +98,18 @@ def rollout(ray_cluster, checkpoint, tmp_path_factory):
                 "name": "VisionEncoder",
                 "user_config": {
                     **cfg.vision.batch.model_dump(),
-                    "model": {"embedder": "adapter", "embedder_path": checkpoint["path"]},
+                    "model": {
+                        "embedder": "adapter",
+                        "embedder_path": checkpoint["path"],
+                        "allow_worse_than_base": True,
+                    },
                 },
             },
             {
                 "name": "TextEncoder",
                 "user_config": {
                     **cfg.text.batch.model_dump(),
-                    "model": {"kind": "adapter", "path": checkpoint["path"]},
+                    "model": {"kind": "adapter", "path": checkpoint["path"], "allow_worse_than_base": True},
                 },
             },
         ]
@@ -106,7 +117,8 @@ def rollout(ray_cluster, checkpoint, tmp_path_factory):
         client.deploy_apps(_config(args, overrides))  # args unchanged: a lightweight update
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            after = {m.modality: m.space for m in c.models().data if m.task == "embedding"}
+            cards = [m for m in c.models().data if m.task == "embedding"]
+            after = {m.modality: m.space for m in cards}
             if after.get("image") == after.get("text") == checkpoint["space"]:
                 break
             time.sleep(1)
@@ -118,6 +130,7 @@ def rollout(ray_cluster, checkpoint, tmp_path_factory):
             "client": c,
             "before": before,
             "after": after,
+            "quality": {m.modality: m.quality for m in cards},
             "replicas_before": replicas,
             "replicas_after": _replicas(),
         }
@@ -130,6 +143,13 @@ def test_models_report_the_adapter_space_and_no_replica_restarted(rollout, check
     ]
     assert rollout["after"]["image"] == rollout["after"]["text"] == checkpoint["space"], rollout["after"]
     assert checkpoint["space"].startswith("adapter:demo@")
+    # /v1/models shows the measured figures of the adapter being served, on both sides
+    for side in ("image", "text"):
+        quality = rollout["quality"][side]
+        assert quality["metrics"]["val"]["before"]["t2i_r1"] == round(
+            checkpoint["val"]["before"]["t2i_r1"], 3
+        )
+        assert quality["beats_base"] is adapter.promotion(**checkpoint["val"], kept_epoch=30)["beats_base"]
     # the rollout reconfigured VisionEncoder and TextEncoder in place: every replica of the app is the same actor
     restarted = sorted(name.split("#")[1] for name in rollout["replicas_before"] - rollout["replicas_after"])
     assert not restarted and len(rollout["replicas_before"]) >= 5, f"replicas replaced: {restarted}"

@@ -55,6 +55,7 @@ async def models(svc: deps.ServicesDep) -> s.ModelList:
             space=image.space,
             dim=image.dim,
             device=image.device,
+            quality=image.quality,
         ),
         s.ModelCard(
             id=text.model,
@@ -63,6 +64,7 @@ async def models(svc: deps.ServicesDep) -> s.ModelList:
             space=text.space,
             dim=text.dim,
             device=text.device,
+            quality=text.quality,
         ),
         s.ModelCard(id=audio.task_model, modality="audio", task="transcription", device=audio.device),
         s.ModelCard(
