@@ -29,6 +29,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from config.settings import LiveSpeechLimits
 from config.tenants import Tenant
+from deployments import request_ids
 from deployments.gateway import calls, errors
 from deployments.gateway.transcription import Transcription
 from models.errors import InvalidInput, MMServeError, Overloaded
@@ -199,6 +200,7 @@ class LiveSession:
     async def run(self) -> None:
         await self.send(
             type="session.created",
+            request_id=request_ids.current(),
             session={
                 "sample_rate": SAMPLE_RATE,
                 "encoding": "pcm_s16le",

@@ -13,7 +13,8 @@ import requests
 from PIL import Image
 
 from clients import cli
-from clients.client import AsyncClient
+from api import schemas as s
+from clients.client import AsyncClient, Client
 from tests import assets
 
 pytestmark = pytest.mark.slow
@@ -203,6 +204,22 @@ def test_cli_compose_stream_prints_each_node_as_it_finishes(base_url, files, cap
     assert order.index("classify:classify") < order.index("speech:transcribe:auto"), lines
     out = "\n".join(lines)
     assert ("tabby" in out or "tiger cat" in out) and "fox" in out.lower(), out
+
+
+def test_client_and_cli_stream_a_transcription(base_url, files, capsys):
+    """``Client.transcribe_stream``: the deltas joined are the done event's text; ``mmserve transcribe
+    --stream`` prints that text, and ``--json`` one event per line."""
+    with Client(base_url) as client:
+        events = list(client.transcribe_stream(files["en"], language="en"))
+    *deltas, done = events
+    assert deltas and all(isinstance(e, s.TranscriptTextDeltaEvent) for e in deltas), events
+    assert isinstance(done, s.TranscriptTextDoneEvent) and "".join(e.delta for e in deltas) == done.text
+    assert "fox" in done.text.lower() and done.usage.seconds > 1
+    assert cli.main(["--url", base_url, "transcribe", str(files["en"]), "--language", "en", "--stream"]) == 0
+    assert capsys.readouterr().out.strip() == done.text
+    assert cli.main(["--url", base_url, "--json", "transcribe", str(files["en"]), "--stream"]) == 0
+    types = [json.loads(line)["type"] for line in capsys.readouterr().out.splitlines()]
+    assert types[-1] == "transcript.text.done" and set(types[:-1]) == {"transcript.text.delta"}, types
 
 
 def test_cli_features_png(base_url, files, tmp_path):
