@@ -12,8 +12,8 @@ import pytest
 import requests
 from PIL import Image
 
-from clients import cli
 from api import schemas as s
+from clients import cli
 from clients.client import AsyncClient, Client
 from tests import assets
 
