@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from enum import IntEnum
 
@@ -34,6 +35,8 @@ from deployments.gateway import calls, errors
 from deployments.gateway.transcription import Transcription
 from models.errors import InvalidInput, MMServeError, Overloaded
 from models.media import SAMPLE_RATE
+
+log = logging.getLogger("ray.serve")
 
 PATH = "/v1/audio/transcriptions/ws"
 SUBPROTOCOL = "mmserve.v1"
@@ -214,6 +217,11 @@ class LiveSession:
             await self._frames()
         except Closing as closing:
             await self._close(closing.code, closing.reason)
+        except (
+            Exception
+        ):  # a bug of ours: the client gets 1011, not a connection dropped without a close frame
+            log.exception("live speech session failed")
+            await self._close(Close.INTERNAL, "internal error")
         finally:
             await self._stop_partial()
 

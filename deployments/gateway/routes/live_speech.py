@@ -31,10 +31,12 @@ async def _admitted(websocket: WebSocket, held: contextlib.AsyncExitStack):
     """The tenant (its key, its audio modality, a quota lease held while the socket is open) and the
     options, or the domain error that refuses the handshake."""
     services = websocket.app.state.services
-    options = live_speech.options_of(websocket.query_params)
     address = websocket.client.host if websocket.client else "unknown"
-    tenant = services.admission.authenticate(live_speech.key_headers(websocket), address)
+    tenant = services.admission.authenticate(
+        live_speech.key_headers(websocket), address
+    )  # first, as for HTTP
     services.encoders.use(tenant, "audio")  # 403 for a tenant without audio
+    options = live_speech.options_of(websocket.query_params)
     sessions: live_speech.Sessions = websocket.app.state.live_sessions
     sessions.enter(services.settings.live_speech, services.settings.retry_after_s)
     held.callback(sessions.leave)

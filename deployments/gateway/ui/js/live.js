@@ -45,11 +45,16 @@ export class LiveSpeech {
     this.finals = [];
     this.socket.onmessage = (event) => this.message(JSON.parse(event.data));
     this.closed = new Promise((resolve) => { this.socket.onclose = resolve; });
-    await new Promise((resolve, reject) => {
-      this.socket.onopen = resolve;
-      this.socket.onerror = () => reject(new ApiError(0, "network_error",
-        "the live speech socket was refused (a missing or wrong API key, or the server is busy)", null));
-    });
+    try {
+      await new Promise((resolve, reject) => {
+        this.socket.onopen = resolve;
+        this.socket.onerror = () => reject(new ApiError(0, "network_error",
+          "the live speech socket was refused (a missing or wrong API key, or the server is busy)", null));
+      });
+    } catch (err) {
+      this.release();
+      throw err;
+    }
     this.socket.onerror = null;
     this.context = new AudioContext({ sampleRate: SAMPLE_RATE });
     const source = this.context.createMediaStreamSource(this.stream);
