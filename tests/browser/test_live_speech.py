@@ -18,9 +18,8 @@ from tests.browser.conftest import ARGS, CHROMIUM
 from tests.browser.pages import shoot
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
-PADDED_S = (
-    9.0  # the sentence (~5 s) and silence: the fake device loops the file; the test app's max_buffer_s is 12
-)
+# The sentence (~5 s) and silence: the fake device loops the file (the test app's max_buffer_s is 20).
+PADDED_S = 15.0
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +66,7 @@ WATCH_PARTIALS = """() => {
 
 HEARD_THE_SENTENCE = """() => {
   const heard = document.getElementById("speech-meta").textContent.match(/([0-9.]+) s heard so far/);
-  return heard !== null && parseFloat(heard[1]) >= 5.5;
+  return heard !== null && parseFloat(heard[1]) >= 5.2;
 }"""
 
 
@@ -78,7 +77,7 @@ def test_the_microphone_streams_live_partial_then_final_transcript(page, base_ur
     page.click("#speech-record")
     expect(page.locator("#speech-record")).to_have_text("■ Stop")
     expect(page.locator("#speech-request")).to_contain_text("request ")
-    # Stop once the partials have heard the sentence (~5 s), before the looping file starts over.
+    # Stop once a partial has heard the sentence (~5 s), before the looping file (15 s) starts over.
     page.wait_for_function(HEARD_THE_SENTENCE)
     shoot(page, "speech-live-partial", full_page=False)
     page.click("#speech-record")

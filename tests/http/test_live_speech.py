@@ -111,7 +111,7 @@ def test_an_utterance_over_max_buffer_s_closes_the_socket_with_1009(base_url):
             return session, await _closed(ws)
 
     session, (code, why) = asyncio.run(overfill())
-    assert session["max_buffer_s"] == 12.0
+    assert session["max_buffer_s"] == 20.0
     assert code == 1009 and "max_buffer_s" in why, (code, why)
 
 
