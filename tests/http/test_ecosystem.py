@@ -16,6 +16,7 @@ from api import schemas as s
 from clients import cli
 from clients.client import AsyncClient, Client
 from tests import assets
+from tests.speech_corpus import THREE, recording, wav_bytes
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,6 +30,8 @@ def files(tmp_path_factory):
     paths["coffee"].write_bytes(assets.photo("coffee"))
     paths["en"].write_bytes(assets.speech(assets.EN_SENTENCE))
     paths["de"].write_bytes(assets.speech(assets.DE_SENTENCE, voice="de"))
+    paths["three"] = d / "three.wav"  # several segments
+    paths["three"].write_bytes(wav_bytes(recording(THREE)))
     return paths
 
 
@@ -210,12 +213,14 @@ def test_client_and_cli_stream_a_transcription(base_url, files, capsys):
     """``Client.transcribe_stream``: the deltas joined are the done event's text; ``mmserve transcribe
     --stream`` prints that text, and ``--json`` one event per line."""
     with Client(base_url) as client:
-        events = list(client.transcribe_stream(files["en"], language="en"))
+        events = list(client.transcribe_stream(files["three"], language="en"))
     *deltas, done = events
-    assert deltas and all(isinstance(e, s.TranscriptTextDeltaEvent) for e in deltas), events
+    assert len(deltas) >= 2 and all(isinstance(e, s.TranscriptTextDeltaEvent) for e in deltas), events
     assert isinstance(done, s.TranscriptTextDoneEvent) and "".join(e.delta for e in deltas) == done.text
-    assert "fox" in done.text.lower() and done.usage.seconds > 1
-    assert cli.main(["--url", base_url, "transcribe", str(files["en"]), "--language", "en", "--stream"]) == 0
+    assert "quarterly" in done.text.lower() and done.usage.seconds > 10
+    assert (
+        cli.main(["--url", base_url, "transcribe", str(files["three"]), "--language", "en", "--stream"]) == 0
+    )
     assert capsys.readouterr().out.strip() == done.text
     assert cli.main(["--url", base_url, "--json", "transcribe", str(files["en"]), "--stream"]) == 0
     types = [json.loads(line)["type"] for line in capsys.readouterr().out.splitlines()]
