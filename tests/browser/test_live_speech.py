@@ -5,7 +5,6 @@ streams it as 16 kHz PCM, shows partial transcripts while it plays and the final
 from __future__ import annotations
 
 import shutil
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from models.media import SAMPLE_RATE, decode_audio
 from tests.assets import EN_SENTENCE, speech, wer
 from tests.browser.conftest import ARGS, CHROMIUM
 from tests.browser.pages import shoot
+from tests.speech_corpus import Recording, wav_bytes
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 # The sentence (~5 s) and silence: the fake device loops the file (the test app's max_buffer_s is 20).
@@ -28,11 +28,7 @@ def microphone(tmp_path_factory) -> Path:
     padded = np.zeros(int(PADDED_S * SAMPLE_RATE), dtype=np.float32)
     padded[: audio.size] = audio
     path = tmp_path_factory.mktemp("microphone") / "spoken.wav"
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SAMPLE_RATE)
-        w.writeframes((np.clip(padded, -1, 1) * 32767).astype("<i2").tobytes())
+    path.write_bytes(wav_bytes(Recording(audio=padded, sentences=(EN_SENTENCE,))))
     return path
 
 
