@@ -46,6 +46,7 @@ def parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
         a.add_argument("--output", type=Path, help="write here (one file: this path; several: this folder)")
         if name == "transcribe":
             a.add_argument("--language", default=None)
+        a.add_argument("--stream", action="store_true", help="print the text as it is decoded (text format)")
     f = sub.add_parser("features", help="mel spectrogram, MFCC and chroma, plotted to a PNG")
     f.add_argument("audio", type=Path)
     f.add_argument("--output", type=Path, required=True, help="PNG path")
@@ -158,8 +159,10 @@ def _embed(client: Client, args) -> BaseModel:
     return result
 
 
-def _speech(client: Client, args) -> list:
+def _speech(client: Client, args) -> list | None:
     language = getattr(args, "language", None)
+    if args.stream:
+        return _speech_streamed(client, args, language)
     outputs = []
     for path in _progress(args.audio, args.command):
         text = client.subtitles(path, fmt=args.format, task=args.command, language=language)
@@ -298,6 +301,21 @@ def _index(client: Client, args):
 
 def _task(text: str) -> dict:
     return json.loads(text) if text.lstrip().startswith("{") else {"type": text}
+
+
+def _speech_streamed(client: Client, args, language: str | None) -> None:
+    """Each recording's deltas printed as they come (``--json``: one event per line), then a newline."""
+    if args.format != "text" or args.output is not None:
+        raise SystemExit("--stream prints text as it is decoded: it takes neither --format nor --output")
+    for path in args.audio:
+        for event in client.transcribe_stream(path, task=args.command, language=language):
+            if args.json:
+                print(event.model_dump_json(), flush=True)
+            elif isinstance(event, s.TranscriptTextDeltaEvent):
+                print(event.delta, end="", flush=True)
+        if not args.json:
+            print()
+    return None
 
 
 def _compose(client: Client, args):

@@ -194,6 +194,19 @@ def _compose_event(event: str, data: str) -> s.ComposeNodeEvent | s.ComposeRespo
     raise MMServeError(body.get("status", 500), error.type, error.message, error.param, error.request_id)
 
 
+SPEECH_PATHS = {"transcribe": "/v1/audio/transcriptions", "translate": "/v1/audio/translations"}
+
+
+def _transcript_event(data: str) -> s.TranscriptTextDeltaEvent | s.TranscriptTextDoneEvent:
+    body = json.loads(data)
+    if body.get("type") == "transcript.text.delta":
+        return s.TranscriptTextDeltaEvent.model_validate(body)
+    if body.get("type") == "transcript.text.done":
+        return s.TranscriptTextDoneEvent.model_validate(body)
+    error = s.ErrorResponse.model_validate(body).error
+    raise MMServeError(body.get("status", 500), error.type, error.message, error.param, error.request_id)
+
+
 class _Routes:
     """One method per route. ``_call`` is sync in ``Client`` and async in ``AsyncClient``."""
 
@@ -425,6 +438,28 @@ class Client(_Routes):
                 raise _error(response)
             for event, data in server_sent_events(response.iter_lines()):
                 yield _compose_event(event, data)
+
+    def transcribe_stream(
+        self,
+        audio: MediaInput,
+        *,
+        task: str = "transcribe",
+        language: str | None = None,
+        prompt: str | None = None,
+        temperature: float = 0.0,
+    ) -> Iterator[s.TranscriptTextDeltaEvent | s.TranscriptTextDoneEvent]:
+        """A transcription (or, with ``task="translate"``, a translation), streamed as OpenAI's events:
+        a ``TranscriptTextDeltaEvent`` per decoded segment (the deltas joined are the text), then the
+        ``TranscriptTextDoneEvent``. A failure raises ``MMServeError``; leaving the loop early closes
+        the stream, and the server stops decoding."""
+        fields = {"language": language if task == "transcribe" else None, "prompt": prompt}
+        form = _speech_form(audio, {**fields, "temperature": temperature, "stream": "true"}, "json")
+        with self._http.stream("POST", SPEECH_PATHS[task], **form) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise _error(response)
+            for _, data in server_sent_events(response.iter_lines()):
+                yield _transcript_event(data)
 
     def close(self) -> None:
         self._http.close()

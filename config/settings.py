@@ -52,6 +52,27 @@ class FailedAuthLimits(BaseModel):
     window_s: float = Field(60.0, gt=0)
 
 
+class LiveSpeechLimits(BaseModel):
+    """The realtime transcription WebSocket (``/v1/audio/transcriptions/ws``,
+    deployments/gateway/live_speech.py): what one connection may hold and how long it may idle."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_buffer_s: float = Field(
+        30.0,
+        gt=0,
+        description="audio one utterance may buffer before the client commits it; beyond it the socket closes (1009)",
+    )
+    idle_timeout_s: float = Field(
+        20.0, gt=0, description="a connection that sends no frame for this long is closed (4408)"
+    )
+    partial_every_s: float = Field(
+        1.0, gt=0, description="new audio between two partial transcripts of the utterance being spoken"
+    )
+    max_sessions: int = Field(
+        16, ge=1, description="open connections per gateway replica; beyond it the handshake is refused (503)"
+    )
+
+
 class GatewaySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_image_pixels: int = Field(_MEDIA.max_image_pixels, ge=1)
@@ -153,6 +174,7 @@ class GatewaySettings(BaseModel):
     )
     retry_after_s: float = Field(1.0, gt=0, description="the Retry-After of an overload refusal")
     failed_auth: FailedAuthLimits = Field(default_factory=FailedAuthLimits)
+    live_speech: LiveSpeechLimits = Field(default_factory=LiveSpeechLimits)
     poison_quarantine_s: float = Field(
         600.0,
         gt=0,

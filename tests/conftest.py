@@ -27,6 +27,7 @@ TEST_ARGS = {
             "body_timeout_s": 3.0,
             "body_grace_s": 1.0,
             "max_body_bytes": 8 * 1024 * 1024,
+            "live_speech": {"idle_timeout_s": 3.0, "max_buffer_s": 20.0},
         },
     },
     "vision": {"num_cpus": 0.25, "autoscaling": {"min_replicas": 1, "max_replicas": 1}},

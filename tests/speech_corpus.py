@@ -97,6 +97,23 @@ def recording(sentences: tuple[str, ...], voice: str = "en-us") -> Recording:
     return Recording(audio=np.concatenate([clip(s, voice) for s in sentences]), sentences=tuple(sentences))
 
 
+def wav_bytes(rec: Recording) -> bytes:
+    """The recording as a 16 kHz mono 16-bit WAV file."""
+    import io
+    import wave
+
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16_000)
+        w.writeframes((np.clip(rec.audio, -1, 1) * 32767).astype("<i2").tobytes())
+    return buffer.getvalue()
+
+
+THREE = SENTENCES[1:4]  # ~12 s: Whisper answers it in several segments, so a stream has several deltas
+
+
 def long_recordings(seconds: float = 60.0, count: int = 3, voice: str = "en-us") -> list[Recording]:
     """``count`` recordings of at least ``seconds`` each, no sentence used twice."""
     out, pool = [], list(SENTENCES)

@@ -14,7 +14,7 @@ from fastapi import APIRouter
 
 from api import schemas as s
 from config.settings import GatewaySettings
-from deployments.gateway import errors, routing, spec, webui
+from deployments.gateway import errors, live_speech, routing, spec, webui
 from deployments.gateway.admission import AdmitAndMeasure
 from deployments.gateway.budgets import Budgets
 from deployments.gateway.limits import Limits, RequestLimits
@@ -40,6 +40,7 @@ def create_app(
     )
     app.state.services = services
     app.state.budgets = None if services is None else _budgets(services)
+    app.state.live_sessions = live_speech.Sessions()
     errors.install(app)
     for router in routers:
         app.include_router(router)

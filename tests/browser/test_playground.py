@@ -71,6 +71,7 @@ def test_speech_view_shows_the_transcript_its_segments_and_features(page, ui):
     assert wer(EN_SENTENCE, text) <= 0.3, text
     expect(page.locator("#speech-timeline .segment").first).to_be_visible()
     expect(page.locator("#feature-panels canvas.heatmap")).to_have_count(3)
+    expect(page.locator("#speech-request")).to_contain_text("request ")
     shoot(page, "speech")
 
 
@@ -119,6 +120,16 @@ def _ancestors(deps: dict[str, list[str]], node: str) -> set[str]:
     return seen
 
 
+# The numbers of bars the compose timeline showed while the response's JSON was still empty.
+WATCH_BARS_BEFORE_THE_RESPONSE = """() => {
+  window.barsBeforeResponse = [];
+  new MutationObserver(() => {
+    const bars = document.querySelectorAll("#compose-timeline .dag-bar").length;
+    if (bars && document.getElementById("compose-json").textContent === "") window.barsBeforeResponse.push(bars);
+  }).observe(document.getElementById("compose-timeline"), { childList: true, subtree: true });
+}"""
+
+
 def test_compose_draws_the_dag_with_parallel_nodes_overlapping(page, ui):
     _open(page, ui, "compose")
     page.set_input_files("#compose-image", _jpeg("chelsea"))
@@ -126,8 +137,17 @@ def test_compose_draws_the_dag_with_parallel_nodes_overlapping(page, ui):
     page.set_input_files("#compose-audio", _wav("good morning"))
     for task in ("classify", "embed-text", "transcribe"):
         page.check(f'#compose-tasks input[data-task="{task}"]')
+    page.evaluate(WATCH_BARS_BEFORE_THE_RESPONSE)
     page.click("#compose-run")
     expect(page.locator("#compose-json")).to_contain_text('"dag"')
+    # Streamed: bars were drawn as nodes finished, before the last one (Whisper's) and the response came.
+    drawn = page.evaluate("window.barsBeforeResponse")
+    assert drawn and min(drawn) < page.locator("#compose-timeline .dag-bar").count(), drawn
+    request_id = page.locator("#compose-request").inner_text()
+    assert request_id.startswith("request ") and len(request_id) > 12, request_id
+    assert (
+        f'"request_id": "{request_id.removeprefix("request ")}"' in page.locator("#compose-json").inner_text()
+    )
     bars = page.locator("#compose-timeline .dag-bar").all()
     assert len(bars) >= 3
     spans, deps = {}, {}
@@ -172,6 +192,7 @@ def test_a_broken_file_shows_the_servers_error(page, ui, base_url):
     _open(page, ui, "image")
     page.set_input_files("#image-file", upload("broken.jpg", raw, "image/jpeg"))
     expect(page.locator("#error")).to_be_visible()
+    expect(page.locator("#error-request")).to_contain_text("request ")
     shown = tuple(page.locator(f"#error-{part}").inner_text() for part in ("title", "message", "param"))
     assert shown in expected, (shown, expected)
     shoot(page, "error")

@@ -12,9 +12,11 @@ import pytest
 import requests
 from PIL import Image
 
+from api import schemas as s
 from clients import cli
-from clients.client import AsyncClient
+from clients.client import AsyncClient, Client
 from tests import assets
+from tests.speech_corpus import THREE, recording, wav_bytes
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,6 +30,8 @@ def files(tmp_path_factory):
     paths["coffee"].write_bytes(assets.photo("coffee"))
     paths["en"].write_bytes(assets.speech(assets.EN_SENTENCE))
     paths["de"].write_bytes(assets.speech(assets.DE_SENTENCE, voice="de"))
+    paths["three"] = d / "three.wav"  # several segments
+    paths["three"].write_bytes(wav_bytes(recording(THREE)))
     return paths
 
 
@@ -203,6 +207,24 @@ def test_cli_compose_stream_prints_each_node_as_it_finishes(base_url, files, cap
     assert order.index("classify:classify") < order.index("speech:transcribe:auto"), lines
     out = "\n".join(lines)
     assert ("tabby" in out or "tiger cat" in out) and "fox" in out.lower(), out
+
+
+def test_client_and_cli_stream_a_transcription(base_url, files, capsys):
+    """``Client.transcribe_stream``: the deltas joined are the done event's text; ``mmserve transcribe
+    --stream`` prints that text, and ``--json`` one event per line."""
+    with Client(base_url) as client:
+        events = list(client.transcribe_stream(files["three"], language="en"))
+    *deltas, done = events
+    assert len(deltas) >= 2 and all(isinstance(e, s.TranscriptTextDeltaEvent) for e in deltas), events
+    assert isinstance(done, s.TranscriptTextDoneEvent) and "".join(e.delta for e in deltas) == done.text
+    assert "quarterly" in done.text.lower() and done.usage.seconds > 10
+    assert (
+        cli.main(["--url", base_url, "transcribe", str(files["three"]), "--language", "en", "--stream"]) == 0
+    )
+    assert capsys.readouterr().out.strip() == done.text
+    assert cli.main(["--url", base_url, "--json", "transcribe", str(files["en"]), "--stream"]) == 0
+    types = [json.loads(line)["type"] for line in capsys.readouterr().out.splitlines()]
+    assert types[-1] == "transcript.text.done" and set(types[:-1]) == {"transcript.text.delta"}, types
 
 
 def test_cli_features_png(base_url, files, tmp_path):

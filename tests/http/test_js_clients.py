@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests import assets
+from tests.speech_corpus import THREE, recording, wav_bytes
 
 pytestmark = pytest.mark.slow
 JS = Path(__file__).resolve().parents[1] / "js"
@@ -21,6 +22,7 @@ def media(tmp_path_factory) -> Path:
     (d / "cat.jpg").write_bytes(assets.photo("chelsea"))
     (d / "en.wav").write_bytes(assets.speech(assets.EN_SENTENCE))
     (d / "de.wav").write_bytes(assets.speech(assets.DE_SENTENCE, voice="de"))
+    (d / "three.wav").write_bytes(wav_bytes(recording(THREE)))  # several segments: several deltas
     return d
 
 

@@ -2,12 +2,15 @@
 indexes and fusion heads, and per-tenant metrics. The modality deployments are stand-ins
 (tests/stub_backends.py); the gateway, QuotaKeeper, SearchIndex (Milvus Lite) and FusionHead are real."""
 
+import asyncio
 import concurrent.futures as cf
+import json
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+import websockets
 import yaml
 from ray import serve
 
@@ -111,6 +114,42 @@ def test_a_tenant_calls_only_its_modalities(tenant_app):
         assert _status(lambda: globex.embed_text(["fine"])) == 200
         assert _status(lambda: globex.embed_audio([b"RIFF...."])) == 403
         assert _status(lambda: acme.embed_text(["fine"])) == 200
+
+
+def _live_speech(app, *, key: str | None = None, header: str | None = None):
+    """A live speech session (tests/http/test_live_speech.py): its final transcript of 0.5 s of
+    silence, or the HTTP answer that refused the handshake. ``key`` as a browser sends it (a
+    subprotocol), ``header`` as an Authorization header."""
+    protocols = ["mmserve.v1"] + ([f"mmserve.key.{key}"] if key else [])
+    headers = {"authorization": f"Bearer {header}"} if header else None
+    url = app["url"].replace("http://", "ws://") + "/v1/audio/transcriptions/ws"
+
+    async def talk():
+        async with websockets.connect(url, subprotocols=protocols, additional_headers=headers) as ws:
+            await ws.send(bytes(16_000))
+            await ws.send(json.dumps({"type": "commit"}))
+            while (message := json.loads(await ws.recv()))["type"] != "transcript.final":
+                pass
+            return message
+
+    try:
+        return asyncio.run(talk())
+    except websockets.InvalidStatus as refused:
+        return refused.response
+
+
+def test_the_live_speech_socket_takes_the_same_keys_on_its_handshake(tenant_app):
+    keys = tenant_app["keys"]
+    assert _live_speech(tenant_app, key=keys["acme"])["text"]  # the stand-in's words
+    assert _live_speech(tenant_app, header=keys["acme"])["text"]
+    for refused, status in [
+        (_live_speech(tenant_app), 401),
+        (_live_speech(tenant_app, key=_wrong_secret(keys["acme"])), 401),
+        (_live_speech(tenant_app, key=keys["globex"]), 403),  # no audio modality
+        (_live_speech(tenant_app, key=keys["initech"]), 403),  # disabled
+    ]:
+        assert refused.status_code == status, (refused.status_code, refused.body)
+        assert json.loads(refused.body)["error"]["type"] in ("authentication_error", "permission_error")
 
 
 def test_over_the_rate_gets_429_with_retry_after(tenant_app):

@@ -1,18 +1,15 @@
 """A long recording streamed: the first words arrive well before the whole transcript, and a client
 that leaves stops the decoding on the AudioModel replica (its ``stream_stats`` counters)."""
 
-import io
 import json
 import time
-import wave
 
-import numpy as np
 import pytest
 import requests
 
 from tests import assets
 from tests.conftest import TEST_ARGS
-from tests.speech_corpus import long_recordings
+from tests.speech_corpus import long_recordings, wav_bytes
 
 pytestmark = pytest.mark.slow
 APP = "longspeech"
@@ -40,13 +37,7 @@ def base_url(ray_cluster):
 @pytest.fixture(scope="module")
 def long_wav():
     recording = long_recordings(60.0, count=1)[0]
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16_000)
-        w.writeframes((np.clip(recording.audio, -1, 1) * 32767).astype("<i2").tobytes())
-    return recording, buffer.getvalue()
+    return recording, wav_bytes(recording)
 
 
 def _stream(base_url: str, wav: bytes, **form):

@@ -47,6 +47,24 @@ test("transcription of an English wav", async () => {
   assert.ok(found >= 0.7, `heard ${JSON.stringify(result.text)}`);
 });
 
+test("a streamed transcription: the deltas joined are the done event's text", async () => {
+  const file = await toFile(media("three.wav"), "three.wav", { type: "audio/wav" });
+  const stream = await client.audio.transcriptions.create({ model: "whisper-1", file, language: "en", stream: true });
+  const types = [];
+  let joined = "";
+  let done;
+  for await (const event of stream) {
+    types.push(event.type);
+    if (event.type === "transcript.text.delta") joined += event.delta;
+    if (event.type === "transcript.text.done") done = event;
+  }
+  assert.ok(types.length >= 3 && types.at(-1) === "transcript.text.done", types.join()); // three sentences: >= 2 deltas
+  assert.ok(types.slice(0, -1).every((t) => t === "transcript.text.delta"), types.join());
+  assert.equal(joined, done.text);
+  assert.ok(done.usage.seconds > 1, JSON.stringify(done.usage));
+  assert.ok(words(done.text).includes("quarterly"), done.text);
+});
+
 test("translation of a German wav into English", async () => {
   const file = await toFile(media("de.wav"), "de.wav", { type: "audio/wav" });
   const result = await client.audio.translations.create({ model: "whisper-1", file });

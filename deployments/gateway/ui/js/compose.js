@@ -1,8 +1,9 @@
-// Compose view: pick inputs and tasks, run them as one /v1/compose request, and draw the DAG that
-// ran as a timeline (one bar per node, from started_ms for latency_ms, with its dependencies).
-import { call } from "./api.js";
+// Compose view: pick inputs and tasks, run them as one streamed /v1/compose request, and draw the DAG
+// as a timeline (one bar per node, from started_ms for latency_ms, with its dependencies), each bar
+// as its node finishes.
+import { stream } from "./api.js";
 import { dataURL } from "./media.js";
-import { $, el, guarded, svg } from "./ui.js";
+import { $, el, guarded, showRequestId, svg } from "./ui.js";
 
 const splitLabels = (v) => v.split(",").map((s) => s.trim()).filter(Boolean);
 // Each task the page offers: what it needs, an optional parameter, and the task it sends.
@@ -108,10 +109,29 @@ function drawDag(dag, latency) {
   $("compose-timeline").replaceChildren(el("div", { class: "dag-grid" }, labels, el("div", {}, tracks, axis)));
 }
 
+// Streamed (server-sent events): each node's bar is drawn as its event arrives, on a time axis that
+// grows with the nodes so far; the final response redraws the whole DAG and fills the JSON.
 async function run() {
   const chosen = tasks();
   if (!chosen.length) throw Object.assign(new Error("pick at least one task"), { type: "invalid_request_error" });
-  const result = await call("v1/compose", { inputs: await inputs(), tasks: chosen });
+  const finished = [];
+  let result = null;
+  $("compose-latency").textContent = "running…";
+  $("compose-json").textContent = "";
+  $("compose-timeline").replaceChildren();
+  showRequestId("compose-request", null);
+  const body = { inputs: await inputs(), tasks: chosen, stream: true };
+  const requestId = await stream("v1/compose", body, (name, data) => {
+    if (name === "node") {
+      finished.push(data);
+      $("compose-latency").textContent = `running… ${finished.length} nodes done`;
+      drawDag({ nodes: finished }, Math.max(...finished.map((n) => n.started_ms + n.latency_ms)));
+    } else if (name === "response") result = data;
+  }).catch((err) => {
+    $("compose-latency").textContent = `failed after ${finished.length} nodes`;
+    throw err;
+  });
+  showRequestId("compose-request", requestId);
   $("compose-latency").textContent = `${result.latency_ms.toFixed(0)} ms, ${result.dag.nodes.length} nodes`;
   $("compose-json").textContent = compact(JSON.stringify(result, shortened, 2));
   drawDag(result.dag, result.latency_ms);

@@ -2,7 +2,7 @@
 // server has vision-language models.
 import { call } from "./api.js";
 import { dataURL } from "./media.js";
-import { $, el, guarded, renderBars } from "./ui.js";
+import { $, el, guarded, renderBars, showRequestId } from "./ui.js";
 
 const labels = ["cat", "dog", "car"];
 let image = null; // the picked image as a data URL
@@ -18,6 +18,7 @@ async function zeroShot() {
   if (!image || labels.length === 0) return;
   const result = await call("v1/zero-shot", { image, labels });
   renderBars($("zs-bars"), result.labels);
+  showRequestId("zs-request", result.requestId);
 }
 
 function runZeroShot() {
@@ -28,6 +29,7 @@ async function classify() {
   const result = await call("v1/classify", { image, top_k: 5 });
   $("classify-model").textContent = result.model;
   renderBars($("classify-bars"), result.predictions);
+  showRequestId("classify-request", result.requestId);
 }
 
 async function caption() {

@@ -2,7 +2,7 @@
 // thumbnail in its metadata), and query by text, image or speech.
 import { call } from "./api.js";
 import { dataURL, recordButton, thumbnail } from "./media.js";
-import { $, el, guarded, showError } from "./ui.js";
+import { $, el, guarded, showError, showRequestId } from "./ui.js";
 
 const BATCH = 4; // images per request: progress moves often, requests stay small
 
@@ -75,6 +75,7 @@ async function query(body) {
   if (!name) throw Object.assign(new Error("create or pick an index first"), { type: "invalid_request_error" });
   const top = Number($("query-k").value) || 6;
   const result = await call(`v1/indexes/${encodeURIComponent(name)}/query`, { ...body, top_k: top });
+  showRequestId("query-request", result.requestId);
   const heard = $("query-transcript");
   heard.hidden = result.transcript === null || result.transcript === undefined;
   heard.textContent = heard.hidden ? "" : `Heard: “${result.transcript.trim()}”`;

@@ -1,8 +1,10 @@
-// Speech view: transcribe or translate an uploaded or recorded clip, its segments on a timeline and
-// its mel, MFCC and chroma as pictures.
+// Speech view: transcribe or translate an uploaded clip (its segments on a timeline), or the microphone
+// live over the WebSocket (partial transcripts while one speaks, the final one on stop), and the
+// audio's mel, MFCC and chroma as pictures.
 import { call } from "./api.js";
-import { dataURL, heatmap, recordButton } from "./media.js";
-import { $, el, guarded, showError } from "./ui.js";
+import { LiveSpeech } from "./live.js";
+import { dataURL, heatmap } from "./media.js";
+import { $, clearError, el, guarded, showError, showRequestId } from "./ui.js";
 
 const PANELS = [
   { name: "mel", title: "mel spectrogram (dB)", ramp: "magma" },
@@ -37,6 +39,7 @@ async function transcribe(blob, name) {
   $("speech-text").textContent = result.text.trim() || "(no speech heard)";
   const language = `${result.language} (${(result.language_probability * 100).toFixed(0)} %)`;
   $("speech-meta").textContent = `${result.task} · language ${language} · ${seconds(result.duration)}`;
+  showRequestId("speech-request", result.requestId);
   timeline(result);
   $("speech-result").hidden = false;
 }
@@ -63,11 +66,64 @@ async function run(blob, name) {
   await guarded(null, () => Promise.all([transcribe(blob, name), features(blob)]));
 }
 
+function showPartial(message) {
+  $("speech-text").replaceChildren(el("span", { class: "partial", text: message.text || "…" }));
+  $("speech-meta").textContent = `live · ${seconds(message.audio_s)} heard so far`;
+}
+
+async function showFinal(final, audio) {
+  $("speech-audio").src = URL.createObjectURL(audio);
+  $("speech-audio").hidden = false;
+  if (final) {
+    $("speech-text").textContent = final.text || "(no speech heard)";
+    $("speech-meta").textContent = `live · language ${final.language || "?"} · ${seconds(final.audio_s)}`;
+  }
+  await guarded(null, () => features(audio));
+}
+
+// The record button: the first click opens the socket and the microphone, the second stops both.
+function liveButton(button) {
+  const label = button.textContent;
+  let live = null;
+  const reset = () => {
+    live = null;
+    button.textContent = label;
+    button.classList.remove("recording");
+  };
+  button.addEventListener("click", async () => {
+    if (live) {
+      const running = live;
+      reset();
+      const { final, audio } = await running.stop();
+      return showFinal(final, audio);
+    }
+    const task = $("speech-task").value === "translations" ? "translate" : "transcribe";
+    live = new LiveSpeech({ task }, {
+      session: (created) => showRequestId("speech-request", created.request_id),
+      partial: showPartial,
+      error: (err) => { showError(err); if (live && err.type === "live_speech_closed") reset(); },
+    });
+    try {
+      await live.start();
+    } catch (err) {
+      reset();
+      return showError(err);
+    }
+    clearError();
+    button.textContent = "■ Stop";
+    button.classList.add("recording");
+    $("speech-timeline").replaceChildren();
+    $("speech-text").textContent = "…";
+    $("speech-meta").textContent = "live · listening";
+    $("speech-result").hidden = false;
+  });
+}
+
 export function init() {
   $("speech-file").addEventListener("change", (e) => {
     const file = e.target.files[0];
     if (file) run(file, file.name);
     e.target.value = "";
   });
-  recordButton($("speech-record"), (blob) => run(blob, "recording.webm"), showError);
+  liveButton($("speech-record"));
 }

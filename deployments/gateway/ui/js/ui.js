@@ -33,8 +33,16 @@ export function renderBars(list, items, { max = 1, digits = 3 } = {}) {
   }));
 }
 
+// The request id of an answer (its X-Request-ID), shown in the element `id`.
+export function showRequestId(id, requestId) {
+  const tag = $(id);
+  tag.textContent = requestId ? `request ${requestId}` : "";
+  tag.title = requestId ? "the id the server logged this request under: quote it when reporting a problem" : "";
+}
+
 export function showError(err) {
   const box = $("error");
+  showRequestId("error-request", err.requestId);
   const status = err.status ? ` (HTTP ${err.status})` : "";
   $("error-title").textContent = `${err.type || "error"}${status}`;
   $("error-param").textContent = err.param ? `param: ${err.param}` : "";
