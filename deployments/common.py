@@ -12,7 +12,7 @@ import time
 import ray
 
 from config.settings import BatchConfig
-from deployments.metrics import observe_batch
+from deployments import metrics
 from deployments.request_ids import batch_ids
 from models.runtime import resolve_device
 
@@ -39,7 +39,6 @@ class BatchStats:
     def record(self, method: str, size: int) -> None:
         with self._lock:
             self._sizes[method][size] += 1
-        observe_batch(method, size)
 
     def snapshot(self) -> dict[str, dict[int, int]]:
         with self._lock:
@@ -109,6 +108,12 @@ class ModelReplica:
     _progress: Progress | None = None
     batch_config: BatchConfig = BatchConfig()
 
+    def __init_subclass__(cls, **kwargs) -> None:
+        """Each ``@serve.batch`` method in ``_batched`` notes when a call enters it (its batch wait)."""
+        super().__init_subclass__(**kwargs)
+        for name in cls.__dict__.get("_batched", ()):
+            setattr(cls, name, metrics.timed_batch(cls.__dict__[name]))
+
     def reconfigure(self, user_config: dict) -> None:
         """Batch settings, and for the encoders an optional ``model``: a new model spec loaded and
         swapped in on the running replica (how a new adapter checkpoint rolls out without a restart)."""
@@ -136,11 +141,13 @@ class ModelReplica:
         log.info("%s: a batch of %d, request ids %s", method, len(items), ",".join(batch_ids()) or "-")
         progress = self.progress()
         ticket = progress.start(method)
+        started = metrics.batch_started(method)
         try:
             out = await asyncio.to_thread(forward, items)
         finally:
             progress.finish(ticket)
         self.stats.record(method, len(items))
+        metrics.observe_batch(method, len(items), started)
         return list(out)
 
     def progress(self) -> Progress:

@@ -68,7 +68,7 @@ from ray.serve.exceptions import RayServeException
 from deployments.gateway import liveness
 from deployments.gateway.parsing import off_loop
 from deployments.gateway.quarantine import Quarantine, fingerprint
-from deployments.metrics import observe_poison
+from deployments.metrics import observe_poison, watch_queue_wait
 from models.errors import DeadlineExceeded, InvalidInput, PoisonRequest
 
 log = logging.getLogger("ray.serve")
@@ -143,6 +143,7 @@ async def _await(response) -> Any:
 async def _once(method, args: tuple, kwargs: dict) -> Any:
     check_deadline()
     response = method.remote(*args, **kwargs)
+    watch_queue_wait(method, response)
     try:
         result = await asyncio.wait_for(_await(response), remaining())
         liveness.answered(getattr(method, "deployment_name", "?"))
