@@ -105,7 +105,9 @@ def traffic(base_url):
         answer = requests.post(f"{base_url}/v1/classify", files={"image": photo}, timeout=120)
         assert answer.status_code == 200, answer.text
     for text in ("a cat", "a dog", "a ship"):
-        answer = requests.post(f"{base_url}/v1/embeddings", json={"input": [text]}, timeout=120)
+        answer = requests.post(
+            f"{base_url}/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": [text]}, timeout=120
+        )
         assert answer.status_code == 200, answer.text
     for _ in range(3):
         answer = requests.post(
