@@ -5,6 +5,7 @@ rule Prometheus itself rejects fails here. Every wait is bounded."""
 
 from __future__ import annotations
 
+import base64
 import math
 import shutil
 import subprocess
@@ -97,9 +98,22 @@ def _series(url: str, promql: str, labels: dict, at_least: float = 0.0) -> float
     return _until(found, WAIT_S, f"no series {labels} (>= {at_least}) for {promql}")
 
 
+def _unseen_jpeg() -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng().integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "JPEG")
+    return out.getvalue()
+
+
 @pytest.fixture(scope="module")
 def traffic(base_url):
-    """Known traffic: 4 classifications, 3 text embeddings, 3 requests refused for their deadline."""
+    """Known traffic: 4 classifications, 3 text embeddings, an image embedding (of an image no cache
+    holds) and 3 requests refused for their deadline."""
     photo = assets.photo("chelsea")
     for _ in range(4):
         answer = requests.post(f"{base_url}/v1/classify", files={"image": photo}, timeout=120)
@@ -109,6 +123,11 @@ def traffic(base_url):
             f"{base_url}/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": [text]}, timeout=120
         )
         assert answer.status_code == 200, answer.text
+    url = "data:image/jpeg;base64," + base64.b64encode(_unseen_jpeg()).decode()  # decoded in the replica
+    answer = requests.post(
+        f"{base_url}/v1/embeddings", json={"model": "conse-efficientnet-lite0", "input": url}, timeout=120
+    )
+    assert answer.status_code == 200, answer.text
     for _ in range(3):
         answer = requests.post(
             f"{base_url}/v1/classify",
@@ -120,37 +139,36 @@ def traffic(base_url):
         assert answer.json()["error"]["type"] == "deadline_exceeded"
 
 
-def test_stage_histograms_give_quantiles_per_deployment_and_modality(prometheus, traffic):
-    queue = _series(
-        prometheus,
+STAGES = {  # stage -> (its quantile over all scrapes so far, the series the traffic must give)
+    "queue wait p50": (
         "histogram_quantile(0.5, sum by (le, target, modality) (ray_mmserve_queue_wait_seconds_bucket))",
         {"target": "VisionEncoder", "modality": "image"},
-    )
-    batch_wait = _series(
-        prometheus,
+    ),
+    "batch wait p90": (
         "histogram_quantile(0.9, sum by (le, deployment, method, modality) (ray_mmserve_batch_wait_seconds_bucket))",
         {"deployment": "VisionEncoder", "method": "classify", "modality": "image"},
-    )
-    forward = _series(
-        prometheus,
+    ),
+    "text forward p99": (
         "histogram_quantile(0.99, sum by (le, deployment, method) (ray_mmserve_forward_seconds_bucket))",
         {"deployment": "TextEncoder", "method": "embed"},
-    )
-    end_to_end = _series(
-        prometheus,
+    ),
+    "classify end to end p50": (
         "histogram_quantile(0.5, sum by (le, route) (ray_mmserve_request_duration_seconds_bucket))",
         {"route": "/v1/classify"},
-    )
-    decode = _series(
-        prometheus,
+    ),
+    "image decode p50": (
         "histogram_quantile(0.5, sum by (le, deployment) (ray_mmserve_decode_seconds_bucket))",
         {"deployment": "VisionEncoder"},
-    )
-    print(f"\nPromQL p50 queue {queue}, p90 batch wait {batch_wait}, p99 text forward {forward}, ")
-    print(f"p50 classify end to end {end_to_end}, p50 image decode {decode}")
-    for value in (queue, batch_wait, forward, end_to_end, decode):
+    ),
+}
+
+
+def test_stage_histograms_give_quantiles_per_deployment_and_modality(prometheus, traffic):
+    quantiles = {stage: _series(prometheus, promql, labels) for stage, (promql, labels) in STAGES.items()}
+    print(f"\nPromQL stage quantiles (s): {quantiles}")
+    for value in quantiles.values():
         assert 0 <= value <= 120  # inside the buckets: a quantile of observations, not +Inf
-    assert forward > 0 and end_to_end > 0 and decode > 0
+    assert quantiles["text forward p99"] > 0 and quantiles["classify end to end p50"] > 0
     # every classification ran in a batch: at least as many batched calls as classifications sent
     assert (
         _series(prometheus, 'sum(ray_mmserve_batch_size_sum{deployment="VisionEncoder"})', {}, at_least=4)
