@@ -197,14 +197,26 @@ def observe_refusal(exc: BaseException, modality: str, tenant: str) -> None:
         _metric("mmserve_refusals_total").inc(1, tags=tags)
 
 
+def call_labels(method) -> dict[str, str]:
+    """``target``, ``method`` and ``modality`` of a handle call, all strings (Ray refuses other tag
+    values; a DeploymentHandle answers any unknown attribute, ``method_name`` included, with a handle)."""
+    target = getattr(method, "deployment_name", None)
+    name = getattr(getattr(method, "handle_options", None), "method_name", None)
+    target = target if isinstance(target, str) else "?"
+    return {
+        "target": target,
+        "method": name if isinstance(name, str) else "?",
+        "modality": modality_of(target),
+    }
+
+
 def watch_queue_wait(method, response) -> None:
     """Time a handle call (``method.remote`` gave ``response``) until Serve's router assigned it to
     a replica: the router resolves the response's replica future then, on its own loop."""
     future = getattr(response, "_replica_result_future", None)
     if future is None:  # Serve changed its handle internals: no queue wait rather than an error
         return
-    target = getattr(method, "deployment_name", "?")
-    tags = {"target": target, "method": getattr(method, "method_name", "?"), "modality": modality_of(target)}
+    tags = call_labels(method)
     sent = time.perf_counter()
 
     def assigned(done) -> None:

@@ -89,13 +89,21 @@ def _query(url: str, promql: str) -> dict[tuple, float]:
 def _series(url: str, promql: str, labels: dict, at_least: float = 0.0) -> float:
     """The value of the series of ``promql`` with ``labels`` once it exists (and is >= ``at_least``)."""
 
+    last: dict = {}
+
     def found():
-        for key, value in _query(url, promql).items():
+        last["result"] = _query(url, promql)
+        for key, value in last["result"].items():
             if labels.items() <= dict(key).items() and not math.isnan(value) and value >= at_least:
                 return value
         return None
 
-    return _until(found, WAIT_S, f"no series {labels} (>= {at_least}) for {promql}")
+    try:
+        return _until(found, WAIT_S, f"no series {labels} (>= {at_least}) for {promql}")
+    except AssertionError as exc:
+        names = requests.get(f"{url}/api/v1/label/__name__/values", timeout=10).json()["data"]
+        mine = [n for n in names if n.startswith("ray_mmserve_")]
+        raise AssertionError(f"{exc}\nlast result: {last.get('result')}\nscraped: {mine}") from None
 
 
 def _unseen_jpeg() -> bytes:

@@ -184,3 +184,23 @@ def test_a_timed_batch_method_is_still_a_method_to_serve():
     assert extract_self_if_method_call([replica, 1], _embed_batch) is replica
     assert callable(replica._embed_batch.set_max_batch_size)
     assert callable(replica._embed_batch.set_batch_wait_timeout_s)
+
+
+def test_a_handle_calls_labels_are_strings_ray_accepts():
+    """A DeploymentHandle answers an unknown attribute (``method_name``) with another handle: a tag
+    value Ray refuses, so queue waits were never recorded until the labels came from its options."""
+    from types import SimpleNamespace
+
+    class Handle:  # DeploymentHandle's shape (a real one needs a running Serve)
+        deployment_name = "VisionEncoder"
+
+        def __init__(self, method_name: str = "__call__") -> None:
+            self.handle_options = SimpleNamespace(method_name=method_name)
+
+        def __getattr__(self, name: str) -> Handle:
+            return Handle(name)
+
+    method = Handle().embed
+    assert not isinstance(method.method_name, str)  # the trap
+    assert metrics.call_labels(method) == {"target": "VisionEncoder", "method": "embed", "modality": "image"}
+    assert metrics.call_labels(object()) == {"target": "?", "method": "?", "modality": "other"}
