@@ -23,8 +23,8 @@ $(VENV)/.installed: pyproject.toml
 # tests/browser drives through Playwright (whose own browser download needs a network CI lacks);
 # Node runs tests/js with the official openai npm package (pinned in tests/js/package-lock.json).
 test-deps:
-	@command -v espeak-ng >/dev/null && command -v chromium >/dev/null && command -v npm >/dev/null || \
-		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends espeak-ng chromium nodejs npm; }
+	@command -v espeak-ng >/dev/null && command -v chromium >/dev/null && command -v npm >/dev/null && command -v promtool >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends espeak-ng chromium nodejs npm prometheus; }
 	cd tests/js && npm ci --no-audit --no-fund --loglevel=error
 
 serve: setup

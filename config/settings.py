@@ -114,6 +114,11 @@ class GatewaySettings(BaseModel):
     embed_cache_size: int = Field(
         4096, ge=0, description="image/audio embeddings kept by content hash (0: off)"
     )
+    metrics_tenant_label: bool = Field(
+        True,
+        description="gateway metrics carry each tenant's id as the tenant label; false: one value, all "
+        "(bounds the series when tenants are many)",
+    )
     allowed_root: str | None = Field(
         None,
         description="server-side folder that index items may name by path "

@@ -17,6 +17,7 @@ from ray import serve
 
 from deployments.common import BatchStats, ModelReplica, placement, replica_device
 from deployments.info import EncoderInfo
+from deployments.metrics import observe_model_load
 from models import audio_features, whisper_batch
 from models.fusion_features import FeatureExtractor, ModalityFeatures
 from models.registry import SpeechModelSpec, load_speech
@@ -32,6 +33,7 @@ class AudioModel(ModelReplica):
         self.spec = SpeechModelSpec.model_validate(spec)
         self.device = replica_device()
         self.engine = load_speech(self.spec, device=self.device)
+        observe_model_load("speech")
         audio_features.warmup()  # numba compiles librosa's kernels once, here rather than on a request
         self.engine.warmup()
         self.stats = BatchStats()

@@ -12,8 +12,7 @@ import time
 import ray
 
 from config.settings import BatchConfig
-from deployments import tracing
-from deployments.metrics import observe_batch
+from deployments import metrics, tracing
 from deployments.request_ids import batch_ids
 from models.runtime import resolve_device
 
@@ -40,7 +39,6 @@ class BatchStats:
     def record(self, method: str, size: int) -> None:
         with self._lock:
             self._sizes[method][size] += 1
-        observe_batch(method, size)
 
     def snapshot(self) -> dict[str, dict[int, int]]:
         with self._lock:
@@ -110,6 +108,12 @@ class ModelReplica:
     _progress: Progress | None = None
     batch_config: BatchConfig = BatchConfig()
 
+    def __init_subclass__(cls, **kwargs) -> None:
+        """Each ``@serve.batch`` method in ``_batched`` notes when a call enters it (its batch wait)."""
+        super().__init_subclass__(**kwargs)
+        for name in cls.__dict__.get("_batched", ()):
+            setattr(cls, name, metrics.timed_batch(cls.__dict__[name]))
+
     def reconfigure(self, user_config: dict) -> None:
         """Batch settings, and for the encoders an optional ``model``: a new model spec loaded and
         swapped in on the running replica (how a new adapter checkpoint rolls out without a restart)."""
@@ -138,6 +142,7 @@ class ModelReplica:
         progress = self.progress()
         ticket = progress.start(method)
         started_ns = tracing.now_ns()
+        started = metrics.batch_started(method)
         try:
             out = await asyncio.to_thread(forward, items)
         finally:
@@ -149,6 +154,7 @@ class ModelReplica:
             ended_ns=tracing.now_ns(),
         )
         self.stats.record(method, len(items))
+        metrics.observe_batch(method, len(items), started)
         return list(out)
 
     def progress(self) -> Progress:

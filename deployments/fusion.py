@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ray import serve
 
+from deployments.metrics import observe_model_load
 from models import fusion
 from models.errors import InvalidInput
 
@@ -52,6 +53,7 @@ class FusionHead:
     def _load(self, model_id: str):
         tenant, head = split_model_id(model_id)
         loaded = fusion.load_checkpoint(self.store / tenant, head)
+        observe_model_load("fusion_head")
         log.info("loaded fusion head %s (%s)", model_id, loaded[1].kind)
         return loaded
 

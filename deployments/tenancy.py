@@ -150,6 +150,7 @@ class FailedLogins:
             raise Throttled(
                 f"too many failed authentications {' and '.join(over)}; retry after {wait:.0f}s",
                 retry_after=wait,
+                reason="auth",
             )
         self.by_address.add(address, now)
         if key_id is not None:
@@ -171,6 +172,12 @@ TENANT_SCOPE_KEY = "mmserve.tenant"  # where admission leaves the authenticated 
 def bind(scope: dict, tenant: Tenant) -> None:
     """Admission's record of who the request is from, once the key was checked."""
     scope[TENANT_SCOPE_KEY] = tenant
+
+
+def tenant_id(scope: dict) -> str:
+    """The id of the tenant admission bound to this request, "anonymous" before it did."""
+    tenant = scope.get(TENANT_SCOPE_KEY)
+    return tenant.id if isinstance(tenant, Tenant) else "anonymous"
 
 
 def current_tenant(request: HTTPConnection) -> Tenant:

@@ -9,6 +9,7 @@ from ray import serve
 
 from deployments.common import BatchStats, ModelReplica, checkpoint_path, log, placement, replica_device
 from deployments.info import EncoderInfo
+from deployments.metrics import observe_model_load
 from models.fusion_features import FeatureExtractor, ModalityFeatures
 from models.registry import TextModelSpec, load_text
 
@@ -22,6 +23,7 @@ class TextEncoder(ModelReplica):
         self.spec = TextModelSpec.model_validate(spec)
         self.device = replica_device()
         self.model = load_text(self.spec, device=self.device)
+        observe_model_load("text")
         self.model.warmup()
         self.fusion_inputs = FeatureExtractor(text=self.model)
         self.fusion_inputs.text(["warm up the token path"])
@@ -34,6 +36,7 @@ class TextEncoder(ModelReplica):
             return
         checkpoint_path(new.path if new.kind == "adapter" else None, "path")
         model = load_text(new, device=self.device)
+        observe_model_load("text")
         model.warmup()
         fusion_inputs = FeatureExtractor(text=model)
         fusion_inputs.text(["warm up the token path"])

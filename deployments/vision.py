@@ -10,6 +10,7 @@ from ray import serve
 
 from deployments.common import BatchStats, ModelReplica, checkpoint_path, log, placement, replica_device
 from deployments.info import EncoderInfo
+from deployments.metrics import observe_model_load, timed_decode
 from models.fusion_features import FeatureExtractor, ModalityFeatures
 from models.image_input import Cropped, Encoded
 from models.registry import TextModelSpec, VisionModelSpec, load_classifier, load_embedder
@@ -31,6 +32,7 @@ class VisionEncoder(ModelReplica):
         self.embedder = load_embedder(
             self.spec, self.text_spec, classifier=self.classifier, device=self.device
         )
+        observe_model_load("vision")
         self.stats = BatchStats()
         self._decodes = asyncio.Semaphore(DECODES)
         self.fusion_inputs = FeatureExtractor(image=self.embedder)
@@ -56,6 +58,7 @@ class VisionEncoder(ModelReplica):
         )
         classifier = self.classifier if same_classifier else load_classifier(new, device=self.device)
         embedder = load_embedder(new, self.text_spec, classifier=classifier, device=self.device)
+        observe_model_load("vision")
         fusion_inputs = FeatureExtractor(image=embedder)
         self._warm(embedder, fusion_inputs)
         self.spec, self.classifier, self.embedder, self.fusion_inputs = (
@@ -95,7 +98,7 @@ class VisionEncoder(ModelReplica):
         size = getattr(self.embedder, "input_size", None)
         if isinstance(image, Encoded):
             async with self._decodes:
-                image = await asyncio.to_thread(image.decode, size)
+                image = await asyncio.to_thread(timed_decode(image.decode), size)
         elif isinstance(image, Cropped) and (
             size is None or image.pixels.shape[:2] != (size.crop, size.crop)
         ):

@@ -19,6 +19,7 @@ import torch
 from ray import serve
 
 from deployments.common import BatchStats, ModelReplica, placement, replica_device
+from deployments.metrics import observe_model_load
 from models.errors import NotFound, Unavailable
 from models.registry import VisionLanguageModelSpec, load_vision_language
 from models.vision_language import GenerationSettings, VisionLanguageModel
@@ -56,10 +57,12 @@ class VisionLanguage(ModelReplica):
             model.warmup()
         except Exception as exc:  # the config names weights this replica cannot load: the operator's fault
             log.exception("vision-language model %s failed to load from %s", model_id, spec.path)
+            observe_model_load("vision_language", failed=True)
             raise Unavailable(
                 f"vision-language model '{model_id}' could not be loaded ({type(exc).__name__}); "
                 "see the VisionLanguage replica's log"
             ) from None
+        observe_model_load("vision_language")
         log.info(
             "loaded vision-language model %s (%s %s) on %s", model_id, spec.task, spec.engine, self.device
         )

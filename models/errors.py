@@ -110,9 +110,12 @@ class Throttled(MMServeError):
 
     error_type = "rate_limit_error"
 
-    def __init__(self, message: str, *, param: str | None = None, retry_after: float = 1.0) -> None:
+    def __init__(
+        self, message: str, *, param: str | None = None, retry_after: float = 1.0, reason: str = "tenant_rate"
+    ) -> None:
         super().__init__(message, param=param)
         self.retry_after = retry_after
+        self.reason = reason  # which limit: tenant_rate, tenant_concurrency, auth (failed logins), queue_full
 
 
 class RequestTimeout(MMServeError):

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from config.tenants import OPEN, Tenant
 from deployments import tenancy, tracing
 from deployments.gateway import calls, errors, routing
-from deployments.metrics import observe_request, observe_throttled
+from deployments.metrics import observe_refusal, observe_request
 from deployments.quota import LEASE_S
 from models.errors import MMServeError, Throttled, Unauthorized
 
@@ -75,7 +75,8 @@ class Admission:
         burst = tenant.rate_limit.burst if tenant.rate_limit else 1
         lease, wait, limit = await self.quota.acquire.remote(tenant.id, rate, burst, tenant.max_concurrent)
         if lease is None:
-            raise Throttled(_limit_message(tenant, limit, wait), retry_after=wait)
+            reason = "tenant_concurrency" if limit == "max_concurrent" else "tenant_rate"
+            raise Throttled(_limit_message(tenant, limit, wait), retry_after=wait, reason=reason)
         self.held.setdefault(tenant.id, set()).add(lease)
         if self._renewing is None or self._renewing.done():
             self._renewing = asyncio.get_running_loop().create_task(self._renew_forever())
@@ -135,7 +136,7 @@ class AdmitAndMeasure:
                 _route(scope),
                 routing.route_modality(scope.get("route")),
                 seen["status"],
-                (time.perf_counter() - started) * 1000,
+                time.perf_counter() - started,
                 tenant=seen["tenant"],
             )
 
@@ -150,8 +151,7 @@ class AdmitAndMeasure:
                 with tracing.span("admission", modality=modality):
                     receive, lease = await _admit(request, modality, receive, held, seen)
             except MMServeError as err:  # refused at admission: 401, 403, 429 or 503 (over budget)
-                if isinstance(err, Throttled):
-                    observe_throttled(seen["tenant"])
+                observe_refusal(err, routing.route_modality(scope.get("route")), seen["tenant"])
                 return await errors.domain_response(err)(scope, receive, send)
             try:
                 await self.app(scope, receive, send)

@@ -11,6 +11,7 @@ import collections
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from deployments.metrics import observe_inflight
 from models.errors import Overloaded
 
 
@@ -40,9 +41,11 @@ class Budgets:
         """Take a slot for one request of ``modality``, or raise ``Overloaded``."""
         self.check(modality)
         self.inflight[modality] += 1
+        observe_inflight(modality, self.inflight[modality])
 
     def leave(self, modality: str) -> None:
         self.inflight[modality] -= 1
+        observe_inflight(modality, self.inflight[modality])
 
     @contextmanager
     def slot(self, modality: str) -> Iterator[None]:

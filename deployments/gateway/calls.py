@@ -69,7 +69,7 @@ from deployments import tracing
 from deployments.gateway import liveness
 from deployments.gateway.parsing import off_loop
 from deployments.gateway.quarantine import Quarantine, fingerprint
-from deployments.metrics import observe_poison
+from deployments.metrics import observe_poison, watch_queue_wait
 from models.errors import DeadlineExceeded, InvalidInput, PoisonRequest
 
 log = logging.getLogger("ray.serve")
@@ -144,7 +144,9 @@ async def _await(response) -> Any:
 async def _once(method, args: tuple, kwargs: dict) -> Any:
     check_deadline()
     with tracing.span(f"call {_name(method)}"):
-        return await _sent(method, method.remote(*args, **kwargs))
+        response = method.remote(*args, **kwargs)
+        watch_queue_wait(method, response)
+        return await _sent(method, response)
 
 
 async def _sent(method, response) -> Any:

@@ -13,7 +13,8 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.schemas import MediaError, TemplateError
-from deployments import request_ids
+from deployments import request_ids, tenancy
+from deployments.metrics import observe_refusal
 from models.errors import (
     DeadlineExceeded,
     Forbidden,
@@ -150,7 +151,10 @@ def domain_response(err: MMServeError, request_id: str | None = None) -> JSONRes
     return error_response(status, err.error_type, err.message, err.param, headers, request_id)
 
 
-async def _on_any(_: Request, exc: Exception) -> JSONResponse:
+async def _on_any(request: Request, exc: Exception) -> JSONResponse:
+    observe_refusal(
+        exc, getattr(request.scope.get("route"), "modality", "none"), tenancy.tenant_id(request.scope)
+    )
     return response_for(exc)
 
 

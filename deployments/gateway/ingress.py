@@ -11,7 +11,7 @@ from ray.serve.handle import DeploymentHandle
 
 from config.settings import GatewaySettings
 from config.tenants import OPEN_TENANT, load_tenants
-from deployments import tenancy
+from deployments import metrics, tenancy
 from deployments.gateway import calls
 from deployments.gateway.admission import Admission
 from deployments.gateway.app import create_app
@@ -55,6 +55,7 @@ def build_services(
     vision_language: DeploymentHandle | None = None,
 ) -> GatewayServices:
     calls.configure_quarantine(ttl_s=settings.poison_quarantine_s, capacity=settings.poison_quarantine_size)
+    metrics.configure(tenant_label=settings.metrics_tenant_label)
     media = MediaDecoder(settings.limits(), settings.image_transport)
     encoders = Encoders(
         {"image": vision, "text": text, "audio": audio}, media, EmbedCache(capacity=settings.embed_cache_size)

@@ -113,7 +113,9 @@ def _proxy_error(start: dict):
     if status == 408:
         return RequestTimeout("the request did not complete within the server's request timeout")
     if status == 429:
-        return Throttled("the gateway's queue is full; retry shortly", retry_after=retry_after)
+        return Throttled(
+            "the gateway's queue is full; retry shortly", retry_after=retry_after, reason="queue_full"
+        )
     if status == 503:
         message = "the gateway's queue is full or no gateway replica is ready; retry shortly"
         return Overloaded(message, retry_after=retry_after)

@@ -259,7 +259,7 @@ def test_prometheus_metrics_per_route_and_batch(base_url, ray_cluster, files):
         "ray_mmserve_requests_total{",
         'route="/v1/classify"',
         'status="400"',
-        "ray_mmserve_request_latency_ms_bucket",
+        "ray_mmserve_request_duration_seconds_bucket",
         "ray_mmserve_batch_size_bucket",
         'method="classify"',
     ]

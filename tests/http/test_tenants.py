@@ -234,7 +234,8 @@ def test_metrics_carry_the_tenant(tenant_app, ray_cluster):
     with _client(tenant_app, "acme") as acme:
         acme.models()
     scrape_metrics(
-        ray_cluster["metrics_port"], ['tenant="acme"', "ray_mmserve_throttled_total{", 'tenant="tiny"']
+        ray_cluster["metrics_port"],
+        ['tenant="acme"', "ray_mmserve_refusals_total{", 'reason="tenant_rate"', 'tenant="tiny"'],
     )
 
 
