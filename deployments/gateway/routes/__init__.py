@@ -2,6 +2,7 @@
 
 from deployments.gateway.routes import (
     audio,
+    batches,
     compose,
     embeddings,
     fusion,
@@ -20,4 +21,5 @@ ROUTERS = [
     compose.router,
     fusion.router,
     vision_language.router,
+    batches.router,
 ]
