@@ -62,4 +62,5 @@ class BatchArgs(BaseModel):
         return absolute(store)
 
     def pool(self, modality: str) -> BatchPool:
-        return getattr(self, modality)
+        pools = {"image": self.image, "text": self.text, "audio": self.audio}
+        return pools[modality]
