@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from pydantic import BaseModel, ValidationError
 
 from api import schemas as s
 from api.batch import BatchRequestLine
 from models.errors import InvalidInput, MMServeError
 from models.media import MediaLimits, decode_image
+
+if TYPE_CHECKING:  # torch loads in the workers only, never in the gateway that builds a Plan
+    import torch
 
 BODIES: dict[str, type[BaseModel]] = {
     "/v1/embeddings": s.OpenAIEmbeddingRequest,
@@ -160,6 +162,8 @@ class ModelWorker:
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
         self._text = self._classifier = self._embedder = None
+        import torch
+
         torch.set_num_threads(max(1, int(plan.pool.get("num_cpus", 1) or 1)))
 
     # the backends
@@ -224,6 +228,8 @@ class ModelWorker:
         return self._openai_embeddings(parsed)
 
     def _forward(self, model_fn, tensors: list[torch.Tensor]) -> np.ndarray:
+        import torch
+
         return model_fn(torch.stack(tensors)) if tensors else np.zeros((0, 0), dtype=np.float32)
 
     def _embed_lines(self, lines: list[list[bytes]]) -> tuple[list[np.ndarray | MMServeError], str]:
