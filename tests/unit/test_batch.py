@@ -175,3 +175,20 @@ def test_a_tenant_runs_at_most_its_limit_of_batches(tmp_path):
     request = CreateBatchRequest(input_file_id=source.id, endpoint="/v1/embeddings")
     with pytest.raises(Throttled):
         asyncio.run(batches.create(tenant, request))
+
+
+def test_a_cancelled_batch_stops_at_the_next_block_and_keeps_what_it_did(tmp_path, monkeypatch):
+    p = _start(tmp_path, [line(f"r{i}") for i in range(8)])
+    store = Store(tmp_path)
+
+    def results(plan: Plan, pending):
+        for n, block in enumerate(_fake_results(None)(plan, pending)):
+            if n == 1:
+                store.ask_cancel("t", plan.batch_id)  # asked while the second block was running
+            yield block
+
+    monkeypatch.setattr(runner.pipeline, "results", results)
+    done = runner.run(p)
+    assert (done.status, done.request_counts.completed, done.request_counts.total) == ("cancelled", 2, 8)
+    out = [json.loads(x)["custom_id"] for x in b"".join(store.content("t", done.output_file_id)).splitlines()]
+    assert out == ["r0", "r1"]
