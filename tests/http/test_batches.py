@@ -17,6 +17,8 @@ import requests
 
 from tests import assets
 
+pytestmark = pytest.mark.slow  # each batch starts a Ray Data pool that loads its model: ~75 s in all
+
 DONE = ("completed", "failed", "cancelled", "expired")
 TEXT_MODEL, IMAGE_MODEL = "all-MiniLM-L6-v2", "conse-efficientnet-lite0"
 
