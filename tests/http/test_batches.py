@@ -126,18 +126,26 @@ def test_image_batches_embed_and_classify_and_a_corrupt_image_fails_alone(openai
 
 
 def test_files_and_batches_are_listed_read_and_deleted(openai_client, base_url):
-    source = openai_client.files.create(
-        file=("x.jsonl", jsonl([request("x", "/v1/embeddings", {})])), purpose="batch"
-    )
+    content = jsonl([request("x", "/v1/embeddings", {})])  # refused before any model: no pool load
+    source = openai_client.files.create(file=("x.jsonl", content), purpose="batch")
     assert openai_client.files.retrieve(source.id).filename == "x.jsonl"
-    assert openai_client.files.content(source.id).content == jsonl([request("x", "/v1/embeddings", {})])
+    assert openai_client.files.content(source.id).content == content
+    made = [
+        openai_client.batches.create(
+            input_file_id=source.id, endpoint="/v1/embeddings", completion_window="24h"
+        )
+        for _ in range(2)
+    ]
+    assert all(wait(openai_client, b.id).request_counts.failed == 1 for b in made)
     listed = requests.get(f"{base_url}/v1/batches", params={"limit": 1}, timeout=30).json()
     assert listed["object"] == "list" and len(listed["data"]) == 1 and listed["has_more"] is True
+    after = requests.get(f"{base_url}/v1/batches", params={"after": listed["last_id"]}, timeout=30).json()
+    assert {b.id for b in made} <= {listed["last_id"], *(b["id"] for b in after["data"])}
     assert openai_client.files.delete(source.id).deleted is True
     missing = requests.get(f"{base_url}/v1/files/{source.id}", timeout=30)
     assert missing.status_code == 404 and missing.json()["error"]["type"] == "not_found_error"
     wrong = requests.post(
-        f"{base_url}/v1/files", files={"file": ("x", b"{}\n")}, data={"purpose": "fine-tune"}
+        f"{base_url}/v1/files", files={"file": ("x", b"{}\n")}, data={"purpose": "fine-tune"}, timeout=30
     )
     assert wrong.status_code == 400 and wrong.json()["error"]["param"] == "purpose"
 
