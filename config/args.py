@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from typing_extensions import Self
 
+from config.batch import BatchArgs
 from config.settings import BatchConfig, GatewaySettings, absolute
 from models.errors import MMServeError
 from models.registry import SpeechModelSpec, TextModelSpec, VisionLanguageModelSpec, VisionModelSpec
@@ -315,6 +316,7 @@ class AppArgs(_Args):
     search: SearchArgs = SearchArgs()
     fusion: FusionArgs = FusionArgs()
     vision_language: VisionLanguageArgs = VisionLanguageArgs()
+    batch: BatchArgs = BatchArgs()
     resource_guard: Literal["strict", "off"] = Field(
         "strict", description="'off' for clusters whose autoscaler adds nodes on demand (e.g. KubeRay)"
     )

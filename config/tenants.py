@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from config.batch import BatchLimits
 from models.errors import Forbidden, InvalidInput, NotFound
 
 ALL = "*"
@@ -48,6 +49,9 @@ class Tenant(BaseModel):
     )
     allowed_root: str | None = Field(None, description="server-side folder its index items may name by path")
     operator: bool = Field(False, description="may read service-wide statistics (/v1/stats)")
+    batch: BatchLimits | None = Field(
+        None, description="its Batch API limits (default: the service's batch.limits)"
+    )
 
     @field_validator("allowed_root")
     @classmethod

@@ -50,8 +50,16 @@ def build_app(args: dict | AppArgs | None = None) -> Application:
         cfg.audio.model.model_dump()
     )
     return Gateway.options(**cfg.gateway.serve_options()).bind(
-        vision, text, audio, _gateway_settings(cfg), **_optional(cfg)
+        vision, text, audio, _gateway_settings(cfg), _batch(cfg), **_optional(cfg)
     )
+
+
+def _batch(cfg: AppArgs) -> dict | None:
+    """What the Batch API's runners load: the batch section and the served vision and text models."""
+    if not cfg.batch.enabled:
+        return None
+    models = {"vision": cfg.vision.model.model_dump(), "text": cfg.text.model.model_dump()}
+    return {"args": cfg.batch.model_dump(), "models": models}
 
 
 def _gateway_settings(cfg: AppArgs) -> dict:

@@ -45,6 +45,7 @@ TEST_ARGS = {
     # the `served` app turns both on with session-private paths.
     "search": {"enabled": False},
     "fusion": {"enabled": False},
+    "batch": {"enabled": False},
 }
 
 
@@ -118,6 +119,13 @@ def served_args(data_dir) -> dict:
         **TEST_ARGS,
         "search": {"uri": str(data_dir / "search.db"), "num_cpus": 0},
         "fusion": {"store": str(data_dir / "heads"), "num_cpus": 0, "max_heads": 2},
+        # small blocks and batches, so a test of a few lines commits several blocks
+        "batch": {
+            "store": str(data_dir / "batches"),
+            "block_size": 2,
+            "image": {"num_cpus": 0.5, "batch_size": 2},
+            "text": {"num_cpus": 0.5, "batch_size": 2},
+        },
     }
 
 

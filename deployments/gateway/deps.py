@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 
 from config.tenants import Tenant
 from deployments.gateway.services import GatewayServices
+from deployments.gateway.services.batches import Batches
 from deployments.gateway.services.encoders import Encoders
 from deployments.gateway.services.fusion import Fusion
 from deployments.gateway.services.search import Search
@@ -46,6 +47,10 @@ def _vision_language(request: Request) -> VisionLanguageClient:
     return _services(request).vision_language
 
 
+def _batches(request: Request) -> Batches:
+    return _services(request).batches
+
+
 CurrentTenant = Annotated[Tenant, Depends(current_tenant)]  # 401 when admission bound none
 ServicesDep = Annotated[GatewayServices, Depends(_services)]
 EncodersDep = Annotated[Encoders, Depends(_encoders)]
@@ -54,3 +59,4 @@ SpeechDep = Annotated[Speech, Depends(_speech)]
 SearchDep = Annotated[Search, Depends(_search)]
 FusionDep = Annotated[Fusion, Depends(_fusion)]
 VisionLanguageDep = Annotated[VisionLanguageClient, Depends(_vision_language)]
+BatchesDep = Annotated[Batches, Depends(_batches)]

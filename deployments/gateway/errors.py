@@ -55,6 +55,15 @@ STATUS: dict[type[MMServeError], int] = {
 SCHEMA_VIOLATION = 422  # the body does not match the route's schema (pydantic / FastAPI validation)
 
 
+def statuses_by_class() -> dict[str, int]:
+    """Error class name -> status, for work answered outside a request (a batch's error file): the
+    domain errors, and pydantic's ``ValidationError`` as the schema violation it is online."""
+    return {
+        **{cls.__name__: code for cls, code in STATUS.items()},
+        ValidationError.__name__: SCHEMA_VIOLATION,
+    }
+
+
 def documented_errors() -> dict[str, str]:
     """Status code -> what it means, for every error a route with a body can answer."""
     described: dict[int, list[str]] = {SCHEMA_VIOLATION: ["the body does not match the route's schema"]}

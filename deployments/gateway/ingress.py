@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from config.batch import BatchArgs
 from config.settings import GatewaySettings
 from config.tenants import OPEN_TENANT, load_tenants
 from deployments import metrics, tenancy
@@ -16,6 +17,7 @@ from deployments.gateway import calls
 from deployments.gateway.admission import Admission
 from deployments.gateway.app import create_app
 from deployments.gateway.services import GatewayServices
+from deployments.gateway.services.batches import Batches
 from deployments.gateway.services.encoders import Encoders
 from deployments.gateway.services.fusion import Fusion
 from deployments.gateway.services.media import MediaDecoder
@@ -53,7 +55,10 @@ def build_services(
     fusion: DeploymentHandle | None = None,
     quota: DeploymentHandle | None = None,
     vision_language: DeploymentHandle | None = None,
+    batch: dict | None = None,
 ) -> GatewayServices:
+    """``batch``: ``{"args": the batch section, "models": {"vision": spec, "text": spec}}`` (the Batch
+    API answers 503 without it)."""
     calls.configure_quarantine(ttl_s=settings.poison_quarantine_s, capacity=settings.poison_quarantine_size)
     metrics.configure(tenant_label=settings.metrics_tenant_label)
     media = MediaDecoder(settings.limits(), settings.image_transport)
@@ -77,8 +82,15 @@ def build_services(
         fusion=Fusion(fusion, encoders),
         admission=_admission(settings, quota),
         vision_language=VisionLanguageClient(vision_language, media),
+        batches=_batches(batch, encoders, settings),
         optional={name: h for name, h in optional.items() if h is not None},
     )
+
+
+def _batches(batch: dict | None, encoders: Encoders, settings: GatewaySettings) -> Batches:
+    if batch is None or not batch["args"].get("enabled", True):
+        return Batches(None, encoders, settings.limits(), {})
+    return Batches(BatchArgs.model_validate(batch["args"]), encoders, settings.limits(), batch["models"])
 
 
 @serve.deployment(name="Gateway")
@@ -90,10 +102,11 @@ class Gateway:
         text: DeploymentHandle,
         audio: DeploymentHandle,
         settings: dict | None = None,
+        batch: dict | None = None,
         **optional: DeploymentHandle | None,
     ) -> None:
         self.services = build_services(
-            vision, text, audio, GatewaySettings.model_validate(settings or {}), **optional
+            vision, text, audio, GatewaySettings.model_validate(settings or {}), batch=batch, **optional
         )
 
     def __serve_build_asgi_app__(self) -> FastAPI:

@@ -97,6 +97,11 @@ def get(router: APIRouter, path: str, *, modality: str = "none", open: bool = Fa
     return _declare(router, "GET", path, modality=modality, open=open, **kwargs)
 
 
+def action(router: APIRouter, path: str, *, modality: str = "none", **kwargs):
+    """A POST without a body (an action on a resource, e.g. cancelling a batch)."""
+    return _declare(router, "POST", path, modality=modality, **kwargs)
+
+
 def delete(router: APIRouter, path: str, *, modality: str = "none", **kwargs):
     return _declare(router, "DELETE", path, modality=modality, **kwargs)
 

@@ -25,7 +25,8 @@ from tests.assets import photo, scrape_metrics
 from tests.stub_backends import DIM, stub_models
 
 RATE, BURST = 4.0, 4
-CEILING = 100  # failed authentications per gateway replica and minute, all addresses together
+CEILING = 100
+BATCH_FILE_BYTES = 4096  # failed authentications per gateway replica and minute, all addresses together
 
 
 def _tenants(path: Path) -> dict[str, str]:
@@ -40,6 +41,7 @@ def _tenants(path: Path) -> dict[str, str]:
     by_id["frozen"]["rate_limit"] = {"requests_per_second": 0.02, "burst": 1}  # one request per 50 s
     by_id["acme"]["allowed_root"] = str(path.parent / "shared")
     by_id["acme"]["operator"] = True
+    by_id["acme"]["batch"] = {"max_file_bytes": BATCH_FILE_BYTES, "max_lines": 3, "max_running": 1}
     path.write_text(yaml.safe_dump(data))
     return keys
 
@@ -76,6 +78,7 @@ def tenant_app(ray_cluster, tmp_path_factory):
         search=SearchIndex.options(ray_actor_options={"num_cpus": 0}).bind(str(data / "search.db")),
         fusion=FusionHead.options(ray_actor_options={"num_cpus": 0}).bind(str(data / "heads"), 2),
         quota=QuotaKeeper.bind(),
+        batch={"args": {"store": str(data / "batches")}, "models": {"vision": {}, "text": {}}},
     )
     serve.run(gateway, name="tenants", route_prefix="/tenants")
     yield {"url": f"http://127.0.0.1:{ray_cluster['port']}/tenants", "keys": keys}
@@ -381,3 +384,74 @@ def test_failed_authentication_has_a_ceiling_across_addresses(tenant_app):
     assert all(
         _models_status(url, tenant_app["keys"]["acme"], "127.0.5.1").status_code == 200 for _ in range(4)
     )
+
+
+def _batch_line(custom_id: str) -> bytes:
+    # a line every batch refuses before any model runs (this app's models are stand-ins)
+    body = {"custom_id": custom_id, "method": "POST", "url": "/v1/classify", "body": {}}
+    return json.dumps(body).encode() + b"\n"
+
+
+def test_tenants_cannot_see_each_others_files_and_batches(tenant_app):
+    url, keys = tenant_app["url"], tenant_app["keys"]
+    acme, globex = ({"Authorization": f"Bearer {keys[t]}"} for t in ("acme", "globex"))
+    upload = {"file": ("in.jsonl", _batch_line("x"))}
+    file_id = httpx.post(f"{url}/v1/files", headers=acme, files=upload, data={"purpose": "batch"}).json()[
+        "id"
+    ]
+    body = {"input_file_id": file_id, "endpoint": "/v1/classify", "completion_window": "24h"}
+    batch_id = httpx.post(f"{url}/v1/batches", headers=acme, json=body).json()["id"]
+    assert httpx.get(f"{url}/v1/files/{file_id}", headers=acme).status_code == 200
+    assert httpx.get(f"{url}/v1/batches", headers=globex).json()["data"] == []
+
+    def answer(response: httpx.Response, the_id: str) -> tuple[int, dict]:
+        error = response.json()["error"]
+        return response.status_code, {
+            **error,
+            "message": error["message"].replace(the_id, "ID"),
+            "request_id": 0,
+        }
+
+    missing_file, missing_batch = "file-" + "0" * 24, "batch_" + "0" * 24
+    for the_id, missing, call in (
+        (file_id, missing_file, lambda i: httpx.get(f"{url}/v1/files/{i}", headers=globex)),
+        (file_id, missing_file, lambda i: httpx.get(f"{url}/v1/files/{i}/content", headers=globex)),
+        (file_id, missing_file, lambda i: httpx.delete(f"{url}/v1/files/{i}", headers=globex)),
+        (
+            file_id,
+            missing_file,
+            lambda i: httpx.post(f"{url}/v1/batches", headers=globex, json={**body, "input_file_id": i}),
+        ),
+        (batch_id, missing_batch, lambda i: httpx.get(f"{url}/v1/batches/{i}", headers=globex)),
+        (batch_id, missing_batch, lambda i: httpx.post(f"{url}/v1/batches/{i}/cancel", headers=globex)),
+    ):
+        foreign = answer(call(the_id), the_id)
+        assert foreign[0] == 404 and foreign == answer(call(missing), missing)
+    assert httpx.get(f"{url}/v1/files/{file_id}", headers=acme).status_code == 200  # still there
+
+
+def test_a_tenants_batch_limits_are_enforced(tenant_app):
+    url, acme = tenant_app["url"], {"Authorization": f"Bearer {tenant_app['keys']['acme']}"}
+
+    def upload(content: bytes) -> httpx.Response:
+        return httpx.post(
+            f"{url}/v1/files", headers=acme, files={"file": ("in.jsonl", content)}, data={"purpose": "batch"}
+        )
+
+    lines = upload(b"".join(_batch_line(f"l{i}") for i in range(4)))
+    assert (
+        lines.status_code == 400
+        and lines.json()["error"]["param"] == "file"
+        and "3 lines" in lines.json()["error"]["message"]
+    )
+    big = _batch_line("big") + b" " * (
+        2 * BATCH_FILE_BYTES
+    )  # within the announced-length slack: cut while copied
+    assert upload(big).status_code == 413
+    announced = upload(b" " * (200 * 1024))  # refused from Content-Length, before the body is read
+    assert announced.status_code == 413 and announced.json()["error"]["type"] == "payload_too_large"
+    assert [
+        f["purpose"]
+        for f in httpx.get(f"{url}/v1/files", headers=acme).json()["data"]
+        if f["bytes"] > BATCH_FILE_BYTES
+    ] == []

@@ -14,5 +14,8 @@ def test_every_post_route_documents_its_body_and_errors():
     for path, ops in spec["paths"].items():
         if "post" in ops:
             op = ops["post"]
+            if path.endswith("/cancel"):  # an action without a body (routing.action)
+                assert "requestBody" not in op, path
+                continue
             assert "application/json" in op["requestBody"]["content"], path
             assert {"400", "413", "415", "422"} <= set(op["responses"]), path

@@ -2,6 +2,7 @@
 
 from deployments.gateway.routes import (
     audio,
+    batches,
     compose,
     embeddings,
     fusion,
@@ -22,4 +23,5 @@ ROUTERS = [
     compose.router,
     fusion.router,
     vision_language.router,
+    batches.router,
 ]

@@ -5,6 +5,7 @@ or a compose step asks a service, passing the request's tenant, and the service 
 - ``media``: decoding untrusted image and audio bytes;
 - ``encoders``: the image, text and audio encoders' embeddings (through the embedding cache);
 - ``vision``, ``speech``: classification and zero-shot labels; transcripts and audio features;
+- ``batches``: the Batch API's files and batches (run by detached Ray Data runners);
 - ``search``, ``fusion``, ``vision_language``: the optional SearchIndex, FusionHead and
   VisionLanguage deployments.
 """
@@ -21,6 +22,7 @@ from config.settings import GatewaySettings
 from config.tenants import Tenant
 from deployments.gateway.admission import Admission
 from deployments.gateway.calls import call
+from deployments.gateway.services.batches import Batches
 from deployments.gateway.services.encoders import MODALITIES, Encoders
 from deployments.gateway.services.fusion import Fusion
 from deployments.gateway.services.media import MediaDecoder
@@ -44,6 +46,7 @@ class GatewayServices:
     fusion: Fusion
     admission: Admission
     vision_language: VisionLanguageClient
+    batches: Batches
     optional: dict[str, DeploymentHandle] = field(default_factory=dict)  # name -> handle, for /readyz
     started: int = field(default_factory=lambda: int(time.time()))
 

@@ -1,0 +1,332 @@
+"""What a batch does with each request line, on the same ``models/`` backends as the online path.
+
+Two steps, each a Ray Data stage in ``pipeline``:
+
+- ``prepare`` (stateless tasks): parse and validate a line (JSON, the line's shape, its ``url``, the
+  body against the endpoint's schema). A bad line becomes its error result here and goes no further.
+- ``ModelWorker`` (an actor pool): decode the media and run the backend on a whole batch of lines at
+  once, rendering each line's body as the online route would. A line whose image does not decode
+  fails alone.
+
+A result is ``{"line", "custom_id", "status_code", "body"}``, with ``body`` as JSON text; an error's
+body is the one error shape. The status of each domain error comes from the gateway's one mapping
+(``Plan.statuses``, built by ``deployments/gateway/errors.py``), by error class name.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from pydantic import BaseModel, ValidationError
+
+from api import schemas as s
+from api.batch import BatchRequestLine
+from models.errors import InvalidInput, MMServeError
+from models.media import MediaLimits, decode_image
+
+if TYPE_CHECKING:  # torch loads in the workers only, never in the gateway that builds a Plan
+    import torch
+
+BODIES: dict[str, type[BaseModel]] = {
+    "/v1/embeddings": s.OpenAIEmbeddingRequest,
+    "/v1/embeddings/image": s.ImageEmbedRequest,
+    "/v1/classify": s.ClassifyRequest,
+}
+MODALITY = {"/v1/embeddings": "text", "/v1/embeddings/image": "image", "/v1/classify": "image"}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a batch's runner and workers need, picklable (built by the gateway's Batches service)."""
+
+    tenant: str
+    batch_id: str
+    endpoint: str
+    store: str
+    block_size: int
+    pool: dict[str, Any]
+    vision_spec: dict[str, Any]
+    text_spec: dict[str, Any]
+    limits: MediaLimits
+    embedders: dict[str, str]  # model id -> modality (what /v1/models lists as embedders)
+    infos: dict[str, dict[str, Any]]  # modality -> {"model", "space", "task_model"}
+    statuses: dict[str, int] = field(default_factory=dict)  # error class name -> HTTP status
+
+    @property
+    def modality(self) -> str:
+        return MODALITY[self.endpoint]
+
+
+# ---- results ------------------------------------------------------------------------------------
+def ok(line: int, custom_id: str, body: dict) -> dict:
+    return {"line": line, "custom_id": custom_id, "status_code": 200, "body": json.dumps(body)}
+
+
+def failed(plan: Plan, line: int, custom_id: str | None, exc: BaseException) -> dict:
+    if isinstance(exc, ValidationError):
+        kind, etype, param = type(exc).__name__, "invalid_request_error", _loc(exc)  # 422, as online
+        message = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:5])
+    elif isinstance(exc, MMServeError):
+        kind, etype, message, param = type(exc).__name__, exc.error_type, exc.message, exc.param
+    else:
+        kind, etype, message, param = "InvalidInput", "invalid_request_error", str(exc), None
+    error = {"type": etype, "message": message, "param": param}
+    status = plan.statuses.get(kind, 400)
+    return {"line": line, "custom_id": custom_id, "status_code": status, "body": json.dumps({"error": error})}
+
+
+def _loc(exc: ValidationError) -> str | None:
+    errors = exc.errors()
+    return ".".join(map(str, errors[0]["loc"])) or None if errors else None
+
+
+# ---- step 1: prepare --------------------------------------------------------------------------
+def _custom_id(text: str) -> str | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    found = value.get("custom_id") if isinstance(value, dict) else None
+    return found if isinstance(found, str) else None
+
+
+def parse(plan: Plan, text: str) -> tuple[str, BaseModel]:
+    """The line's custom_id and its body validated as the endpoint's schema (raises on a bad line)."""
+    try:
+        request = BatchRequestLine.model_validate_json(text)
+    except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            raise InvalidInput("the line is not valid JSON", param="line") from None
+        raise
+    if request.url != plan.endpoint:
+        raise InvalidInput(f"url '{request.url}' is not this batch's endpoint {plan.endpoint}", param="url")
+    try:
+        body = BODIES[plan.endpoint].model_validate(request.body)
+    except ValidationError as exc:
+        media = _media_error(exc)
+        if media is not None:
+            raise media from None
+        raise
+    if isinstance(body, s.OpenAIEmbeddingRequest):
+        _check_embedding_request(plan, body)
+    return request.custom_id, body
+
+
+def _media_error(exc: ValidationError) -> InvalidInput | None:
+    """Undecodable base64 is a 400 (as online), not a schema violation."""
+    for error in exc.errors():
+        cause = (error.get("ctx") or {}).get("error")
+        if isinstance(cause, s.MediaError):
+            param = "body." + ".".join(map(str, error["loc"]))
+            return InvalidInput(f"'{param}': {cause}", param=param)
+    return None
+
+
+def _check_embedding_request(plan: Plan, body: s.OpenAIEmbeddingRequest) -> None:
+    from models.errors import Incompatible, NotFound
+
+    modality = plan.embedders.get(body.model)
+    if modality not in ("text", "image"):
+        raise NotFound(f"model '{body.model}' is not a text or image embedding model here", param="model")
+    if body.modality not in (None, modality):
+        raise Incompatible(f"model '{body.model}' embeds {modality}, not {body.modality}", param="modality")
+    for n, text in enumerate(body.inputs()):
+        if modality == "text" and len(text) > s.MAX_TEXT_CHARS:
+            raise InvalidInput(
+                f"input[{n}] is longer than {s.MAX_TEXT_CHARS} characters", param=f"input[{n}]"
+            )
+
+
+def prepare(plan: Plan, batch: dict[str, np.ndarray]) -> dict[str, list]:
+    """Ray Data stage 1: each line checked; a bad one becomes its error result (``status_code`` set)."""
+    out: dict[str, list] = {"line": [], "custom_id": [], "text": [], "status_code": [], "body": []}
+    for line, text in zip(batch["line"].tolist(), batch["text"].tolist()):
+        try:
+            custom_id, _ = parse(plan, text)
+            row = {"line": line, "custom_id": custom_id, "text": text, "status_code": 0, "body": ""}
+        except (ValidationError, MMServeError) as exc:
+            row = {**failed(plan, line, _custom_id(text), exc), "text": ""}
+        for key in out:
+            out[key].append(row[key])
+    return out
+
+
+# ---- step 2: the models -------------------------------------------------------------------------
+class ModelWorker:
+    """Ray Data stage 2 (one per actor of the pool): the backends load once, lazily, as the online
+    replicas load them (``models.registry``), then run whole batches of lines."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self._text = self._classifier = self._embedder = None
+        import torch
+
+        torch.set_num_threads(max(1, int(plan.pool.get("num_cpus", 1) or 1)))
+
+    # the backends
+    def text_model(self):
+        if self._text is None:
+            from models.registry import TextModelSpec, load_text
+
+            self._text = load_text(TextModelSpec.model_validate(self.plan.text_spec))
+        return self._text
+
+    def classifier(self):
+        if self._classifier is None:
+            from models.registry import VisionModelSpec, load_classifier
+
+            self._classifier = load_classifier(VisionModelSpec.model_validate(self.plan.vision_spec))
+        return self._classifier
+
+    def embedder(self):
+        if self._embedder is None:
+            from models.registry import TextModelSpec, VisionModelSpec, load_embedder
+
+            self._embedder = load_embedder(
+                VisionModelSpec.model_validate(self.plan.vision_spec),
+                TextModelSpec.model_validate(self.plan.text_spec),
+                classifier=self.classifier(),
+            )
+        return self._embedder
+
+    def _decode(self, raw: bytes, model, param: str) -> torch.Tensor:
+        size = getattr(model, "input_size", None)
+        pixels = decode_image(
+            raw, limits=self.plan.limits, param=param, min_side=size.resize if size else None
+        )
+        return model.preprocess(pixels)
+
+    def _images(self, model, images: list[list[bytes]]) -> list[list[torch.Tensor] | MMServeError]:
+        """Each line's images decoded and preprocessed; a line with one bad image is its error."""
+        out: list[list[torch.Tensor] | MMServeError] = []
+        for raws in images:
+            try:
+                out.append([self._decode(raw, model, f"images[{n}]") for n, raw in enumerate(raws)])
+            except MMServeError as exc:
+                out.append(exc)
+        return out
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        rows = [dict(zip(batch, values)) for values in zip(*(batch[k].tolist() for k in batch))]
+        done = [r for r in rows if r["status_code"]]
+        todo = [r for r in rows if not r["status_code"]]
+        parsed = [(r["line"], *parse(self.plan, r["text"])) for r in todo]
+        results = [{k: r[k] for k in ("line", "custom_id", "status_code", "body")} for r in done]
+        if parsed:
+            results += self._run(parsed)
+        return {k: [r[k] for r in results] for k in ("line", "custom_id", "status_code", "body")}
+
+    def _run(self, parsed: list[tuple[int, str, Any]]) -> list[dict]:
+        endpoint = self.plan.endpoint
+        if endpoint == "/v1/classify":
+            return self._classify(parsed)
+        if endpoint == "/v1/embeddings/image":
+            return self._embed_images(parsed)
+        return self._openai_embeddings(parsed)
+
+    def _forward(self, model_fn, tensors: list[torch.Tensor]) -> np.ndarray:
+        import torch
+
+        return model_fn(torch.stack(tensors)) if tensors else np.zeros((0, 0), dtype=np.float32)
+
+    def _embed_lines(self, lines: list[list[bytes]]) -> tuple[list[np.ndarray | MMServeError], str]:
+        embedder = self.embedder()
+        decoded = self._images(embedder, lines)
+        flat = [t for d in decoded if isinstance(d, list) for t in d]
+        rows = self._forward(embedder.embed, flat)
+        out: list[np.ndarray | MMServeError] = []
+        at = 0
+        for d in decoded:
+            if isinstance(d, MMServeError):
+                out.append(d)
+            else:
+                out.append(rows[at : at + len(d)])
+                at += len(d)
+        return out, self.plan.infos["image"]["model"]
+
+    def _embed_images(self, parsed) -> list[dict]:
+        info = self.plan.infos["image"]
+        vectors, _ = self._embed_lines([body.images for _, _, body in parsed])
+        return [
+            failed(self.plan, line, cid, v)
+            if isinstance(v, MMServeError)
+            else ok(line, cid, _embeddings(info, v))
+            for (line, cid, _), v in zip(parsed, vectors)
+        ]
+
+    def _openai_embeddings(self, parsed) -> list[dict]:
+        modality = {line: self.plan.embedders[body.model] for line, _, body in parsed}
+        texts = [(line, body) for line, _, body in parsed if modality[line] == "text"]
+        images = [(line, body) for line, _, body in parsed if modality[line] == "image"]
+        found: dict[int, np.ndarray | MMServeError] = {}
+        if texts:
+            flat = [t for _, body in texts for t in body.inputs()]
+            rows = self.text_model().embed(flat)
+            at = 0
+            for line, body in texts:
+                found[line] = rows[at : at + len(body.inputs())]
+                at += len(body.inputs())
+        decodable = []
+        for line, body in images:
+            try:
+                decodable.append((line, [s.media_bytes(x) for x in body.inputs()]))
+            except s.MediaError as exc:
+                found[line] = InvalidInput(f"'input': {exc}", param="input")
+        if decodable:
+            vectors, _ = self._embed_lines([raws for _, raws in decodable])
+            found.update({line: v for (line, _), v in zip(decodable, vectors)})
+        return [
+            failed(self.plan, line, cid, found[line])
+            if isinstance(found[line], MMServeError)
+            else ok(line, cid, _openai(body, found[line]))
+            for line, cid, body in parsed
+        ]
+
+    def _classify(self, parsed) -> list[dict]:
+        classifier = self.classifier()
+        decoded = self._images(classifier, [[body.image] for _, _, body in parsed])
+        flat = [d[0] for d in decoded if isinstance(d, list)]
+        probs = iter(self._forward(classifier.probs, flat))
+        out = []
+        for (line, cid, body), d in zip(parsed, decoded):
+            if isinstance(d, MMServeError):
+                out.append(failed(self.plan, line, cid, d))
+                continue
+            p = next(probs)
+            top = np.argsort(-p)[: body.top_k]
+            predictions = [
+                {"index": int(i), "label": classifier.labels[i], "score": float(p[i])} for i in top
+            ]
+            out.append(
+                ok(line, cid, {"model": self.plan.infos["image"]["task_model"], "predictions": predictions})
+            )
+        return out
+
+
+def _vectors(rows: np.ndarray) -> list[list[float]]:
+    return np.asarray(rows, dtype=np.float32).tolist()
+
+
+def _embeddings(info: dict, rows: np.ndarray) -> dict:
+    data = [{"index": i, "embedding": v} for i, v in enumerate(_vectors(rows))]
+    return {"model": info["model"], "space": info["space"], "dim": int(rows.shape[1]), "data": data}
+
+
+def _openai(body: s.OpenAIEmbeddingRequest, rows: np.ndarray) -> dict:
+    import base64
+
+    def encode(row: list[float]) -> list[float] | str:
+        if body.encoding_format == "base64":
+            return base64.b64encode(np.asarray(row, dtype="<f4").tobytes()).decode("ascii")
+        return row
+
+    data = [{"object": "embedding", "index": n, "embedding": encode(v)} for n, v in enumerate(_vectors(rows))]
+    return {
+        "object": "list",
+        "data": data,
+        "model": body.model,
+        "usage": {"prompt_tokens": 0, "total_tokens": 0},
+    }

@@ -1,0 +1,194 @@
+"""The Batch API without Ray: the store's limits and ids, line checks, and the runner's resume
+(a run cut mid-way and run again leaves every request once in the output or error file)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+
+from api.batch import BatchObject, CreateBatchRequest
+from config.batch import BatchArgs, BatchLimits
+from config.tenants import Tenant
+from deployments.batch import runner
+from deployments.batch.store import Store
+from deployments.batch.work import Plan, prepare
+from deployments.gateway.errors import statuses_by_class
+from deployments.gateway.services.batches import Batches
+from models.errors import InvalidInput, NotFound, PayloadTooLarge, Throttled
+from models.media import MediaLimits
+
+
+def plan(store: str, batch_id: str = "batch_" + "a" * 24, tenant: str = "t") -> Plan:
+    return Plan(
+        tenant=tenant,
+        batch_id=batch_id,
+        endpoint="/v1/embeddings",
+        store=store,
+        block_size=2,
+        pool={"num_cpus": 1},
+        vision_spec={},
+        text_spec={},
+        limits=MediaLimits(),
+        embedders={"text-model": "text"},
+        infos={},
+        statuses=statuses_by_class(),
+    )
+
+
+def line(custom_id: str, **body) -> str:
+    body = body or {"model": "text-model", "input": "hi"}
+    return json.dumps({"custom_id": custom_id, "method": "POST", "url": "/v1/embeddings", "body": body})
+
+
+def test_the_store_refuses_a_file_over_its_limits_while_copying(tmp_path):
+    store = Store(tmp_path)
+    served = []
+
+    def chunks():
+        for _ in range(10):
+            served.append(1)
+            yield b"x" * 1000
+
+    with pytest.raises(PayloadTooLarge):
+        store.add_file("t", "f", chunks(), max_bytes=2500, max_lines=10)
+    assert len(served) == 3  # stopped at the chunk that crossed the limit, not after reading it all
+    with pytest.raises(InvalidInput):
+        store.add_file("t", "f", [b"a\nb\nc"], max_bytes=100, max_lines=2)  # the last line has no newline
+    assert store.files("t") == [] and not list((tmp_path / "t" / "files").iterdir())
+    kept = store.add_file("t", "f", [b"a\nb"], max_bytes=100, max_lines=2)
+    assert store.file("t", kept.id).bytes == 3
+
+
+def test_ids_name_only_the_tenants_own_files(tmp_path):
+    store = Store(tmp_path)
+    kept = store.add_file("acme", "f", [b"{}\n"], max_bytes=100, max_lines=2)
+    store.add_file("globex", "f", [b"{}\n"], max_bytes=100, max_lines=2)  # its folder exists
+    for tenant, file_id in (
+        ("globex", kept.id),
+        ("globex", "../../acme/files/" + kept.id),
+        ("acme", "file-x"),
+    ):
+        with pytest.raises(NotFound):
+            store.file(tenant, file_id)
+    assert store.file("acme", kept.id) == kept
+
+
+def test_bad_lines_become_their_own_errors(tmp_path):
+    texts = [line("a"), "{oops", line("b", model="text-model"), line("c", model="nope", input="x")]
+    out = prepare(plan(str(tmp_path)), {"line": np.arange(4), "text": np.array(texts)})
+    assert out["custom_id"] == ["a", None, "b", "c"]
+    assert out["status_code"] == [0, 400, 422, 404]
+    assert json.loads(out["body"][2])["error"]["param"] == "input"
+
+
+def test_duplicate_custom_ids_fail_the_batch():
+    found = runner.duplicates([(1, line("a")), (2, line("b")), (3, line("a"))])
+    assert [(e.code, e.line) for e in found] == [("duplicate_custom_id", 3)]
+
+
+def _start(tmp_path, texts: list[str]) -> Plan:
+    store = Store(tmp_path)
+    source = store.add_file("t", "in", ["\n".join(texts).encode()], max_bytes=10**6, max_lines=10**4)
+    p = plan(str(tmp_path))
+    store.save_batch(
+        "t",
+        BatchObject(
+            id=p.batch_id, endpoint=p.endpoint, input_file_id=source.id, status="validating", created_at=0
+        ),
+    )
+    return p
+
+
+def _fake_results(crash_after: int | None):
+    """Each line answered as an embedding of its number; with ``crash_after``, the run dies after that
+    many blocks, as a killed runner would."""
+
+    def results(plan: Plan, pending):
+        for n, start in enumerate(range(0, len(pending), plan.block_size)):
+            if crash_after is not None and n == crash_after:
+                raise SystemExit("killed")
+            block = pending[start : start + plan.block_size]
+            prepared = prepare(
+                plan, {"line": np.array([n for n, _ in block]), "text": np.array([t for _, t in block])}
+            )
+            yield [
+                {
+                    "line": ln,
+                    "custom_id": cid,
+                    "status_code": code or 200,
+                    "body": body or json.dumps({"n": ln}),
+                }
+                for ln, cid, code, body in zip(
+                    prepared["line"], prepared["custom_id"], prepared["status_code"], prepared["body"]
+                )
+            ]
+
+    return results
+
+
+def test_a_run_cut_mid_way_resumes_with_nothing_lost_or_doubled(tmp_path, monkeypatch):
+    texts = [line(f"r{i}") for i in range(9)] + ["not json"]
+    p = _start(tmp_path, texts)
+    monkeypatch.setattr(runner.pipeline, "results", _fake_results(crash_after=2))
+    with pytest.raises(SystemExit):
+        runner.run(p)
+    store = Store(tmp_path)
+    assert store.batch("t", p.batch_id).request_counts.completed == 4  # two blocks committed
+    seen = []
+    monkeypatch.setattr(
+        runner.pipeline,
+        "results",
+        lambda plan, pending: (seen.append(len(pending)), _fake_results(None)(plan, pending))[1],
+    )
+    done = runner.run(p)
+    assert seen == [6]  # only what was not committed went through again
+    assert (
+        done.status,
+        done.request_counts.total,
+        done.request_counts.completed,
+        done.request_counts.failed,
+    ) == ("completed", 10, 9, 1)
+    out = [json.loads(x) for x in b"".join(store.content("t", done.output_file_id)).splitlines()]
+    err = [json.loads(x) for x in b"".join(store.content("t", done.error_file_id)).splitlines()]
+    assert sorted(x["custom_id"] for x in out) == sorted(f"r{i}" for i in range(9))
+    assert [x["response"]["status_code"] for x in err] == [400]
+    assert runner.run(p) == done  # a finished batch is left as it is
+
+
+def test_a_tenant_runs_at_most_its_limit_of_batches(tmp_path):
+    tenant = Tenant(id="t", batch=BatchLimits(max_running=1))
+    batches = Batches(BatchArgs(store=str(tmp_path)), encoders=None, media=MediaLimits(), models={})  # type: ignore[arg-type]
+    source = batches.store.add_file("t", "in", [line("a").encode()], max_bytes=10**6, max_lines=10)
+    batches.store.save_batch(
+        "t",
+        BatchObject(
+            id="batch_" + "b" * 24,
+            endpoint="/v1/embeddings",
+            input_file_id=source.id,
+            status="in_progress",
+            created_at=0,
+        ),
+    )
+    request = CreateBatchRequest(input_file_id=source.id, endpoint="/v1/embeddings")
+    with pytest.raises(Throttled):
+        asyncio.run(batches.create(tenant, request))
+
+
+def test_a_cancelled_batch_stops_at_the_next_block_and_keeps_what_it_did(tmp_path, monkeypatch):
+    p = _start(tmp_path, [line(f"r{i}") for i in range(8)])
+    store = Store(tmp_path)
+
+    def results(plan: Plan, pending):
+        for n, block in enumerate(_fake_results(None)(plan, pending)):
+            if n == 1:
+                store.ask_cancel("t", plan.batch_id)  # asked while the second block was running
+            yield block
+
+    monkeypatch.setattr(runner.pipeline, "results", results)
+    done = runner.run(p)
+    assert (done.status, done.request_counts.completed, done.request_counts.total) == ("cancelled", 2, 8)
+    out = [json.loads(x)["custom_id"] for x in b"".join(store.content("t", done.output_file_id)).splitlines()]
+    assert out == ["r0", "r1"]
