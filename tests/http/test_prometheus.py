@@ -18,7 +18,8 @@ import requests
 from tests import assets
 
 ALERTS = Path(__file__).resolve().parents[2] / "configs" / "observability" / "alerts.yml"
-WAIT_S = 90.0  # Ray's agent exports every few seconds; Prometheus scrapes every second
+WAIT_S = 90.0  # Ray's agent exports every few seconds; Prometheus scrapes every SCRAPE_S
+SCRAPE_S = 10  # as long as tests/assets.scrape_metrics waits for the same endpoint, which CI answered
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,9 @@ def prometheus(ray_cluster, tmp_path_factory):
     home = tmp_path_factory.mktemp("prometheus")
     config = home / "prometheus.yml"
     config.write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        # Late in a full run Ray's endpoint holds every Ray and Serve series of the session and takes
+        # more than a second to render on 2 busy cores: a 1 s scrape timed out each time (CI).
+        f"global: {{scrape_interval: {SCRAPE_S}s, scrape_timeout: {SCRAPE_S}s, evaluation_interval: 1s}}\n"
         f"rule_files: [{ALERTS}]\n"
         "scrape_configs:\n"
         "  - job_name: mmserve\n"
@@ -103,7 +106,11 @@ def _series(url: str, promql: str, labels: dict, at_least: float = 0.0) -> float
     except AssertionError as exc:
         names = requests.get(f"{url}/api/v1/label/__name__/values", timeout=10).json()["data"]
         mine = [n for n in names if n.startswith("ray_mmserve_")]
-        raise AssertionError(f"{exc}\nlast result: {last.get('result')}\nscraped: {mine}") from None
+        targets = requests.get(f"{url}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
+        health = [(t["health"], t["lastError"], t["lastScrapeDuration"]) for t in targets]
+        raise AssertionError(
+            f"{exc}\nlast result: {last.get('result')}\nscraped: {mine}\ntargets: {health}"
+        ) from None
 
 
 def _unseen_jpeg() -> bytes:

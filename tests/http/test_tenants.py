@@ -283,9 +283,23 @@ def test_index_items_by_server_side_path_stay_under_the_allowed_root(tenant_app)
         assert err.value.status == 403
 
 
+def _wait_for_both_gateways(timeout_s: float = 120.0) -> None:
+    """Both TenantGateway replicas RUNNING: a test before this one kills them, and Serve may still be
+    starting a replacement (CI once sent all 40 requests to the one replica up)."""
+    deadline, states = time.monotonic() + timeout_s, {}
+    while time.monotonic() < deadline:
+        states = serve.status().applications["tenants"].deployments["TenantGateway"].replica_states
+        running = sum(n for state, n in states.items() if getattr(state, "value", str(state)) == "RUNNING")
+        if running == 2 and len([n for n in states.values() if n]) == 1:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"TenantGateway replicas not both RUNNING within {timeout_s:g}s: {states}")
+
+
 def test_the_embedding_cache_is_per_tenant(tenant_app):
     """Tenant B must not learn from timing (or anything) which images A sent: A's cached embedding
     is not B's, so B's request reaches the model like any first request."""
+    _wait_for_both_gateways()
     image = serve.get_deployment_handle("StubImage", app_name="tenants")
     calls = lambda: image.embed_calls.remote().result()  # noqa: E731
     fresh = photo("rocket", fmt="PNG")
