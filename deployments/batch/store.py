@@ -37,6 +37,13 @@ def new_id(prefix: str) -> str:
     return f"{prefix}{secrets.token_hex(12)}"
 
 
+def private(root: Path) -> None:
+    """The store's folder, created if missing, readable by its owner only (0700): it holds every
+    tenant's uploads and results, and nothing under it is reachable through a folder others may open."""
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    root.chmod(0o700)
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
@@ -49,7 +56,8 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 class Store:
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
+        self.root = Path(root).expanduser()
+        private(self.root)
 
     # ---- files ------------------------------------------------------------------------------
     def _files(self, tenant: str) -> Path:

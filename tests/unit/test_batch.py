@@ -192,3 +192,13 @@ def test_a_cancelled_batch_stops_at_the_next_block_and_keeps_what_it_did(tmp_pat
     assert (done.status, done.request_counts.completed, done.request_counts.total) == ("cancelled", 2, 8)
     out = [json.loads(x)["custom_id"] for x in b"".join(store.content("t", done.output_file_id)).splitlines()]
     assert out == ["r0", "r1"]
+
+
+def test_the_store_is_private_to_its_owner(tmp_path):
+    """Every tenant's uploads and results live under the store: its folder is 0700, also when it
+    existed before with a wider mode."""
+    fresh, existing = tmp_path / "new" / "batches", tmp_path / "old"
+    existing.mkdir(mode=0o755)
+    for root in (fresh, existing):
+        Store(root)
+        assert root.stat().st_mode & 0o777 == 0o700, oct(root.stat().st_mode)
