@@ -197,17 +197,22 @@ def observe_refusal(exc: BaseException, modality: str, tenant: str) -> None:
         _metric("mmserve_refusals_total").inc(1, tags=tags)
 
 
-def call_labels(method) -> dict[str, str]:
-    """``target``, ``method`` and ``modality`` of a handle call, all strings (Ray refuses other tag
-    values; a DeploymentHandle answers any unknown attribute, ``method_name`` included, with a handle)."""
+def handle_names(method) -> tuple[str, str]:
+    """The deployment and the method a handle method calls, as strings ("?" when unknown). A real
+    handle keeps the method in its options: its ``method_name`` attribute would be a new handle (a
+    DeploymentHandle answers any unknown attribute with one); the tests' fakes name it directly."""
     target = getattr(method, "deployment_name", None)
     name = getattr(getattr(method, "handle_options", None), "method_name", None)
-    target = target if isinstance(target, str) else "?"
-    return {
-        "target": target,
-        "method": name if isinstance(name, str) else "?",
-        "modality": modality_of(target),
-    }
+    if not isinstance(name, str):
+        name = getattr(method, "method_name", None)
+    return (target if isinstance(target, str) else "?", name if isinstance(name, str) else "?")
+
+
+def call_labels(method) -> dict[str, str]:
+    """``target``, ``method`` and ``modality`` of a handle call, all strings (Ray refuses other tag
+    values)."""
+    target, name = handle_names(method)
+    return {"target": target, "method": name, "modality": modality_of(target)}
 
 
 def watch_queue_wait(method, response) -> None:

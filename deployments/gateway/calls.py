@@ -69,7 +69,7 @@ from deployments import tracing
 from deployments.gateway import liveness
 from deployments.gateway.parsing import off_loop
 from deployments.gateway.quarantine import Quarantine, fingerprint
-from deployments.metrics import observe_poison, watch_queue_wait
+from deployments.metrics import handle_names, observe_poison, watch_queue_wait
 from models.errors import DeadlineExceeded, InvalidInput, PoisonRequest
 
 log = logging.getLogger("ray.serve")
@@ -305,9 +305,5 @@ async def _next_item(items) -> Any:
 
 
 def _name(method) -> str:
-    """``Deployment.method`` of a handle method. A real handle keeps the method in its options (its
-    ``method_name`` attribute would be a new handle for a method of that name); the tests' fakes
-    name it directly."""
-    options = getattr(method, "handle_options", None)
-    name = getattr(options, "method_name", None) or getattr(method, "method_name", "?")
-    return f"{getattr(method, 'deployment_name', '?')}.{name}"
+    """``Deployment.method`` of a handle method."""
+    return ".".join(handle_names(method))
