@@ -218,31 +218,11 @@ def start(*, metrics_port: int | None = None, **init_kwargs: Any):
         _check_free(metrics_port, "metrics")
         init_kwargs["_metrics_export_port"] = metrics_port
     init_kwargs["runtime_env"] = _with_loopback_hook(init_kwargs.get("runtime_env"))
-    failed: list[Path] = []
-    try:
-        for attempt in (1, 2):
-            children = ray_startup.child_pids()
-            try:
-                return _init_private(stop, include_dashboard=False, **init_kwargs)
-            except Exception as exc:  # noqa: BLE001 - only Ray's node-start timeout is retried
-                if not ray_startup.is_start_timeout(exc):
-                    raise
-                session, processes = ray_startup.own_node(children)
-                report = ray_startup.failure_report(session)
-                _undo_failed_start(processes)
-                failed += [session] if session else []
-                if attempt == 2:
-                    raise PrivateRayError(
-                        f"the local Ray node did not start, twice. What it left:\n{report}"
-                    ) from exc
-                logger.warning(
-                    "the local Ray node did not start within Ray's 30 s; trying once more. What it left:\n%s",
-                    report,
-                )
-        raise AssertionError("unreachable")
-    finally:  # a killed node can write into its folder once more after it is gone: remove it last
-        for session in failed:
-            shutil.rmtree(session, ignore_errors=True)
+    return ray_startup.start_retrying_once(
+        lambda: _init_private(stop, include_dashboard=False, **init_kwargs),
+        undo=_undo_failed_start,
+        error=PrivateRayError,
+    )
 
 
 def _with_loopback_hook(runtime_env: dict | None) -> dict:

@@ -5,16 +5,23 @@ node timed out during startup" and leaves behind whatever it had started (the GC
 still be starting, agents). On a busy two-core machine that can happen once and not again. So
 :func:`graphs.local_ray.start` reads what the node logged (:func:`failure_report`), stops the
 processes the failed start left (:func:`stop`; only the node this process started, found by
-:func:`own_node`) and tries once more.
+:func:`own_node`) and tries once more (:func:`start_retrying_once`). The multi-node test cluster
+(tests/cluster) starts each of its nodes the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 TIMED_OUT = "timed out during startup"
 # The logs that say why a node did not come up: the raylet's and the GCS's, and the agents the
@@ -111,3 +118,40 @@ def stop(processes: list, timeout_s: float = 10) -> list[int]:
             process.kill()
     psutil.wait_procs(processes, timeout=timeout_s)
     return [p.pid for p in processes]
+
+
+def start_retrying_once(
+    start: Callable[[], T],
+    *,
+    undo: Callable[[list], object] = stop,
+    what: str = "the local Ray node",
+    error: type[Exception] = RuntimeError,
+    remove_failed_session: bool = True,
+) -> T:
+    """``start()``; if Ray's node-start timeout ends it, log what the node left, ``undo`` its
+    processes and call it once more. A second timeout raises ``error`` with the node's own words.
+
+    The folder of a failed start is removed last (a killed node can write into it once more), unless
+    ``remove_failed_session`` is false: a worker node added to a running cluster shares the head's."""
+    failed: list[Path] = []
+    try:
+        for attempt in (1, 2):
+            children = child_pids()
+            try:
+                return start()
+            except Exception as exc:  # noqa: BLE001 - only Ray's node-start timeout is retried
+                if not is_start_timeout(exc):
+                    raise
+                session, processes = own_node(children)
+                report = failure_report(session)
+                undo(processes)
+                failed += [session] if session and remove_failed_session else []
+                if attempt == 2:
+                    raise error(f"{what} did not start, twice. What it left:\n{report}") from exc
+                logger.warning(
+                    "%s did not start within Ray's 30 s; trying once more. What it left:\n%s", what, report
+                )
+        raise AssertionError("unreachable")
+    finally:
+        for session in failed:
+            shutil.rmtree(session, ignore_errors=True)

@@ -26,7 +26,7 @@ from ray import serve
 from clients.client import Client
 from config.args import Autoscaling, DeploymentArgs, GatewayArgs, SearchArgs
 from deployments.search import SearchIndex
-from graphs import local_ray
+from graphs import local_ray, ray_startup
 from tests.assets import free_port
 from tests.chaos.load import Load, png
 from tests.milvus_server import TOKEN, milvus_server
@@ -124,12 +124,9 @@ def _cluster(milvus_uri: str):
     nodes = Cluster()
     session_dir = None
     try:
-        head = nodes.add_node(node_ip_address=local_ray.LOOPBACK, include_dashboard=False, **HEAD)
+        head = _add_node(nodes, include_dashboard=False, **HEAD)
         session_dir = head.get_session_dir_path()
-        workers = {
-            "gpu-a": nodes.add_node(node_ip_address=local_ray.LOOPBACK, **GPU_NODE),
-            "gpu-b": nodes.add_node(node_ip_address=local_ray.LOOPBACK, **SPEECH_NODE),
-        }
+        workers = {"gpu-a": _add_node(nodes, **GPU_NODE), "gpu-b": _add_node(nodes, **SPEECH_NODE)}
         nodes.wait_for_nodes()
         local_ray.connect(nodes.address, log_to_driver=False)
         assert ray.get_runtime_context().get_node_id() == head.node_id  # the driver is on the head
@@ -153,8 +150,20 @@ def _cluster(milvus_uri: str):
             shutil.rmtree(session_dir, ignore_errors=True)
 
 
+def _add_node(nodes, **options):
+    """One node on loopback. Ray gives its raylet 30 s to register, which a busy 2-core CI machine
+    once missed for the head (stop 31's CI run): a node that times out is reported, stopped and started
+    once more, as graphs.local_ray does for the embedded Ray. A worker node shares the head's session
+    folder, so only a failed head's folder is removed."""
+    return ray_startup.start_retrying_once(
+        lambda: nodes.add_node(node_ip_address=local_ray.LOOPBACK, **options),
+        what="a test cluster node",
+        remove_failed_session=nodes.head_node is None,
+    )
+
+
 def _add_gpu_node(cluster, name: str):
-    node = cluster.nodes.add_node(node_ip_address=local_ray.LOOPBACK, **GPU_NODE)
+    node = _add_node(cluster.nodes, **GPU_NODE)
     cluster.workers[name] = node
     cluster.names[node.node_id] = name
     return node

@@ -289,3 +289,24 @@ def test_a_temp_folder_too_long_for_rays_sockets_is_refused(tmp_path):
     with pytest.raises(local_ray.PrivateRayError, match="107 bytes"):
         local_ray.private_tmp_dir({"RAY_TMPDIR": "/tmp/" + "x" * 40})
     assert not Path("/tmp/" + "x" * 40).exists()
+
+
+def test_a_failed_worker_nodes_folder_is_kept_because_it_is_the_heads(monkeypatch, tmp_path):
+    """A worker node added to a test cluster (tests/cluster) writes into the head's session folder: a
+    retried worker start must not remove it."""
+    from graphs import ray_startup
+
+    session = tmp_path / "session_2026-01-01_00-00-01_000000_1"
+    (session / "logs").mkdir(parents=True)
+    monkeypatch.setattr(ray_startup, "own_node", lambda before: (session, ["worker node"]))
+    attempts, undone = [], []
+
+    def start():
+        attempts.append(len(attempts))
+        if len(attempts) == 1:
+            raise TIMEOUT
+        return "node"
+
+    node = ray_startup.start_retrying_once(start, undo=undone.extend, remove_failed_session=False)
+    assert (node, attempts, undone) == ("node", [0, 1], ["worker node"])
+    assert session.is_dir()
