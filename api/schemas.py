@@ -849,6 +849,16 @@ class DagNode(_Response):
     deps: list[str]
     started_ms: float = Field(description="when the node started, from the start of the DAG")
     latency_ms: float
+    queue_ms: float | None = Field(
+        default=None,
+        description="time the node's model calls waited for a replica (Serve's queue), summed over its "
+        "calls; null for a node that made none (decoding runs in the gateway)",
+    )
+    replica_ms: float | None = Field(
+        default=None,
+        description="time from a replica taking the node's model calls to their answers (batch wait, "
+        "model forward, transfer), summed over its calls; null as queue_ms",
+    )
 
 
 class Dag(_Response):

@@ -215,20 +215,30 @@ def call_labels(method) -> dict[str, str]:
     return {"target": target, "method": name, "modality": modality_of(target)}
 
 
-def watch_queue_wait(method, response) -> None:
+class Assignment:
+    """When Serve's router assigned a handle call to a replica (``perf_counter``; None until then)."""
+
+    at: float | None = None
+
+
+def watch_queue_wait(method, response) -> Assignment:
     """Time a handle call (``method.remote`` gave ``response``) until Serve's router assigned it to
-    a replica: the router resolves the response's replica future then, on its own loop."""
+    a replica: the router resolves the response's replica future then, on its own loop. The returned
+    ``Assignment`` gets the time too (compose reports it per node: gateway/call_times.py)."""
+    assignment = Assignment()
     future = getattr(response, "_replica_result_future", None)
     if future is None:  # Serve changed its handle internals: no queue wait rather than an error
-        return
+        return assignment
     tags = call_labels(method)
     sent = time.perf_counter()
 
     def assigned(done) -> None:
         if not done.cancelled() and done.exception() is None:
-            _metric("mmserve_queue_wait_seconds").observe(time.perf_counter() - sent, tags=tags)
+            assignment.at = time.perf_counter()
+            _metric("mmserve_queue_wait_seconds").observe(assignment.at - sent, tags=tags)
 
     future.add_done_callback(assigned)
+    return assignment
 
 
 def observe_cache(modality: str, hit: bool) -> None:

@@ -150,9 +150,12 @@ class BatchedStub(ModelReplica):
         return os.getpid()
 
 
-def stub_models(prefix: str, *, delay_s: float = 0.0, modalities=("image", "text", "audio")) -> list:
-    """One ``StubModel`` deployment per modality, named ``<prefix><Modality>``."""
-    return [StubModel.options(name=f"{prefix}{m.title()}").bind(m, delay_s) for m in modalities]
+def stub_models(
+    prefix: str, *, delay_s: float = 0.0, modalities=("image", "text", "audio"), **options
+) -> list:
+    """One ``StubModel`` deployment per modality, named ``<prefix><Modality>``; ``options`` are Serve
+    deployment options (``max_ongoing_requests``...)."""
+    return [StubModel.options(name=f"{prefix}{m.title()}", **options).bind(m, delay_s) for m in modalities]
 
 
 def stub_model(modality: str, args: DeploymentArgs, *, name: str, delay_s: float, batch: int = 4):

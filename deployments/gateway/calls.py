@@ -66,7 +66,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.serve.exceptions import RayServeException
 
 from deployments import tracing
-from deployments.gateway import liveness
+from deployments.gateway import call_times, liveness
 from deployments.gateway.parsing import off_loop
 from deployments.gateway.quarantine import Quarantine, fingerprint
 from deployments.metrics import handle_names, observe_poison, watch_queue_wait
@@ -144,9 +144,12 @@ async def _await(response) -> Any:
 async def _once(method, args: tuple, kwargs: dict) -> Any:
     check_deadline()
     with tracing.span(f"call {_name(method)}"):
+        sent = time.perf_counter()
         response = method.remote(*args, **kwargs)
-        watch_queue_wait(method, response)
-        return await _sent(method, response)
+        assignment = watch_queue_wait(method, response)
+        result = await _sent(method, response)
+        call_times.record(sent, assignment.at, time.perf_counter())
+        return result
 
 
 async def _sent(method, response) -> Any:

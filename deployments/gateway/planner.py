@@ -19,6 +19,7 @@ from typing import Any
 
 from api import schemas as s
 from deployments import tracing
+from deployments.gateway import call_times
 from deployments.gateway.transcription import Transcription
 from models.errors import InvalidInput
 
@@ -49,6 +50,8 @@ class Plan:
 class Timing:
     started_ms: float
     latency_ms: float
+    queue_ms: float | None = None  # the node's model calls, summed (call_times.py)
+    replica_ms: float | None = None
 
 
 @dataclass
@@ -190,10 +193,10 @@ async def execute(the_plan: Plan, run: Runner, finished: Finished | None = None)
     async def one(node: Node) -> Any:
         args = tuple([await futures[dep] for dep in node.deps])
         started = time.perf_counter()
-        with tracing.span(f"compose {node.id}", compose_op=node.op):
+        with tracing.span(f"compose {node.id}", compose_op=node.op), call_times.measured() as times:
             out = await run(node, args)
         timings[node.id] = Timing(
-            round((started - origin) * 1000, 2), round((time.perf_counter() - started) * 1000, 2)
+            round((started - origin) * 1000, 2), round((time.perf_counter() - started) * 1000, 2), *times.ms()
         )
         if finished is not None:
             finished(node, out, timings[node.id])

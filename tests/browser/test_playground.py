@@ -5,6 +5,7 @@ file the page asks for a key and works with one."""
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 import requests
@@ -166,6 +167,14 @@ def test_compose_draws_the_dag_with_parallel_nodes_overlapping(page, ui):
     ]
     assert overlapping, (spans, deps)
     assert page.locator("#compose-timeline path.link").count() == sum(len(d) for d in deps.values())
+    # each model node shows its queue and replica time as the server reported them; decoding has none
+    reported = {n["id"]: n for n in json.loads(page.locator("#compose-json").inner_text())["dag"]["nodes"]}
+    classify = page.locator('#compose-timeline .dag-bar[data-id="classify:classify"] .queued')
+    assert float(classify.get_attribute("data-replica")) == reported["classify:classify"]["replica_ms"] > 0
+    expect(page.locator("#compose-timeline .dag-label", has_text="classify:classify")).to_contain_text(
+        f"replica {reported['classify:classify']['replica_ms']:.0f} ms"
+    )
+    assert page.locator('#compose-timeline .dag-bar[data-id="decode:image"] .queued').count() == 0
     shoot(page, "compose")
 
 

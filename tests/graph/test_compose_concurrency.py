@@ -2,6 +2,7 @@
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -51,6 +52,42 @@ def test_independent_branches_take_the_slowest_branch_not_the_sum(slow_url):
     assert wall < 2 * DELAY  # the client saw about one delay, not three
     assert set(body["results"]) == {"classify", "embed", "transcribe"}
     assert body["results"]["transcribe"]["text"] == "slow words"
+
+
+def test_each_node_reports_its_calls_queue_and_replica_time(slow_url):
+    """The stub sleeps DELAY in its replica: that is replica time, not queue time; a decode node (in the
+    gateway) made no model call and reports neither."""
+    tasks = [{"type": "classify"}, {"type": "embed", "modality": "text"}]
+    body, _ = _compose(slow_url, tasks, image=encode_media(photo("chelsea")), text="a cat")
+    nodes = {n["id"]: n for n in body["dag"]["nodes"]}
+    for node in (nodes["classify:classify"], nodes["embed:text"]):
+        assert node["replica_ms"] >= DELAY * 1000 * 0.95 and node["queue_ms"] < 0.3 * DELAY * 1000, node
+        assert node["queue_ms"] + node["replica_ms"] <= node["latency_ms"] + 1, node
+    assert (nodes["decode:image"]["queue_ms"], nodes["decode:image"]["replica_ms"]) == (None, None)
+
+
+@pytest.fixture(scope="module")
+def one_at_a_time_url(ray_cluster):
+    """A text model that takes one call at a time: a second call waits in Serve's queue."""
+    (text,) = stub_models("Queued", delay_s=DELAY, modalities=("text",), max_ongoing_requests=1)
+    vision, audio = stub_models("Queued", modalities=("image", "audio"))
+    app = Gateway.options(name="QueuedGateway", ray_actor_options={"num_cpus": 0}).bind(
+        vision, text, audio, {"embed_cache_size": 0}
+    )
+    serve.run(app, name="queued", route_prefix="/queued")
+    yield f"http://127.0.0.1:{ray_cluster['port']}/queued"
+    serve.delete("queued")
+
+
+def test_a_call_that_waited_for_a_busy_replica_reports_queue_time(one_at_a_time_url):
+    tasks = [{"type": "embed", "modality": "text"}]
+    _compose(one_at_a_time_url, tasks, text="warm")
+    with ThreadPoolExecutor(2) as pool:
+        bodies = list(pool.map(lambda t: _compose(one_at_a_time_url, tasks, text=t)[0], ["a cat", "a dog"]))
+    nodes = sorted((b["dag"]["nodes"][0] for b in bodies), key=lambda n: n["queue_ms"])
+    assert nodes[0]["queue_ms"] < 0.3 * DELAY * 1000, nodes  # the first went straight to the replica
+    assert nodes[1]["queue_ms"] >= 0.7 * DELAY * 1000, nodes  # the second waited for it
+    assert all(n["replica_ms"] >= 0.95 * DELAY * 1000 for n in nodes), nodes
 
 
 def test_dependent_nodes_run_after_their_inputs(slow_url):

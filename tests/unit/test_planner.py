@@ -150,3 +150,26 @@ def test_execute_cancels_the_rest_when_a_node_fails():
 
     asyncio.run(fail_then_keep_the_loop_running())
     assert finished == []  # the decode and classify nodes were cancelled, not left running
+
+
+def test_each_node_reports_the_queue_and_replica_time_of_its_own_calls():
+    """A node's model calls (also those made in tasks it starts) add up in its timing; a node that made
+    no call (decoding) reports none, and a sibling's calls are not counted in it."""
+    from deployments.gateway import call_times
+
+    the_plan = _plan([{"id": "c", "type": "classify", "top_k": 1}], {"image"})
+
+    async def run(node, args):
+        if node.op == "classify":  # two calls: 5 ms queued + 20 ms in a replica, 1 + 4, one in a sub-task
+            call_times.record(10.000, 10.005, 10.025)
+            await asyncio.ensure_future(_record_later(call_times, 20.000, 20.001, 20.005))
+        return node.id
+
+    timings = asyncio.run(planner.execute(the_plan, run)).timings
+    assert (timings["classify:c"].queue_ms, timings["classify:c"].replica_ms) == (6.0, 24.0)
+    assert (timings["decode:image"].queue_ms, timings["decode:image"].replica_ms) == (None, None)
+
+
+async def _record_later(call_times, sent, assigned, answered):
+    await asyncio.sleep(0)
+    call_times.record(sent, assigned, answered)

@@ -12,6 +12,7 @@ goes away. Planning errors come before the stream, as plain 4xx answers.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -88,8 +89,7 @@ class _Run:
             id=node.id,
             op=node.op,
             deps=list(node.deps),
-            started_ms=timing.started_ms,
-            latency_ms=timing.latency_ms,
+            **dataclasses.asdict(timing),
             results={t.id: await self.request.result(t, value) for t in answered},
         )
 
@@ -120,8 +120,7 @@ def _dag(the_plan: planner.Plan, run: planner.Execution) -> s.Dag:
             id=n.id,
             op=n.op,
             deps=list(n.deps),
-            started_ms=run.timings[n.id].started_ms,
-            latency_ms=run.timings[n.id].latency_ms,
+            **dataclasses.asdict(run.timings[n.id]),
         )
         for n in the_plan.nodes.values()
     ]

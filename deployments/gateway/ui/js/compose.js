@@ -64,7 +64,7 @@ function shortened(key, value) {
 const compact = (json) => json.replace(/\[\n\s+([^[\]{}]*?)\n\s*\]/g,
   (_, inner) => `[${inner.split(/,\n\s*/).join(", ")}]`);
 
-const ROW = 30; // px per node row: the connector overlay counts in rows
+const ROW = 40; // px per node row: the connector overlay counts in rows
 
 function connectors(nodes, rowOf, total) {
   const overlay = svg("svg", { class: "dag-links", viewBox: `0 0 100 ${nodes.length * ROW}`, preserveAspectRatio: "none" });
@@ -84,6 +84,21 @@ function connectors(nodes, rowOf, total) {
   return overlay;
 }
 
+// A node's model calls: time queued for a replica and time in the replica, when the server reports them
+// (null for nodes that made no model call, such as decoding).
+function stages(node) {
+  if (node.queue_ms == null || node.replica_ms == null) return null;
+  return `queue ${node.queue_ms.toFixed(0)} ms · replica ${node.replica_ms.toFixed(0)} ms`;
+}
+
+// The queued part of a bar, hatched at its start (queue time is before replica time in each call).
+function queued(node) {
+  const share = node.latency_ms > 0 ? Math.min(1, node.queue_ms / node.latency_ms) : 0;
+  const part = el("i", { class: "queued", "data-queue": node.queue_ms, "data-replica": node.replica_ms });
+  part.style.width = `${share * 100}%`;
+  return part;
+}
+
 function drawDag(dag, latency) {
   const nodes = [...dag.nodes].sort((a, b) => a.started_ms - b.started_ms || a.id.localeCompare(b.id));
   const total = Math.max(latency, ...nodes.map((n) => n.started_ms + n.latency_ms), 0.001);
@@ -95,13 +110,16 @@ function drawDag(dag, latency) {
       el("span", { class: "op", text: node.id }),
       node.deps.length ? el("span", { class: "after", text: `after ${node.deps.join(", ")}` }) : null));
     const kind = node.op.startsWith("decode") ? " decode" : "";
+    const staged = stages(node);
     const bar = el("div", { class: `dag-bar${kind}`, "data-id": node.id, "data-deps": node.deps.join(" "),
       "data-start": node.started_ms, "data-end": node.started_ms + node.latency_ms,
       title: `${node.id} (${node.op}): at ${node.started_ms.toFixed(1)} ms for ${node.latency_ms.toFixed(1)} ms` +
-        (node.deps.length ? `, after ${node.deps.join(", ")}` : "") });
+        (staged ? ` (${staged})` : "") + (node.deps.length ? `, after ${node.deps.join(", ")}` : "") });
     bar.style.left = `${(node.started_ms / total) * 100}%`;
     bar.style.width = `${Math.max(0.4, (node.latency_ms / total) * 100)}%`;
+    if (staged) bar.append(queued(node));
     bar.append(el("span", { text: `${node.latency_ms.toFixed(0)} ms` }));
+    if (staged) labels.lastChild.append(el("span", { class: "stages", text: staged }));
     tracks.append(el("div", { class: "dag-row" }, bar));
   }
   tracks.append(connectors(nodes, rowOf, total));
