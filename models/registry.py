@@ -7,7 +7,7 @@ directory. Specs are plain pydantic models so the app builder, the CLI and tests
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -135,10 +135,11 @@ class TextModelSpec(_Spec):
         return clip_space(self.model_id) if self.kind == "clip" else f"text:{self.model_id}"
 
 
-# The packaged backbones (``models.packaged.EFFICIENTNET_LITE``), measured against each other by
-# ``python -m benchmarks.quality --backbones``.
+# The packaged backbones (``models.packaged.EFFICIENTNET_LITE``). Lite0 is the default: on the demo
+# photos Lite1 and Lite2 gain nothing beyond noise and take 1.25-1.8x and 1.6-2.5x its time per image
+# (``python -m benchmarks.quality --backbones``; docs/performance.md, "Vision backbone").
 LiteBackbone = Literal["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"]
-LITE_BACKBONES: tuple[str, ...] = LiteBackbone.__args__  # type: ignore[attr-defined]
+LITE_BACKBONES: tuple[str, ...] = get_args(LiteBackbone)
 
 
 class VisionModelSpec(_Spec):
