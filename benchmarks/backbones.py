@@ -284,5 +284,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-if __name__ == "__main__":  # pragma: no cover - the entry point is benchmarks.quality --backbones
-    sys.exit(print("use: python -m benchmarks.quality --backbones") or 2)
+if __name__ == "__main__":  # the entry point is benchmarks.quality, which holds the other quality modes
+    sys.exit("run it as: python -m benchmarks.quality --backbones")
