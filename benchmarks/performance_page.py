@@ -35,6 +35,7 @@ GENERATED = (
 
 # Every reference file: the benchmark that wrote it, and the machine it ran on.
 REFERENCES = {
+    "backbones_2core.json": ("benchmarks.quality --backbones", "2 shared CPU cores"),
     "batch_sweep_2core.json": ("benchmarks.batch_sweep", "2 shared CPU cores"),
     "finetune_2core.json": ("benchmarks.finetune", "2 shared CPU cores"),
     "gpu_bench_h100.json": ("benchmarks.gpu_bench", "one NVIDIA H100"),
@@ -232,6 +233,60 @@ def finetune(name: str) -> str:
     return "\n".join(lines)
 
 
+BACKBONE_MEASURES = {
+    "imagenet_top1": "ImageNet top-1",
+    "zero_shot_top1": "zero-shot top-1",
+    "captions_r1": "caption R@1",
+    "sentences_r1": "sentence R@1",
+    "image_to_image_r1": "image-to-image R@1",
+}
+
+
+def backbones(name: str) -> str:
+    """EfficientNet-Lite0/1/2 under ConSE: the summary per backbone, then each transformed version."""
+    r = _load(name)
+    speeds = list(r["results"][0]["speed"])
+    lines = [
+        f"`{r['command']}`: quality on fp32 torch; images/s in-process on the served runtime "
+        f"({r['served_runtime']['runtime']}, precision {r['served_runtime']['precision']}), distinct images. "
+        "Each quality cell is originals / mean of the seven transformed versions.",
+        "",
+        "| backbone | px | "
+        + " | ".join(BACKBONE_MEASURES.values())
+        + " | "
+        + " | ".join(f"img/s, {s}" for s in speeds)
+        + " | runtime cosine (min) |",
+        "|---" * (3 + len(BACKBONE_MEASURES) + len(speeds)) + "|",
+    ]
+    for b in r["results"]:
+        summary = b["summary"]
+        cells = [
+            f"{summary[f'{m} original']:.2f} / {summary[f'{m} transformed']:.2f}" for m in BACKBONE_MEASURES
+        ]
+        cells[-1] = f"{summary['image_to_image_r1 transformed']:.2f}"  # originals find themselves
+        lines.append(
+            f"| {b['backbone']} | {b['input_px']} | "
+            + " | ".join(cells)
+            + " | "
+            + " | ".join(f"{b['speed'][s]:.1f}" for s in speeds)
+            + f" | {b['runtime_cosine_min']:.4f} |"
+        )
+    names = [b["backbone"].replace("efficientnet-", "") for b in r["results"]]
+    lines += [
+        "",
+        "Per version (" + ", ".join(BACKBONE_MEASURES.values()) + "), " + " / ".join(names) + ":",
+        "",
+        "| version | " + " | ".join(BACKBONE_MEASURES.values()) + " |",
+        "|---" * (1 + len(BACKBONE_MEASURES)) + "|",
+    ]
+    for version in r["transforms"]:
+        cells = [
+            " / ".join(f"{b['quality'][version][m]:.2f}" for b in r["results"]) for m in BACKBONE_MEASURES
+        ]
+        lines.append(f"| {version} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def reference_index(_: str = "") -> str:
     lines = [
         "Every file in `benchmarks/reference/`, the benchmark that wrote it and the machine it ran on:",
@@ -275,6 +330,7 @@ RENDERERS = {
     "batch_sweep_2core": batch_sweep,
     "replica_layout_2core": replica_layout,
     "finetune_2core": finetune,
+    "backbones_2core": backbones,
     "reference_index": reference_index,
 }
 

