@@ -58,7 +58,9 @@ def test_each_node_reports_its_calls_queue_and_replica_time(slow_url):
     """The stub sleeps DELAY in its replica: that is replica time, not queue time; a decode node (in the
     gateway) made no model call and reports neither."""
     tasks = [{"type": "classify"}, {"type": "embed", "modality": "text"}]
-    _compose(slow_url, tasks, image=encode_media(photo("chelsea")), text="warm")  # the labels' info call, once
+    _compose(
+        slow_url, tasks, image=encode_media(photo("chelsea")), text="warm"
+    )  # the labels' info call, once
     body, _ = _compose(slow_url, tasks, image=encode_media(photo("chelsea")), text="a cat")
     nodes = {n["id"]: n for n in body["dag"]["nodes"]}
     for node in (nodes["classify:classify"], nodes["embed:text"]):
