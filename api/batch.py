@@ -20,8 +20,8 @@ MEDIA_SCHEMA = {
     "description": "the JSONL file: a file part (multipart) or base64 (JSON)",
 }
 
-BATCH_ENDPOINTS = ("/v1/embeddings", "/v1/embeddings/image", "/v1/classify")
-BatchEndpoint = Literal["/v1/embeddings", "/v1/embeddings/image", "/v1/classify"]
+BATCH_ENDPOINTS = ("/v1/embeddings", "/v1/embeddings/image", "/v1/classify", "/v1/audio/transcriptions")
+BatchEndpoint = Literal["/v1/embeddings", "/v1/embeddings/image", "/v1/classify", "/v1/audio/transcriptions"]
 BatchStatus = Literal[
     "validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling", "cancelled"
 ]

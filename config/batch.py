@@ -52,9 +52,17 @@ class BatchArgs(BaseModel):
         32, ge=1, le=4096, description="requests committed to the store at once (what a crash can redo)"
     )
     limits: BatchLimits = BatchLimits()
-    image: BatchPool = BatchPool()
-    text: BatchPool = BatchPool()
-    audio: BatchPool = BatchPool(batch_size=4)
+    image: BatchPool = Field(
+        BatchPool(), description="pool of /v1/embeddings/image and /v1/classify (vision.model's backends)"
+    )
+    text: BatchPool = Field(
+        BatchPool(), description="pool of /v1/embeddings (text.model's; vision.model's for image models)"
+    )
+    audio: BatchPool = Field(
+        BatchPool(batch_size=4),
+        description="pool of /v1/audio/transcriptions (audio.model's Whisper; one batched pass per "
+        "batch_size short greedy clips)",
+    )
 
     @field_validator("store")
     @classmethod

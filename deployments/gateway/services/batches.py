@@ -135,6 +135,7 @@ class Batches:
                 k: {"model": i.model, "space": i.space, "task_model": i.task_model} for k, i in infos.items()
             },
             statuses=statuses_by_class(),
+            speech_spec=self.models.get("speech", {}),
         )
 
     async def get(self, tenant: Tenant, batch_id: str) -> BatchObject:
