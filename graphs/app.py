@@ -62,6 +62,9 @@ def _batch(cfg: AppArgs) -> dict | None:
         "vision": cfg.vision.model.model_dump(),
         "text": cfg.text.model.model_dump(),
         "speech": cfg.audio.model.model_dump(),
+        "vision_language": [m.model_dump() for m in cfg.vision_language.models]
+        if cfg.vision_language.enabled
+        else [],
     }
     return {"args": cfg.batch.model_dump(), "models": models}
 

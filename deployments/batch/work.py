@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 
 from api import schemas as s
 from api.batch import BatchRequestLine
+from deployments import vl_requests
 from models.errors import InvalidInput, MMServeError
 from models.media import MediaLimits, decode_audio, decode_image
 from models.transcript import SpeechOptions, Transcript
@@ -36,12 +37,21 @@ BODIES: dict[str, type[BaseModel]] = {
     "/v1/embeddings/image": s.ImageEmbedRequest,
     "/v1/classify": s.ClassifyRequest,
     "/v1/audio/transcriptions": s.TranscriptionRequest,
+    "/v1/captions": s.CaptionRequest,
+    "/v1/vqa": s.VQARequest,
 }
-MODALITY = {
+MODALITY = {  # what the tenant must be allowed, as online
     "/v1/embeddings": "text",
     "/v1/embeddings/image": "image",
     "/v1/classify": "image",
     "/v1/audio/transcriptions": "audio",
+    "/v1/captions": "image",
+    "/v1/vqa": "image",
+}
+POOL = {  # the batch.<pool> that runs the endpoint's lines
+    **MODALITY,
+    "/v1/captions": "vision_language",
+    "/v1/vqa": "vision_language",
 }
 
 
@@ -62,6 +72,7 @@ class Plan:
     infos: dict[str, dict[str, Any]]  # modality -> {"model", "space", "task_model"}
     statuses: dict[str, int] = field(default_factory=dict)  # error class name -> HTTP status
     speech_spec: dict[str, Any] = field(default_factory=dict)  # the served AudioModel's
+    vl_specs: list[dict[str, Any]] = field(default_factory=list)  # vision_language.models (empty: off)
 
     @property
     def modality(self) -> str:
@@ -122,6 +133,8 @@ def parse(plan: Plan, text: str) -> tuple[str, BaseModel]:
         _check_embedding_request(plan, body)
     if isinstance(body, s.TranscriptionRequest):
         _check_transcription_request(body)
+    if isinstance(body, s.CaptionRequest | s.VQARequest):
+        _check_vl_request(plan, body)
     return request.custom_id, body
 
 
@@ -162,6 +175,17 @@ def _check_transcription_request(body: s.TranscriptionRequest) -> None:
         )
 
 
+def _check_vl_request(plan: Plan, body: s.CaptionRequest | s.VQARequest) -> None:
+    """The model the line names and its images or questions, as online before any image decodes."""
+    known = [(spec["id"], spec["task"]) for spec in plan.vl_specs]
+    if isinstance(body, s.CaptionRequest):
+        vl_requests.choose(known, body.model, "caption")
+        vl_requests.images(body)
+    else:
+        vl_requests.choose(known, body.model, "vqa")
+        vl_requests.questions(body)
+
+
 def prepare(plan: Plan, batch: dict[str, np.ndarray]) -> dict[str, list]:
     """Ray Data stage 1: each line checked; a bad one becomes its error result (``status_code`` set)."""
     out: dict[str, list] = {"line": [], "custom_id": [], "text": [], "status_code": [], "body": []}
@@ -183,7 +207,7 @@ class ModelWorker:
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
-        self._text = self._classifier = self._embedder = self._speech = None
+        self._text = self._classifier = self._embedder = self._speech = self._vl = None
         import torch
 
         self.threads = max(1, int(plan.pool.get("num_cpus", 1) or 1))
@@ -260,6 +284,8 @@ class ModelWorker:
             return self._embed_images(parsed)
         if endpoint == "/v1/audio/transcriptions":
             return self._transcribe(parsed)
+        if POOL[endpoint] == "vision_language":
+            return self._vision_language(parsed)
         return self._openai_embeddings(parsed)
 
     def _forward(self, model_fn, tensors: list[torch.Tensor]) -> np.ndarray:
@@ -376,6 +402,17 @@ class ModelWorker:
             if line in refused
             else ok(line, cid, _transcript(found[line], body.response_format))
             for line, cid, body in parsed
+        ]
+
+    def _vision_language(self, parsed) -> list[dict]:
+        from deployments.batch.vl_lines import VLLines
+
+        if self._vl is None:
+            self._vl = VLLines(self.plan.vl_specs, self.plan.limits)
+        answers = self._vl.answer(self.plan.endpoint, [body for _, _, body in parsed])
+        return [
+            failed(self.plan, line, cid, a) if isinstance(a, MMServeError) else ok(line, cid, a)
+            for (line, cid, _), a in zip(parsed, answers)
         ]
 
 

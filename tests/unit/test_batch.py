@@ -277,3 +277,86 @@ def test_the_audio_worker_transcribes_good_clips_and_fails_bad_ones_alone(tmp_pa
         "file",
         "language",
     ]
+
+
+def vl_line(custom_id: str, url: str, **body) -> str:
+    return json.dumps({"custom_id": custom_id, "method": "POST", "url": url, "body": body})
+
+
+@pytest.fixture(scope="module")
+def vl_specs(tmp_path_factory) -> list[dict]:
+    from tests import checkpoints
+
+    root = tmp_path_factory.mktemp("vl")
+    checkpoints.blip_checkpoint(root / "cap", "caption")
+    checkpoints.vilt_checkpoint(root / "vilt")
+    return [
+        {"id": "tiny-cap", "task": "caption", "engine": "blip", "path": str(root / "cap"), "max_tokens": 6},
+        {"id": "tiny-vilt", "task": "vqa", "engine": "vilt", "path": str(root / "vilt")},
+    ]
+
+
+def test_caption_and_vqa_lines_are_the_models_answers_and_bad_ones_fail_alone(tmp_path, vl_specs):
+    """Tiny random BLIP and ViLT checkpoints through the pool's worker, Ray-free: each body is what the
+    model answers for its image (the online route's shape), and a line naming no such model, the wrong
+    kind of model, both image and images or a corrupt image fails alone with the online status."""
+    from deployments.batch.work import ModelWorker
+    from models.media import decode_image
+    from models.registry import VisionLanguageModelSpec, load_vision_language
+    from models.vision_language import run_batch
+    from tests import assets
+
+    cat, rocket = (base64.b64encode(assets.photo(n)).decode() for n in ("chelsea", "rocket"))
+    corrupt = base64.b64encode(assets.photo("coffee")[:300]).decode()
+    local = {s["id"]: load_vision_language(VisionLanguageModelSpec.model_validate(s)) for s in vl_specs}
+
+    def run(url: str, lines: list[str]) -> dict[str, tuple[int, dict]]:
+        p = dataclasses.replace(plan(str(tmp_path)), endpoint=url, vl_specs=vl_specs)
+        prepared = prepare(p, {"line": np.arange(len(lines)), "text": np.array(lines)})
+        out = ModelWorker(p)({k: np.array(v, dtype=object) for k, v in prepared.items()})
+        return dict(zip(out["custom_id"], zip(out["status_code"], map(json.loads, out["body"]))))
+
+    url = "/v1/captions"
+    got = run(
+        url,
+        [
+            vl_line("one", url, image=cat),
+            vl_line("two", url, images=[rocket, cat], max_tokens=4),
+            vl_line("corrupt", url, image=corrupt),
+            vl_line("both", url, image=cat, images=[cat]),
+            vl_line("nope", url, image=cat, model="nope"),
+            vl_line("vqa-model", url, image=cat, model="tiny-vilt"),
+        ],
+    )
+    assert {k: code for k, (code, _) in got.items()} == {
+        "one": 200,
+        "two": 200,
+        "corrupt": 400,
+        "both": 400,
+        "nope": 404,
+        "vqa-model": 400,
+    }
+    model = local["tiny-cap"]
+    want = run_batch(
+        model,
+        [(decode_image(assets.photo(n)), None) for n in ("rocket", "chelsea")],
+        model.settings(max_tokens=4),
+    )
+    two = got["two"][1]
+    assert two["model"] == "tiny-cap" and [c["caption"] for c in two["data"]] == [w.text for w in want]
+    assert two["usage"]["completion_tokens"] == sum(w.tokens for w in want)
+    one = run_batch(model, [(decode_image(assets.photo("chelsea")), None)], model.settings())[0]
+    assert got["one"][1]["data"] == [{"index": 0, "caption": one.text, "tokens": one.tokens}]
+    assert got["corrupt"][1]["error"]["param"] == "image"
+
+    url = "/v1/vqa"
+    got = run(url, [vl_line("ask", url, image=cat, questions=["what is this?", "is it red?"], top_k=2)])
+    vilt = local["tiny-vilt"]
+    want = run_batch(
+        vilt,
+        [(decode_image(assets.photo("chelsea")), q) for q in ("what is this?", "is it red?")],
+        vilt.settings(top_k=2),
+    )
+    code, body = got["ask"]
+    assert code == 200 and [a["answer"] for a in body["data"]] == [w.text for w in want]
+    assert [len(a["answers"]) for a in body["data"]] == [2, 2] and body["data"][1]["question"] == "is it red?"
