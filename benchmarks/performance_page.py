@@ -36,6 +36,7 @@ GENERATED = (
 # Every reference file: the benchmark that wrote it, and the machine it ran on.
 REFERENCES = {
     "batch_sweep_2core.json": ("benchmarks.batch_sweep", "2 shared CPU cores"),
+    "bulk_2core.json": ("benchmarks.bulk --images 600", "2 shared CPU cores"),
     "finetune_2core.json": ("benchmarks.finetune", "2 shared CPU cores"),
     "gpu_bench_h100.json": ("benchmarks.gpu_bench", "one NVIDIA H100"),
     "gpu_graph_h200.json": ("benchmarks.gpu_graph", "one NVIDIA H200, 16 CPU cores"),
