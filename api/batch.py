@@ -20,8 +20,22 @@ MEDIA_SCHEMA = {
     "description": "the JSONL file: a file part (multipart) or base64 (JSON)",
 }
 
-BATCH_ENDPOINTS = ("/v1/embeddings", "/v1/embeddings/image", "/v1/classify")
-BatchEndpoint = Literal["/v1/embeddings", "/v1/embeddings/image", "/v1/classify"]
+BATCH_ENDPOINTS = (
+    "/v1/embeddings",
+    "/v1/embeddings/image",
+    "/v1/classify",
+    "/v1/audio/transcriptions",
+    "/v1/captions",
+    "/v1/vqa",
+)
+BatchEndpoint = Literal[
+    "/v1/embeddings",
+    "/v1/embeddings/image",
+    "/v1/classify",
+    "/v1/audio/transcriptions",
+    "/v1/captions",
+    "/v1/vqa",
+]
 BatchStatus = Literal[
     "validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling", "cancelled"
 ]

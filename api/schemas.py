@@ -284,6 +284,7 @@ class RetrievalResponse(_Response):
 
 # ---- audio --------------------------------------------------------------------------------
 ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
+JSON_RESPONSE_FORMATS = ("json", "verbose_json")  # the others answer plain text
 
 
 Granularity = Literal["word", "segment"]
@@ -358,6 +359,13 @@ class VerboseTranscriptionResponse(_Response):
     text: str
     segments: list[TranscriptSegment]
     words: list[TranscriptWord] | None = Field(None, description="when timestamp_granularities has 'word'")
+
+    def json_body(self, response_format: str) -> dict[str, Any]:
+        """The JSON answer for ``response_format`` json (``{"text"}``) or verbose_json (all of it,
+        ``words`` only when asked for): the online route's and a batch's output line's."""
+        if response_format == "verbose_json":
+            return self.model_dump(exclude_none=True)
+        return TranscriptionResponse(text=self.text).model_dump()
 
 
 class TranscriptTextDeltaEvent(_Response):

@@ -37,6 +37,7 @@ GENERATED = (
 REFERENCES = {
     "backbones_2core.json": ("benchmarks.quality --backbones", "2 shared CPU cores"),
     "batch_sweep_2core.json": ("benchmarks.batch_sweep", "2 shared CPU cores"),
+    "bulk_2core.json": ("benchmarks.bulk --images 600", "2 shared CPU cores"),
     "finetune_2core.json": ("benchmarks.finetune", "2 shared CPU cores"),
     "gpu_bench_h100.json": ("benchmarks.gpu_bench", "one NVIDIA H100"),
     "gpu_graph_h200.json": ("benchmarks.gpu_graph", "one NVIDIA H200, 16 CPU cores"),

@@ -1,8 +1,8 @@
 """The ``batch:`` section: the Batch API's store, its per-tenant limits and the resources its Ray Data
 pools may take per modality. Ray-free.
 
-Online traffic keeps priority: a batch's actor pools get only what ``image`` / ``text`` / ``audio``
-grant here (at most ``max_actors`` actors of ``num_cpus`` / ``num_gpus`` each), never more.
+Online traffic keeps priority: a batch's actor pools get only what ``image`` / ``text`` / ``audio`` /
+``vision_language`` grant here (at most ``max_actors`` actors of ``num_cpus`` / ``num_gpus`` each), never more.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from config.settings import absolute
 
-BATCH_MODALITIES = ("image", "text", "audio")
+BATCH_MODALITIES = ("image", "text", "audio", "vision_language")
 
 
 class BatchLimits(BaseModel):
@@ -52,9 +52,21 @@ class BatchArgs(BaseModel):
         32, ge=1, le=4096, description="requests committed to the store at once (what a crash can redo)"
     )
     limits: BatchLimits = BatchLimits()
-    image: BatchPool = BatchPool()
-    text: BatchPool = BatchPool()
-    audio: BatchPool = BatchPool(batch_size=4)
+    image: BatchPool = Field(
+        BatchPool(), description="pool of /v1/embeddings/image and /v1/classify (vision.model's backends)"
+    )
+    text: BatchPool = Field(
+        BatchPool(), description="pool of /v1/embeddings (text.model's; vision.model's for image models)"
+    )
+    audio: BatchPool = Field(
+        BatchPool(batch_size=4),
+        description="pool of /v1/audio/transcriptions (audio.model's Whisper; one batched pass per "
+        "batch_size short greedy clips)",
+    )
+    vision_language: BatchPool = Field(
+        BatchPool(batch_size=8),
+        description="pool of /v1/captions and /v1/vqa (vision_language.models, each loaded on first use)",
+    )
 
     @field_validator("store")
     @classmethod
@@ -62,5 +74,10 @@ class BatchArgs(BaseModel):
         return absolute(store)
 
     def pool(self, modality: str) -> BatchPool:
-        pools = {"image": self.image, "text": self.text, "audio": self.audio}
+        pools = {
+            "image": self.image,
+            "text": self.text,
+            "audio": self.audio,
+            "vision_language": self.vision_language,
+        }
         return pools[modality]

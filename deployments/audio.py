@@ -21,7 +21,7 @@ from deployments.metrics import observe_model_load
 from models import audio_features, whisper_batch
 from models.fusion_features import FeatureExtractor, ModalityFeatures
 from models.registry import SpeechModelSpec, load_speech
-from models.speech import FasterWhisperEngine, Segment, SpeechOptions, check_options, stream_segments
+from models.speech import Segment, SpeechOptions, batchable, check_options, stream_segments
 
 
 @serve.deployment(name="AudioModel")
@@ -44,7 +44,7 @@ class AudioModel(ModelReplica):
         """Short greedy clips share batched encoder + decoder passes; the rest go clip by clip."""
         opts = SpeechOptions(**options)
         check_options(self.engine, opts)  # here, so a bad request never fails a whole batch
-        if isinstance(self.engine, FasterWhisperEngine) and whisper_batch.fits(audio, opts):
+        if batchable(self.engine, audio, opts):
             result = await self._transcribe_batch(audio, opts)
         else:
             result = await asyncio.to_thread(self.engine.transcribe, audio, opts)

@@ -55,10 +55,17 @@ def build_app(args: dict | AppArgs | None = None) -> Application:
 
 
 def _batch(cfg: AppArgs) -> dict | None:
-    """What the Batch API's runners load: the batch section and the served vision and text models."""
+    """What the Batch API's runners load: the batch section and the served vision, text and speech models."""
     if not cfg.batch.enabled:
         return None
-    models = {"vision": cfg.vision.model.model_dump(), "text": cfg.text.model.model_dump()}
+    models = {
+        "vision": cfg.vision.model.model_dump(),
+        "text": cfg.text.model.model_dump(),
+        "speech": cfg.audio.model.model_dump(),
+        "vision_language": [m.model_dump() for m in cfg.vision_language.models]
+        if cfg.vision_language.enabled
+        else [],
+    }
     return {"args": cfg.batch.model_dump(), "models": models}
 
 

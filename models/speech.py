@@ -63,6 +63,32 @@ def stream_segments(engine: SpeechEngine, audio: np.ndarray, options: SpeechOpti
     return iter(engine.transcribe(audio, options).segments)
 
 
+def batchable(engine: SpeechEngine, audio: np.ndarray, options: SpeechOptions) -> bool:
+    """Whether ``audio`` may share one batched encoder + decoder pass with other clips
+    (``whisper_batch.transcribe_batch``): faster-whisper, one window, greedy and unprompted."""
+    return isinstance(engine, FasterWhisperEngine) and whisper_batch.fits(audio, options)
+
+
+def transcribe_many(
+    engine: SpeechEngine, clips: Sequence[np.ndarray], options: Sequence[SpeechOptions]
+) -> list[Transcript]:
+    """Each clip's transcript, in order: the ``batchable`` ones in one batched pass, the others clip by
+    clip, as the AudioModel answers them online (a bulk caller's way to the same results). The options
+    must have passed ``check_options``."""
+    out: list[Transcript | None] = [None] * len(clips)
+    shared = [i for i, (c, o) in enumerate(zip(clips, options)) if batchable(engine, c, o)]
+    if shared:
+        found = whisper_batch.transcribe_batch(
+            engine, [clips[i] for i in shared], [options[i] for i in shared]
+        )
+        for i, transcript in zip(shared, found):
+            out[i] = transcript
+    for i, (clip, opts) in enumerate(zip(clips, options)):
+        if out[i] is None:
+            out[i] = engine.transcribe(clip, opts)
+    return [t for t in out if t is not None]
+
+
 def check_options(engine: SpeechEngine, options: SpeechOptions) -> None:
     """Refuse what the model cannot do, as the caller's error rather than a crash inside decoding."""
     if options.task == "translate" and not engine.multilingual:

@@ -125,6 +125,7 @@ def served_args(data_dir) -> dict:
             "block_size": 2,
             "image": {"num_cpus": 0.5, "batch_size": 2},
             "text": {"num_cpus": 0.5, "batch_size": 2},
+            "audio": {"num_cpus": 0.5, "batch_size": 2},
         },
     }
 

@@ -5,8 +5,8 @@ Two steps, each a Ray Data stage in ``pipeline``:
 - ``prepare`` (stateless tasks): parse and validate a line (JSON, the line's shape, its ``url``, the
   body against the endpoint's schema). A bad line becomes its error result here and goes no further.
 - ``ModelWorker`` (an actor pool): decode the media and run the backend on a whole batch of lines at
-  once, rendering each line's body as the online route would. A line whose image does not decode
-  fails alone.
+  once, rendering each line's body as the online route would. A line whose image or audio does not
+  decode (or breaks a limit: pixels, bytes, seconds) fails alone.
 
 A result is ``{"line", "custom_id", "status_code", "body"}``, with ``body`` as JSON text; an error's
 body is the one error shape. The status of each domain error comes from the gateway's one mapping
@@ -24,8 +24,10 @@ from pydantic import BaseModel, ValidationError
 
 from api import schemas as s
 from api.batch import BatchRequestLine
+from deployments import vl_requests
 from models.errors import InvalidInput, MMServeError
-from models.media import MediaLimits, decode_image
+from models.media import MediaLimits, decode_audio, decode_image
+from models.transcript import SpeechOptions, Transcript
 
 if TYPE_CHECKING:  # torch loads in the workers only, never in the gateway that builds a Plan
     import torch
@@ -34,8 +36,23 @@ BODIES: dict[str, type[BaseModel]] = {
     "/v1/embeddings": s.OpenAIEmbeddingRequest,
     "/v1/embeddings/image": s.ImageEmbedRequest,
     "/v1/classify": s.ClassifyRequest,
+    "/v1/audio/transcriptions": s.TranscriptionRequest,
+    "/v1/captions": s.CaptionRequest,
+    "/v1/vqa": s.VQARequest,
 }
-MODALITY = {"/v1/embeddings": "text", "/v1/embeddings/image": "image", "/v1/classify": "image"}
+MODALITY = {  # what the tenant must be allowed, as online
+    "/v1/embeddings": "text",
+    "/v1/embeddings/image": "image",
+    "/v1/classify": "image",
+    "/v1/audio/transcriptions": "audio",
+    "/v1/captions": "image",
+    "/v1/vqa": "image",
+}
+POOL = {  # the batch.<pool> that runs the endpoint's lines
+    **MODALITY,
+    "/v1/captions": "vision_language",
+    "/v1/vqa": "vision_language",
+}
 
 
 @dataclass(frozen=True)
@@ -54,6 +71,8 @@ class Plan:
     embedders: dict[str, str]  # model id -> modality (what /v1/models lists as embedders)
     infos: dict[str, dict[str, Any]]  # modality -> {"model", "space", "task_model"}
     statuses: dict[str, int] = field(default_factory=dict)  # error class name -> HTTP status
+    speech_spec: dict[str, Any] = field(default_factory=dict)  # the served AudioModel's
+    vl_specs: list[dict[str, Any]] = field(default_factory=list)  # vision_language.models (empty: off)
 
     @property
     def modality(self) -> str:
@@ -112,6 +131,10 @@ def parse(plan: Plan, text: str) -> tuple[str, BaseModel]:
         raise
     if isinstance(body, s.OpenAIEmbeddingRequest):
         _check_embedding_request(plan, body)
+    if isinstance(body, s.TranscriptionRequest):
+        _check_transcription_request(body)
+    if isinstance(body, s.CaptionRequest | s.VQARequest):
+        _check_vl_request(plan, body)
     return request.custom_id, body
 
 
@@ -140,6 +163,29 @@ def _check_embedding_request(plan: Plan, body: s.OpenAIEmbeddingRequest) -> None
             )
 
 
+def _check_transcription_request(body: s.TranscriptionRequest) -> None:
+    """What the online route answers and a result file cannot hold: an event stream, plain text."""
+    if body.stream:
+        raise InvalidInput("a batch writes each result whole: 'stream' must be false", param="stream")
+    if body.response_format not in s.JSON_RESPONSE_FORMATS:
+        raise InvalidInput(
+            f"a batch's results are JSON: response_format must be json or verbose_json, not "
+            f"'{body.response_format}'",
+            param="response_format",
+        )
+
+
+def _check_vl_request(plan: Plan, body: s.CaptionRequest | s.VQARequest) -> None:
+    """The model the line names and its images or questions, as online before any image decodes."""
+    known = [(spec["id"], spec["task"]) for spec in plan.vl_specs]
+    if isinstance(body, s.CaptionRequest):
+        vl_requests.choose(known, body.model, "caption")
+        vl_requests.images(body)
+    else:
+        vl_requests.choose(known, body.model, "vqa")
+        vl_requests.questions(body)
+
+
 def prepare(plan: Plan, batch: dict[str, np.ndarray]) -> dict[str, list]:
     """Ray Data stage 1: each line checked; a bad one becomes its error result (``status_code`` set)."""
     out: dict[str, list] = {"line": [], "custom_id": [], "text": [], "status_code": [], "body": []}
@@ -161,10 +207,11 @@ class ModelWorker:
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
-        self._text = self._classifier = self._embedder = None
+        self._text = self._classifier = self._embedder = self._speech = self._vl = None
         import torch
 
-        torch.set_num_threads(max(1, int(plan.pool.get("num_cpus", 1) or 1)))
+        self.threads = max(1, int(plan.pool.get("num_cpus", 1) or 1))
+        torch.set_num_threads(self.threads)
 
     # the backends
     def text_model(self):
@@ -191,6 +238,16 @@ class ModelWorker:
                 classifier=self.classifier(),
             )
         return self._embedder
+
+    def speech(self):
+        if self._speech is None:
+            from models.registry import SpeechModelSpec, load_speech
+
+            spec = SpeechModelSpec.model_validate(self.plan.speech_spec)
+            if not spec.cpu_threads:  # CTranslate2's default takes every core; the pool grants num_cpus
+                spec = spec.model_copy(update={"cpu_threads": self.threads})
+            self._speech = load_speech(spec)
+        return self._speech
 
     def _decode(self, raw: bytes, model, param: str) -> torch.Tensor:
         size = getattr(model, "input_size", None)
@@ -225,6 +282,10 @@ class ModelWorker:
             return self._classify(parsed)
         if endpoint == "/v1/embeddings/image":
             return self._embed_images(parsed)
+        if endpoint == "/v1/audio/transcriptions":
+            return self._transcribe(parsed)
+        if POOL[endpoint] == "vision_language":
+            return self._vision_language(parsed)
         return self._openai_embeddings(parsed)
 
     def _forward(self, model_fn, tensors: list[torch.Tensor]) -> np.ndarray:
@@ -304,6 +365,62 @@ class ModelWorker:
                 ok(line, cid, {"model": self.plan.infos["image"]["task_model"], "predictions": predictions})
             )
         return out
+
+    def _clip(self, engine, body: s.TranscriptionRequest) -> tuple[np.ndarray, SpeechOptions]:
+        """The line's audio decoded within the limits and its options checked against the model, in
+        the online order (the gateway decodes, the AudioModel checks)."""
+        from models.speech import check_options
+
+        audio = decode_audio(body.file, limits=self.plan.limits, param="file")
+        options = SpeechOptions(
+            task="transcribe",
+            language=body.language,
+            prompt=body.prompt,
+            temperature=body.temperature,
+            word_timestamps=body.word_timestamps(),
+        )
+        check_options(engine, options)
+        return audio, options
+
+    def _transcribe(self, parsed) -> list[dict]:
+        """Short greedy clips of the whole batch share one Whisper pass (``transcribe_many``), as the
+        AudioModel batches concurrent requests online."""
+        from models.speech import transcribe_many
+
+        engine = self.speech()
+        ready: dict[int, tuple[np.ndarray, SpeechOptions]] = {}
+        refused: dict[int, MMServeError] = {}
+        for line, _, body in parsed:
+            try:
+                ready[line] = self._clip(engine, body)
+            except MMServeError as exc:
+                refused[line] = exc
+        heard = transcribe_many(engine, [c for c, _ in ready.values()], [o for _, o in ready.values()])
+        found = dict(zip(ready, heard))
+        return [
+            failed(self.plan, line, cid, refused[line])
+            if line in refused
+            else ok(line, cid, _transcript(found[line], body.response_format))
+            for line, cid, body in parsed
+        ]
+
+    def _vision_language(self, parsed) -> list[dict]:
+        from deployments.batch.vl_lines import VLLines
+
+        if self._vl is None:
+            self._vl = VLLines(self.plan.vl_specs, self.plan.limits)
+        answers = self._vl.answer(self.plan.endpoint, [body for _, _, body in parsed])
+        return [
+            failed(self.plan, line, cid, a) if isinstance(a, MMServeError) else ok(line, cid, a)
+            for (line, cid, _), a in zip(parsed, answers)
+        ]
+
+
+def _transcript(result: Transcript, response_format: str) -> dict:
+    import dataclasses
+
+    verbose = s.VerboseTranscriptionResponse.model_validate(dataclasses.asdict(result))
+    return verbose.json_body(response_format)
 
 
 def _vectors(rows: np.ndarray) -> list[list[float]]:

@@ -57,7 +57,7 @@ def build_services(
     vision_language: DeploymentHandle | None = None,
     batch: dict | None = None,
 ) -> GatewayServices:
-    """``batch``: ``{"args": the batch section, "models": {"vision": spec, "text": spec}}`` (the Batch
+    """``batch``: ``{"args": the batch section, "models": {"vision", "text", "speech": spec}}`` (the Batch
     API answers 503 without it)."""
     calls.configure_quarantine(ttl_s=settings.poison_quarantine_s, capacity=settings.poison_quarantine_size)
     metrics.configure(tenant_label=settings.metrics_tenant_label)

@@ -130,6 +130,4 @@ def render_transcript(result: s.VerboseTranscriptionResponse, fmt: str) -> Respo
         return PlainTextResponse(to_srt(result.segments), media_type="application/x-subrip")
     if fmt == "vtt":
         return PlainTextResponse(to_vtt(result.segments), media_type="text/vtt")
-    if fmt == "verbose_json":
-        return JSONResponse(result.model_dump(exclude_none=True))  # 'words' only when asked for
-    return JSONResponse(s.TranscriptionResponse(text=result.text).model_dump())
+    return JSONResponse(result.json_body(fmt))

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import requests
 
-from tests import assets
+from tests import assets, speech_corpus
 
 pytestmark = pytest.mark.slow  # each batch starts a Ray Data pool that loads its model: ~75 s in all
 
@@ -123,6 +123,42 @@ def test_image_batches_embed_and_classify_and_a_corrupt_image_fails_alone(openai
     top = results(openai_client, classified.output_file_id)["cat"]["response"]["body"]["predictions"]
     online = requests.post(f"{base_url}/v1/classify", json={"image": cat, "top_k": 3}, timeout=60).json()
     assert [p["label"] for p in top] == [p["label"] for p in online["predictions"]]
+
+
+def test_a_transcription_batch_answers_as_the_online_route_and_bad_clips_fail_alone(openai_client, base_url):
+    """Base64 audio in the JSON body, as the online route takes it; the same Whisper on the batch's
+    audio pool; a corrupt clip and one over the online duration cap (20 s here) fail alone with the
+    online route's status and error."""
+    url = "/v1/audio/transcriptions"
+    said = (speech_corpus.SENTENCES[3], speech_corpus.SENTENCES[6])
+    weather, conference = (base64.b64encode(assets.speech(x)).decode() for x in said)
+    corrupt = base64.b64encode(assets.speech(said[0])[:30]).decode()  # the WAV header cut short
+    too_long = base64.b64encode(assets.tone(21)).decode()
+    bodies = {
+        "weather": {"file": weather, "language": "en"},
+        "conference": {"file": conference, "response_format": "verbose_json"},
+        "corrupt": {"file": corrupt, "language": "en"},
+        "too-long": {"file": too_long},
+    }
+    batch = run_batch(openai_client, [request(k, url, v) for k, v in bodies.items()], url)
+    assert batch.status == "completed", batch
+    assert (batch.request_counts.completed, batch.request_counts.failed) == (2, 2), batch
+    out, err = results(openai_client, batch.output_file_id), results(openai_client, batch.error_file_id)
+    assert set(out) == {"weather", "conference"} and set(err) == {"corrupt", "too-long"}
+    for name in bodies:
+        online = requests.post(f"{base_url}{url}", json=bodies[name], timeout=120)
+        mine = (out.get(name) or err[name])["response"]
+        assert mine["status_code"] == online.status_code, (name, mine, online.text)
+        if name in out:
+            got, want = mine["body"], online.json()
+            assert set(got) == set(want) and got["text"] == want["text"], (got, want)
+            assert assets.wer(said[name == "conference"], got["text"]) <= 0.3, got["text"]
+        else:
+            expected = {k: online.json()["error"][k] for k in ("type", "message", "param")}
+            assert mine["body"]["error"] == expected
+    assert out["weather"]["response"]["body"] == {"text": out["weather"]["response"]["body"]["text"]}
+    verbose = out["conference"]["response"]["body"]
+    assert verbose["language"] == "en" and verbose["task"] == "transcribe" and verbose["segments"]
 
 
 def test_files_and_batches_are_listed_read_and_deleted(openai_client, base_url):

@@ -9,8 +9,10 @@ A second app, with vision-language off, checks the 503 and the model list.
 
 import base64
 import concurrent.futures as cf
+import json
 import subprocess
 import sys
+import time
 
 import httpx
 import numpy as np
@@ -70,16 +72,17 @@ def vl_app(ray_cluster, specs, tmp_path_factory):
     search = SearchIndex.options(name="VLSearch", ray_actor_options={"num_cpus": 0}).bind(
         str(tmp_path_factory.mktemp("vl-search") / "search.db")
     )
+    vl_models = [s.model_dump() for s in [*specs.values(), broken]]
     serve.run(
         Gateway.options(name="VLGateway", ray_actor_options={"num_cpus": 0}).bind(
-            *stub_models("VLStub"), {}, vision_language=vl, search=search
+            *stub_models("VLStub"), {}, _batch(tmp_path_factory, vl_models), vision_language=vl, search=search
         ),
         name="vl",
         route_prefix="/vl",
     )
     serve.run(
         Gateway.options(name="VLOffGateway", ray_actor_options={"num_cpus": 0}).bind(
-            *stub_models("VLOffStub"), {}
+            *stub_models("VLOffStub"), {}, _batch(tmp_path_factory, [])
         ),
         name="vl-off",
         route_prefix="/vl-off",
@@ -96,6 +99,13 @@ def vl_app(ray_cluster, specs, tmp_path_factory):
         yield {"url": f"{base}/vl", "off": f"{base}/vl-off", "client": client}
     serve.delete("vl")
     serve.delete("vl-off")
+
+
+def _batch(tmp_path_factory, vl_models: list[dict]) -> dict:
+    """The Batch API on, its captions and VQA pool on the models the VisionLanguage deployment serves."""
+    store = str(tmp_path_factory.mktemp("vl-batches"))
+    args = {"store": store, "block_size": 2, "vision_language": {"num_cpus": 0.5, "batch_size": 4}}
+    return {"args": args, "models": {"vision": {}, "text": {}, "vision_language": vl_models}}
 
 
 def _b64(name: str) -> str:
@@ -159,6 +169,75 @@ def test_a_model_that_cannot_load_is_503_naming_it(vl_app):
     assert (
         _post(vl_app["url"], "/v1/captions", {"image": _b64("coffee")}).status_code == 200
     )  # the others still serve
+
+
+def _batch_results(url: str, endpoint: str, bodies: dict[str, dict]) -> dict[str, dict]:
+    """custom_id -> the ``response`` of its line in the output or the error file."""
+    lines = [{"custom_id": k, "method": "POST", "url": endpoint, "body": v} for k, v in bodies.items()]
+    jsonl = "".join(json.dumps(x) + "\n" for x in lines).encode()
+    source = httpx.post(f"{url}/v1/files", files={"file": ("in.jsonl", jsonl)}, data={"purpose": "batch"})
+    created = httpx.post(
+        f"{url}/v1/batches", json={"input_file_id": source.json()["id"], "endpoint": endpoint}
+    )
+    assert created.status_code == 200, created.text
+    deadline = time.monotonic() + 180
+    while (batch := httpx.get(f"{url}/v1/batches/{created.json()['id']}").json())["status"] != "completed":
+        assert (
+            batch["status"] in ("validating", "in_progress", "finalizing") and time.monotonic() < deadline
+        ), batch
+        time.sleep(0.5)
+    found = {}
+    for file_id in (batch["output_file_id"], batch["error_file_id"]):
+        if file_id is not None:
+            for line in httpx.get(f"{url}/v1/files/{file_id}/content").text.splitlines():
+                result = json.loads(line)
+                assert result["custom_id"] not in found
+                found[result["custom_id"]] = result["response"]
+    return found
+
+
+def test_caption_and_vqa_batches_answer_as_the_online_routes(vl_app):
+    """The same bodies online and as lines of a batch (its own pool of the same checkpoints, Ray
+    Data): equal answers, and a bad line fails alone with the online status and error."""
+    bodies = {
+        "cat": {"image": _b64("chelsea"), "model": "tiny-git"},
+        "two": {"images": [_b64("rocket"), _b64("coffee")], "max_tokens": 4, "prompt": "a photo of"},
+        "corrupt": {"image": base64.b64encode(assets.photo("coffee")[:300]).decode()},
+        "unknown": {"image": _b64("chelsea"), "model": "nope"},
+        "broken": {"image": _b64("chelsea"), "model": "broken"},
+    }
+    vqa = {
+        "blip": {"image": _b64("astronaut"), "question": "what is this?", "model": "tiny-blip-vqa"},
+        "vilt": {"image": _b64("chelsea"), "questions": ["a cat?", "red?"], "model": "tiny-vilt", "top_k": 3},
+        "no-question": {"image": _b64("chelsea")},
+    }
+    for endpoint, asked in (("/v1/captions", bodies), ("/v1/vqa", vqa)):
+        got = _batch_results(vl_app["url"], endpoint, asked)
+        assert set(got) == set(asked)
+        for name, body in asked.items():
+            online = _post(vl_app["url"], endpoint, body)
+            assert got[name]["status_code"] == online.status_code, (name, got[name], online.text)
+            if online.status_code == 200:
+                assert got[name]["body"] == online.json(), name
+            elif name == "broken":  # the online message sends the operator to the replica's log
+                assert "'broken' could not be loaded" in got[name]["body"]["error"]["message"]
+            else:
+                error = {k: v for k, v in online.json()["error"].items() if k != "request_id"}
+                assert got[name]["body"]["error"] == error, name
+
+
+def test_a_caption_batch_where_vision_language_is_off_is_refused_as_online(vl_app):
+    lines = json.dumps({"custom_id": "a", "method": "POST", "url": "/v1/captions", "body": {"image": "eA=="}})
+    url = vl_app["off"]
+    source = httpx.post(
+        f"{url}/v1/files", files={"file": ("in.jsonl", lines.encode())}, data={"purpose": "batch"}
+    )
+    refused = httpx.post(
+        f"{url}/v1/batches", json={"input_file_id": source.json()["id"], "endpoint": "/v1/captions"}
+    )
+    online = _post(url, "/v1/captions", {"image": _b64("chelsea")})
+    assert refused.status_code == online.status_code == 503
+    assert refused.json()["error"]["message"] == online.json()["error"]["message"]
 
 
 # ---- captions ------------------------------------------------------------------------------

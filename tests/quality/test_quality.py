@@ -162,6 +162,26 @@ def test_batched_short_clips(whisper_base):
         )
 
 
+def test_transcribe_many_batches_what_it_can_and_keeps_the_order(whisper_base, monkeypatch):
+    """A bulk caller's path (the Batch API's audio pool): short greedy clips in one batched pass, a
+    prompted one clip by clip, each answer where its clip was, equal to the answer alone."""
+    from models import speech, whisper_batch
+
+    sentences = (assets.EN_SENTENCE, "please send the report to the team before friday")
+    en, report = (decode_audio(assets.speech(x)) for x in sentences)
+    options = [SpeechOptions(prompt="fox"), SpeechOptions(), SpeechOptions(language="en")]
+    passes = []
+    batched = whisper_batch.transcribe_batch
+    monkeypatch.setattr(
+        whisper_batch, "transcribe_batch", lambda e, c, o: (passes.append(len(c)), batched(e, c, o))[1]
+    )
+    first, second, third = speech.transcribe_many(whisper_base, [en, report, en], options)
+    assert passes == [2]  # the two unprompted clips together; the prompted one went alone
+    assert assets.wer(sentences[0], first.text) <= 0.3 and assets.wer(sentences[1], second.text) <= 0.3
+    assert third.text == batched(whisper_base, [en], [options[2]])[0].text
+    assert first.text == whisper_base.transcribe(en, options[0]).text
+
+
 def test_batched_long_audio_wer(whisper_base):
     """Three ~60 s recordings (British voice, where spans as long as Whisper's window lose sentences):
     the batched VAD-span path runs and its WER over all their words stays within 0.01 of the

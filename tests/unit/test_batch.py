@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import dataclasses
 import json
 
 import numpy as np
@@ -82,6 +84,32 @@ def test_bad_lines_become_their_own_errors(tmp_path):
     assert out["custom_id"] == ["a", None, "b", "c"]
     assert out["status_code"] == [0, 400, 422, 404]
     assert json.loads(out["body"][2])["error"]["param"] == "input"
+
+
+def transcription_line(custom_id: str, **body) -> str:
+    return json.dumps(
+        {"custom_id": custom_id, "method": "POST", "url": "/v1/audio/transcriptions", "body": body}
+    )
+
+
+def test_transcription_lines_are_checked_as_online_and_for_a_json_result(tmp_path):
+    """The online route's schema (base64 ``file``, options), and what a result file cannot hold:
+    an event stream or plain text."""
+    p = dataclasses.replace(plan(str(tmp_path)), endpoint="/v1/audio/transcriptions")
+    wav = base64.b64encode(b"RIFF....WAVE").decode()  # checked later, when the worker decodes it
+    texts = [
+        transcription_line("ok", file=wav, language="en"),
+        transcription_line("verbose", file=wav, response_format="verbose_json"),
+        transcription_line("srt", file=wav, response_format="srt"),
+        transcription_line("stream", file=wav, stream=True),
+        transcription_line("not-base64", file="%%%"),
+        transcription_line("no-file", language="en"),
+        transcription_line("hot", file=wav, temperature=3),
+    ]
+    out = prepare(p, {"line": np.arange(len(texts)), "text": np.array(texts)})
+    assert out["status_code"] == [0, 0, 400, 400, 400, 422, 422]
+    params = [json.loads(b)["error"]["param"] if b else None for b in out["body"]]
+    assert params == [None, None, "response_format", "stream", "body.file", "file", "temperature"]
 
 
 def test_duplicate_custom_ids_fail_the_batch():
@@ -202,3 +230,133 @@ def test_the_store_is_private_to_its_owner(tmp_path):
     for root in (fresh, existing):
         Store(root)
         assert root.stat().st_mode & 0o777 == 0o700, oct(root.stat().st_mode)
+
+
+@pytest.mark.slow  # loads whisper-base (a few seconds), no Ray
+def test_the_audio_worker_transcribes_good_clips_and_fails_bad_ones_alone(tmp_path):
+    """The pool's worker on the served speech model: each clip decoded within the online limits, short
+    clips transcribed in one batched pass, a corrupt, too long or unsupported line failing alone."""
+    from deployments.batch.work import ModelWorker
+    from tests import assets
+
+    p = dataclasses.replace(
+        plan(str(tmp_path)),
+        endpoint="/v1/audio/transcriptions",
+        pool={"num_cpus": 1},
+        limits=MediaLimits(max_audio_seconds=20),
+        speech_spec={"model": "whisper-base"},
+    )
+    said = ("the quick brown fox jumps over the lazy dog", "please send the report before friday")
+    fox, report = (base64.b64encode(assets.speech(x)).decode() for x in said)
+    corrupt = base64.b64encode(assets.speech(said[0])[:30]).decode()  # its header cut short
+    too_long = base64.b64encode(assets.tone(21)).decode()
+    texts = [
+        transcription_line("fox", file=fox, language="en"),
+        transcription_line("corrupt", file=corrupt),
+        transcription_line("report", file=report, response_format="verbose_json"),
+        transcription_line("too-long", file=too_long),
+        transcription_line("klingon", file=fox, language="xx"),
+    ]
+    prepared = prepare(p, {"line": np.arange(len(texts)), "text": np.array(texts)})
+    out = ModelWorker(p)({k: np.array(v, dtype=object) for k, v in prepared.items()})
+    assert sorted(out["custom_id"]) == sorted(["fox", "report", "corrupt", "too-long", "klingon"])
+    result = dict(zip(out["custom_id"], zip(out["status_code"], map(json.loads, out["body"]))))
+    assert {k: code for k, (code, _) in result.items()} == {
+        "fox": 200,
+        "report": 200,
+        "corrupt": 400,
+        "too-long": 413,
+        "klingon": 400,
+    }
+    assert set(result["fox"][1]) == {"text"} and assets.wer(said[0], result["fox"][1]["text"]) <= 0.3
+    verbose = result["report"][1]
+    assert verbose["language"] == "en" and verbose["segments"] and "words" not in verbose
+    assert assets.wer(said[1], verbose["text"]) <= 0.3, verbose["text"]
+    assert [result[k][1]["error"]["param"] for k in ("corrupt", "too-long", "klingon")] == [
+        "file",
+        "file",
+        "language",
+    ]
+
+
+def vl_line(custom_id: str, url: str, **body) -> str:
+    return json.dumps({"custom_id": custom_id, "method": "POST", "url": url, "body": body})
+
+
+@pytest.fixture(scope="module")
+def vl_specs(tmp_path_factory) -> list[dict]:
+    from tests import checkpoints
+
+    root = tmp_path_factory.mktemp("vl")
+    checkpoints.blip_checkpoint(root / "cap", "caption")
+    checkpoints.vilt_checkpoint(root / "vilt")
+    return [
+        {"id": "tiny-cap", "task": "caption", "engine": "blip", "path": str(root / "cap"), "max_tokens": 6},
+        {"id": "tiny-vilt", "task": "vqa", "engine": "vilt", "path": str(root / "vilt")},
+    ]
+
+
+def test_caption_and_vqa_lines_are_the_models_answers_and_bad_ones_fail_alone(tmp_path, vl_specs):
+    """Tiny random BLIP and ViLT checkpoints through the pool's worker, Ray-free: each body is what the
+    model answers for its image (the online route's shape), and a line naming no such model, the wrong
+    kind of model, both image and images or a corrupt image fails alone with the online status."""
+    from deployments.batch.work import ModelWorker
+    from models.media import decode_image
+    from models.registry import VisionLanguageModelSpec, load_vision_language
+    from models.vision_language import run_batch
+    from tests import assets
+
+    cat, rocket = (base64.b64encode(assets.photo(n)).decode() for n in ("chelsea", "rocket"))
+    corrupt = base64.b64encode(assets.photo("coffee")[:300]).decode()
+    local = {s["id"]: load_vision_language(VisionLanguageModelSpec.model_validate(s)) for s in vl_specs}
+
+    def run(url: str, lines: list[str]) -> dict[str, tuple[int, dict]]:
+        p = dataclasses.replace(plan(str(tmp_path)), endpoint=url, vl_specs=vl_specs)
+        prepared = prepare(p, {"line": np.arange(len(lines)), "text": np.array(lines)})
+        out = ModelWorker(p)({k: np.array(v, dtype=object) for k, v in prepared.items()})
+        return dict(zip(out["custom_id"], zip(out["status_code"], map(json.loads, out["body"]))))
+
+    url = "/v1/captions"
+    got = run(
+        url,
+        [
+            vl_line("one", url, image=cat),
+            vl_line("two", url, images=[rocket, cat], max_tokens=4),
+            vl_line("corrupt", url, image=corrupt),
+            vl_line("both", url, image=cat, images=[cat]),
+            vl_line("nope", url, image=cat, model="nope"),
+            vl_line("vqa-model", url, image=cat, model="tiny-vilt"),
+        ],
+    )
+    assert {k: code for k, (code, _) in got.items()} == {
+        "one": 200,
+        "two": 200,
+        "corrupt": 400,
+        "both": 400,
+        "nope": 404,
+        "vqa-model": 400,
+    }
+    model = local["tiny-cap"]
+    want = run_batch(
+        model,
+        [(decode_image(assets.photo(n)), None) for n in ("rocket", "chelsea")],
+        model.settings(max_tokens=4),
+    )
+    two = got["two"][1]
+    assert two["model"] == "tiny-cap" and [c["caption"] for c in two["data"]] == [w.text for w in want]
+    assert two["usage"]["completion_tokens"] == sum(w.tokens for w in want)
+    one = run_batch(model, [(decode_image(assets.photo("chelsea")), None)], model.settings())[0]
+    assert got["one"][1]["data"] == [{"index": 0, "caption": one.text, "tokens": one.tokens}]
+    assert got["corrupt"][1]["error"]["param"] == "image"
+
+    url = "/v1/vqa"
+    got = run(url, [vl_line("ask", url, image=cat, questions=["what is this?", "is it red?"], top_k=2)])
+    vilt = local["tiny-vilt"]
+    want = run_batch(
+        vilt,
+        [(decode_image(assets.photo("chelsea")), q) for q in ("what is this?", "is it red?")],
+        vilt.settings(top_k=2),
+    )
+    code, body = got["ask"]
+    assert code == 200 and [a["answer"] for a in body["data"]] == [w.text for w in want]
+    assert [len(a["answers"]) for a in body["data"]] == [2, 2] and body["data"][1]["question"] == "is it red?"

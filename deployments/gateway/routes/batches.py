@@ -84,7 +84,9 @@ async def create_batch(
     batches: deps.BatchesDep, tenant: deps.CurrentTenant, body=routing.body_of(b.CreateBatchRequest)
 ):
     """Run every request of an uploaded file against ``endpoint`` (one of ``/v1/embeddings``,
-    ``/v1/embeddings/image``, ``/v1/classify``); poll ``GET /v1/batches/{id}``."""
+    ``/v1/embeddings/image``, ``/v1/classify``, ``/v1/audio/transcriptions``, ``/v1/captions``,
+    ``/v1/vqa``; the last two answer 503 as online where vision-language is off); poll
+    ``GET /v1/batches/{id}``."""
     return await batches.create(tenant, body)
 
 

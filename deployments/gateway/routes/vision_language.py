@@ -20,6 +20,7 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from api import schemas as s
+from deployments import vl_requests
 from deployments.gateway import deps, routing
 from deployments.gateway.errors import media_invalid
 from deployments.gateway.services.vision_language import VisionLanguageClient, VLModel
@@ -27,23 +28,6 @@ from models.errors import InvalidInput
 
 router = APIRouter()
 MODALITY = "image+text"
-
-
-def usage(outputs: list[dict]) -> s.TokenUsage:
-    prompt, completion = sum(o["prompt_tokens"] for o in outputs), sum(o["tokens"] for o in outputs)
-    return s.TokenUsage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
-
-
-def answers(out: dict) -> list[s.ScoredAnswer]:
-    return [s.ScoredAnswer(**a) for a in out["answers"]]
-
-
-def _images(body: s.CaptionRequest) -> list[tuple[bytes, str]]:
-    if (body.image is None) == (body.images is None):
-        raise InvalidInput("give one of 'image' or 'images'", param="image")
-    if body.image is not None:
-        return [(body.image, "image")]
-    return [(raw, f"images[{n}]") for n, raw in enumerate(body.images)]
 
 
 @routing.post(
@@ -54,28 +38,21 @@ async def captions(
 ):
     """Caption each image; with ``prompt``, each caption starts with it."""
     model = await vl.pick(body.model, "caption")
-    images = await asyncio.gather(*(vl.image(tenant, raw, param) for raw, param in _images(body)))
+    images = await asyncio.gather(*(vl.image(tenant, raw, param) for raw, param in vl_requests.images(body)))
     outs = await asyncio.gather(
         *(
             vl.run(model, image, body.prompt, max_tokens=body.max_tokens, num_beams=body.num_beams)
             for image in images
         )
     )
-    data = [s.Caption(index=n, caption=o["text"], tokens=o["tokens"]) for n, o in enumerate(outs)]
-    return s.CaptionResponse(model=model.id, data=data, usage=usage(outs))
-
-
-def _questions(body: s.VQARequest) -> list[str]:
-    if (body.question is None) == (body.questions is None):
-        raise InvalidInput("give one of 'question' or 'questions'", param="question")
-    return [body.question] if body.question is not None else list(body.questions)
+    return vl_requests.captions(model.id, list(outs))
 
 
 @routing.post(router, "/v1/vqa", body=s.VQARequest, modality=MODALITY, response_model=s.VQAResponse)
 async def vqa(vl: deps.VisionLanguageDep, tenant: deps.CurrentTenant, body=routing.body_of(s.VQARequest)):
     """Answer each question about the image (ViLT also gives its top answers with probabilities)."""
     model = await vl.pick(body.model, "vqa")
-    questions = _questions(body)
+    questions = vl_requests.questions(body)
     image = await vl.image(tenant, body.image, "image")
     outs = await asyncio.gather(
         *(
@@ -83,11 +60,7 @@ async def vqa(vl: deps.VisionLanguageDep, tenant: deps.CurrentTenant, body=routi
             for q in questions
         )
     )
-    data = [
-        s.VQAAnswer(index=n, question=q, answer=o["text"], tokens=o["tokens"], answers=answers(o))
-        for n, (q, o) in enumerate(zip(questions, outs))
-    ]
-    return s.VQAResponse(model=model.id, data=data, usage=usage(outs))
+    return vl_requests.answers(model.id, questions, list(outs))
 
 
 # ---- chat completions ----------------------------------------------------------------------
@@ -186,7 +159,7 @@ async def chat_completions(
         model=model.id,
         content=out["text"],
         finish=finish,
-        usage=usage([out]),
+        usage=vl_requests.usage([out]),
     )
     if body.stream:
         return StreamingResponse(

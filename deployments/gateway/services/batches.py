@@ -17,10 +17,11 @@ from config.batch import BatchArgs, BatchLimits
 from config.tenants import Tenant
 from deployments.batch import runner
 from deployments.batch.store import Store, new_id
-from deployments.batch.work import MODALITY, Plan
+from deployments.batch.work import MODALITY, POOL, Plan
 from deployments.gateway.errors import statuses_by_class
 from deployments.gateway.parsing import off_loop
 from deployments.gateway.services.encoders import Encoders
+from deployments.gateway.services.vision_language import switched_off
 from models.errors import InvalidInput, NotFound, PayloadTooLarge, Throttled, Unavailable
 from models.media import MediaLimits
 
@@ -92,6 +93,8 @@ class Batches:
     async def create(self, tenant: Tenant, request: CreateBatchRequest) -> BatchObject:
         store = self._store()
         tenant.require_modality(MODALITY[request.endpoint])
+        if POOL[request.endpoint] == "vision_language" and not self.models.get("vision_language"):
+            raise switched_off()  # every line would fail so online: refused whole, with the same 503
         source = await self.file(tenant, request.input_file_id)  # 404 for a missing or foreign file
         if source.purpose != "batch":
             raise InvalidInput(f"file {source.id} is a batch's result, not an input", param="input_file_id")
@@ -126,7 +129,7 @@ class Batches:
             endpoint=batch.endpoint,
             store=self.config.store,
             block_size=self.config.block_size,
-            pool=self.config.pool(MODALITY[batch.endpoint]).model_dump(),
+            pool=self.config.pool(POOL[batch.endpoint]).model_dump(),
             vision_spec=self.models["vision"],
             text_spec=self.models["text"],
             limits=self.media,
@@ -135,6 +138,8 @@ class Batches:
                 k: {"model": i.model, "space": i.space, "task_model": i.task_model} for k, i in infos.items()
             },
             statuses=statuses_by_class(),
+            speech_spec=self.models.get("speech", {}),
+            vl_specs=self.models.get("vision_language", []),
         )
 
     async def get(self, tenant: Tenant, batch_id: str) -> BatchObject:

@@ -10,11 +10,21 @@ from ray.serve.handle import DeploymentHandle
 
 from api import schemas as s
 from config.tenants import Tenant
+from deployments import vl_requests
 from deployments.gateway.calls import call
 from deployments.gateway.services.media import MediaDecoder
-from models.errors import Incompatible, NotFound, Unavailable
+from models.errors import Unavailable
 
 VL_SWITCH = "vision_language.enabled"
+
+
+def switched_off() -> Unavailable:
+    """What every captions, VQA and vision chat request answers when the deployment is off (503)."""
+    return Unavailable(
+        f"captioning and visual question answering are off in this deployment: set "
+        f"{VL_SWITCH}: true and list vision_language.models in the app's args "
+        f"(no vision-language weights are packaged for offline use)"
+    )
 
 
 @dataclass(frozen=True)
@@ -41,11 +51,7 @@ class VisionLanguageClient:
 
     def deployment(self) -> DeploymentHandle:
         if self.handle is None:
-            raise Unavailable(
-                f"captioning and visual question answering are off in this deployment: set "
-                f"{VL_SWITCH}: true and list vision_language.models in the app's args "
-                f"(no vision-language weights are packaged for offline use)"
-            )
+            raise switched_off()
         return self.handle
 
     async def models(self) -> list[VLModel]:
@@ -60,20 +66,8 @@ class VisionLanguageClient:
         """The model a request names (it must do ``task`` when given), or the first that does ``task``."""
         self.deployment()
         known = await self.models()
-        if model is None:
-            found = next((m for m in known if m.task == task), None)
-            if found is None:
-                raise NotFound(f"no {task} model is configured (vision_language.models)", param="model")
-            return found
-        found = next((m for m in known if m.id == model), None)
-        if found is None:
-            ids = ", ".join(m.id for m in known)
-            raise NotFound(
-                f"model '{model}' is not a vision-language model here; known: {ids}", param="model"
-            )
-        if task is not None and found.task != task:
-            raise Incompatible(f"model '{model}' does {found.task}, not {task}", param="model")
-        return found
+        chosen = vl_requests.choose([(m.id, m.task) for m in known], model, task)
+        return next(m for m in known if m.id == chosen)
 
     async def image(self, tenant: Tenant, raw: bytes, param: str) -> np.ndarray:
         return await self.media.decode(tenant, "image", raw, param)
