@@ -30,11 +30,11 @@ class _Job:
 
 
 class VLLines:
-    def __init__(self, specs: Sequence[dict], limits: MediaLimits) -> None:
+    def __init__(self, specs: Sequence[dict], limits: MediaLimits, *, device: str = "cpu") -> None:
         from models.registry import VisionLanguageModelSpec
 
         self.specs = {spec.id: spec for spec in map(VisionLanguageModelSpec.model_validate, specs)}
-        self.limits = limits
+        self.limits, self.device = limits, device
         self.loaded: dict[str, Any] = {}  # id -> model, or the Unavailable its load gave
 
     def model(self, model_id: str):
@@ -42,7 +42,7 @@ class VLLines:
             from models.registry import load_vision_language
 
             try:
-                self.loaded[model_id] = load_vision_language(self.specs[model_id])
+                self.loaded[model_id] = load_vision_language(self.specs[model_id], device=self.device)
             except Exception as exc:  # the config names weights this worker cannot load
                 self.loaded[model_id] = Unavailable(
                     f"vision-language model '{model_id}' could not be loaded ({type(exc).__name__})"

@@ -210,22 +210,28 @@ class ModelWorker:
         self._text = self._classifier = self._embedder = self._speech = self._vl = None
         import torch
 
+        from models.runtime import resolve_device
+
         self.threads = max(1, int(plan.pool.get("num_cpus", 1) or 1))
         torch.set_num_threads(self.threads)
+        # as an online replica: CUDA when the pool's actors were granted (a fraction of) a GPU
+        self.device = resolve_device(want_gpu=bool(plan.pool.get("num_gpus")))
 
     # the backends
     def text_model(self):
         if self._text is None:
             from models.registry import TextModelSpec, load_text
 
-            self._text = load_text(TextModelSpec.model_validate(self.plan.text_spec))
+            self._text = load_text(TextModelSpec.model_validate(self.plan.text_spec), device=self.device)
         return self._text
 
     def classifier(self):
         if self._classifier is None:
             from models.registry import VisionModelSpec, load_classifier
 
-            self._classifier = load_classifier(VisionModelSpec.model_validate(self.plan.vision_spec))
+            self._classifier = load_classifier(
+                VisionModelSpec.model_validate(self.plan.vision_spec), device=self.device
+            )
         return self._classifier
 
     def embedder(self):
@@ -236,6 +242,7 @@ class ModelWorker:
                 VisionModelSpec.model_validate(self.plan.vision_spec),
                 TextModelSpec.model_validate(self.plan.text_spec),
                 classifier=self.classifier(),
+                device=self.device,
             )
         return self._embedder
 
@@ -246,7 +253,7 @@ class ModelWorker:
             spec = SpeechModelSpec.model_validate(self.plan.speech_spec)
             if not spec.cpu_threads:  # CTranslate2's default takes every core; the pool grants num_cpus
                 spec = spec.model_copy(update={"cpu_threads": self.threads})
-            self._speech = load_speech(spec)
+            self._speech = load_speech(spec, device=self.device)
         return self._speech
 
     def _decode(self, raw: bytes, model, param: str) -> torch.Tensor:
@@ -408,7 +415,7 @@ class ModelWorker:
         from deployments.batch.vl_lines import VLLines
 
         if self._vl is None:
-            self._vl = VLLines(self.plan.vl_specs, self.plan.limits)
+            self._vl = VLLines(self.plan.vl_specs, self.plan.limits, device=self.device)
         answers = self._vl.answer(self.plan.endpoint, [body for _, _, body in parsed])
         return [
             failed(self.plan, line, cid, a) if isinstance(a, MMServeError) else ok(line, cid, a)

@@ -360,3 +360,27 @@ def test_caption_and_vqa_lines_are_the_models_answers_and_bad_ones_fail_alone(tm
     code, body = got["ask"]
     assert code == 200 and [a["answer"] for a in body["data"]] == [w.text for w in want]
     assert [len(a["answers"]) for a in body["data"]] == [2, 2] and body["data"][1]["question"] == "is it red?"
+
+
+def test_a_pool_granted_a_gpu_loads_its_models_on_it(tmp_path, monkeypatch):
+    """As an online replica does: the pool's ``num_gpus`` asks for the GPU (CUDA when it exists), and
+    every backend the worker loads is loaded on the device it got."""
+    import models.registry
+    import models.runtime
+    from deployments.batch.work import ModelWorker
+
+    asked, loaded = [], []
+    monkeypatch.setattr(
+        models.runtime,
+        "resolve_device",
+        lambda want_gpu: asked.append(want_gpu) or ("cuda" if want_gpu else "cpu"),
+    )
+    monkeypatch.setattr(models.registry, "load_text", lambda spec, device="cpu": loaded.append(device))
+    monkeypatch.setattr(models.registry, "load_speech", lambda spec, device="cpu": loaded.append(device))
+    p = dataclasses.replace(
+        plan(str(tmp_path)), pool={"num_cpus": 1, "num_gpus": 0.25}, speech_spec={"model": "whisper-base"}
+    )
+    worker = ModelWorker(p)
+    worker.text_model(), worker.speech()
+    assert (asked, worker.device, loaded) == ([True], "cuda", ["cuda", "cuda"])
+    assert ModelWorker(plan(str(tmp_path))).device == "cpu" and asked == [True, False]  # no GPU asked
