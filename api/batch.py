@@ -8,7 +8,7 @@ by the same ``custom_id``: ``{"id", "custom_id", "response": {"status_code", "re
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
@@ -20,14 +20,6 @@ MEDIA_SCHEMA = {
     "description": "the JSONL file: a file part (multipart) or base64 (JSON)",
 }
 
-BATCH_ENDPOINTS = (
-    "/v1/embeddings",
-    "/v1/embeddings/image",
-    "/v1/classify",
-    "/v1/audio/transcriptions",
-    "/v1/captions",
-    "/v1/vqa",
-)
 BatchEndpoint = Literal[
     "/v1/embeddings",
     "/v1/embeddings/image",
@@ -36,6 +28,7 @@ BatchEndpoint = Literal[
     "/v1/captions",
     "/v1/vqa",
 ]
+BATCH_ENDPOINTS = get_args(BatchEndpoint)
 BatchStatus = Literal[
     "validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling", "cancelled"
 ]

@@ -315,6 +315,15 @@ class TranscriptionRequest(_Request):
     def word_timestamps(self) -> bool:
         return "word" in self.timestamp_granularities and self.response_format == "verbose_json"
 
+    def decoding(self) -> dict[str, Any]:
+        """The Whisper options this request asks for (online and in a batch)."""
+        return {
+            "language": self.language,
+            "prompt": self.prompt,
+            "temperature": self.temperature,
+            "word_timestamps": self.word_timestamps(),
+        }
+
 
 class TranslationRequest(_Request):
     file: Media

@@ -379,13 +379,7 @@ class ModelWorker:
         from models.speech import check_options
 
         audio = decode_audio(body.file, limits=self.plan.limits, param="file")
-        options = SpeechOptions(
-            task="transcribe",
-            language=body.language,
-            prompt=body.prompt,
-            temperature=body.temperature,
-            word_timestamps=body.word_timestamps(),
-        )
+        options = SpeechOptions(task="transcribe", **body.decoding())
         check_options(engine, options)
         return audio, options
 

@@ -26,14 +26,7 @@ STREAMABLE = ("json", "text")
 async def transcriptions(
     speech: deps.SpeechDep, tenant: deps.CurrentTenant, body=routing.body_of(s.TranscriptionRequest)
 ) -> Response:
-    options = Transcription(
-        task="transcribe",
-        language=body.language,
-        prompt=body.prompt,
-        temperature=body.temperature,
-        word_timestamps=body.word_timestamps(),
-    )
-    return await _speech(speech, tenant, body, options)
+    return await _speech(speech, tenant, body, Transcription(task="transcribe", **body.decoding()))
 
 
 @routing.post(router, "/v1/audio/translations", body=s.TranslationRequest, modality="audio", responses=SPEECH)
