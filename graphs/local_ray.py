@@ -50,14 +50,15 @@ TOKEN_PATH_ENV = "RAY_AUTH_TOKEN_PATH"
 # it every bind address) is loopback; read once when `ray` is imported.
 SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 # Serve's controller replaces a dead HTTP proxy only after three failed health checks; Ray's 10 s
-# period left the port closed for about 24 s after a proxy died. A 1 s period (one tiny actor call
-# a second) brings it back in a few seconds, inside the client's retry window. Set it to override.
+# period left the port closed for about 24 s after a proxy died, a 1 s period about 6 s. A 0.25 s
+# period (four tiny actor calls a second; a dead proxy fails them at once, a busy one only by timing
+# out) brings it back in about 4 s (issue 22 #7: within 5 s). Set it to override.
 # Serve's proxy answers a request whose gateway replica died under it with uvicorn's plain-text 500;
 # this callback (Serve's supported hook) wraps the proxy's app in a middleware that answers 503 +
 # Retry-After in the error shape instead (deployments/gateway/proxy_errors.py).
 PROXY_CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
 SERVE_DEFAULTS = {
-    "RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S": "1",
+    "RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S": "0.25",
     PROXY_CALLBACK_ENV: "deployments.gateway.proxy_errors:middlewares",
 }
 # Ray's system temp folder (its default is $TMPDIR or /tmp). Ray makes its own folder in it and every

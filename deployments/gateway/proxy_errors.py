@@ -25,6 +25,12 @@ A request whose framing uvicorn cannot parse (a bare LF, Content-Length beside c
 length) never becomes an ASGI request: uvicorn writes its own plain-text 400 and closes. The
 callback gives that answer the error shape too, with a new request id, by replacing the one method
 of uvicorn's two HTTP protocols that writes it (:func:`answer_malformed_requests_in_error_shape`).
+
+A proxy that Serve just started (after the last one died) listens before it has learned the
+application routes from the controller; until then it answered every request 404 "Path not found",
+which a client treats as final (issue 22 #7: three 404s in the proxy-kill chaos test once the proxy
+came back within 4 s). While its route table is empty, its not-found answer is 503 with Retry-After
+instead (:func:`answer_unrouted_requests_with_503_until_routes_arrive`), in the error shape above.
 """
 
 from __future__ import annotations
@@ -162,8 +168,44 @@ def answer_malformed_requests_in_error_shape() -> None:
         protocol.send_400_response = _send_400_response
 
 
+ROUTES_PENDING_RETRY_S = 1
+
+
+async def _not_found_or_starting(self, proxy_request):
+    """``HTTPProxy.not_found_response``, but 503 + Retry-After while the route table is empty."""
+    from ray.serve._private.http_util import convert_object_to_asgi_messages
+    from ray.serve._private.proxy_request_response import ResponseStatus
+
+    ready, _ = self.proxy_router.ready_for_traffic(is_head=True)
+    if ready:
+        async for message in _ORIGINAL_NOT_FOUND[0](self, proxy_request):
+            yield message
+        return
+    retry = [(b"retry-after", str(ROUTES_PENDING_RETRY_S).encode())]
+    for message in convert_object_to_asgi_messages(
+        "this proxy has just started and has no routes yet", status_code=503, extra_headers=retry
+    ):
+        yield message
+    yield ResponseStatus(code=503, is_error=True)
+
+
+_ORIGINAL_NOT_FOUND: list = []
+
+
+def answer_unrouted_requests_with_503_until_routes_arrive() -> None:
+    """Replace this process's ``HTTPProxy.not_found_response`` with :func:`_not_found_or_starting`
+    (once: the callback may run again)."""
+    from ray.serve._private.proxy import HTTPProxy
+
+    if not _ORIGINAL_NOT_FOUND:
+        _ORIGINAL_NOT_FOUND.append(HTTPProxy.not_found_response)
+        HTTPProxy.not_found_response = _not_found_or_starting
+
+
 def middlewares() -> list[Middleware]:
     """Serve's HTTP proxy callback: the middlewares it wraps its ASGI app in (and, as the one hook
-    Serve runs in the proxy before it serves, the error shape of uvicorn's own 400)."""
+    Serve runs in the proxy before it serves, the error shape of uvicorn's own 400 and the 503 of a
+    proxy that has no routes yet)."""
     answer_malformed_requests_in_error_shape()
+    answer_unrouted_requests_with_503_until_routes_arrive()
     return [Middleware(AnswerLostRequests)]

@@ -56,7 +56,7 @@ def test_prepare_turns_auth_on_and_the_node_ip_to_loopback(tmp_path):
 def test_prepare_shortens_the_proxy_health_check_unless_the_user_set_it(tmp_path):
     env = {"RAY_AUTH_TOKEN_PATH": str(tmp_path / "tok")}
     local_ray.prepare(env)
-    assert env["RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S"] == "1"
+    assert env["RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S"] == "0.25"
     env = {"RAY_AUTH_TOKEN_PATH": str(tmp_path / "tok"), "RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S": "7"}
     local_ray.prepare(env)
     assert env["RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S"] == "7"

@@ -100,3 +100,35 @@ def test_serves_probe_endpoints_keep_their_plain_text():
     scope = {"type": "http", "method": "GET", "path": "/-/healthz", "headers": []}
     start, body = _run(_serve_answers(_backpressure()), scope)
     assert start["status"] == 503 and b"text/plain" in dict(start["headers"])[b"content-type"]
+
+
+def _not_found_answer(routes_known: bool) -> list[dict]:
+    """What Serve 2.60's HTTP proxy answers for a path it has no route for, with the callback's patch
+    in place, as the middleware then sends it."""
+    from types import SimpleNamespace
+
+    from ray.serve._private.proxy import HTTPProxy
+    from ray.serve._private.proxy_router import ProxyRouter
+
+    proxy_errors.answer_unrouted_requests_with_503_until_routes_arrive()
+    router = ProxyRouter(get_handle=lambda *args: None)
+    router._route_table_populated = routes_known  # what update_routes sets when the controller's routes come
+    proxy = SimpleNamespace(proxy_router=router)
+
+    async def app(scope, receive, send):
+        async for message in HTTPProxy.not_found_response(proxy, SimpleNamespace(path=scope["path"])):
+            if isinstance(message, dict):  # the ASGI messages; the last item is Serve's ResponseStatus
+                await send(message)
+
+    return _run(app)
+
+
+def test_a_proxy_without_routes_yet_answers_503_not_404():
+    """A proxy Serve just restarted listens before the controller sent it the routes: 'come back' (503,
+    Retry-After, error shape), not a final 404; once it knows the routes, an unknown path is 404."""
+    start, body = _not_found_answer(routes_known=False)
+    headers = dict(start["headers"])
+    assert start["status"] == 503 and int(headers[b"retry-after"]) >= 1
+    assert json.loads(body["body"])["error"]["type"] == "overloaded"
+    start, body = _not_found_answer(routes_known=True)
+    assert start["status"] == 404 and b"not found" in body["body"]
