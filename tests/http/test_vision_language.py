@@ -226,7 +226,9 @@ def test_caption_and_vqa_batches_answer_as_the_online_routes(vl_app):
                 assert got[name]["body"]["error"] == error, name
 
 
-def test_a_caption_batch_where_vision_language_is_off_is_refused_as_online(vl_app):
+def test_a_caption_batch_where_vision_language_is_off_is_refused_with_the_online_words(vl_app):
+    """Online, each request answers 503; a batch that can never run here is the caller's error (400
+    on ``endpoint``, no retry invited), saying the same."""
     lines = json.dumps({"custom_id": "a", "method": "POST", "url": "/v1/captions", "body": {"image": "eA=="}})
     url = vl_app["off"]
     source = httpx.post(
@@ -236,7 +238,8 @@ def test_a_caption_batch_where_vision_language_is_off_is_refused_as_online(vl_ap
         f"{url}/v1/batches", json={"input_file_id": source.json()["id"], "endpoint": "/v1/captions"}
     )
     online = _post(url, "/v1/captions", {"image": _b64("chelsea")})
-    assert refused.status_code == online.status_code == 503
+    assert (refused.status_code, online.status_code) == (400, 503)
+    assert refused.json()["error"]["param"] == "endpoint"
     assert refused.json()["error"]["message"] == online.json()["error"]["message"]
 
 

@@ -94,7 +94,9 @@ class Batches:
         store = self._store()
         tenant.require_modality(MODALITY[request.endpoint])
         if POOL[request.endpoint] == "vision_language" and not self.models.get("vision_language"):
-            raise switched_off()  # every line would fail so online: refused whole, with the same 503
+            # every line would fail (online: 503); the batch cannot run here at all, so it is the
+            # caller's request that is wrong (400, not a 503 that invites retrying), with the same words
+            raise InvalidInput(switched_off().message, param="endpoint")
         source = await self.file(tenant, request.input_file_id)  # 404 for a missing or foreign file
         if source.purpose != "batch":
             raise InvalidInput(f"file {source.id} is a batch's result, not an input", param="input_file_id")
