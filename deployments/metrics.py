@@ -221,16 +221,16 @@ class Assignment:
     at: float | None = None
 
 
-def watch_queue_wait(method, response) -> Assignment:
-    """Time a handle call (``method.remote`` gave ``response``) until Serve's router assigned it to
-    a replica: the router resolves the response's replica future then, on its own loop. The returned
-    ``Assignment`` gets the time too (compose reports it per node: gateway/call_times.py)."""
+def watch_queue_wait(method, response, sent: float) -> Assignment:
+    """Time a handle call (``method.remote`` gave ``response``; ``sent``: its ``perf_counter`` just
+    before) until Serve's router assigned it to a replica: the router resolves the response's replica
+    future then, on its own loop. The returned ``Assignment`` gets the time too (compose reports the
+    same interval per node: gateway/call_times.py)."""
     assignment = Assignment()
     future = getattr(response, "_replica_result_future", None)
     if future is None:  # Serve changed its handle internals: no queue wait rather than an error
         return assignment
     tags = call_labels(method)
-    sent = time.perf_counter()
 
     def assigned(done) -> None:
         if not done.cancelled() and done.exception() is None:

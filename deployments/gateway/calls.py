@@ -146,7 +146,7 @@ async def _once(method, args: tuple, kwargs: dict) -> Any:
     with tracing.span(f"call {_name(method)}"):
         sent = time.perf_counter()
         response = method.remote(*args, **kwargs)
-        assignment = watch_queue_wait(method, response)
+        assignment = watch_queue_wait(method, response, sent)
         result = await _sent(method, response)
         call_times.record(sent, assignment.at, time.perf_counter())
         return result
